@@ -1,0 +1,113 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadPrecedence(t *testing.T) {
+	t.Parallel()
+	var w Worker
+	err := Load(&w, []string{"-concurrency", "7"}, env(map[string]string{
+		"CPV_CONCURRENCY": "3", "CPV_VISIBILITY": "2m",
+	}), "worker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Concurrency != 7 {
+		t.Errorf("flag should win over env: concurrency = %d", w.Concurrency)
+	}
+	if w.Visibility != 2*time.Minute {
+		t.Errorf("env should win over default: visibility = %s", w.Visibility)
+	}
+	if w.MaxAttempts != 5 || w.Queue != "cpv-refresh" {
+		t.Errorf("defaults not applied: attempts %d queue %q", w.MaxAttempts, w.Queue)
+	}
+	var d Dispatcher
+	if err := Load(&d, nil, env(map[string]string{"CPV_WEBHOOK_CERT_HOSTS": "a.example, b.example"}), "dispatcher"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"a.example", "b.example"}, d.WebhookCertHosts); diff != "" {
+		t.Errorf("list (-want +got):\n%s", diff)
+	}
+}
+
+func TestLoadReportsEveryBadField(t *testing.T) {
+	t.Parallel()
+	var w Worker
+	err := Load(&w, []string{"-no-such-flag"}, env(map[string]string{"CPV_CONCURRENCY": "many", "CPV_VISIBILITY": "soon", "CPV_EXACT": "perhaps"}), "worker")
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{"CPV_CONCURRENCY", "CPV_VISIBILITY", "CPV_EXACT", "no-such-flag"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	var w Worker
+	if err := Load(&w, nil, env(nil), "worker"); err != nil {
+		t.Fatal(err)
+	}
+	err := w.Validate()
+	if err == nil {
+		t.Fatal("missing client id, tenant and secret must fail")
+	}
+	for _, want := range []string{"CPV_CLIENT_SECRET", "CPV_PARTNER_TENANT_ID", "CPV_CLIENT_ID"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
+	w.ClientSecret = "s3cret-value"
+	w.PartnerTenantID = "11111111-2222-3333-4444-555555555555"
+	w.ClientID = "66666666-7777-8888-9999-000000000000"
+	if err := w.Validate(); err != nil {
+		t.Fatalf("valid config refused: %v", err)
+	}
+	w.GraphURL = "http://graph.example/v1.0"
+	if err := w.Validate(); err == nil || !strings.Contains(err.Error(), "CPV_GRAPH_URL") {
+		t.Fatalf("plain http Graph URL must be refused, got %v", err)
+	}
+
+	var d Dispatcher
+	if err := Load(&d, nil, env(map[string]string{
+		"CPV_CLIENT_SECRET": "x", "CPV_PARTNER_TENANT_ID": w.PartnerTenantID, "CPV_CLIENT_ID": w.ClientID,
+	}), "dispatcher"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "API is closed") {
+		t.Fatalf("a dispatcher with no API authentication must be refused, got %v", err)
+	}
+}
+
+func TestRedactedHidesSecrets(t *testing.T) {
+	t.Parallel()
+	var w Worker
+	if err := Load(&w, nil, env(map[string]string{"CPV_CLIENT_SECRET": "very-secret-value"}), "worker"); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range Redacted(&w) {
+		if s, ok := v.(string); ok && (strings.Contains(s, "very-secret-value") || strings.Contains(s, "Eby8vdM02")) {
+			t.Fatalf("secret leaked in %q", s)
+		}
+	}
+}
+
+func TestDefaultStorageIsDevStorage(t *testing.T) {
+	t.Parallel()
+	var w Worker
+	if err := Load(&w, nil, env(nil), "worker"); err != nil {
+		t.Fatal(err)
+	}
+	if w.StorageConnectionString != DevStorage {
+		t.Fatalf("default storage = %q, want DevStorage", w.StorageConnectionString)
+	}
+}

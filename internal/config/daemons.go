@@ -1,0 +1,221 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+)
+
+// DevStorage is Azurite's explicit development connection string on its
+// default ports (the Go SDKs refuse UseDevelopmentStorage=true). The account
+// key is Azurite's public, documented development key.
+const DevStorage = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;" +
+	"AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;" +
+	"QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+
+// Common holds the settings both daemons share: storage, queue transport,
+// Microsoft endpoints and the partner app's credentials. The defaults point
+// at the local stack (Azurite and the Microsoft 365 simulator).
+type Common struct {
+	StorageConnectionString string `env:"CPV_STORAGE_CONNECTION_STRING" default:"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;" secret:"true" help:"Azure Storage connection string for queues and tables; leave empty and set the two service URLs to use a managed identity"`
+	QueueServiceURL         string `env:"CPV_QUEUE_SERVICE_URL" help:"queue service URL (https://<account>.queue.core.windows.net) when authenticating with a managed identity"`
+	TableServiceURL         string `env:"CPV_TABLE_SERVICE_URL" help:"table service URL (https://<account>.table.core.windows.net) when authenticating with a managed identity"`
+	Transport               string `env:"CPV_TRANSPORT" default:"storagequeue" help:"queue transport: storagequeue or servicebus"`
+	ServiceBusConnection    string `env:"CPV_SERVICEBUS_CONNECTION_STRING" secret:"true" help:"Service Bus connection string (transport servicebus)"`
+	ServiceBusNamespace     string `env:"CPV_SERVICEBUS_NAMESPACE" help:"Service Bus fully qualified namespace (<name>.servicebus.windows.net) when authenticating with a managed identity"`
+	Queue                   string `env:"CPV_QUEUE" default:"cpv-refresh" help:"work queue name; the poison queue is <name>-poison (Storage Queue) or the dead-letter queue (Service Bus)"`
+	TablePrefix             string `env:"CPV_TABLE_PREFIX" default:"cpv" help:"prefix of the result tables (<prefix>tenants, <prefix>status, ...)"`
+
+	AuthMode        string `env:"CPV_AUTH_MODE" default:"secret" help:"how the partner app authenticates: secret, certificate, workload (Azure workload identity) or refresh-token (delegated GDAP, CIPP style)"`
+	PartnerTenantID string `env:"CPV_PARTNER_TENANT_ID" help:"the partner's own Entra tenant id"`
+	ClientID        string `env:"CPV_CLIENT_ID" help:"application (client) id of the partner's multi-tenant SAM app"`
+	ClientSecret    string `env:"CPV_CLIENT_SECRET" secret:"true" help:"client secret of the SAM app (modes secret and refresh-token)"`
+	CertificatePath string `env:"CPV_CERTIFICATE_PATH" help:"PEM or PFX file with the SAM app's certificate and key (mode certificate)"`
+	CertificatePass string `env:"CPV_CERTIFICATE_PASSWORD" secret:"true" help:"password of the PFX file, if any"`
+	TokenFile       string `env:"CPV_FEDERATED_TOKEN_FILE" help:"federated token file (mode workload; AZURE_FEDERATED_TOKEN_FILE is used when empty)"`
+	RefreshToken    string `env:"CPV_REFRESH_TOKEN" secret:"true" help:"the partner admin's GDAP refresh token (mode refresh-token)"`
+
+	AuthorityHost    string `env:"CPV_AUTHORITY_HOST" default:"https://127.0.0.1:8443/" help:"Entra ID authority host; https://login.microsoftonline.com/ in production"`
+	GraphURL         string `env:"CPV_GRAPH_URL" default:"https://127.0.0.1:8443/v1.0" help:"Microsoft Graph base URL; https://graph.microsoft.com/v1.0 in production"`
+	PartnerCenterURL string `env:"CPV_PARTNER_CENTER_URL" default:"https://127.0.0.1:8443" help:"Partner Center API base URL; https://api.partnercenter.microsoft.com in production"`
+	ManifestFile     string `env:"CPV_MANIFEST_FILE" help:"JSON permission manifest overriding the embedded default"`
+
+	LogFormat string `env:"CPV_LOG_FORMAT" default:"auto" help:"log format: auto (colour text on a terminal, JSON otherwise), text or json"`
+	LogLevel  string `env:"CPV_LOG_LEVEL" default:"info" help:"log level: debug, info, warn or error"`
+}
+
+// Worker is cmd/worker's configuration.
+type Worker struct {
+	Common
+	Listen         string        `env:"CPV_WORKER_LISTEN" default:":9091" help:"address of /healthz, /readyz and /metrics"`
+	WorkerID       string        `env:"CPV_WORKER_ID" help:"name of this replica in status rows and heartbeats (default: host name)"`
+	Concurrency    int           `env:"CPV_CONCURRENCY" default:"16" help:"refreshes run at once by this replica"`
+	ReceiveBatch   int           `env:"CPV_RECEIVE_BATCH" default:"16" help:"messages received per call (Storage Queue allows up to 32)"`
+	Visibility     time.Duration `env:"CPV_VISIBILITY" default:"60s" help:"how long a received message stays invisible (or locked) before it is extended"`
+	MessageTimeout time.Duration `env:"CPV_MESSAGE_TIMEOUT" default:"5m" help:"longest time one refresh may take"`
+	MaxAttempts    int           `env:"CPV_MAX_ATTEMPTS" default:"5" help:"deliveries before a failing message is moved to the poison queue"`
+	RetryBase      time.Duration `env:"CPV_RETRY_BASE" default:"15s" help:"first backoff after a retryable failure (doubles per attempt)"`
+	RetryMax       time.Duration `env:"CPV_RETRY_MAX" default:"15m" help:"longest backoff after a retryable failure"`
+	ShutdownGrace  time.Duration `env:"CPV_SHUTDOWN_GRACE" default:"25s" help:"on SIGTERM, how long in-flight refreshes may finish before they are released to another replica"`
+	Exact          bool          `env:"CPV_EXACT" default:"false" help:"also remove application roles the manifest no longer lists"`
+	PollMax        time.Duration `env:"CPV_POLL_MAX" default:"5s" help:"longest wait between receives while the queue is empty"`
+}
+
+// Dispatcher is cmd/dispatcher's configuration.
+type Dispatcher struct {
+	Common
+	Listen              string        `env:"CPV_DISPATCHER_LISTEN" default:":8080" help:"address of the API, UI, webhooks, /healthz, /readyz and /metrics"`
+	DispatcherID        string        `env:"CPV_DISPATCHER_ID" help:"name of this replica in run records (default: host name)"`
+	Schedule            string        `env:"CPV_SCHEDULE" default:"0 0 * * *" help:"cron schedule of the nightly refresh of all tenants"`
+	TimeZone            string        `env:"CPV_TIME_ZONE" default:"UTC" help:"IANA time zone of the schedule"`
+	CatchUp             time.Duration `env:"CPV_CATCH_UP" default:"24h" help:"a scheduled run missed within this window is run when the dispatcher starts"`
+	PropagationDelay    time.Duration `env:"CPV_PROPAGATION_DELAY" default:"15m" help:"delay before refreshing a tenant whose GDAP relationship was just approved or activated"`
+	WebhookCertHosts    []string      `env:"CPV_WEBHOOK_CERT_HOSTS" default:"api.partnercenter.microsoft.com" help:"hosts a Partner Center webhook's X-MS-Certificate-Url may point at (comma-separated)"`
+	WebhookRequireMSOrg bool          `env:"CPV_WEBHOOK_REQUIRE_MICROSOFT_ORG" default:"true" help:"require O=Microsoft Corporation in the webhook signing certificate's subject"`
+	APIKeys             []string      `env:"CPV_API_KEYS" secret:"true" help:"API keys accepted as 'Authorization: Bearer <key>' or X-API-Key (comma-separated)"`
+	AuthIssuer          string        `env:"CPV_AUTH_ISSUER" help:"Entra ID issuer whose bearer tokens the API accepts (e.g. https://login.microsoftonline.com/<tenant>/v2.0)"`
+	AuthAudience        string        `env:"CPV_AUTH_AUDIENCE" help:"audience the API's bearer tokens must carry"`
+	AuthJWKSURL         string        `env:"CPV_AUTH_JWKS_URL" help:"JWKS URL of the issuer's signing keys (default: from the issuer's OpenID metadata)"`
+	AuthRole            string        `env:"CPV_AUTH_ROLE" default:"CPV.Refresh" help:"app role (roles claim) a bearer token needs for refresh, reset and pause"`
+	MaxBody             int           `env:"CPV_MAX_BODY" default:"65536" help:"largest accepted request body in bytes"`
+	KeyVaultURL         string        `env:"CPV_KEY_VAULT_URL" help:"Key Vault holding the app's credentials, shown on the backend page"`
+}
+
+// Validate checks the shared settings, one message per bad field.
+func (c *Common) Validate() error {
+	var errs []error
+	switch c.Transport {
+	case "storagequeue":
+		if c.StorageConnectionString == "" && c.QueueServiceURL == "" {
+			errs = append(errs, errors.New("CPV_STORAGE_CONNECTION_STRING or CPV_QUEUE_SERVICE_URL is required"))
+		}
+	case "servicebus":
+		if c.ServiceBusConnection == "" && c.ServiceBusNamespace == "" {
+			errs = append(errs, errors.New("transport servicebus needs CPV_SERVICEBUS_CONNECTION_STRING or CPV_SERVICEBUS_NAMESPACE"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("CPV_TRANSPORT %q: want storagequeue or servicebus", c.Transport))
+	}
+	if c.StorageConnectionString == "" && c.TableServiceURL == "" {
+		errs = append(errs, errors.New("CPV_STORAGE_CONNECTION_STRING or CPV_TABLE_SERVICE_URL is required"))
+	}
+	if !validQueueName(c.Queue) {
+		errs = append(errs, fmt.Errorf("CPV_QUEUE %q: 3-56 lower-case letters, digits and single hyphens", c.Queue))
+	}
+	switch c.AuthMode {
+	case "secret":
+		if c.ClientSecret == "" {
+			errs = append(errs, errors.New("CPV_CLIENT_SECRET is required with CPV_AUTH_MODE=secret"))
+		}
+	case "certificate":
+		if c.CertificatePath == "" {
+			errs = append(errs, errors.New("CPV_CERTIFICATE_PATH is required with CPV_AUTH_MODE=certificate"))
+		}
+	case "workload":
+	case "refresh-token":
+		if c.RefreshToken == "" {
+			errs = append(errs, errors.New("CPV_REFRESH_TOKEN is required with CPV_AUTH_MODE=refresh-token"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("CPV_AUTH_MODE %q: want secret, certificate, workload or refresh-token", c.AuthMode))
+	}
+	if !cpv.IsGUID(c.PartnerTenantID) {
+		errs = append(errs, fmt.Errorf("CPV_PARTNER_TENANT_ID %q is not a GUID", c.PartnerTenantID))
+	}
+	if !cpv.IsGUID(c.ClientID) {
+		errs = append(errs, fmt.Errorf("CPV_CLIENT_ID %q is not a GUID", c.ClientID))
+	}
+	for _, u := range []struct{ env, val string }{
+		{"CPV_AUTHORITY_HOST", c.AuthorityHost}, {"CPV_GRAPH_URL", c.GraphURL}, {"CPV_PARTNER_CENTER_URL", c.PartnerCenterURL},
+	} {
+		p, err := url.Parse(u.val)
+		if err != nil || p.Scheme != "https" || p.Host == "" {
+			errs = append(errs, fmt.Errorf("%s %q: must be an https URL", u.env, u.val))
+		}
+	}
+	switch c.LogFormat {
+	case "auto", "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("CPV_LOG_FORMAT %q: want auto, text or json", c.LogFormat))
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("CPV_LOG_LEVEL %q: want debug, info, warn or error", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the worker's settings.
+func (w *Worker) Validate() error {
+	errs := []error{w.Common.Validate()}
+	if w.Concurrency < 1 || w.Concurrency > 1024 {
+		errs = append(errs, fmt.Errorf("CPV_CONCURRENCY %d: want 1..1024", w.Concurrency))
+	}
+	if w.ReceiveBatch < 1 || w.ReceiveBatch > 32 {
+		errs = append(errs, fmt.Errorf("CPV_RECEIVE_BATCH %d: want 1..32", w.ReceiveBatch))
+	}
+	if w.Visibility < 5*time.Second || w.Visibility > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("CPV_VISIBILITY %s: want 5s..168h", w.Visibility))
+	}
+	if w.MessageTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("CPV_MESSAGE_TIMEOUT %s: must be positive", w.MessageTimeout))
+	}
+	if w.MaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("CPV_MAX_ATTEMPTS %d: want at least 1", w.MaxAttempts))
+	}
+	if w.RetryBase <= 0 || w.RetryMax < w.RetryBase {
+		errs = append(errs, fmt.Errorf("CPV_RETRY_BASE %s / CPV_RETRY_MAX %s: want 0 < base <= max", w.RetryBase, w.RetryMax))
+	}
+	if w.ShutdownGrace < 0 {
+		errs = append(errs, fmt.Errorf("CPV_SHUTDOWN_GRACE %s: must not be negative", w.ShutdownGrace))
+	}
+	if w.PollMax <= 0 {
+		errs = append(errs, fmt.Errorf("CPV_POLL_MAX %s: must be positive", w.PollMax))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the dispatcher's settings. The schedule and time zone are
+// parsed by the dispatcher itself (it owns the cron parser).
+func (d *Dispatcher) Validate() error {
+	errs := []error{d.Common.Validate()}
+	if _, err := time.LoadLocation(d.TimeZone); err != nil {
+		errs = append(errs, fmt.Errorf("CPV_TIME_ZONE %q: %v", d.TimeZone, err))
+	}
+	if d.PropagationDelay < 0 || d.PropagationDelay > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("CPV_PROPAGATION_DELAY %s: want 0..168h", d.PropagationDelay))
+	}
+	if len(d.APIKeys) == 0 && d.AuthIssuer == "" {
+		errs = append(errs, errors.New("the API is closed: set CPV_API_KEYS or CPV_AUTH_ISSUER (with CPV_AUTH_AUDIENCE)"))
+	}
+	if d.AuthIssuer != "" && d.AuthAudience == "" {
+		errs = append(errs, errors.New("CPV_AUTH_AUDIENCE is required with CPV_AUTH_ISSUER"))
+	}
+	for _, k := range d.APIKeys {
+		if len(k) < 16 {
+			errs = append(errs, errors.New("CPV_API_KEYS: every key must be at least 16 characters"))
+			break
+		}
+	}
+	if d.MaxBody < 1024 || d.MaxBody > 4<<20 {
+		errs = append(errs, fmt.Errorf("CPV_MAX_BODY %d: want 1024..4194304", d.MaxBody))
+	}
+	return errors.Join(errs...)
+}
+
+func validQueueName(s string) bool {
+	if len(s) < 3 || len(s) > 56 || s[0] == '-' || s[len(s)-1] == '-' || strings.Contains(s, "--") {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
