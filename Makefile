@@ -1,0 +1,54 @@
+# cpvrefresh — two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+AZURITE := deploy/azurite/node_modules/.bin/azurite
+TEST_TIMEOUT ?= 60m
+
+.PHONY: all deps build test vet unit fuzz bench bench-full demo docs clean
+
+all: build
+
+## deps: Go modules and the pinned Azurite (npm ci from the lockfile)
+deps: $(AZURITE)
+	$(GO) mod download
+
+$(AZURITE): deploy/azurite/package.json deploy/azurite/package-lock.json
+	cd deploy/azurite && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(AZURITE)
+
+## build: the three binaries into bin/
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## test: vet + every test with the race detector (Azurite and the simulator start by themselves)
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+## unit: quick tests without the race detector
+unit: deps
+	$(GO) test -timeout 20m ./...
+
+## fuzz: run each fuzz target for FUZZTIME
+FUZZTIME ?= 30s
+fuzz: deps
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+## bench: the benchmarks at CI-friendly sizes (results: docs/benchmarks.md)
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 60m ./...
+
+## demo: Azurite + the Microsoft 365 simulator + dispatcher + two workers, a refresh of the whole fleet, a results table
+demo: deps build
+	$(GO) run ./deploy/demo
+
+## docs: regenerate docs/configuration.md from the code's config structs
+docs:
+	$(GO) run ./deploy/gen > docs/configuration.md
+
+clean:
+	rm -rf $(BIN) .demo
