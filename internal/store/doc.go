@@ -1,0 +1,58 @@
+// Package store keeps cpvrefresh's results in Azure Table storage
+// (aztables; Azurite locally): what the UI shows and what the dispatcher
+// and workers coordinate through.
+//
+// # Tables
+//
+// Every table name is Config.TablePrefix ("cpv" by default) plus:
+//
+//	table    PartitionKey                RowKey                         one row per
+//	tenants  tenant id                   "tenant"                       customer tenant
+//	status   tenant id                   "status"                       tenant: its latest result
+//	history  tenant id                   inverted time + random suffix  attempt that changed something or failed
+//	runs     "run"                       run id                         nightly or bulk run
+//	control  "lease", "pause", "worker"  lease name, component, worker  lease, pause switch, worker heartbeat
+//
+// Per-tenant rows use the tenant id as their PartitionKey, so 10,000+
+// tenants spread over as many partitions and no write lands on a hot
+// one; a tenant's history is one partition, read newest first because the
+// RowKey is the nanoseconds left until the end of int64 time (zero-padded),
+// with a random suffix so two entries written in the same instant both
+// stay. Runs and control rows are few and rarely written, so they share
+// small partitions that can be read in one query.
+//
+// Times are Edm.DateTime in UTC (a zero time is not written and reads back
+// zero), durations Edm.Int64 nanoseconds, lists JSON strings. Strings are
+// cut to the 64 KiB property limit; a history detail over it is stored as a
+// JSON string of its start, with Truncated set, so it is still valid JSON.
+//
+// # Round trips
+//
+// A refresh has a budget of round trips to every service, the table
+// service included (see DESIGN.md). Tables are created once, in New, never
+// before an access. A refresh costs MarkRunning (one merge that keeps the
+// rest of the row) and, at the end, PutStatus (one replace). An attempt
+// that changed nothing adds no history row: Fold counts it in the status
+// row's Checks instead, so an already-correct tenant — most of the fleet,
+// most nights — costs those two writes and nothing else, and the history
+// keeps only what an operator needs to read (changes and failures). An
+// attempt that changed something or failed adds one history row.
+// RoundTrips reports how many requests a Store has sent.
+//
+// # Writes that are safe to repeat
+//
+// Status rows and heartbeats are upserts (replace), MarkRunning, UpdateRun,
+// UpsertTenant and SetExcluded merges; a redelivered message writes the same
+// rows again. Where only one writer may win, the write is
+// create-if-absent: CreateRun answers ErrExists when the run id exists
+// (the deterministic nightly-YYYY-MM-DD id elects one dispatcher), and a
+// lease is taken with an insert or an ETag-conditional replace.
+//
+// # Errors
+//
+// Missing rows are ErrNotFound and create-if-absent conflicts ErrExists
+// (both wrapped; test with errors.Is). Other failures are *cpv.Error with
+// the operation and tenant, classified (429/503 Throttled, other 5xx and
+// network Retryable, other 4xx Permanent); their text names the HTTP status
+// and the service's code only, never the connection string or a key.
+package store

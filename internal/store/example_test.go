@@ -1,0 +1,47 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"log"
+	"time"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+)
+
+// A worker's refresh of one tenant: mark it running, and at the end write
+// the status, adding a history row only for an attempt that changed
+// something or failed. The previous status comes from the read the worker
+// already makes to coalesce duplicate messages.
+func Example() {
+	ctx := context.Background()
+	s, err := store.New(ctx, store.Config{ConnectionString: "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=...;TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	const tenant = "11111111-1111-1111-1111-111111111111"
+	prev, err := s.GetStatus(ctx, tenant)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		log.Fatal(err)
+	}
+	start := time.Now()
+	if err := s.MarkRunning(ctx, tenant, "nightly-2026-11-22", "req-1", "worker-a", start); err != nil {
+		log.Fatal(err)
+	}
+
+	// ... the refresh runs here; suppose it found everything in place ...
+	changed := false
+
+	st, addHistory := store.Fold(prev, store.Status{
+		TenantID: tenant, State: store.StateSucceeded, LastAttempt: start,
+		RunID: "nightly-2026-11-22", RequestID: "req-1", Worker: "worker-a", Duration: time.Since(start),
+	}, changed)
+	if err := s.PutStatus(ctx, st); err != nil {
+		log.Fatal(err)
+	}
+	if addHistory {
+		if err := s.AddHistory(ctx, store.HistoryEntry{TenantID: tenant, At: time.Now(), State: st.State, RunID: st.RunID}); err != nil {
+			log.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,111 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+)
+
+// HistoryEntry is one attempt that changed something or failed.
+type HistoryEntry struct {
+	TenantID  string
+	At        time.Time // when the attempt ended; the row key sorts on it
+	State     string
+	Op        string
+	Reason    string
+	RunID     string
+	RequestID string
+	Worker    string
+	Duration  time.Duration
+	Error     string
+	Advice    string
+	// Detail is the per-permission detail (JSON). Over the 64 KiB property
+	// limit it is stored as a JSON string holding its start, and Truncated
+	// is set.
+	Detail    json.RawMessage
+	Truncated bool
+}
+
+// historyRowKey sorts newest first: the nanoseconds left until the end of
+// int64 time, zero-padded, then a random suffix so that two entries in the
+// same nanosecond (two workers) both survive.
+func historyRowKey(at time.Time) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%019d-%s", math.MaxInt64-at.UnixNano(), hex.EncodeToString(b[:]))
+}
+
+// AddHistory adds one history row in the tenant's partition (one round trip).
+func (s *Store) AddHistory(ctx context.Context, h HistoryEntry) error {
+	const op = "add history"
+	if err := checkKey(op, "tenant id", h.TenantID); err != nil {
+		return err
+	}
+	if h.At.IsZero() {
+		h.At = s.now()
+	}
+	detail, cut := fitDetail(h.Detail)
+	p := props{}
+	p.time("At", h.At)
+	p.str("State", h.State)
+	p.str("Op", h.Op)
+	p.str("Reason", h.Reason)
+	p.str("RunID", h.RunID)
+	p.str("RequestID", h.RequestID)
+	p.str("Worker", h.Worker)
+	p.int64("DurationNs", int64(h.Duration))
+	p.str("Error", h.Error)
+	p.str("Advice", h.Advice)
+	p.strIf("Detail", detail)
+	p.bool("Truncated", h.Truncated || cut)
+	b, err := p.entity(h.TenantID, historyRowKey(h.At))
+	if err != nil {
+		return failure(op, h.TenantID, err)
+	}
+	if _, err := s.history.AddEntity(ctx, b, nil); err != nil {
+		return failure(op, h.TenantID, err)
+	}
+	return nil
+}
+
+// ListHistory returns a tenant's latest history entries, newest first; at
+// most limit of them (all when limit <= 0).
+func (s *Store) ListHistory(ctx context.Context, tenantID string, limit int) ([]HistoryEntry, error) {
+	const op = "list history"
+	if err := checkKey(op, "tenant id", tenantID); err != nil {
+		return nil, err
+	}
+	var out []HistoryEntry
+	err := s.each(ctx, s.history, "PartitionKey eq "+odataString(tenantID), "", limit, func(e aztables.EDMEntity) error {
+		r := row{e}
+		h := HistoryEntry{
+			TenantID:  r.PartitionKey,
+			At:        r.time("At"),
+			State:     r.str("State"),
+			Op:        r.str("Op"),
+			Reason:    r.str("Reason"),
+			RunID:     r.str("RunID"),
+			RequestID: r.str("RequestID"),
+			Worker:    r.str("Worker"),
+			Duration:  time.Duration(r.int64("DurationNs")),
+			Error:     r.str("Error"),
+			Advice:    r.str("Advice"),
+			Truncated: r.bool("Truncated"),
+		}
+		if d := r.str("Detail"); d != "" {
+			h.Detail = json.RawMessage(d)
+		}
+		out = append(out, h)
+		return nil
+	})
+	if err != nil {
+		return nil, eachFailure(op, tenantID, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,183 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+)
+
+// runsPartition holds every run: a few hundred rows a year (one per night
+// plus bulk requests), read by the UI, written a couple of times per run.
+const runsPartition = "run"
+
+// Run is one nightly or bulk run: when, and how many tenants it enqueued.
+type Run struct {
+	ID         string // e.g. "nightly-2026-11-22"
+	Kind       string // e.g. "nightly", "manual"
+	Scheduled  time.Time
+	Started    time.Time
+	Finished   time.Time
+	Enqueued   int
+	Total      int
+	Dispatcher string
+}
+
+// CreateRun creates a run record if none has its id; ErrExists otherwise.
+// With a deterministic id (nightly-YYYY-MM-DD) this elects the one
+// dispatcher that enqueues a scheduled run.
+func (s *Store) CreateRun(ctx context.Context, r Run) error {
+	const op = "create run"
+	if err := checkKey(op, "run id", r.ID); err != nil {
+		return err
+	}
+	b, err := runProps(r).entity(runsPartition, r.ID)
+	if err != nil {
+		return failure(op, "", err)
+	}
+	_, err = s.runs.AddEntity(ctx, b, nil)
+	switch {
+	case isConflict(err):
+		return exists(op, r.ID)
+	case err != nil:
+		return failure(op+" "+r.ID, "", err)
+	}
+	return nil
+}
+
+// UpdateRun merges r into its run record: zero fields leave the stored
+// values alone. ErrNotFound if the run was never created.
+func (s *Store) UpdateRun(ctx context.Context, r Run) error {
+	const op = "update run"
+	if err := checkKey(op, "run id", r.ID); err != nil {
+		return err
+	}
+	b, err := runProps(r).entity(runsPartition, r.ID)
+	if err != nil {
+		return failure(op, "", err)
+	}
+	_, err = s.runs.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeMerge, IfMatch: to(azcore.ETagAny)})
+	switch {
+	case isNotFound(err):
+		return notFound(op, r.ID)
+	case err != nil:
+		return failure(op+" "+r.ID, "", err)
+	}
+	return nil
+}
+
+func runProps(r Run) props {
+	p := props{}
+	p.strIf("Kind", r.Kind)
+	p.time("Scheduled", r.Scheduled)
+	p.time("Started", r.Started)
+	p.time("Finished", r.Finished)
+	p.intIf("Enqueued", r.Enqueued)
+	p.intIf("Total", r.Total)
+	p.strIf("Dispatcher", r.Dispatcher)
+	return p
+}
+
+// GetRun reads one run. ErrNotFound if there is none with that id.
+func (s *Store) GetRun(ctx context.Context, id string) (Run, error) {
+	const op = "get run"
+	if err := checkKey(op, "run id", id); err != nil {
+		return Run{}, err
+	}
+	resp, err := s.runs.GetEntity(ctx, runsPartition, id, nil)
+	switch {
+	case isNotFound(err):
+		return Run{}, notFound(op, id)
+	case err != nil:
+		return Run{}, failure(op+" "+id, "", err)
+	}
+	var e aztables.EDMEntity
+	if err := e.UnmarshalJSON(resp.Value); err != nil {
+		return Run{}, failure(op+" "+id, "", err)
+	}
+	return runFrom(row{e}), nil
+}
+
+// ListRuns returns the latest runs, newest first by Scheduled; at most
+// limit (all when limit <= 0). Run ids are chosen by their creators and do
+// not sort by time, so this reads the runs partition and keeps the newest.
+func (s *Store) ListRuns(ctx context.Context, limit int) ([]Run, error) {
+	var out []Run
+	newest := func(a, b Run) int {
+		return cmp.Or(b.Scheduled.Compare(a.Scheduled), cmp.Compare(b.ID, a.ID))
+	}
+	err := s.each(ctx, s.runs, "PartitionKey eq "+odataString(runsPartition), "", 0, func(e aztables.EDMEntity) error {
+		out = append(out, runFrom(row{e}))
+		if limit > 0 && len(out) > 2*limit+int(s.pageSize) {
+			slices.SortFunc(out, newest)
+			out = out[:limit]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, eachFailure("list runs", "", err)
+	}
+	slices.SortFunc(out, newest)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func runFrom(r row) Run {
+	return Run{
+		ID:         r.RowKey,
+		Kind:       r.str("Kind"),
+		Scheduled:  r.time("Scheduled"),
+		Started:    r.time("Started"),
+		Finished:   r.time("Finished"),
+		Enqueued:   r.int("Enqueued"),
+		Total:      r.int("Total"),
+		Dispatcher: r.str("Dispatcher"),
+	}
+}
+
+// Progress of a run, derived from the status rows that carry its id.
+type Progress struct {
+	Enqueued  int // from the run record
+	Succeeded int
+	Partial   int
+	Failed    int
+	Running   int
+	Pending   int // Enqueued minus finished (succeeded, partial, failed); includes Running
+}
+
+// RunProgress counts the status rows whose latest attempt belongs to the
+// run. A tenant refreshed again by a later run or request counts for that
+// one instead, so this is the run's progress as the fleet stands now.
+// ErrNotFound if the run does not exist. It reads the status table's
+// State and RunID columns (10 pages for 10,000 tenants).
+func (s *Store) RunProgress(ctx context.Context, runID string) (Progress, error) {
+	const op = "run progress"
+	r, err := s.GetRun(ctx, runID)
+	if err != nil {
+		return Progress{}, err
+	}
+	p := Progress{Enqueued: r.Enqueued}
+	err = s.each(ctx, s.status, "RunID eq "+odataString(runID), "State", 0, func(e aztables.EDMEntity) error {
+		switch (row{e}).str("State") {
+		case StateSucceeded:
+			p.Succeeded++
+		case StatePartial:
+			p.Partial++
+		case StateFailed:
+			p.Failed++
+		case StateRunning:
+			p.Running++
+		}
+		return nil
+	})
+	if err != nil {
+		return Progress{}, eachFailure(op+" "+runID, "", err)
+	}
+	p.Pending = max(0, p.Enqueued-p.Succeeded-p.Partial-p.Failed)
+	return p, nil
+}

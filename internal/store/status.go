@@ -1,0 +1,215 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+)
+
+// statusRowKey is the RowKey of a tenant's status row; its PartitionKey is
+// the tenant id.
+const statusRowKey = "status"
+
+// States of a status row.
+const (
+	StateRunning   = "running"
+	StateSucceeded = "succeeded"
+	StatePartial   = "partial" // succeeded, with notices (e.g. a resource not licensed)
+	StateFailed    = "failed"
+)
+
+// Status is the latest result of one tenant's refresh.
+type Status struct {
+	TenantID         string
+	State            string // StateRunning, StateSucceeded, StatePartial or StateFailed
+	LastAttempt      time.Time
+	LastSuccess      time.Time
+	RequestedAt      time.Time // when the message that produced it was requested (coalescing)
+	ManifestVersion  string
+	AppRolesApplied  int
+	DelegatedApplied int
+	AppRolesTotal    int
+	DelegatedTotal   int
+	Notices          []string // empty lists read back as nil
+	LastError        string
+	Advice           string
+	ErrorClass       string
+	Attempts         int // consecutive failed attempts (reset on success)
+	Checks           int // attempts that found nothing to change since the last history row
+	RunID            string
+	RequestID        string
+	Op               string
+	Reason           string
+	Duration         time.Duration
+	RoundTrips       int
+	Worker           string
+}
+
+// Fold prepares the status row for an attempt that just ended: st is its
+// result, prev the tenant's row before it (zero if none) and changed
+// whether the attempt wrote anything. It carries the counters over —
+// Attempts counts consecutive failures, Checks counts attempts that found
+// nothing to change since the last history row, LastSuccess is kept until
+// the next success — and reports whether the attempt deserves a history
+// row: only one that changed something or failed does. A no-change
+// attempt is folded into the status row instead, so an already-correct
+// tenant costs one status write (see the package documentation).
+func Fold(prev, st Status, changed bool) (Status, bool) {
+	failed := st.State == StateFailed
+	if failed {
+		st.Attempts = prev.Attempts + 1
+		if st.LastSuccess.IsZero() {
+			st.LastSuccess = prev.LastSuccess
+		}
+	} else {
+		st.Attempts = 0
+		if st.LastSuccess.IsZero() {
+			st.LastSuccess = st.LastAttempt
+		}
+	}
+	history := failed || changed
+	if history {
+		st.Checks = 0
+	} else {
+		st.Checks = prev.Checks + 1
+	}
+	return st, history
+}
+
+// MarkRunning marks a tenant's refresh as started, in one round trip:
+// it merges State, LastAttempt, the run, request and worker into the row
+// (creating it if missing) and keeps every other field.
+func (s *Store) MarkRunning(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time) error {
+	const op = "mark running"
+	if err := checkKey(op, "tenant id", tenantID); err != nil {
+		return err
+	}
+	if at.IsZero() {
+		at = s.now()
+	}
+	p := props{}
+	p.str("State", StateRunning)
+	p.time("LastAttempt", at)
+	p.str("RunID", runID)
+	p.str("RequestID", requestID)
+	p.str("Worker", worker)
+	b, err := p.entity(tenantID, statusRowKey)
+	if err != nil {
+		return failure(op, tenantID, err)
+	}
+	if _, err := s.status.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeMerge}); err != nil {
+		return failure(op, tenantID, err)
+	}
+	return nil
+}
+
+// PutStatus writes a tenant's status row, replacing what was there (one
+// round trip; safe to repeat).
+func (s *Store) PutStatus(ctx context.Context, st Status) error {
+	const op = "put status"
+	if err := checkKey(op, "tenant id", st.TenantID); err != nil {
+		return err
+	}
+	p := props{}
+	p.str("State", st.State)
+	p.time("LastAttempt", st.LastAttempt)
+	p.time("LastSuccess", st.LastSuccess)
+	p.time("RequestedAt", st.RequestedAt)
+	p.str("ManifestVersion", st.ManifestVersion)
+	p.int("AppRolesApplied", st.AppRolesApplied)
+	p.int("DelegatedApplied", st.DelegatedApplied)
+	p.int("AppRolesTotal", st.AppRolesTotal)
+	p.int("DelegatedTotal", st.DelegatedTotal)
+	p.strings("Notices", st.Notices)
+	p.str("LastError", st.LastError)
+	p.str("Advice", st.Advice)
+	p.str("ErrorClass", st.ErrorClass)
+	p.int("Attempts", st.Attempts)
+	p.int("Checks", st.Checks)
+	p.str("RunID", st.RunID)
+	p.str("RequestID", st.RequestID)
+	p.str("Op", st.Op)
+	p.str("Reason", st.Reason)
+	p.int64("DurationNs", int64(st.Duration))
+	p.int("RoundTrips", st.RoundTrips)
+	p.str("Worker", st.Worker)
+	b, err := p.entity(st.TenantID, statusRowKey)
+	if err != nil {
+		return failure(op, st.TenantID, err)
+	}
+	if _, err := s.status.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeReplace}); err != nil {
+		return failure(op, st.TenantID, err)
+	}
+	return nil
+}
+
+// GetStatus reads one tenant's status. ErrNotFound if it has none yet.
+func (s *Store) GetStatus(ctx context.Context, tenantID string) (Status, error) {
+	const op = "get status"
+	if err := checkKey(op, "tenant id", tenantID); err != nil {
+		return Status{}, err
+	}
+	resp, err := s.status.GetEntity(ctx, tenantID, statusRowKey, nil)
+	switch {
+	case isNotFound(err):
+		return Status{}, notFound(op, tenantID)
+	case err != nil:
+		return Status{}, failure(op, tenantID, err)
+	}
+	var e aztables.EDMEntity
+	if err := e.UnmarshalJSON(resp.Value); err != nil {
+		return Status{}, failure(op, tenantID, err)
+	}
+	return statusFrom(row{e}), nil
+}
+
+// EachStatus streams every status row, a page at a time, to fn (in tenant
+// id order); memory does not grow with the fleet. An error from fn stops
+// the walk and is returned as it is.
+func (s *Store) EachStatus(ctx context.Context, fn func(Status) error) error {
+	err := s.each(ctx, s.status, "", "", 0, func(e aztables.EDMEntity) error { return fn(statusFrom(row{e})) })
+	if err != nil {
+		return eachFailure("list statuses", "", err)
+	}
+	return nil
+}
+
+// ListStatuses returns every status row (for small fleets and the UI;
+// EachStatus streams).
+func (s *Store) ListStatuses(ctx context.Context) ([]Status, error) {
+	var out []Status
+	err := s.EachStatus(ctx, func(st Status) error {
+		out = append(out, st)
+		return nil
+	})
+	return out, err
+}
+
+func statusFrom(r row) Status {
+	return Status{
+		TenantID:         r.PartitionKey,
+		State:            r.str("State"),
+		LastAttempt:      r.time("LastAttempt"),
+		LastSuccess:      r.time("LastSuccess"),
+		RequestedAt:      r.time("RequestedAt"),
+		ManifestVersion:  r.str("ManifestVersion"),
+		AppRolesApplied:  r.int("AppRolesApplied"),
+		DelegatedApplied: r.int("DelegatedApplied"),
+		AppRolesTotal:    r.int("AppRolesTotal"),
+		DelegatedTotal:   r.int("DelegatedTotal"),
+		Notices:          r.strings("Notices"),
+		LastError:        r.str("LastError"),
+		Advice:           r.str("Advice"),
+		ErrorClass:       r.str("ErrorClass"),
+		Attempts:         r.int("Attempts"),
+		Checks:           r.int("Checks"),
+		RunID:            r.str("RunID"),
+		RequestID:        r.str("RequestID"),
+		Op:               r.str("Op"),
+		Reason:           r.str("Reason"),
+		Duration:         time.Duration(r.int64("DurationNs")),
+		RoundTrips:       r.int("RoundTrips"),
+		Worker:           r.str("Worker"),
+	}
+}

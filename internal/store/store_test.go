@@ -1,0 +1,770 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
+)
+
+// clock is a settable clock for lease expiry.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// newStore opens a Store on the test binary's Azurite with fresh tables.
+func newStore(t testing.TB, edit ...func(*store.Config)) *store.Store {
+	t.Helper()
+	cfg := store.Config{ConnectionString: testenv.Azurite(t).ConnectionString, TablePrefix: testenv.Name("t")}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	s, err := store.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return s
+}
+
+// at is a fixed instant plus n seconds, with sub-millisecond digits to
+// show the Table service's 100 ns precision round-trips.
+func at(n int) time.Time {
+	return time.Date(2026, 11, 22, 0, 0, 3, 123456700, time.UTC).Add(time.Duration(n) * time.Second)
+}
+
+const (
+	tenantA = "11111111-1111-1111-1111-111111111111"
+	tenantB = "22222222-2222-2222-2222-222222222222"
+)
+
+func TestTenants(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+
+	first := store.Tenant{ID: tenantA, DisplayName: "Contoso", DefaultDomain: "contoso.onmicrosoft.com",
+		RelationshipID: "rel-1", RelationshipStatus: "active", FirstSeen: at(0), UpdatedAt: at(0)}
+	if err := s.UpsertTenant(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpsertTenant(ctx, first); err != nil { // repeatable
+		t.Fatal(err)
+	}
+	if err := s.SetExcluded(ctx, tenantA, true); err != nil {
+		t.Fatal(err)
+	}
+	// A later mirror from GDAP: new status, no display name, not excluded,
+	// a later FirstSeen — merge keeps what it should.
+	if err := s.UpsertTenant(ctx, store.Tenant{ID: tenantA, RelationshipStatus: "terminated", FirstSeen: at(50), UpdatedAt: at(60)}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetTenant(ctx, tenantA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := first
+	want.RelationshipStatus, want.Excluded, want.UpdatedAt = "terminated", true, at(60)
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("GetTenant (-want +got):\n%s", d)
+	}
+
+	if err := s.UpsertTenant(ctx, store.Tenant{ID: tenantB, DisplayName: "Fabrikam", Excluded: true, FirstSeen: at(5), UpdatedAt: at(5)}); err != nil {
+		t.Fatal(err)
+	}
+	var all []store.Tenant
+	if err := s.EachTenant(ctx, func(tn store.Tenant) error { all = append(all, tn); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	wantAll := []store.Tenant{want, {ID: tenantB, DisplayName: "Fabrikam", Excluded: true, FirstSeen: at(5), UpdatedAt: at(5)}}
+	if d := cmp.Diff(wantAll, all); d != "" {
+		t.Errorf("EachTenant (-want +got):\n%s", d)
+	}
+
+	for name, err := range map[string]error{
+		"get":          func() error { _, err := s.GetTenant(ctx, "33333333-3333-3333-3333-333333333333"); return err }(),
+		"set excluded": s.SetExcluded(ctx, "33333333-3333-3333-3333-333333333333", true),
+	} {
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s of a missing tenant: %v, want ErrNotFound", name, err)
+		}
+	}
+}
+
+func TestUpsertTenantConcurrentCreate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() {
+			errs[i] = s.UpsertTenant(ctx, store.Tenant{ID: tenantA, DisplayName: "Contoso", FirstSeen: at(0), UpdatedAt: at(0)})
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetTenant(ctx, tenantA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(store.Tenant{ID: tenantA, DisplayName: "Contoso", FirstSeen: at(0), UpdatedAt: at(0)}, got); d != "" {
+		t.Errorf("GetTenant (-want +got):\n%s", d)
+	}
+}
+
+func fullStatus(tenant string) store.Status {
+	return store.Status{
+		TenantID: tenant, State: store.StatePartial,
+		LastAttempt: at(10), LastSuccess: at(10), RequestedAt: at(1),
+		ManifestVersion: "v1-abc", AppRolesApplied: 3, DelegatedApplied: 105, AppRolesTotal: 74, DelegatedTotal: 105,
+		Notices:   []string{"Defender ATP not licensed", "Intune not licensed"},
+		LastError: "", Advice: "", ErrorClass: "",
+		Attempts: 0, Checks: 4, RunID: "nightly-2026-11-22", RequestID: "req-1", Op: "refresh", Reason: "nightly",
+		Duration: 1234567890 * time.Nanosecond, RoundTrips: 6, Worker: "worker-a",
+	}
+}
+
+func TestStatus(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+
+	failed := store.Status{TenantID: tenantB, State: store.StateFailed, LastAttempt: at(3), Attempts: 2,
+		LastError: "cpv: token (tenant x): AADSTS65001", Advice: "consent missing: run a CPV reset", ErrorClass: "permanent"}
+	for _, st := range []store.Status{fullStatus(tenantA), fullStatus(tenantA), failed} { // the repeat is an idempotent upsert
+		if err := s.PutStatus(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.GetStatus(ctx, tenantA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(fullStatus(tenantA), got); d != "" {
+		t.Errorf("GetStatus (-want +got):\n%s", d)
+	}
+
+	// MarkRunning changes the attempt fields and keeps the rest.
+	if err := s.MarkRunning(ctx, tenantA, "manual-7", "req-2", "worker-b", at(100)); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.GetStatus(ctx, tenantA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fullStatus(tenantA)
+	want.State, want.LastAttempt, want.RunID, want.RequestID, want.Worker = store.StateRunning, at(100), "manual-7", "req-2", "worker-b"
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("after MarkRunning (-want +got):\n%s", d)
+	}
+
+	// A replace drops what the new result does not carry.
+	final := store.Status{TenantID: tenantA, State: store.StateSucceeded, LastAttempt: at(101), LastSuccess: at(101)}
+	if err := s.PutStatus(ctx, final); err != nil {
+		t.Fatal(err)
+	}
+	// MarkRunning on a tenant with no row yet creates one.
+	if err := s.MarkRunning(ctx, "33333333-3333-3333-3333-333333333333", "run", "req", "w", at(7)); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.ListStatuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantAll := []store.Status{final, failed,
+		{TenantID: "33333333-3333-3333-3333-333333333333", State: store.StateRunning, LastAttempt: at(7), RunID: "run", RequestID: "req", Worker: "w"}}
+	if d := cmp.Diff(wantAll, all); d != "" {
+		t.Errorf("ListStatuses (-want +got):\n%s", d)
+	}
+
+	if _, err := s.GetStatus(ctx, "44444444-4444-4444-4444-444444444444"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetStatus of a missing tenant: %v, want ErrNotFound", err)
+	}
+}
+
+// TestRefreshRoundTrips: an already-correct tenant costs the table service
+// two requests — the running mark and the final status — and no history.
+func TestRefreshRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	prev := fullStatus(tenantA)
+	before := s.RoundTrips()
+	if err := s.MarkRunning(ctx, tenantA, "run", "req", "w", at(20)); err != nil {
+		t.Fatal(err)
+	}
+	st, history := store.Fold(prev, store.Status{TenantID: tenantA, State: store.StateSucceeded, LastAttempt: at(21)}, false)
+	if history {
+		t.Fatal("Fold asks for a history row for an attempt that changed nothing")
+	}
+	if err := s.PutStatus(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.RoundTrips() - before; got != 2 {
+		t.Errorf("round trips = %d, want 2", got)
+	}
+	h, err := s.ListHistory(ctx, tenantA, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 0 {
+		t.Errorf("history rows = %d, want 0", len(h))
+	}
+	got, err := s.GetStatus(ctx, tenantA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Checks != prev.Checks+1 {
+		t.Errorf("Checks = %d, want %d", got.Checks, prev.Checks+1)
+	}
+}
+
+func TestFold(t *testing.T) {
+	t.Parallel()
+	prev := store.Status{State: store.StateFailed, Attempts: 2, Checks: 5, LastSuccess: at(0)}
+	tests := []struct {
+		name        string
+		st          store.Status
+		changed     bool
+		want        store.Status
+		wantHistory bool
+	}{
+		{"no change folds into checks", store.Status{State: store.StateSucceeded, LastAttempt: at(9)}, false,
+			store.Status{State: store.StateSucceeded, LastAttempt: at(9), LastSuccess: at(9), Checks: 6}, false},
+		{"partial without change", store.Status{State: store.StatePartial, LastAttempt: at(9)}, false,
+			store.Status{State: store.StatePartial, LastAttempt: at(9), LastSuccess: at(9), Checks: 6}, false},
+		{"change adds history", store.Status{State: store.StateSucceeded, LastAttempt: at(9)}, true,
+			store.Status{State: store.StateSucceeded, LastAttempt: at(9), LastSuccess: at(9)}, true},
+		{"failure counts attempts", store.Status{State: store.StateFailed, LastAttempt: at(9)}, false,
+			store.Status{State: store.StateFailed, LastAttempt: at(9), LastSuccess: at(0), Attempts: 3}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, history := store.Fold(prev, tt.st, tt.changed)
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("Fold (-want +got):\n%s", d)
+			}
+			if history != tt.wantHistory {
+				t.Errorf("history = %v, want %v", history, tt.wantHistory)
+			}
+		})
+	}
+}
+
+func TestHistory(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+
+	detail := json.RawMessage(`{"appRoles":[{"id":"x","applied":true}]}`)
+	entries := []store.HistoryEntry{
+		{TenantID: tenantA, At: at(20), State: store.StateSucceeded, Op: "refresh", Reason: "nightly", RunID: "r2", RequestID: "q2", Worker: "w", Duration: 3 * time.Second, Detail: detail},
+		{TenantID: tenantA, At: at(0), State: store.StateFailed, Op: "refresh", Reason: "event", Error: "boom", Advice: "retry later"},
+		{TenantID: tenantA, At: at(10), State: store.StatePartial, Op: "reset", Reason: "manual"},
+		{TenantID: tenantA, At: at(10), State: store.StateSucceeded, Op: "refresh", Reason: "manual"}, // same instant: both kept
+		{TenantID: tenantB, At: at(30), State: store.StateSucceeded},
+	}
+	for _, h := range entries {
+		if err := s.AddHistory(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.ListHistory(ctx, tenantA, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byTime := func(hs []store.HistoryEntry) []time.Time {
+		var ts []time.Time
+		for _, h := range hs {
+			ts = append(ts, h.At)
+		}
+		return ts
+	}
+	if d := cmp.Diff([]time.Time{at(20), at(10), at(10), at(0)}, byTime(got)); d != "" {
+		t.Errorf("ListHistory order (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(entries[0], got[0]); d != "" {
+		t.Errorf("newest entry (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(entries[1], got[3]); d != "" {
+		t.Errorf("oldest entry (-want +got):\n%s", d)
+	}
+	top, err := s.ListHistory(ctx, tenantA, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]time.Time{at(20), at(10)}, byTime(top)); d != "" {
+		t.Errorf("ListHistory limit 2 (-want +got):\n%s", d)
+	}
+}
+
+func TestHistoryDetailTruncated(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+
+	var items []string
+	for i := 0; len(strings.Join(items, ",")) < 100*1024; i++ {
+		items = append(items, fmt.Sprintf(`{"resource":"Microsoft Graph","appRoleId":"%08d-0000-0000-0000-000000000000","value":"Dé.Read.All","result":"applied"}`, i))
+	}
+	big := json.RawMessage("[" + strings.Join(items, ",") + "]")
+	if err := s.AddHistory(ctx, store.HistoryEntry{TenantID: tenantA, At: at(1), State: store.StateSucceeded, Detail: big}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ListHistory(ctx, tenantA, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("got %d entries, want 1", len(got))
+	}
+	h := got[0]
+	if !h.Truncated {
+		t.Error("Truncated = false for a detail over 64 KiB")
+	}
+	var head string
+	if err := json.Unmarshal(h.Detail, &head); err != nil {
+		t.Fatalf("truncated detail is not a JSON string: %v", err)
+	}
+	if !strings.HasPrefix(string(big), head) || len(head) < 16*1024 {
+		t.Errorf("truncated detail is not a long prefix of the original (%d bytes)", len(head))
+	}
+	if units := len([]rune(string(h.Detail))); units > 32*1024 {
+		t.Errorf("stored detail is %d characters, over the 64 KiB (UTF-16) property limit", units)
+	}
+}
+
+func TestRuns(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+
+	r := store.Run{ID: "nightly-2026-11-22", Kind: "nightly", Scheduled: at(0), Dispatcher: "d1"}
+	if err := s.CreateRun(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateRun(ctx, store.Run{ID: r.ID, Kind: "nightly", Scheduled: at(0), Dispatcher: "d2"}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("second CreateRun: %v, want ErrExists", err)
+	}
+	if err := s.UpdateRun(ctx, store.Run{ID: r.ID, Started: at(1), Total: 500, Enqueued: 500}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateRun(ctx, store.Run{ID: r.ID, Finished: at(2)}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetRun(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Run{ID: r.ID, Kind: "nightly", Scheduled: at(0), Started: at(1), Finished: at(2), Enqueued: 500, Total: 500, Dispatcher: "d1"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("GetRun (-want +got):\n%s", d)
+	}
+	if err := s.UpdateRun(ctx, store.Run{ID: "never-created", Enqueued: 1}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("UpdateRun of a missing run: %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetRun(ctx, "never-created"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetRun of a missing run: %v, want ErrNotFound", err)
+	}
+
+	for _, o := range []store.Run{
+		{ID: "nightly-2026-11-24", Kind: "nightly", Scheduled: at(172800)},
+		{ID: "manual-zzz", Kind: "manual", Scheduled: at(-3600)},
+		{ID: "nightly-2026-11-23", Kind: "nightly", Scheduled: at(86400)},
+	} {
+		if err := s.CreateRun(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runs, err := s.ListRuns(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range runs {
+		ids = append(ids, r.ID)
+	}
+	if d := cmp.Diff([]string{"nightly-2026-11-24", "nightly-2026-11-23", "nightly-2026-11-22"}, ids); d != "" {
+		t.Errorf("ListRuns (-want +got):\n%s", d)
+	}
+}
+
+func TestCreateRunConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	errs := make([]error, 10)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			errs[i] = s.CreateRun(ctx, store.Run{ID: "nightly-2026-11-22", Kind: "nightly", Scheduled: at(0), Dispatcher: fmt.Sprintf("d%d", i)})
+		})
+	}
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, store.ErrExists):
+			t.Errorf("CreateRun: %v, want nil or ErrExists", err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d CreateRun calls won, want exactly 1", won)
+	}
+}
+
+func TestRunProgress(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	const run = "nightly-2026-11-22"
+	if err := s.CreateRun(ctx, store.Run{ID: run, Kind: "nightly", Scheduled: at(0), Enqueued: 8, Total: 8}); err != nil {
+		t.Fatal(err)
+	}
+	states := []string{store.StateSucceeded, store.StateSucceeded, store.StatePartial, store.StateFailed}
+	for i, state := range states {
+		if err := s.PutStatus(ctx, store.Status{TenantID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i), State: state, RunID: run}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkRunning(ctx, "00000000-0000-0000-0000-000000000010", run, "q", "w", at(1)); err != nil {
+		t.Fatal(err)
+	}
+	// A tenant whose latest result belongs to another run does not count.
+	if err := s.PutStatus(ctx, store.Status{TenantID: "00000000-0000-0000-0000-000000000011", State: store.StateSucceeded, RunID: "manual-1"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.RunProgress(ctx, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Progress{Enqueued: 8, Succeeded: 2, Partial: 1, Failed: 1, Running: 1, Pending: 4}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("RunProgress (-want +got):\n%s", d)
+	}
+	if _, err := s.RunProgress(ctx, "no-such-run"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RunProgress of a missing run: %v, want ErrNotFound", err)
+	}
+}
+
+func TestLease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := &clock{t: at(0)}
+	s := newStore(t, func(c *store.Config) { c.Now = clk.Now })
+	const ttl = time.Minute
+
+	steps := []struct {
+		name    string
+		advance time.Duration
+		holder  string
+		release bool
+		want    bool
+	}{
+		{name: "free lease taken", holder: "a", want: true},
+		{name: "held by another", holder: "b", want: false},
+		{name: "renewed by its holder", advance: 50 * time.Second, holder: "a", want: true},
+		{name: "still held after the first ttl", advance: 50 * time.Second, holder: "b", want: false},
+		{name: "taken over after expiry", advance: 2 * ttl, holder: "b", want: true},
+		{name: "old holder refused", holder: "a", want: false},
+		{name: "release by a non-holder is ignored", holder: "a", release: true},
+		{name: "still held by b", holder: "a", want: false},
+		{name: "released by its holder", holder: "b", release: true},
+		{name: "free again", holder: "a", want: true},
+	}
+	for _, st := range steps {
+		clk.Add(st.advance)
+		if st.release {
+			if err := s.ReleaseLease(ctx, "dispatch", st.holder); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+			continue
+		}
+		got, err := s.AcquireLease(ctx, "dispatch", st.holder, ttl)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got != st.want {
+			t.Errorf("%s: AcquireLease(%s) = %v, want %v", st.name, st.holder, got, st.want)
+		}
+	}
+}
+
+func TestLeaseConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := &clock{t: at(0)}
+	s := newStore(t, func(c *store.Config) { c.Now = clk.Now })
+	// Twice: for a lease nobody has had (insert race) and for an expired one (ETag race).
+	for round := range 2 {
+		got := make([]bool, 10)
+		errs := make([]error, 10)
+		var wg sync.WaitGroup
+		for i := range got {
+			wg.Go(func() {
+				got[i], errs[i] = s.AcquireLease(ctx, "nightly", fmt.Sprintf("r%d-h%d", round, i), time.Minute)
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		won := 0
+		for _, ok := range got {
+			if ok {
+				won++
+			}
+		}
+		if won != 1 {
+			t.Errorf("round %d: %d holders acquired the lease, want exactly 1", round, won)
+		}
+		clk.Add(2 * time.Minute)
+	}
+}
+
+func TestEachStatusStreamsPages(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t, func(c *store.Config) { c.PageSize = 100 })
+	const n = 250
+	ids := make(chan string)
+	errs := make(chan error, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for id := range ids {
+				if err := s.PutStatus(ctx, store.Status{TenantID: id, State: store.StateSucceeded}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	want := make([]string, n)
+	for i := range n {
+		want[i] = fmt.Sprintf("00000000-0000-0000-0000-%012d", i)
+		ids <- want[i]
+	}
+	close(ids)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+
+	before := s.RoundTrips()
+	var got []string
+	if err := s.EachStatus(ctx, func(st store.Status) error { got = append(got, st.TenantID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("EachStatus (-want +got):\n%s", d)
+	}
+	if pages := s.RoundTrips() - before; pages != 3 {
+		t.Errorf("EachStatus read %d pages, want 3 of at most 100 rows", pages)
+	}
+
+	stop := errors.New("enough")
+	seen := 0
+	err := s.EachStatus(ctx, func(store.Status) error {
+		seen++
+		if seen == 10 {
+			return stop
+		}
+		return nil
+	})
+	if err != stop {
+		t.Errorf("EachStatus returned %v, want the callback's error as it was", err)
+	}
+	if seen != 10 {
+		t.Errorf("callback ran %d times after it asked to stop at 10", seen)
+	}
+}
+
+func TestWorkers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := &clock{t: at(0)}
+	s := newStore(t, func(c *store.Config) { c.Now = clk.Now })
+
+	old := store.Worker{ID: "worker-old", Host: "node-1", Started: at(-7200), Seen: at(-600), Processed: 40}
+	a := store.Worker{ID: "worker-a", Host: "node-2", Started: at(-60), InFlight: 3, Processed: 10}
+	for _, w := range []store.Worker{old, a} {
+		if err := s.Heartbeat(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.InFlight, a.Processed, a.Seen = 1, 12, at(5) // a later beat replaces the earlier one
+	if err := s.Heartbeat(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ListWorkers(ctx, at(-60))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]store.Worker{a}, got); d != "" {
+		t.Errorf("ListWorkers(recent) (-want +got):\n%s", d)
+	}
+	all, err := s.ListWorkers(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]store.Worker{a, old}, all); d != "" {
+		t.Errorf("ListWorkers(all) (-want +got):\n%s", d)
+	}
+}
+
+func TestPause(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+
+	steps := []struct {
+		component string
+		set       *bool
+		want      map[string]bool
+	}{
+		{want: map[string]bool{store.PauseDispatch: false, store.PauseWorkers: false}},
+		{component: store.PauseWorkers, set: new(true), want: map[string]bool{store.PauseDispatch: false, store.PauseWorkers: true}},
+		{component: store.PauseWorkers, set: new(true), want: map[string]bool{store.PauseDispatch: false, store.PauseWorkers: true}},
+		{component: store.PauseDispatch, set: new(true), want: map[string]bool{store.PauseDispatch: true, store.PauseWorkers: true}},
+		{component: store.PauseWorkers, set: new(false), want: map[string]bool{store.PauseDispatch: true, store.PauseWorkers: false}},
+	}
+	for i, st := range steps {
+		if st.set != nil {
+			if err := s.SetPaused(ctx, st.component, *st.set); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := map[string]bool{}
+		for _, c := range []string{store.PauseDispatch, store.PauseWorkers} {
+			p, err := s.Paused(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[c] = p
+		}
+		if d := cmp.Diff(st.want, got); d != "" {
+			t.Errorf("step %d (-want +got):\n%s", i, d)
+		}
+	}
+	if err := s.SetPaused(ctx, "everything", true); err == nil {
+		t.Error("SetPaused of an unknown component succeeded")
+	}
+}
+
+func TestNew(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	az := testenv.Azurite(t)
+
+	prefix := testenv.Name("t")
+	for range 2 { // creating the tables is idempotent
+		s, err := store.New(ctx, store.Config{ConnectionString: az.ConnectionString, TablePrefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff([]string{prefix + "tenants", prefix + "status", prefix + "history", prefix + "runs", prefix + "control"}, s.Tables()); d != "" {
+			t.Errorf("Tables (-want +got):\n%s", d)
+		}
+	}
+
+	bad := []struct {
+		name string
+		cfg  store.Config
+	}{
+		{"nothing configured", store.Config{}},
+		{"both", store.Config{ConnectionString: az.ConnectionString, ServiceURL: az.TableURL}},
+		{"malformed connection string", store.Config{ConnectionString: "AccountKey=" + testenv.DevAccountKey}},
+		{"prefix with a dash", store.Config{ConnectionString: az.ConnectionString, TablePrefix: "cpv-x"}},
+		{"prefix starting with a digit", store.Config{ConnectionString: az.ConnectionString, TablePrefix: "1cpv"}},
+		{"page size", store.Config{ConnectionString: az.ConnectionString, PageSize: 5000}},
+	}
+	for _, tt := range bad {
+		_, err := store.New(ctx, tt.cfg)
+		if err == nil {
+			t.Errorf("%s: New succeeded", tt.name)
+			continue
+		}
+		if strings.Contains(err.Error(), testenv.DevAccountKey) {
+			t.Errorf("%s: the error quotes the account key: %v", tt.name, err)
+		}
+	}
+}
+
+// TestServiceErrors: a refused request is a classified *cpv.Error naming the
+// operation, and neither the key nor the connection string leaks into it.
+func TestServiceErrors(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	az := testenv.Azurite(t)
+	wrongKey := "d3Jvbmcga2V5IGZvciBkZXZzdG9yZWFjY291bnQxIGluIGEgdGVzdA=="
+	cs := strings.Replace(az.ConnectionString, testenv.DevAccountKey, wrongKey, 1)
+	_, err := store.New(ctx, store.Config{ConnectionString: cs, TablePrefix: testenv.Name("t")})
+	if err == nil {
+		t.Fatal("New with a wrong account key succeeded")
+	}
+	var e *cpv.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error %v (%T) is not a *cpv.Error", err, err)
+	}
+	if e.Class != cpv.Permanent || e.Status != 403 {
+		t.Errorf("class %s status %d, want permanent 403", e.Class, e.Status)
+	}
+	for _, secret := range []string{wrongKey, cs} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("error text %q carries a secret", err)
+		}
+	}
+	if !strings.Contains(err.Error(), "create table") {
+		t.Errorf("error text %q does not name the operation", err)
+	}
+
+	s := newStore(t)
+	if err := s.PutStatus(ctx, store.Status{TenantID: "a/b", State: store.StateFailed}); err == nil {
+		t.Error("PutStatus with a '/' in the tenant id succeeded")
+	} else if c, _ := cpv.ClassOf(err); c != cpv.Permanent {
+		t.Errorf("invalid key: class %s, want permanent", c)
+	}
+}
+
+func BenchmarkPutStatus(b *testing.B) {
+	ctx := context.Background()
+	s := newStore(b)
+	st := fullStatus(tenantA)
+	before := s.RoundTrips()
+	for b.Loop() {
+		if err := s.PutStatus(ctx, st); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(s.RoundTrips()-before)/float64(b.N), "roundtrips/op")
+}

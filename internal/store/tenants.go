@@ -1,0 +1,153 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+)
+
+// tenantRowKey is the RowKey of a tenant's row; its PartitionKey is the
+// tenant id (one partition per tenant: no hot partition at any fleet size).
+const tenantRowKey = "tenant"
+
+// Tenant is one customer tenant the partner manages, mirrored from its GDAP
+// relationship.
+type Tenant struct {
+	ID                 string
+	DisplayName        string
+	DefaultDomain      string
+	RelationshipID     string // the GDAP relationship the tenant was found through
+	RelationshipStatus string // e.g. "active", "terminated"
+	Excluded           bool   // left out of nightly runs; only SetExcluded changes it
+	FirstSeen          time.Time
+	UpdatedAt          time.Time
+}
+
+// UpsertTenant records t, merging into an existing row: empty fields leave
+// the stored values alone, FirstSeen is kept from the first write, and
+// Excluded is set only when the row is created (SetExcluded changes it
+// afterwards). A known tenant costs one round trip, a new one two.
+func (s *Store) UpsertTenant(ctx context.Context, t Tenant) error {
+	const op = "upsert tenant"
+	if err := checkKey(op, "tenant id", t.ID); err != nil {
+		return err
+	}
+	now := s.now()
+	if t.UpdatedAt.IsZero() {
+		t.UpdatedAt = now
+	}
+	p := props{}
+	p.strIf("DisplayName", t.DisplayName)
+	p.strIf("DefaultDomain", t.DefaultDomain)
+	p.strIf("RelationshipID", t.RelationshipID)
+	p.strIf("RelationshipStatus", t.RelationshipStatus)
+	p.time("UpdatedAt", t.UpdatedAt)
+	merge, err := p.entity(t.ID, tenantRowKey)
+	if err != nil {
+		return failure(op, t.ID, err)
+	}
+	for range 2 {
+		// Merge only if the row exists (If-Match: *), so FirstSeen and
+		// Excluded are never overwritten...
+		_, err = s.tenants.UpdateEntity(ctx, merge, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeMerge, IfMatch: to(azcore.ETagAny)})
+		if err == nil || !isNotFound(err) {
+			break
+		}
+		// ...otherwise create it with them.
+		c := props{}
+		for k, v := range p {
+			c[k] = v
+		}
+		first := t.FirstSeen
+		if first.IsZero() {
+			first = now
+		}
+		c.time("FirstSeen", first)
+		c.bool("Excluded", t.Excluded)
+		var add []byte
+		if add, err = c.entity(t.ID, tenantRowKey); err != nil {
+			return failure(op, t.ID, err)
+		}
+		_, err = s.tenants.AddEntity(ctx, add, nil)
+		if err == nil || !isConflict(err) {
+			break
+		}
+		// Created by someone else in between: merge into theirs.
+	}
+	if err != nil {
+		return failure(op, t.ID, err)
+	}
+	return nil
+}
+
+// SetExcluded sets or clears a tenant's exclusion. ErrNotFound if the
+// tenant has no row.
+func (s *Store) SetExcluded(ctx context.Context, tenantID string, excluded bool) error {
+	const op = "set excluded"
+	if err := checkKey(op, "tenant id", tenantID); err != nil {
+		return err
+	}
+	p := props{}
+	p.bool("Excluded", excluded)
+	p.time("UpdatedAt", s.now())
+	b, err := p.entity(tenantID, tenantRowKey)
+	if err != nil {
+		return failure(op, tenantID, err)
+	}
+	_, err = s.tenants.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeMerge, IfMatch: to(azcore.ETagAny)})
+	switch {
+	case isNotFound(err):
+		return notFound(op, tenantID)
+	case err != nil:
+		return failure(op, tenantID, err)
+	}
+	return nil
+}
+
+// GetTenant reads one tenant. ErrNotFound if it has no row.
+func (s *Store) GetTenant(ctx context.Context, id string) (Tenant, error) {
+	const op = "get tenant"
+	if err := checkKey(op, "tenant id", id); err != nil {
+		return Tenant{}, err
+	}
+	resp, err := s.tenants.GetEntity(ctx, id, tenantRowKey, nil)
+	switch {
+	case isNotFound(err):
+		return Tenant{}, notFound(op, id)
+	case err != nil:
+		return Tenant{}, failure(op, id, err)
+	}
+	var e aztables.EDMEntity
+	if err := e.UnmarshalJSON(resp.Value); err != nil {
+		return Tenant{}, failure(op, id, err)
+	}
+	return tenantFrom(row{e}), nil
+}
+
+// EachTenant streams every tenant, a page at a time, to fn (in tenant id
+// order). An error from fn stops the walk and is returned as it is.
+func (s *Store) EachTenant(ctx context.Context, fn func(Tenant) error) error {
+	err := s.each(ctx, s.tenants, "", "", 0, func(e aztables.EDMEntity) error { return fn(tenantFrom(row{e})) })
+	if err != nil {
+		return eachFailure("list tenants", "", err)
+	}
+	return nil
+}
+
+func tenantFrom(r row) Tenant {
+	return Tenant{
+		ID:                 r.PartitionKey,
+		DisplayName:        r.str("DisplayName"),
+		DefaultDomain:      r.str("DefaultDomain"),
+		RelationshipID:     r.str("RelationshipID"),
+		RelationshipStatus: r.str("RelationshipStatus"),
+		Excluded:           r.bool("Excluded"),
+		FirstSeen:          r.time("FirstSeen"),
+		UpdatedAt:          r.time("UpdatedAt"),
+	}
+}
+
+// to returns a pointer to v.
+func to[T any](v T) *T { return &v }
