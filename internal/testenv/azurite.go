@@ -65,11 +65,9 @@ func startShared() (*Storage, error) {
 	if cs := os.Getenv("CPVREFRESH_AZURITE"); cs != "" {
 		return &Storage{ConnectionString: cs}, nil
 	}
-	dir, err := os.MkdirTemp("", "cpvrefresh-azurite-")
-	if err != nil {
-		return nil, err
-	}
-	return StartAzurite(dir)
+	// The shared instance keeps its data in memory: faster, and nothing
+	// needs it after the test binary exits.
+	return start("", true)
 }
 
 // AzuriteBin finds the pinned azurite launcher under deploy/azurite.
@@ -91,15 +89,22 @@ var listening = regexp.MustCompile(`Azurite (Queue|Table) service is successfull
 // and waits until its queue and table services listen. It is killed when
 // the calling process exits; Stop ends it earlier. Starting it again on the
 // same dir finds the data it had (disk persistence).
-func StartAzurite(dir string) (*Storage, error) {
+func StartAzurite(dir string) (*Storage, error) { return start(dir, false) }
+
+func start(dir string, inMemory bool) (*Storage, error) {
 	bin, err := AzuriteBin()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin,
-		"--location", dir, "--blobPort", "0", "--queuePort", "0", "--tablePort", "0",
+	args := []string{"--blobPort", "0", "--queuePort", "0", "--tablePort", "0",
 		"--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
-		"--skipApiVersionCheck", "--loose", "--disableTelemetry")
+		"--skipApiVersionCheck", "--loose", "--disableTelemetry"}
+	if inMemory {
+		args = append(args, "--inMemoryPersistence")
+	} else {
+		args = append(args, "--location", dir)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
