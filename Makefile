@@ -3,6 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 AZURITE := deploy/azurite/node_modules/.bin/azurite
+LINT := deploy/dockerfile-lint/node_modules/.bin/dockerfile-utils
 TEST_TIMEOUT ?= 60m
 
 .PHONY: all deps build test vet unit fuzz bench bench-full demo docs clean
@@ -10,12 +11,16 @@ TEST_TIMEOUT ?= 60m
 all: build
 
 ## deps: Go modules and the pinned Azurite (npm ci from the lockfile)
-deps: $(AZURITE)
+deps: $(AZURITE) $(LINT)
 	$(GO) mod download
 
 $(AZURITE): deploy/azurite/package.json deploy/azurite/package-lock.json
 	cd deploy/azurite && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(AZURITE)
+
+$(LINT): deploy/dockerfile-lint/package.json deploy/dockerfile-lint/package-lock.json
+	cd deploy/dockerfile-lint && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(LINT)
 
 ## build: the three binaries into bin/
 build:
