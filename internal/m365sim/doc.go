@@ -1,0 +1,89 @@
+// Package m365sim is a stateful HTTPS simulator of the three Microsoft
+// services cpvrefresh talks to: Entra ID's token endpoint, a subset of
+// Microsoft Graph v1.0, and Partner Center's Control Panel Vendor (CPV)
+// application consents and webhooks. Tests, benchmarks and the local demo run
+// the real SDK clients (azidentity, msgraph-sdk-go, net/http) against it, so
+// it answers the way Microsoft's services answer (see shared/MICROSOFT.md):
+// the same status codes, error envelopes, error codes and messages, paging
+// and throttling.
+//
+// # Surfaces
+//
+// Everything is served on one TLS listener whose certificate is signed by a
+// CA generated in memory by New (CACertPEM, WriteCA for SSL_CERT_FILE,
+// HTTPClient for an in-process client that trusts it).
+//
+//   - Entra ID at /{tenant}/...: OpenID metadata
+//     (/{tenant}/v2.0/.well-known/openid-configuration), signing keys
+//     (/{tenant}/discovery/v2.0/keys) and the token endpoint
+//     (POST /{tenant}/oauth2/v2.0/token) for the client_credentials grant
+//     (client secret or a client assertion) and the refresh_token grant
+//     (refresh tokens rotate; old ones stay valid until revoked). {tenant} is
+//     a tenant id, one of its domains, or "organizations"/"common". Tokens are
+//     RS256 JWTs bound to a tenant (tid) and an audience (aud); errors carry
+//     the real AADSTS codes: 7000215 bad client credentials, 90002 unknown
+//     tenant, 50020 terminated GDAP relationship, 65001 consent revoked or
+//     (refresh grant) app not consented, 700016 app not in the tenant
+//     (client credentials), 70000 unknown or revoked refresh token.
+//   - Microsoft Graph at /v1.0: servicePrincipals (by id, by the alternate
+//     key servicePrincipals(appId='...'), list with $filter appId eq/in,
+//     $select, $top and absolute @odata.nextLink paging, create, delete),
+//     appRoleAssignments and appRoleAssignedTo, oauth2PermissionGrants,
+//     tenantRelationships/delegatedAdminRelationships (partner tenant),
+//     organization, and $batch (at most 20 requests, dependsOn, 424 for a
+//     failed dependency, per-item 429 with Retry-After inside a 200). The
+//     directory a request sees is the one of its token's tid. Request bodies
+//     may be gzip-compressed.
+//   - Partner Center at /v1/customers/{id}/applicationconsents: POST consents
+//     the partner's app (creating its service principal, the resource service
+//     principals and AllPrincipals grants), DELETE removes it. A partner-tenant
+//     token with Partner Center's audience is required; ms-requestid makes a
+//     repeated POST idempotent; 50 requests per second per application id.
+//     SendWebhook signs Partner Center events (RSA PKCS#1 v1.5 SHA-256) and
+//     POSTs them; the signing certificate is served at WebhookCertURL.
+//   - Inspection at /_sim/... (no authentication, JSON): fleet, tenants/{id},
+//     conforms/{id} (against the simulator's manifest), stats, stats/reset,
+//     faults (GET, POST merges), failnext, onboard, config (without
+//     credentials), ca.pem and the webhook certificate.
+//
+// # The fleet
+//
+// New generates Options.Tenants customer tenants deterministically from
+// Options.Seed (the same seed and options give the same ids, names and
+// directory contents), each with a GDAP relationship in the partner tenant.
+// Kinds are allocated in the proportions of Options.Mix (largest remainder,
+// so small fleets still contain every kind with a non-zero weight):
+//
+//   - KindNew: relationship active, the app not consented; only the Microsoft
+//     Graph, Windows Azure Active Directory, Exchange Online and SharePoint
+//     Online service principals exist, the other resources can be created.
+//   - KindCorrect: the manifest fully applied.
+//   - KindDrifted: consented, but some app roles missing, one grant with
+//     extra and missing scopes, a duplicate grant on one resource and the
+//     grant on another resource missing.
+//   - KindUnlicensed: like new or drifted, and the WindowsDefenderATP and
+//     Microsoft Threat Protection service principals cannot be created
+//     (Graph answers NoBackingApplicationObject, as Microsoft does).
+//   - KindRevoked: the app's service principal exists but its consent was
+//     revoked: token requests for the tenant fail with AADSTS65001 until the
+//     consent is deleted (Partner Center DELETE) and granted again.
+//   - KindTerminated: the GDAP relationship is terminated: token requests
+//     fail with AADSTS50020 and Partner Center refuses consents with 403.
+//
+// A tenant's directory is built on first use, so a fleet of 10,000 tenants
+// costs little until it is touched; resource service principals share their
+// published app roles and scopes with a catalog built from the manifest.
+//
+// # Knobs and counters
+//
+// Faults (Options.Faults, SetFaults, POST /_sim/faults) add latency and
+// jitter to every call and answer a share of calls with 429 (Graph requests
+// and $batch items, Partner Center) or 5xx (Graph, token, Partner Center).
+// FailNext makes the next n calls of a surface fail with a given status, for
+// deterministic tests. Stats counts round trips per service (Token for the
+// token endpoint, Discovery for OpenID metadata and keys, Graph with a $batch
+// as one and its items in BatchItems, PartnerCenter), per tenant and per
+// endpoint, throttled and failed answers, and successful writes (inside
+// $batch too), so tests can assert that a second refresh writes nothing and
+// benchmarks can report round trips per tenant.
+package m365sim

@@ -1,0 +1,624 @@
+package m365sim
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+)
+
+// companyWords name the fleet's fictional companies.
+var companyWords = []string{
+	"Contoso", "Fabrikam", "Northwind", "Tailspin", "Woodgrove", "Adatum", "Litware", "Proseware",
+	"Wingtip", "Alpine", "Relecloud", "Trey", "Lamna", "Fourth", "Coho", "Humongous",
+}
+
+// gdapRoles are the Entra roles every simulated GDAP relationship grants.
+var gdapRoles = []string{
+	"62e90394-69f5-4237-9190-012177145e10", // Global Administrator
+	"9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3", // Application Administrator
+	"158c047a-c907-4556-b7ef-446551a6b5f7", // Cloud Application Administrator
+	"e8611ab8-c189-46e8-94e1-60213ab1f814", // Privileged Role Administrator
+}
+
+// fleetEpoch is the base of the fleet's (deterministic) relationship dates.
+var fleetEpoch = time.Date(2025, 1, 6, 9, 0, 0, 0, time.UTC)
+
+// relationship is a GDAP relationship in the partner tenant. Its mutable
+// fields are guarded by Sim.mu.
+type relationship struct {
+	id          string
+	displayName string
+	customer    *tenant
+	status      string
+	created     time.Time
+	activated   time.Time
+	end         time.Time
+	modified    time.Time
+}
+
+// tenant is one directory. Directory contents are guarded by mu and built
+// on first use (materialize) from the tenant's own random stream.
+type tenant struct {
+	id          uuid.UUID
+	idStr       string
+	displayName string
+	domain      string
+	kind        Kind
+	partner     bool
+	unlicensed  bool
+	rel         *relationship
+	index       int
+
+	mu      sync.Mutex
+	ready   bool
+	rng     *rand.Rand
+	revoked bool
+	sps     []spObj
+	assigns []assignObj
+	grants  []grantObj
+}
+
+type spObj struct {
+	id  uuid.UUID
+	def *appDef
+}
+
+type assignObj struct {
+	rnd       [16]byte
+	principal uuid.UUID
+	resource  uuid.UUID
+	role      uuid.UUID
+	created   int64
+}
+
+// id is the assignment's object id: like Graph's, a 43-character base64url
+// string, not a GUID.
+func (a *assignObj) id() string {
+	var b [32]byte
+	copy(b[:16], a.principal[:])
+	copy(b[16:], a.rnd[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+type grantObj struct {
+	id          [32]byte
+	client      uuid.UUID
+	resource    uuid.UUID
+	principal   uuid.UUID // uuid.Nil for AllPrincipals
+	consentType string
+	scope       string
+}
+
+// id is the grant's object id: a 43-character base64url string as in Graph.
+func (g *grantObj) idString() string { return base64.RawURLEncoding.EncodeToString(g.id[:]) }
+
+func (t *tenant) fleetTenant() FleetTenant {
+	ft := FleetTenant{ID: t.idStr, DisplayName: t.displayName, DefaultDomain: t.domain, Kind: t.kind}
+	if t.rel != nil {
+		ft.RelationshipID = t.rel.id
+	}
+	return ft
+}
+
+// newID draws a version-4 GUID from r.
+func newID(r *rand.Rand) uuid.UUID {
+	var u uuid.UUID
+	binary.LittleEndian.PutUint64(u[:8], r.Uint64())
+	binary.LittleEndian.PutUint64(u[8:], r.Uint64())
+	u[6] = (u[6] & 0x0f) | 0x40
+	u[8] = (u[8] & 0x3f) | 0x80
+	return u
+}
+
+func parseGUID(s string) (uuid.UUID, bool) {
+	if !cpv.IsGUID(s) {
+		return uuid.Nil, false
+	}
+	u, err := uuid.Parse(s)
+	return u, err == nil
+}
+
+// allocate splits n tenants over the kinds in proportion to mix (largest
+// remainder; ties go to the kind listed first).
+func allocate(mix map[Kind]float64, total float64, n int) []Kind {
+	type share struct {
+		kind  Kind
+		count int
+		rem   float64
+		order int
+	}
+	var shares []share
+	assigned := 0
+	for i, k := range kinds {
+		w := mix[k]
+		if w <= 0 {
+			continue
+		}
+		exact := float64(n) * w / total
+		c := int(math.Floor(exact))
+		shares = append(shares, share{kind: k, count: c, rem: exact - float64(c), order: i})
+		assigned += c
+	}
+	byRem := append([]share(nil), shares...)
+	sort.SliceStable(byRem, func(a, b int) bool { return byRem[a].rem > byRem[b].rem })
+	extra := map[Kind]int{}
+	for i := 0; assigned < n && len(byRem) > 0; i++ {
+		extra[byRem[i%len(byRem)].kind]++
+		assigned++
+	}
+	out := make([]Kind, 0, n)
+	for _, sh := range shares {
+		for range sh.count + extra[sh.kind] {
+			out = append(out, sh.kind)
+		}
+	}
+	return out
+}
+
+// generateFleet creates the customer tenants and their relationships.
+func (s *Sim) generateFleet(root *rand.Rand, mix map[Kind]float64, total float64) {
+	n := s.opts.Tenants
+	if n == 0 {
+		return
+	}
+	ks := allocate(mix, total, n)
+	root.Shuffle(len(ks), func(i, j int) { ks[i], ks[j] = ks[j], ks[i] })
+	s.fleet = make([]*tenant, 0, n)
+	s.rels = make([]*relationship, 0, n)
+	for i := range n {
+		r := rand.New(rand.NewPCG(s.seed, uint64(i)+1))
+		id := newID(r)
+		if s.tenants[id] != nil {
+			id = newID(r)
+		}
+		word := companyWords[r.IntN(len(companyWords))]
+		name := fmt.Sprintf("%s %04d Ltd", word, i+1)
+		domain := fmt.Sprintf("%s%04d.onmicrosoft.com", strings.ToLower(word), i+1)
+		status := "active"
+		if ks[i] == KindTerminated {
+			status = "terminated"
+		}
+		s.addTenantLocked(i, id, name, domain, ks[i], r, status)
+	}
+	s.nextIndex = n
+	sort.Slice(s.rels, func(a, b int) bool { return s.rels[a].id < s.rels[b].id })
+}
+
+// addTenantLocked registers a tenant and its relationship; s.mu is held (or
+// New is still single-threaded).
+func (s *Sim) addTenantLocked(idx int, id uuid.UUID, name, domain string, kind Kind, r *rand.Rand, status string) *tenant {
+	t := &tenant{id: id, idStr: id.String(), displayName: name, domain: domain, kind: kind, index: idx,
+		unlicensed: kind == KindUnlicensed}
+	t.rng = r
+	relID := newID(r).String() + "-" + t.idStr
+	created := fleetEpoch.Add(time.Duration(r.IntN(365*24)) * time.Hour)
+	rel := &relationship{id: relID, displayName: "GDAP " + name, customer: t, status: status,
+		created: created, modified: created}
+	if kind == KindNew && idx >= s.opts.Tenants {
+		// Added at run time: created and activated now.
+		now := s.now().UTC().Truncate(time.Second)
+		rel.created, rel.modified = now, now
+	}
+	if status != "approvalPending" && status != "created" {
+		rel.activated = rel.created.Add(time.Duration(1+r.IntN(48)) * time.Hour)
+	}
+	rel.end = rel.activated.Add(730 * 24 * time.Hour)
+	if status == "terminated" {
+		rel.end = rel.activated.Add(time.Duration(30+r.IntN(300)) * 24 * time.Hour)
+		rel.modified = rel.end
+	}
+	t.rel = rel
+	s.tenants[id] = t
+	s.domains[domain] = t
+	s.fleet = append(s.fleet, t)
+	s.relByID[relID] = rel
+	i := sort.Search(len(s.rels), func(i int) bool { return s.rels[i].id >= relID })
+	s.rels = append(s.rels, nil)
+	copy(s.rels[i+1:], s.rels[i:])
+	s.rels[i] = rel
+	return t
+}
+
+// materialize builds the tenant's directory on first use; t.mu is held.
+func (s *Sim) materialize(t *tenant) {
+	if t.ready {
+		return
+	}
+	t.ready = true
+	r := t.rng
+	created := fleetEpoch.Unix()
+	switch t.kind {
+	case KindNew:
+		s.buildNew(t)
+	case KindCorrect, KindRevoked, KindTerminated:
+		s.buildCorrect(t, created)
+		t.revoked = t.kind == KindRevoked
+	case KindDrifted:
+		s.buildCorrect(t, created)
+		s.drift(t)
+	case KindUnlicensed:
+		if r.IntN(2) == 0 {
+			s.buildNew(t)
+		} else {
+			s.buildCorrect(t, created)
+			s.drift(t)
+		}
+	}
+}
+
+func (s *Sim) buildNew(t *tenant) {
+	for _, id := range newTenantResources {
+		if d := s.cat.byAppID[id]; d != nil {
+			t.addSP(d)
+		}
+	}
+}
+
+func (s *Sim) buildCorrect(t *tenant, created int64) {
+	// Exact capacities: a 10,000-tenant fleet keeps these slices for its life.
+	roles, _ := s.manifest.Counts()
+	t.sps = make([]spObj, 0, len(s.cat.apps)+1)
+	t.assigns = make([]assignObj, 0, roles)
+	t.grants = make([]grantObj, 0, len(s.cat.apps)+1)
+	app := t.addSP(s.cat.app)
+	for _, d := range s.cat.apps {
+		if t.unlicensed && isUnlicensedResource(d.appID) {
+			continue
+		}
+		res := t.addSP(d)
+		if !d.inManifest {
+			continue
+		}
+		for _, role := range d.manifestRoles {
+			t.addAssignment(app, res, role, created)
+		}
+		if d.scopeString != "" {
+			t.addGrant(app, res, d.scopeString)
+		}
+	}
+}
+
+// drift removes some app roles, changes one grant's scopes, duplicates one
+// grant and removes another.
+func (s *Sim) drift(t *tenant) {
+	r := t.rng
+	drop := 3 + r.IntN(6)
+	for i := 0; i < drop && len(t.assigns) > 0; i++ {
+		j := r.IntN(len(t.assigns))
+		t.assigns = append(t.assigns[:j], t.assigns[j+1:]...)
+	}
+	if len(t.grants) < 3 {
+		return
+	}
+	perm := r.Perm(len(t.grants))
+	changed, dup, missing := perm[0], perm[1], perm[2]
+	// Extra and missing scopes on one grant.
+	g := &t.grants[changed]
+	d := t.spByID(g.resource).def
+	scopes := strings.Fields(g.scope)
+	remove := 1 + r.IntN(2)
+	if remove >= len(scopes) {
+		remove = len(scopes) - 1
+	}
+	if remove < 1 {
+		remove = 1
+	}
+	r.Shuffle(len(scopes), func(a, b int) { scopes[a], scopes[b] = scopes[b], scopes[a] })
+	scopes = scopes[remove:]
+	for _, p := range d.scopes {
+		if !contains(d.manifestScopes, p.Value) {
+			scopes = append(scopes, p.Value)
+			break
+		}
+	}
+	sort.Strings(scopes)
+	g.scope = strings.Join(scopes, " ")
+	// A duplicate grant for another resource.
+	dg := t.grants[dup]
+	t.addGrant(dg.client, dg.resource, dg.scope)
+	// One resource's grant missing.
+	t.grants = append(t.grants[:missing], t.grants[missing+1:]...)
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// addSP adds a service principal of d and returns its id; t.mu is held.
+func (t *tenant) addSP(d *appDef) uuid.UUID {
+	id := newID(t.rng)
+	t.sps = append(t.sps, spObj{id: id, def: d})
+	return id
+}
+
+func (t *tenant) addAssignment(principal, resource, role uuid.UUID, created int64) *assignObj {
+	a := assignObj{principal: principal, resource: resource, role: role, created: created}
+	binary.LittleEndian.PutUint64(a.rnd[:8], t.rng.Uint64())
+	binary.LittleEndian.PutUint64(a.rnd[8:], t.rng.Uint64())
+	t.assigns = append(t.assigns, a)
+	return &t.assigns[len(t.assigns)-1]
+}
+
+func (t *tenant) addGrant(client, resource uuid.UUID, scope string) *grantObj {
+	g := grantObj{client: client, resource: resource, consentType: "AllPrincipals", scope: scope}
+	for i := 0; i < 4; i++ {
+		binary.LittleEndian.PutUint64(g.id[i*8:], t.rng.Uint64())
+	}
+	t.grants = append(t.grants, g)
+	return &t.grants[len(t.grants)-1]
+}
+
+func (t *tenant) spByID(id uuid.UUID) *spObj {
+	for i := range t.sps {
+		if t.sps[i].id == id {
+			return &t.sps[i]
+		}
+	}
+	return nil
+}
+
+func (t *tenant) spByAppID(appID string) *spObj {
+	appID = strings.ToLower(appID)
+	for i := range t.sps {
+		if t.sps[i].def.appID == appID {
+			return &t.sps[i]
+		}
+	}
+	return nil
+}
+
+// removeSP deletes a service principal and everything that references it.
+func (t *tenant) removeSP(id uuid.UUID) bool {
+	found := false
+	sps := t.sps[:0]
+	for _, sp := range t.sps {
+		if sp.id == id {
+			found = true
+			continue
+		}
+		sps = append(sps, sp)
+	}
+	t.sps = sps
+	if !found {
+		return false
+	}
+	as := t.assigns[:0]
+	for _, a := range t.assigns {
+		if a.principal != id && a.resource != id {
+			as = append(as, a)
+		}
+	}
+	t.assigns = as
+	gs := t.grants[:0]
+	for _, g := range t.grants {
+		if g.client != id && g.resource != id {
+			gs = append(gs, g)
+		}
+	}
+	t.grants = gs
+	return true
+}
+
+// TenantState is a deep copy of one tenant's directory and relationship.
+type TenantState struct {
+	ID             string `json:"id"`
+	DisplayName    string `json:"displayName"`
+	DefaultDomain  string `json:"defaultDomain"`
+	Kind           Kind   `json:"kind,omitempty"`
+	Partner        bool   `json:"partner,omitempty"`
+	ConsentRevoked bool   `json:"consentRevoked"`
+	// Unavailable lists the resource app ids whose service principals cannot
+	// be created in this tenant (no licence).
+	Unavailable        []string                `json:"unavailable,omitempty"`
+	Relationship       *Relationship           `json:"relationship,omitempty"`
+	ServicePrincipals  []cpv.ServicePrincipal  `json:"servicePrincipals"`
+	AppRoleAssignments []cpv.AppRoleAssignment `json:"appRoleAssignments"`
+	Grants             []cpv.Grant             `json:"oauth2PermissionGrants"`
+}
+
+// Relationship is a GDAP relationship as the simulator holds it.
+type Relationship struct {
+	ID                 string    `json:"id"`
+	DisplayName        string    `json:"displayName"`
+	Status             string    `json:"status"`
+	CustomerTenantID   string    `json:"customerTenantId"`
+	CustomerName       string    `json:"customerDisplayName"`
+	RoleDefinitionIDs  []string  `json:"roleDefinitionIds"`
+	CreatedDateTime    time.Time `json:"createdDateTime"`
+	ActivatedDateTime  time.Time `json:"activatedDateTime"`
+	EndDateTime        time.Time `json:"endDateTime"`
+	AutoExtendDuration string    `json:"autoExtendDuration"`
+}
+
+func (s *Sim) relationshipCopy(rel *relationship) *Relationship {
+	if rel == nil {
+		return nil
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return &Relationship{ID: rel.id, DisplayName: rel.displayName, Status: rel.status,
+		CustomerTenantID: rel.customer.idStr, CustomerName: rel.customer.displayName,
+		RoleDefinitionIDs: append([]string(nil), gdapRoles...), CreatedDateTime: rel.created,
+		ActivatedDateTime: rel.activated, EndDateTime: rel.end, AutoExtendDuration: "P180D"}
+}
+
+// Tenant returns a deep copy of a tenant's directory (customer or partner
+// tenant), with objects sorted by id.
+func (s *Sim) Tenant(id string) (TenantState, bool) {
+	t := s.lookupTenant(id)
+	if t == nil {
+		return TenantState{}, false
+	}
+	rel := s.relationshipCopy(t.rel)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s.materialize(t)
+	st := TenantState{ID: t.idStr, DisplayName: t.displayName, DefaultDomain: t.domain, Kind: t.kind,
+		Partner: t.partner, ConsentRevoked: t.revoked, Relationship: rel,
+		ServicePrincipals:  make([]cpv.ServicePrincipal, 0, len(t.sps)),
+		AppRoleAssignments: make([]cpv.AppRoleAssignment, 0, len(t.assigns)),
+		Grants:             make([]cpv.Grant, 0, len(t.grants))}
+	if t.unlicensed {
+		st.Unavailable = append([]string(nil), unlicensedResources...)
+	}
+	for _, sp := range t.sps {
+		st.ServicePrincipals = append(st.ServicePrincipals, sp.public())
+	}
+	for i := range t.assigns {
+		a := &t.assigns[i]
+		st.AppRoleAssignments = append(st.AppRoleAssignments, cpv.AppRoleAssignment{ID: a.id(),
+			PrincipalID: a.principal.String(), ResourceID: a.resource.String(), AppRoleID: a.role.String()})
+	}
+	for i := range t.grants {
+		st.Grants = append(st.Grants, t.grants[i].public())
+	}
+	sort.Slice(st.ServicePrincipals, func(a, b int) bool { return st.ServicePrincipals[a].ID < st.ServicePrincipals[b].ID })
+	sort.Slice(st.AppRoleAssignments, func(a, b int) bool { return st.AppRoleAssignments[a].ID < st.AppRoleAssignments[b].ID })
+	sort.Slice(st.Grants, func(a, b int) bool { return st.Grants[a].ID < st.Grants[b].ID })
+	return st, true
+}
+
+func (sp spObj) public() cpv.ServicePrincipal {
+	return cpv.ServicePrincipal{ID: sp.id.String(), AppID: sp.def.appID, DisplayName: sp.def.displayName,
+		AppRoles: append([]cpv.Permission(nil), sp.def.roles...), Scopes: append([]cpv.Permission(nil), sp.def.scopes...)}
+}
+
+func (g *grantObj) public() cpv.Grant {
+	pg := cpv.Grant{ID: g.idString(), ClientID: g.client.String(), ConsentType: g.consentType,
+		ResourceID: g.resource.String(), Scope: g.scope}
+	if g.principal != uuid.Nil {
+		pg.PrincipalID = g.principal.String()
+	}
+	return pg
+}
+
+// Conforms lists the differences between a tenant's directory and "manifest
+// m fully applied for AppID" (nil m means the simulator's manifest): a
+// missing or duplicated app service principal, missing or duplicated
+// resource service principals, missing or duplicated app role assignments,
+// missing, duplicated or wrong AllPrincipals grants, and a revoked consent.
+// Resources the tenant cannot have (no licence) are not differences. The
+// result is sorted; empty means exactly right. An unknown tenant gives one
+// difference saying so.
+func (s *Sim) Conforms(tenantID string, m *cpv.Manifest) []string {
+	if m == nil {
+		m = s.manifest
+	}
+	t := s.lookupTenant(tenantID)
+	if t == nil {
+		return []string{"tenant " + tenantID + " does not exist"}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s.materialize(t)
+	var diffs []string
+	if t.revoked {
+		diffs = append(diffs, "consent of app "+s.appID+" is revoked")
+	}
+	byApp := map[string][]uuid.UUID{}
+	for _, sp := range t.sps {
+		byApp[sp.def.appID] = append(byApp[sp.def.appID], sp.id)
+	}
+	for appID, ids := range byApp {
+		if len(ids) > 1 {
+			diffs = append(diffs, fmt.Sprintf("%d service principals for app %s", len(ids), appID))
+		}
+	}
+	apps := byApp[s.appID]
+	if len(apps) == 0 {
+		diffs = append(diffs, "app "+s.appID+" has no service principal")
+		sort.Strings(diffs)
+		return diffs
+	}
+	app := apps[0]
+	for _, r := range m.Resources {
+		name := r.DisplayName
+		if t.unlicensed && isUnlicensedResource(r.AppID) {
+			continue
+		}
+		ress := byApp[r.AppID]
+		if len(ress) == 0 {
+			diffs = append(diffs, fmt.Sprintf("resource %s (%s): no service principal", name, r.AppID))
+			continue
+		}
+		res := ress[0]
+		held := map[uuid.UUID]int{}
+		for _, a := range t.assigns {
+			if a.principal == app && a.resource == res {
+				held[a.role]++
+			}
+		}
+		for _, p := range r.AppRoles {
+			u, _ := uuid.Parse(p.ID)
+			switch n := held[u]; {
+			case n == 0:
+				diffs = append(diffs, fmt.Sprintf("resource %s: app role %s (%s) not assigned", name, p.Value, p.ID))
+			case n > 1:
+				diffs = append(diffs, fmt.Sprintf("resource %s: app role %s (%s) assigned %d times", name, p.Value, p.ID, n))
+			}
+		}
+		var grants []*grantObj
+		for i := range t.grants {
+			g := &t.grants[i]
+			if g.client == app && g.resource == res && g.consentType == "AllPrincipals" {
+				grants = append(grants, g)
+			}
+		}
+		switch {
+		case len(r.Scopes) == 0 && len(grants) == 0:
+		case len(grants) == 0:
+			diffs = append(diffs, fmt.Sprintf("resource %s: no AllPrincipals grant", name))
+		default:
+			if len(grants) > 1 {
+				diffs = append(diffs, fmt.Sprintf("resource %s: %d AllPrincipals grants", name, len(grants)))
+			}
+			missing, extra := scopeDiff(r.Scopes, strings.Fields(grants[0].scope))
+			if len(missing) > 0 {
+				diffs = append(diffs, fmt.Sprintf("resource %s: grant lacks scopes %s", name, strings.Join(missing, " ")))
+			}
+			if len(extra) > 0 {
+				diffs = append(diffs, fmt.Sprintf("resource %s: grant has extra scopes %s", name, strings.Join(extra, " ")))
+			}
+		}
+	}
+	sort.Strings(diffs)
+	return diffs
+}
+
+// scopeDiff returns the scopes of want missing from got and those of got not in want.
+func scopeDiff(want, got []string) (missing, extra []string) {
+	w := map[string]bool{}
+	for _, x := range want {
+		w[x] = true
+	}
+	g := map[string]bool{}
+	for _, x := range got {
+		g[x] = true
+		if !w[x] {
+			extra = append(extra, x)
+		}
+	}
+	for _, x := range want {
+		if !g[x] {
+			missing = append(missing, x)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	return missing, extra
+}
