@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
+)
+
+// syncBuffer is a log sink safe for the daemon's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestConfigErrorsExit2(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"unknown flag", []string{"-no-such-flag"}, nil},
+		{"nothing configured", nil, nil},
+		{"bad schedule", []string{"-schedule", "every night"}, map[string]string{
+			"CPV_PARTNER_TENANT_ID": "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3e", "CPV_CLIENT_ID": "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3f",
+			"CPV_CLIENT_SECRET": "s", "CPV_API_KEYS": "0123456789abcdef0123",
+		}},
+		{"closed API", nil, map[string]string{
+			"CPV_PARTNER_TENANT_ID": "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3e", "CPV_CLIENT_ID": "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3f",
+			"CPV_CLIENT_SECRET": "s",
+		}},
+	} {
+		var out syncBuffer
+		if code := run(context.Background(), tc.args, envOf(tc.env), &out, nil); code != 2 {
+			t.Errorf("%s: exit code %d, want 2; output:\n%s", tc.name, code, out.String())
+		}
+	}
+}
+
+// The daemon starts against Azurite and the simulator, serves health, the
+// API and webhooks, runs the missed nightly run, and exits 0 on shutdown.
+func TestDaemonStartsServesAndStops(t *testing.T) {
+	// The daemon trusts the simulator through SSL_CERT_FILE, as in the
+	// local stack. Go reads it when the system roots are first loaded, so
+	// nothing may load them before t.Setenv: the simulator's webhook client
+	// is a plain one (the daemon listens on http here).
+	sim, err := m365sim.New(m365sim.Options{Seed: 3, Tenants: 5, WebhookClient: &http.Client{Timeout: 30 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := sim.WriteCA(ca); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SSL_CERT_FILE", ca)
+	az := testenv.Azurite(t)
+	simURL, _ := url.Parse(sim.URL())
+	queueName, prefix := testenv.Name("cmdq"), testenv.Name("cmd")
+	env := map[string]string{
+		"CPV_STORAGE_CONNECTION_STRING":     az.ConnectionString,
+		"CPV_QUEUE":                         queueName,
+		"CPV_TABLE_PREFIX":                  prefix,
+		"CPV_PARTNER_TENANT_ID":             sim.PartnerTenantID(),
+		"CPV_CLIENT_ID":                     sim.AppID(),
+		"CPV_CLIENT_SECRET":                 sim.AppSecret(),
+		"CPV_AUTHORITY_HOST":                sim.AuthorityHost(),
+		"CPV_GRAPH_URL":                     sim.GraphURL(),
+		"CPV_PARTNER_CENTER_URL":            sim.PartnerCenterURL(),
+		"CPV_API_KEYS":                      "cmd-test-key-0123456789",
+		"CPV_DISPATCHER_LISTEN":             "127.0.0.1:0",
+		"CPV_DISPATCHER_ID":                 "cmd-test",
+		"CPV_WEBHOOK_CERT_HOSTS":            simURL.Host,
+		"CPV_WEBHOOK_REQUIRE_MICROSOFT_ORG": "false",
+		"CPV_LOG_FORMAT":                    "json",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrc := make(chan string, 1)
+	done := make(chan int, 1)
+	var logs syncBuffer
+	go func() { done <- run(ctx, nil, envOf(env), &logs, func(a string) { addrc <- a }) }()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case code := <-done:
+		t.Fatalf("daemon exited with %d:\n%s", code, logs.String())
+	case <-time.After(time.Minute):
+		t.Fatalf("daemon did not start:\n%s", logs.String())
+	}
+	base := "http://" + addr
+
+	get := func(path, key string) int {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if key != "" {
+			req.Header.Set("X-API-Key", key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/api/tenants": 401} {
+		if got := get(path, ""); got != want {
+			t.Errorf("GET %s: %d, want %d", path, got, want)
+		}
+	}
+	if got := get("/api/backend", "cmd-test-key-0123456789"); got != 200 {
+		t.Errorf("GET /api/backend with the key: %d", got)
+	}
+	ft, status, err := sim.Onboard(ctx, base+"/webhooks/partnercenter", m365sim.NewTenant{})
+	if err != nil || status != 200 {
+		t.Fatalf("onboarding webhook: %d %v\n%s", status, err, logs.String())
+	}
+
+	// The missed nightly run of today (within the default 24h catch-up)
+	// and the onboarded tenant end up in the store and the queue.
+	st, err := store.New(ctx, store.Config{ConnectionString: az.ConnectionString, TablePrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.NewStorageQueue(queue.StorageQueueConfig{ConnectionString: az.ConnectionString, Queue: queueName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runID := "nightly-" + time.Now().UTC().Format("2006-01-02")
+	deadline := time.After(time.Minute)
+	for {
+		run, err := st.GetRun(ctx, runID)
+		if err == nil && !run.Finished.IsZero() {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("run %s not finished: %+v %v\n%s", runID, run, err, logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if _, err := st.GetTenant(ctx, ft.ID); err != nil {
+		t.Errorf("onboarded tenant not recorded: %v", err)
+	}
+	if work, _, err := q.Depth(ctx); err != nil || work < len(sim.Fleet()) {
+		t.Errorf("queue depth %d (%v), want at least %d", work, err, len(sim.Fleet()))
+	}
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit code %d, want 0:\n%s", code, logs.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("daemon did not stop")
+	}
+	if strings.Contains(logs.String(), sim.AppSecret()) || strings.Contains(logs.String(), "cmd-test-key-0123456789") {
+		t.Error("a secret reached the log")
+	}
+}

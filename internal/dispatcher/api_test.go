@@ -1,0 +1,425 @@
+package dispatcher_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+)
+
+// apiRequest builds an API request; auth is the Authorization header
+// ("" for none).
+func apiRequest(method, target, auth, body string) *http.Request {
+	r := httptest.NewRequest(method, target, strings.NewReader(body))
+	if auth != "" {
+		r.Header.Set("Authorization", auth)
+	}
+	if body != "" {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	return r
+}
+
+func (h *harness) token(t testing.TB, tenant, audience string, claims map[string]any, ttl time.Duration) string {
+	t.Helper()
+	tok, err := h.sim.IssueToken(tenant, audience, claims, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "Bearer " + tok
+}
+
+// decode reads a JSON answer into v.
+func decode(t testing.TB, w *httptest.ResponseRecorder, v any) {
+	t.Helper()
+	if err := json.Unmarshal(w.Body.Bytes(), v); err != nil {
+		t.Fatalf("answer %q is not JSON: %v", w.Body, err)
+	}
+}
+
+// Authentication and authorization: nothing is open, API keys and Entra
+// tokens are accepted, writes need the role, and refused requests
+// enqueue nothing.
+func TestAPIAuthentication(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 2)
+	d := h.dispatcher(t, "replica-a", nil)
+	partner := h.sim.PartnerTenantID()
+	tenant := h.sim.Fleet()[0].ID
+	reader := h.token(t, partner, testAudience, map[string]any{"preferred_username": "reader@partner.example"}, 0)
+	writer := h.token(t, partner, testAudience, map[string]any{"roles": []string{"CPV.Refresh"}, "preferred_username": "admin@partner.example"}, 0)
+	hs256, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"iss": h.issuer(partner), "aud": testAudience, "exp": time.Now().Add(time.Hour).Unix(), "roles": []string{"CPV.Refresh"},
+	}).SignedString([]byte("guessable"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	none, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{
+		"iss": h.issuer(partner), "aud": testAudience, "exp": time.Now().Add(time.Hour).Unix(), "roles": []string{"CPV.Refresh"},
+	}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refresh := "/api/tenants/" + tenant + "/refresh"
+	for _, tc := range []struct {
+		name    string
+		method  string
+		target  string
+		auth    string
+		apiKey  string
+		want    int
+		enqueue bool
+	}{
+		{name: "no credentials, read", method: "GET", target: "/api/tenants", want: 401},
+		{name: "no credentials, write", method: "POST", target: refresh, want: 401},
+		{name: "wrong API key", method: "POST", target: refresh, auth: "Bearer not-the-key-0123456789", want: 401},
+		{name: "wrong X-API-Key", method: "POST", target: refresh, apiKey: "not-the-key-0123456789", want: 401},
+		{name: "basic auth", method: "POST", target: refresh, auth: "Basic dXNlcjpwYXNz", want: 401},
+		{name: "API key", method: "POST", target: refresh, auth: "Bearer " + testAPIKey, want: 202, enqueue: true},
+		{name: "X-API-Key", method: "POST", target: refresh, apiKey: testAPIKey, want: 202, enqueue: true},
+		{name: "token without the role reads", method: "GET", target: "/api/runs", auth: reader, want: 200},
+		{name: "token without the role writes", method: "POST", target: refresh, auth: reader, want: 403},
+		{name: "token without the role pauses", method: "POST", target: "/api/pause", auth: reader, want: 403},
+		{name: "token with the role", method: "POST", target: refresh, auth: writer, want: 202, enqueue: true},
+		{name: "token for another audience", method: "GET", target: "/api/runs",
+			auth: h.token(t, partner, "https://graph.microsoft.com", map[string]any{"roles": []string{"CPV.Refresh"}}, 0), want: 401},
+		{name: "token from another tenant's issuer", method: "GET", target: "/api/runs",
+			auth: h.token(t, tenant, testAudience, map[string]any{"roles": []string{"CPV.Refresh"}}, 0), want: 401},
+		{name: "expired token", method: "GET", target: "/api/runs",
+			auth: h.token(t, partner, testAudience, map[string]any{"roles": []string{"CPV.Refresh"}}, -time.Hour), want: 401},
+		{name: "HS256 token", method: "POST", target: refresh, auth: "Bearer " + hs256, want: 401},
+		{name: "unsigned token", method: "POST", target: refresh, auth: "Bearer " + none, want: 401},
+		{name: "tampered token", method: "POST", target: refresh, auth: writer[:len(writer)-4] + "AAAA", want: 401},
+	} {
+		r := apiRequest(tc.method, tc.target, tc.auth, "")
+		if tc.apiKey != "" {
+			r.Header.Set("X-API-Key", tc.apiKey)
+		}
+		w := serve(d, r)
+		if w.Code != tc.want {
+			t.Errorf("%s: status %d, want %d (%s)", tc.name, w.Code, tc.want, w.Body)
+		}
+		if w.Code == 401 && w.Header().Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: 401 without WWW-Authenticate", tc.name)
+		}
+		n := len(h.drain(t))
+		if tc.enqueue && n != 1 || !tc.enqueue && n != 0 {
+			t.Errorf("%s: %d messages enqueued", tc.name, n)
+		}
+	}
+}
+
+// Refresh and reset one tenant, the CIPP shapes, internal events and bad
+// input: each answer and what it put on the queue.
+func TestAPIEnqueue(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 2)
+	clk := newClock(time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC))
+	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })
+	tenant := h.sim.Fleet()[0].ID
+	key := "Bearer " + testAPIKey
+	for _, tc := range []struct {
+		name   string
+		method string
+		target string
+		body   string
+		want   int
+		msg    *queue.Message // the message expected, RequestID ignored
+	}{
+		{"refresh", "POST", "/api/tenants/" + tenant + "/refresh", "", 202,
+			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonManual}},
+		{"reset", "POST", "/api/tenants/" + strings.ToUpper(tenant) + "/reset", "", 202,
+			&queue.Message{Op: queue.OpReset, Reason: queue.ReasonManual}},
+		{"CIPP query", "POST", "/api/ExecCPVPermissions?tenantFilter=" + tenant, "", 202,
+			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonManual}},
+		{"CIPP query reset", "POST", "/api/ExecCPVPermissions?TenantFilter=" + tenant + "&ResetSP=true", "", 202,
+			&queue.Message{Op: queue.OpReset, Reason: queue.ReasonManual}},
+		{"CIPP body", "POST", "/api/ExecCPVPermissions", `{"tenantFilter":"` + tenant + `"}`, 202,
+			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonManual}},
+		{"CIPP body reset", "POST", "/api/ExecCPVPermissions", `{"TenantFilter":"` + tenant + `","ResetSP":"true"}`, 202,
+			&queue.Message{Op: queue.OpReset, Reason: queue.ReasonManual}},
+		{"CIPP GET", "GET", "/api/ExecCPVPermissions?tenantFilter=" + tenant, "", 202,
+			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonManual}},
+		{"event tenant.added", "POST", "/api/events", `{"type":"tenant.added","tenantId":"` + tenant + `"}`, 202,
+			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonOnboarding}},
+		{"event gdap.roles.changed", "POST", "/api/events", `{"type":"gdap.roles.changed","tenantId":"` + tenant + `","id":"e1"}`, 202,
+			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonEvent, RequestID: "evt-e1"}},
+		{"non-GUID tenant", "POST", "/api/tenants/contoso.onmicrosoft.com/refresh", "", 400, nil},
+		{"non-GUID tenant read", "GET", "/api/tenants/not-a-guid", "", 400, nil},
+		{"CIPP non-GUID", "POST", "/api/ExecCPVPermissions?tenantFilter=contoso.onmicrosoft.com", "", 400, nil},
+		{"CIPP no tenant", "POST", "/api/ExecCPVPermissions", `{}`, 400, nil},
+		{"CIPP bad ResetSP", "POST", "/api/ExecCPVPermissions?tenantFilter=" + tenant + "&ResetSP=maybe", "", 400, nil},
+		{"CIPP malformed body", "POST", "/api/ExecCPVPermissions", `{"tenantFilter":`, 400, nil},
+		{"event unknown type", "POST", "/api/events", `{"type":"tenant.removed","tenantId":"` + tenant + `"}`, 400, nil},
+		{"event non-GUID", "POST", "/api/events", `{"type":"tenant.added","tenantId":"x"}`, 400, nil},
+		{"event malformed", "POST", "/api/events", `not json`, 400, nil},
+		{"oversize", "POST", "/api/tenants/" + tenant + "/refresh", strings.Repeat("x", 5000), 413, nil},
+		{"oversize CIPP", "POST", "/api/ExecCPVPermissions", `{"tenantFilter":"` + strings.Repeat("x", 5000) + `"}`, 413, nil},
+		{"oversize event", "POST", "/api/events", strings.Repeat(" ", 5000) + "{}", 413, nil},
+		{"unknown route", "GET", "/api/nothing", "", 404, nil},
+		{"wrong method", "DELETE", "/api/tenants/" + tenant + "/refresh", "", 405, nil},
+		{"unknown path", "GET", "/nothing", "", 404, nil},
+	} {
+		w := serve(d, apiRequest(tc.method, tc.target, key, tc.body))
+		if w.Code != tc.want {
+			t.Errorf("%s: status %d, want %d (%s)", tc.name, w.Code, tc.want, w.Body)
+			continue
+		}
+		var answer map[string]any
+		decode(t, w, &answer)
+		msgs := h.drain(t)
+		if tc.msg == nil {
+			if len(msgs) != 0 {
+				t.Errorf("%s: %d messages enqueued", tc.name, len(msgs))
+			}
+			if _, ok := answer["error"].(map[string]any); !ok {
+				t.Errorf("%s: error answer %s has no error object", tc.name, w.Body)
+			}
+			continue
+		}
+		if len(msgs) != 1 {
+			t.Fatalf("%s: %d messages, want 1", tc.name, len(msgs))
+		}
+		want := *tc.msg
+		want.V, want.TenantID, want.RequestedAt = 1, tenant, clk.Now()
+		if want.RequestID == "" {
+			want.RequestID = msgs[0].RequestID
+		}
+		want.RequestedBy = msgs[0].RequestedBy
+		if diff := cmp.Diff(want, msgs[0]); diff != "" {
+			t.Errorf("%s: message (-want +got):\n%s", tc.name, diff)
+		}
+		if msgs[0].RequestedBy != "apikey:1" {
+			t.Errorf("%s: requestedBy %q, want apikey:1", tc.name, msgs[0].RequestedBy)
+		}
+		id := answer["requestId"]
+		if strings.HasPrefix(tc.target, "/api/Exec") {
+			meta, _ := answer["Metadata"].(map[string]any)
+			if _, ok := answer["Results"].(string); !ok || meta == nil {
+				t.Errorf("%s: answer %s is not in CIPP's shape", tc.name, w.Body)
+			}
+			id = meta["requestId"]
+		}
+		if id != msgs[0].RequestID {
+			t.Errorf("%s: answered request id %v, message has %q", tc.name, id, msgs[0].RequestID)
+		}
+	}
+	// tenant.added recorded the tenant.
+	if _, err := h.store.GetTenant(context.Background(), tenant); err != nil {
+		t.Errorf("tenant.added did not record the tenant: %v", err)
+	}
+}
+
+// Refresh all starts a bulk run that enqueues every eligible tenant; while
+// dispatching is paused it is recorded as skipped (409) but single-tenant
+// requests still go through.
+func TestAPIRefreshAllAndPause(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 15)
+	d := h.dispatcher(t, "replica-a", nil)
+	key := "Bearer " + testAPIKey
+	ctx := context.Background()
+
+	w := serve(d, apiRequest("POST", "/api/refresh", key, ""))
+	if w.Code != 202 {
+		t.Fatalf("refresh all: %d %s", w.Code, w.Body)
+	}
+	var answer struct{ RequestID, RunID string }
+	decode(t, w, &answer)
+	if !strings.HasPrefix(answer.RunID, "bulk-") || answer.RequestID != answer.RunID {
+		t.Fatalf("answer %+v: want a bulk-<uuid> run id", answer)
+	}
+	w = serve(d, apiRequest("POST", "/api/ExecCPVRefresh", key, ""))
+	if w.Code != 202 {
+		t.Fatalf("ExecCPVRefresh: %d %s", w.Code, w.Body)
+	}
+	var cipp struct {
+		Results  string
+		Metadata map[string]string
+	}
+	decode(t, w, &cipp)
+	if err := d.Shutdown(ctx); err != nil { // waits for the background runs
+		t.Fatal(err)
+	}
+	msgs := h.drain(t)
+	byRun := map[string]map[string]int{}
+	for _, m := range msgs {
+		if byRun[m.RunID] == nil {
+			byRun[m.RunID] = map[string]int{}
+		}
+		byRun[m.RunID][m.TenantID]++
+		if m.Reason != queue.ReasonManual || m.RequestedBy != "apikey:1" || m.RequestID != m.RunID {
+			t.Errorf("bulk message %+v: want reason manual, requestedBy apikey:1, request id = run id", m)
+		}
+	}
+	want := map[string]map[string]int{answer.RunID: h.eligible(), cipp.Metadata["runId"]: h.eligible()}
+	if diff := cmp.Diff(want, byRun); diff != "" {
+		t.Errorf("messages by run (-want +got):\n%s", diff)
+	}
+
+	d2 := h.dispatcher(t, "replica-a", nil)
+	w = serve(d2, apiRequest("GET", "/api/runs/"+answer.RunID, key, ""))
+	var run dispatcher.RunView
+	decode(t, w, &run)
+	if w.Code != 200 || run.Finished == nil || run.Enqueued != len(h.eligible()) || run.Kind != "bulk" || run.Progress == nil ||
+		run.Progress.Pending != len(h.eligible()) {
+		t.Errorf("run: %d %s", w.Code, w.Body)
+	}
+
+	if w := serve(d2, apiRequest("POST", "/api/pause", key, `{"component":"dispatch","paused":true}`)); w.Code != 200 {
+		t.Fatalf("pause: %d %s", w.Code, w.Body)
+	}
+	if p, err := h.store.Paused(ctx, store.PauseDispatch); err != nil || !p {
+		t.Fatalf("dispatch not paused in the store: %v %v", p, err)
+	}
+	w = serve(d2, apiRequest("POST", "/api/refresh", key, ""))
+	if w.Code != 409 {
+		t.Errorf("refresh all while paused: %d %s", w.Code, w.Body)
+	}
+	if w := serve(d2, apiRequest("POST", "/api/tenants/"+h.sim.Fleet()[0].ID+"/refresh", key, "")); w.Code != 202 {
+		t.Errorf("single refresh while paused: %d %s", w.Code, w.Body)
+	}
+	if err := d2.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]int{h.sim.Fleet()[0].ID: 1}, countByTenant(h.drain(t))); diff != "" {
+		t.Errorf("messages while paused (-want +got):\n%s", diff)
+	}
+	runs, err := h.store.ListRuns(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skipped := 0
+	for _, r := range runs {
+		if r.Kind == dispatcher.KindBulk+dispatcher.SkippedSuffix {
+			skipped++
+		}
+	}
+	if skipped != 1 {
+		t.Errorf("%d skipped runs recorded, want 1: %+v", skipped, runs)
+	}
+	for _, body := range []string{`{"component":"everything","paused":true}`, `{"component":"workers"}`, `[]`} {
+		if w := serve(d2, apiRequest("POST", "/api/pause", key, body)); w.Code != 400 {
+			t.Errorf("pause %s: %d, want 400", body, w.Code)
+		}
+	}
+}
+
+// The read side: statuses joined with tenants, one tenant with history,
+// the backend page, health and metrics.
+func TestAPIReads(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 3)
+	ctx := context.Background()
+	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) {
+		c.Backend = map[string]string{"queue": "cpv-refresh"}
+	})
+	if err := d.Mirror(ctx); err != nil {
+		t.Fatalf("Mirror: %v", err)
+	}
+	fleet := h.sim.Fleet()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	orphan := "9d2b7a1e-0000-4000-8000-00000000abcd" // refreshed by id, never discovered
+	for _, st := range []store.Status{
+		{TenantID: fleet[0].ID, State: store.StateSucceeded, LastAttempt: at, LastSuccess: at, AppRolesTotal: 74, Notices: []string{"n1"}},
+		{TenantID: orphan, State: store.StateFailed, LastAttempt: at, LastError: "consent missing", Advice: "run a CPV reset"},
+	} {
+		if err := h.store.PutStatus(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.store.AddHistory(ctx, store.HistoryEntry{TenantID: fleet[0].ID, At: at, State: store.StateSucceeded,
+		Op: "refresh", Detail: json.RawMessage(`{"changes":[{"kind":"addAppRole"}]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	key := "Bearer " + testAPIKey
+
+	w := serve(d, apiRequest("GET", "/api/tenants", key, ""))
+	var list []dispatcher.TenantView
+	decode(t, w, &list)
+	got := map[string]string{}
+	for _, v := range list {
+		state := ""
+		if v.Status != nil {
+			state = v.Status.State
+		}
+		got[v.ID] = state
+	}
+	want := map[string]string{orphan: "failed"}
+	for i, ft := range fleet {
+		want[ft.ID] = ""
+		if i == 0 {
+			want[ft.ID] = "succeeded"
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GET /api/tenants states (-want +got):\n%s", diff)
+	}
+	w = serve(d, apiRequest("GET", "/api/tenants?state=failed", key, ""))
+	list = nil
+	decode(t, w, &list)
+	if len(list) != 1 || list[0].ID != orphan || list[0].Known || list[0].Status.Advice != "run a CPV reset" {
+		t.Errorf("GET /api/tenants?state=failed = %s", w.Body)
+	}
+
+	w = serve(d, apiRequest("GET", "/api/tenants/"+fleet[0].ID, key, ""))
+	var one dispatcher.TenantDetail
+	decode(t, w, &one)
+	if w.Code != 200 || one.DisplayName != fleet[0].DisplayName || one.Status == nil || one.Status.AppRolesTotal != 74 ||
+		len(one.History) != 1 || string(one.History[0].Detail) != `{"changes":[{"kind":"addAppRole"}]}` {
+		t.Errorf("GET /api/tenants/{id} = %d %s", w.Code, w.Body)
+	}
+	if w := serve(d, apiRequest("GET", "/api/tenants/0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3f", key, "")); w.Code != 404 {
+		t.Errorf("unknown tenant: %d", w.Code)
+	}
+	if w := serve(d, apiRequest("GET", "/api/runs/nightly-1999-01-01", key, "")); w.Code != 404 {
+		t.Errorf("unknown run: %d", w.Code)
+	}
+	if w := serve(d, apiRequest("GET", "/api/runs?limit=0", key, "")); w.Code != 400 {
+		t.Errorf("limit=0: %d", w.Code)
+	}
+
+	w = serve(d, apiRequest("GET", "/api/backend", key, ""))
+	var backend dispatcher.BackendView
+	decode(t, w, &backend)
+	if w.Code != 200 || backend.Schedule.Cron != "0 0 * * *" || backend.Schedule.TimeZone != "UTC" || backend.Schedule.Next == nil ||
+		backend.Endpoints["queue"] != "cpv-refresh" || len(backend.Problems) != 0 || len(backend.Paused) != 2 {
+		t.Errorf("GET /api/backend = %d %s", w.Code, w.Body)
+	}
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if w := serve(d, apiRequest("GET", path, "", "")); w.Code != 200 {
+			t.Errorf("%s: %d %s", path, w.Code, w.Body)
+		}
+	}
+	w = serve(d, apiRequest("GET", "/metrics", "", ""))
+	for _, series := range []string{"cpv_dispatcher_api_requests_total{code=\"200\",route=\"/api/tenants\"}", "go_goroutines"} {
+		if !strings.Contains(w.Body.String(), series) {
+			t.Errorf("/metrics lacks %s", series)
+		}
+	}
+}
+
+// The UI handler, when given, is served at "/" while /api/ stays the API.
+func TestUIMount(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	ui := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ui:" + r.URL.Path)) })
+	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.UI = ui })
+	if w := serve(d, apiRequest("GET", "/tenants/x", "", "")); w.Code != 200 || w.Body.String() != "ui:/tenants/x" {
+		t.Errorf("UI: %d %s", w.Code, w.Body)
+	}
+	if w := serve(d, apiRequest("GET", "/api/unknown", "", "")); w.Code != 404 {
+		t.Errorf("/api/unknown with a UI: %d", w.Code)
+	}
+}

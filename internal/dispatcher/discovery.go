@@ -1,0 +1,332 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+)
+
+// GraphScope is the scope of the partner-tenant token used to read GDAP
+// relationships.
+const GraphScope = "https://graph.microsoft.com/.default"
+
+// relationshipsPath is the Graph collection of the partner's GDAP relationships.
+const relationshipsPath = "/tenantRelationships/delegatedAdminRelationships"
+
+// relationshipPageSize is the largest $top Graph allows for relationships.
+const relationshipPageSize = 300
+
+// maxGraphErrorBody bounds how much of an error response is read.
+const maxGraphErrorBody = 64 << 10
+
+// Relationship is one GDAP relationship, with the fields the dispatcher uses.
+type Relationship struct {
+	ID          string   `json:"id"`
+	DisplayName string   `json:"displayName"`
+	Status      string   `json:"status"`
+	Customer    Customer `json:"customer"`
+}
+
+// Customer is the customer side of a GDAP relationship.
+type Customer struct {
+	TenantID    string `json:"tenantId"`
+	DisplayName string `json:"displayName"`
+}
+
+// Relationship statuses, as Graph spells them, grouped by what they mean for
+// a refresh.
+const (
+	// statusTerminated is what the tenants table records for a tenant whose
+	// relationships have all ended.
+	statusTerminated = "terminated"
+)
+
+// relationshipRank orders statuses: a tenant's row records its best
+// relationship. Ended (terminated, expired) ranks lowest, then not yet
+// usable (created, approval pending, approved, activating), then usable.
+func relationshipRank(status string) int {
+	switch strings.ToLower(status) {
+	case "terminated", "expired":
+		return 0
+	case "active", "expiring", "terminationrequested":
+		return 2
+	default:
+		return 1
+	}
+}
+
+// eligible reports whether a tenant with this stored relationship status is
+// refreshed by a run: its relationship grants access (or the status is not
+// known, e.g. a tenant added by an internal event).
+func eligible(status string) bool {
+	return status == "" || relationshipRank(status) == 2
+}
+
+// Discovery reads the partner's GDAP relationships from Microsoft Graph with
+// plain net/http (no SDK: the dispatcher stays small and fast to build).
+type Discovery struct {
+	base     *url.URL
+	cred     azcore.TokenCredential
+	client   *http.Client
+	pageSize int
+}
+
+// DiscoveryConfig configures a Discovery.
+type DiscoveryConfig struct {
+	// GraphURL is the Graph base URL, e.g. https://graph.microsoft.com/v1.0.
+	GraphURL string
+	// PartnerTenantID is the partner's own tenant, where the relationships live.
+	PartnerTenantID string
+	// Credential issues the partner-tenant token (cpv.NewCredential).
+	Credential azcore.TokenCredential
+	// HTTPClient sends the requests; http.DefaultClient when nil.
+	HTTPClient *http.Client
+	// PageSize is $top (1..300; 300 when 0).
+	PageSize int
+}
+
+// NewDiscovery checks cfg and returns a Discovery.
+func NewDiscovery(cfg DiscoveryConfig) (*Discovery, error) {
+	u, err := url.Parse(strings.TrimRight(cfg.GraphURL, "/"))
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("dispatcher: graph URL %q is not an absolute http(s) URL", cfg.GraphURL)
+	}
+	if !cpv.IsGUID(cfg.PartnerTenantID) {
+		return nil, fmt.Errorf("dispatcher: partner tenant id %q is not a GUID", cfg.PartnerTenantID)
+	}
+	if cfg.Credential == nil {
+		return nil, errors.New("dispatcher: discovery needs a credential")
+	}
+	size := cfg.PageSize
+	switch {
+	case size == 0:
+		size = relationshipPageSize
+	case size < 1 || size > relationshipPageSize:
+		return nil, fmt.Errorf("dispatcher: relationship page size %d: want 1..%d", size, relationshipPageSize)
+	}
+	client := cfg.HTTPClient
+	if client == nil {
+		client = http.DefaultClient
+	}
+	return &Discovery{
+		base:     u,
+		cred:     cpv.ForTenant(cfg.Credential, cfg.PartnerTenantID),
+		client:   client,
+		pageSize: size,
+	}, nil
+}
+
+// Relationships streams every GDAP relationship of the partner to fn, one
+// page at a time; fn must not keep the slice. Pages are decoded as they
+// arrive, and @odata.nextLink is followed only to the Graph host (the
+// request carries the partner's token).
+func (d *Discovery) Relationships(ctx context.Context, fn func([]Relationship) error) error {
+	next := d.base.String() + relationshipsPath + "?$top=" + strconv.Itoa(d.pageSize)
+	page := make([]Relationship, 0, d.pageSize)
+	for next != "" {
+		u, err := url.Parse(next)
+		if err != nil || !sameOrigin(u, d.base) {
+			return cpv.PermanentError("list relationships", fmt.Errorf("next link points outside %s", d.base.Host),
+				"Graph returned a next link to another host; check CPV_GRAPH_URL")
+		}
+		page = page[:0]
+		next, err = d.listPage(ctx, u.String(), &page)
+		if err != nil {
+			return err
+		}
+		if err := fn(page); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listPage reads one page into *page and returns the next link.
+func (d *Discovery) listPage(ctx context.Context, pageURL string, page *[]Relationship) (string, error) {
+	const op = "list relationships"
+	resp, err := d.get(ctx, op, pageURL)
+	if err != nil {
+		return "", err
+	}
+	defer drain(resp.Body)
+	dec := json.NewDecoder(resp.Body)
+	var next string
+	if err := expectDelim(dec, '{'); err != nil {
+		return "", decodeError(op, err)
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", decodeError(op, err)
+		}
+		key, _ := tok.(string)
+		switch key {
+		case "value":
+			if err := expectDelim(dec, '['); err != nil {
+				return "", decodeError(op, err)
+			}
+			for dec.More() {
+				var r Relationship
+				if err := dec.Decode(&r); err != nil {
+					return "", decodeError(op, err)
+				}
+				*page = append(*page, r)
+			}
+			if err := expectDelim(dec, ']'); err != nil {
+				return "", decodeError(op, err)
+			}
+		case "@odata.nextLink":
+			if err := dec.Decode(&next); err != nil {
+				return "", decodeError(op, err)
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return "", decodeError(op, err)
+			}
+		}
+	}
+	return next, nil
+}
+
+// Relationship reads one relationship by id (for webhooks).
+func (d *Discovery) Relationship(ctx context.Context, id string) (Relationship, error) {
+	op := "get relationship " + id
+	if !validRelationshipID(id) {
+		return Relationship{}, cpv.PermanentError(op, errors.New("not a relationship id"), "")
+	}
+	resp, err := d.get(ctx, op, d.base.String()+relationshipsPath+"/"+url.PathEscape(id))
+	if err != nil {
+		return Relationship{}, err
+	}
+	defer drain(resp.Body)
+	var r Relationship
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&r); err != nil {
+		return Relationship{}, decodeError(op, err)
+	}
+	return r, nil
+}
+
+// get sends an authenticated GET and returns a 200 response; any other
+// answer is a classified *cpv.Error.
+func (d *Discovery) get(ctx context.Context, op, u string) (*http.Response, error) {
+	tok, err := d.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{GraphScope}})
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher: %s: partner token: %w", op, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, cpv.PermanentError(op, err, "")
+	}
+	req.Header.Set("Authorization", "Bearer "+tok.Token)
+	req.Header.Set("Accept", "application/json")
+	resp, err := d.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("dispatcher: %s: %w", op, ctx.Err())
+		}
+		return nil, &cpv.Error{Op: op, Class: cpv.Retryable, Err: stripURL(err)}
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp, nil
+	}
+	defer drain(resp.Body)
+	return nil, graphError(op, resp)
+}
+
+// graphError classifies a Graph error answer, keeping Graph's code and
+// message (never the request or its token).
+func graphError(op string, resp *http.Response) error {
+	var env struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, maxGraphErrorBody)).Decode(&env)
+	msg := env.Error.Message
+	if len(msg) > 300 {
+		msg = msg[:300]
+	}
+	e := &cpv.Error{Op: op, Status: resp.StatusCode, Code: env.Error.Code, Class: cpv.Permanent,
+		Err: fmt.Errorf("HTTP %d %s", resp.StatusCode, strings.TrimSpace(msg))}
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		e.Class = cpv.Throttled
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			e.RetryAfter = time.Duration(s) * time.Second
+		}
+	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusRequestTimeout:
+		e.Class = cpv.Retryable
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		e.Advice = "the partner app cannot read GDAP relationships: grant it DelegatedAdminRelationship.Read.All in the partner tenant"
+	case resp.StatusCode == http.StatusNotFound:
+		e.Advice = "the relationship does not exist in the partner tenant"
+	}
+	return e
+}
+
+// IsNotFound reports whether err is Graph's answer that an object does not exist.
+func IsNotFound(err error) bool {
+	var e *cpv.Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound
+}
+
+func decodeError(op string, err error) error {
+	return &cpv.Error{Op: op, Class: cpv.Retryable, Err: fmt.Errorf("decode Graph answer: %w", err)}
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return fmt.Errorf("want %q, got %v", want, tok)
+	}
+	return nil
+}
+
+// stripURL drops the URL from a transport error (it may carry a skip token).
+func stripURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
+
+func sameOrigin(u, base *url.URL) bool {
+	return strings.EqualFold(u.Scheme, base.Scheme) && strings.EqualFold(u.Host, base.Host)
+}
+
+func drain(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 1<<20))
+	_ = body.Close()
+}
+
+// validRelationshipID accepts GDAP relationship ids (a GUID, or two GUIDs
+// joined by a hyphen): letters, digits and hyphens, bounded.
+func validRelationshipID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,127 @@
+package dispatcher_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
+	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+)
+
+// Discovery streams every relationship across pages (7 per page here).
+func TestDiscoveryPages(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 23)
+	pages, got := 0, map[string]string{}
+	err := h.disc.Relationships(context.Background(), func(page []dispatcher.Relationship) error {
+		pages++
+		if len(page) > 7 {
+			t.Errorf("page of %d relationships, want at most 7", len(page))
+		}
+		for _, r := range page {
+			got[r.ID] = r.Customer.TenantID
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Relationships: %v", err)
+	}
+	want := map[string]string{}
+	for _, ft := range h.sim.Fleet() {
+		want[ft.RelationshipID] = ft.ID
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("relationships (-want +got):\n%s", diff)
+	}
+	if pages != 4 {
+		t.Errorf("%d pages, want 4", pages)
+	}
+	rel, err := h.disc.Relationship(context.Background(), h.sim.Fleet()[3].RelationshipID)
+	if err != nil || rel.Customer.TenantID != h.sim.Fleet()[3].ID || rel.Status == "" {
+		t.Errorf("Relationship = %+v, %v", rel, err)
+	}
+	if _, err := h.disc.Relationship(context.Background(), "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3e"); !dispatcher.IsNotFound(err) {
+		t.Errorf("unknown relationship: %v, want not found", err)
+	}
+}
+
+// Mirror records every customer tenant with its relationship; a second
+// pass writes only what changed; ended relationships end as terminated and
+// excluded or terminated tenants are not enqueued by a run.
+func TestMirrorAndRunSelection(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 20)
+	ctx := context.Background()
+	storeClock := newClock(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC))
+	st := h.openStore(t, storeClock.Now)
+	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Store = st })
+	if err := d.Mirror(ctx); err != nil {
+		t.Fatalf("Mirror: %v", err)
+	}
+	fleet := h.sim.Fleet()
+	want := map[string]store.Tenant{}
+	for _, ft := range fleet {
+		status := "active"
+		if ft.Kind == m365sim.KindTerminated {
+			status = "terminated"
+		}
+		want[ft.ID] = store.Tenant{ID: ft.ID, DisplayName: ft.DisplayName, RelationshipID: ft.RelationshipID,
+			RelationshipStatus: status, FirstSeen: storeClock.Now(), UpdatedAt: storeClock.Now()}
+	}
+	rows := func() map[string]store.Tenant {
+		got := map[string]store.Tenant{}
+		if err := st.EachTenant(ctx, func(t store.Tenant) error { got[t.ID] = t; return nil }); err != nil {
+			t.Fatalf("EachTenant: %v", err)
+		}
+		return got
+	}
+	if diff := cmp.Diff(want, rows()); diff != "" {
+		t.Fatalf("tenants after the first mirror (-want +got):\n%s", diff)
+	}
+
+	// A day later one relationship expires; only its row is rewritten.
+	ended := fleet[1]
+	if ended.Kind == m365sim.KindTerminated {
+		ended = fleet[2]
+	}
+	if err := h.sim.SetRelationshipStatus(ended.RelationshipID, "expired"); err != nil {
+		t.Fatal(err)
+	}
+	storeClock.Set(storeClock.Now().Add(24 * time.Hour))
+	if err := d.Mirror(ctx); err != nil {
+		t.Fatalf("second Mirror: %v", err)
+	}
+	e := want[ended.ID]
+	e.RelationshipStatus, e.UpdatedAt = "terminated", storeClock.Now()
+	want[ended.ID] = e
+	if diff := cmp.Diff(want, rows()); diff != "" {
+		t.Errorf("tenants after the second mirror (-want +got):\n%s", diff)
+	}
+
+	// A run enqueues neither ended nor excluded tenants.
+	excluded := fleet[0]
+	if excluded.ID == ended.ID || excluded.Kind == m365sim.KindTerminated {
+		excluded = fleet[3]
+	}
+	if err := st.SetExcluded(ctx, excluded.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	clk := newClock(midnight.Add(time.Minute))
+	runner := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Store = st; c.Now = clk.Now })
+	if err := runner.Tick(ctx); err != nil {
+		t.Fatalf("Tick: %v", err)
+	}
+	wantMsgs := h.eligible()
+	delete(wantMsgs, ended.ID)
+	delete(wantMsgs, excluded.ID)
+	if diff := cmp.Diff(wantMsgs, countByTenant(h.drain(t))); diff != "" {
+		t.Errorf("messages (-want +got):\n%s", diff)
+	}
+	if got := rows()[excluded.ID]; !got.Excluded {
+		t.Errorf("mirror cleared the exclusion of %s", excluded.ID)
+	}
+}

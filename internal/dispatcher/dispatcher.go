@@ -1,0 +1,281 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/robfig/cron/v3"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+)
+
+// Queue is what the dispatcher needs of a transport: sends and depths.
+type Queue interface {
+	Send(ctx context.Context, m queue.Message, delay time.Duration) error
+	SendBatch(ctx context.Context, ms []queue.Message, delay time.Duration) error
+	Depth(ctx context.Context) (work, poison int, err error)
+}
+
+// Tenants is the tenants table.
+type Tenants interface {
+	UpsertTenant(ctx context.Context, t store.Tenant) error
+	GetTenant(ctx context.Context, id string) (store.Tenant, error)
+	EachTenant(ctx context.Context, fn func(store.Tenant) error) error
+}
+
+// Runs is the runs table and the leases that guard a run.
+type Runs interface {
+	CreateRun(ctx context.Context, r store.Run) error
+	UpdateRun(ctx context.Context, r store.Run) error
+	GetRun(ctx context.Context, id string) (store.Run, error)
+	ListRuns(ctx context.Context, limit int) ([]store.Run, error)
+	RunProgress(ctx context.Context, runID string) (store.Progress, error)
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, name, holder string) error
+}
+
+// Results are the workers' results the API reads.
+type Results interface {
+	EachStatus(ctx context.Context, fn func(store.Status) error) error
+	GetStatus(ctx context.Context, tenantID string) (store.Status, error)
+	ListHistory(ctx context.Context, tenantID string, limit int) ([]store.HistoryEntry, error)
+	ListWorkers(ctx context.Context, since time.Time) ([]store.Worker, error)
+}
+
+// Switches are the pause switches.
+type Switches interface {
+	Paused(ctx context.Context, component string) (bool, error)
+	SetPaused(ctx context.Context, component string, paused bool) error
+}
+
+// Store is everything the dispatcher reads and writes in the store.
+type Store interface {
+	Tenants
+	Runs
+	Results
+	Switches
+}
+
+// Pause switch components.
+const (
+	ComponentDispatch = "dispatch"
+	ComponentWorkers  = "workers"
+)
+
+// Config configures a Dispatcher. Store, Queue and ID are required; the
+// rest have defaults.
+type Config struct {
+	// ID names this replica in run records and leases (e.g. the host name).
+	ID    string
+	Store Store
+	Queue Queue
+	// Discovery reads GDAP relationships; nil disables discovery (runs
+	// enqueue the tenants already in the table, and relationship webhooks
+	// cannot be resolved and are answered 503).
+	Discovery *Discovery
+
+	// Schedule is a standard 5-field cron expression ("0 0 * * *" when empty).
+	Schedule string
+	// Location is the schedule's time zone (UTC when nil).
+	Location *time.Location
+	// CatchUp is how far back a missed scheduled instant is still run (24h when 0).
+	CatchUp time.Duration
+	// PropagationDelay delays the refresh after a relationship is approved or activated.
+	PropagationDelay time.Duration
+
+	// WebhookCertHosts are the host[:port]s a webhook's certificate URL may name.
+	WebhookCertHosts []string
+	// WebhookRequireMSOrg requires O=Microsoft Corporation in the certificate's subject.
+	WebhookRequireMSOrg bool
+
+	// APIKeys are accepted as "Authorization: Bearer <key>" or X-API-Key.
+	APIKeys []string
+	// AuthIssuer, AuthAudience and AuthJWKSURL configure Entra ID bearer tokens.
+	AuthIssuer, AuthAudience, AuthJWKSURL string
+	// AuthRole is the roles-claim value a token needs for writes ("CPV.Refresh" when empty).
+	AuthRole string
+	// MaxBody is the largest request body (64 KiB when 0).
+	MaxBody int
+
+	// HTTPClient fetches webhook certificates and signing keys (with a short
+	// timeout of its own); http.DefaultClient's transport when nil.
+	HTTPClient *http.Client
+	// UI, when set, is served at "/" (the JSON API stays under /api/).
+	UI http.Handler
+	// Backend are facts shown as they are by GET /api/backend (endpoints,
+	// queue and table names, Key Vault); never secrets.
+	Backend map[string]string
+
+	// Registry receives the dispatcher's metrics and is served at /metrics;
+	// a new one when nil.
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+
+	// BatchSize is the number of messages per SendBatch while a run
+	// enqueues (500 when 0).
+	BatchSize int
+	// LeaseTTL is how long a run's lease lasts without renewal (2m when 0).
+	LeaseTTL time.Duration
+	// Recheck is the longest the scheduler sleeps before looking for
+	// abandoned runs to resume (1m when 0).
+	Recheck time.Duration
+}
+
+// Dispatcher is one replica: its HTTP handler (Handler) and its scheduler
+// (Run) share the store, the queue and the run machinery.
+type Dispatcher struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	sched    cron.Schedule
+	multiDay bool
+	metrics  *metrics
+	certs    *certCache
+	auth     *authenticator
+	handler  http.Handler
+	ready    readiness
+
+	// base is cancelled by Close; background work (bulk runs) runs under it.
+	base   context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu           sync.Mutex
+	closing      bool   // Shutdown has begun: no new background runs
+	lastFinished string // id of the last run this replica saw finished
+}
+
+// New checks cfg and builds a Dispatcher.
+func New(cfg Config) (*Dispatcher, error) {
+	var errs []error
+	if cfg.Store == nil {
+		errs = append(errs, errors.New("a store is required"))
+	}
+	if cfg.Queue == nil {
+		errs = append(errs, errors.New("a queue is required"))
+	}
+	if cfg.ID == "" {
+		errs = append(errs, errors.New("a replica id is required"))
+	}
+	if cfg.Schedule == "" {
+		cfg.Schedule = "0 0 * * *"
+	}
+	if cfg.Location == nil {
+		cfg.Location = time.UTC
+	}
+	if cfg.CatchUp == 0 {
+		cfg.CatchUp = 24 * time.Hour
+	}
+	if cfg.AuthRole == "" {
+		cfg.AuthRole = "CPV.Refresh"
+	}
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = 64 << 10
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = 2 * time.Minute
+	}
+	if cfg.Recheck == 0 {
+		cfg.Recheck = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Transport: http.DefaultTransport}
+	}
+	if cfg.CatchUp < 0 || cfg.PropagationDelay < 0 || cfg.BatchSize < 0 || cfg.MaxBody < 0 || cfg.LeaseTTL < 0 || cfg.Recheck < 0 {
+		errs = append(errs, errors.New("durations and sizes must not be negative"))
+	}
+	for _, h := range cfg.WebhookCertHosts {
+		if h == "" || strings.ContainsAny(h, "/ ") {
+			errs = append(errs, fmt.Errorf("webhook certificate host %q: want host or host:port", h))
+		}
+	}
+	if len(cfg.APIKeys) == 0 && cfg.AuthIssuer == "" {
+		errs = append(errs, errors.New("the API is closed: configure API keys or an issuer"))
+	}
+	if cfg.AuthIssuer != "" && cfg.AuthAudience == "" {
+		errs = append(errs, errors.New("an audience is required with an issuer"))
+	}
+	sched, err := cron.ParseStandard(cfg.Schedule)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("schedule %q: %v", cfg.Schedule, err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("dispatcher: %w", err)
+	}
+	base, cancel := context.WithCancel(context.Background())
+	d := &Dispatcher{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		sched:   sched,
+		metrics: newMetrics(cfg.Registry),
+		certs:   newCertCache(cfg.HTTPClient, cfg.Now),
+		base:    base,
+		cancel:  cancel,
+	}
+	d.multiDay = firesMoreThanOncePerDay(sched, cfg.Location, cfg.Now())
+	d.auth = newAuthenticator(cfg.APIKeys, cfg.AuthIssuer, cfg.AuthAudience, cfg.AuthJWKSURL, cfg.AuthRole,
+		cfg.HTTPClient, cfg.Now)
+	d.handler = d.routes()
+	return d, nil
+}
+
+// Shutdown stops taking new background work and lets the bulk runs in
+// progress finish until ctx is done; then it cancels them (their leases are
+// released, so a scheduler resumes them) and waits for them to stop. It
+// returns ctx's error if runs had to be cancelled.
+func (d *Dispatcher) Shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	d.closing = true
+	d.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		d.wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	d.cancel()
+	<-done
+	return err
+}
+
+// Close cancels background work at once (see Shutdown) and waits for it.
+func (d *Dispatcher) Close() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = d.Shutdown(ctx)
+}
+
+// ParseSchedule checks a cron expression as the dispatcher reads it, for
+// configuration validation in main.
+func ParseSchedule(spec string) error {
+	_, err := cron.ParseStandard(spec)
+	return err
+}

@@ -1,0 +1,66 @@
+// Package dispatcher decides which tenants need a refresh and when, and puts
+// one message per tenant on the work queue. It has three sources of work and
+// one HTTP surface:
+//
+//   - The nightly run. A cron schedule in an IANA time zone names instants;
+//     each instant is one run with a deterministic id ("nightly-2026-11-22",
+//     or "nightly-2026-11-22T1200" for schedules that fire more than once a
+//     day). Any number of replicas may run the scheduler. The replica whose
+//     create-if-absent run record wins takes the lease "run:<id>" and enqueues;
+//     the others see the record and skip. A replica that dies mid-enqueue
+//     leaves a record with Started but not Finished: when its lease expires
+//     (or the same replica restarts) the run is resumed by sending every
+//     message again. Every message of a run carries the run id as request id
+//     and the scheduled instant as requestedAt, so the worker's coalescing
+//     completes a duplicate with one read and Service Bus duplicate detection
+//     drops it. A replica that was down at the scheduled instant catches up on
+//     start when the instant is within the catch-up window.
+//
+//   - Tenant discovery. Before a run enqueues, the partner's GDAP
+//     relationships are read from Microsoft Graph page by page (streamed, so
+//     memory does not grow with the tenant count) and mirrored into the
+//     tenants table; then the table is streamed and every tenant that is not
+//     excluded and whose relationship has not ended is enqueued in chunks.
+//     The table has one row per tenant, so a tenant with several
+//     relationships is enqueued once.
+//
+//   - Partner Center webhooks (POST /webhooks/partnercenter). The signature
+//     (RSA PKCS#1 v1.5 over SHA-256 of the raw body, with a certificate fetched
+//     only from allow-listed hosts) is verified before the body is parsed.
+//     Relationship and access-assignment events resolve the customer tenant
+//     through Graph; a reseller relationship names it directly. The request id
+//     of the refresh is derived from the event (name, resource, change time)
+//     and requestedAt is the change time, so the ten deliveries Partner Center
+//     may make of one event cost one refresh.
+//
+//   - The API under /api/ (authenticated by API key or Entra ID bearer token):
+//     refresh or reset one tenant, refresh all (a "bulk-<uuid>" run), the
+//     CIPP request shapes, statuses, history, runs, the backend page's facts
+//     and the pause switches. It answers at once with a request id; the
+//     result appears in the store when a worker has done the work.
+//
+// /healthz, /readyz and /metrics complete the surface; an optional UI
+// handler is mounted at "/".
+//
+// # Routes
+//
+//	POST /webhooks/partnercenter           signed Partner Center events (200, 400, 401, 413)
+//	POST /api/tenants/{id}/refresh         202 {"requestId","tenantId","op"}   (write)
+//	POST /api/tenants/{id}/reset           202 {"requestId","tenantId","op"}   (write)
+//	POST /api/refresh                      202 {"requestId","runId"}; 409 while paused (write)
+//	POST /api/events                       {"type":"tenant.added"|"gdap.roles.changed","tenantId","id"?,"occurredAt"?} (write)
+//	POST /api/pause                        {"component":"dispatch"|"workers","paused":bool} (write)
+//	POST /api/ExecCPVPermissions           CIPP: ?tenantFilter=<id>[&ResetSP=true] or {"tenantFilter"}; AllTenants = refresh all (write)
+//	POST /api/ExecCPVRefresh               CIPP: refresh all (write); both answer {"Results","Metadata"}
+//	GET  /api/tenants[?state=failed]       tenants joined with their status (streamed)
+//	GET  /api/tenants/{id}[?limit=20]      tenant, status and history (newest first)
+//	GET  /api/runs[?limit=30], /api/runs/{id}   runs; one run with its progress
+//	GET  /api/backend                      queue depths, endpoints, workers seen, schedule, pause switches
+//	GET  /healthz, /readyz, /metrics
+//
+// The CIPP routes also accept GET, as the CIPP front end sends both. Every
+// /api/ route needs an API key ("Authorization: Bearer <key>" or X-API-Key)
+// or an Entra ID bearer token; writes need the configured role in the
+// token's roles claim (API keys may write). Errors are
+// {"error":{"code","message"}}.
+package dispatcher

@@ -1,0 +1,264 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+)
+
+// Run kinds, as recorded in the runs table. A run that was not enqueued
+// because dispatching was paused has its kind suffixed with SkippedSuffix.
+const (
+	KindNightly   = "nightly"
+	KindBulk      = "bulk"
+	SkippedSuffix = "-skipped"
+)
+
+// mirrorConcurrency bounds the tenant-row reads and writes in flight while
+// a page of relationships is mirrored.
+const mirrorConcurrency = 16
+
+// errLeaseLost stops a run whose lease could not be renewed: another
+// replica may be resuming it.
+var errLeaseLost = errors.New("run lease lost")
+
+func reasonOf(kind string) queue.Reason {
+	if strings.HasPrefix(kind, KindBulk) {
+		return queue.ReasonManual
+	}
+	return queue.ReasonNightly
+}
+
+// execute brings the run id to Finished if this replica can take its lease.
+// It reports whether the run is finished (by anyone) when it returns; false
+// with a nil error means another replica holds the run.
+func (d *Dispatcher) execute(ctx context.Context, id, requestedBy string) (bool, error) {
+	lease := "run:" + id
+	ok, err := d.cfg.Store.AcquireLease(ctx, lease, d.cfg.ID, d.cfg.LeaseTTL)
+	if err != nil {
+		return false, fmt.Errorf("dispatcher: run %s: take lease: %w", id, err)
+	}
+	if !ok {
+		d.log.DebugContext(ctx, "run held by another replica", "run", id)
+		return false, nil
+	}
+	runCtx, stop := context.WithCancelCause(ctx)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		d.keepLease(runCtx, lease, stop)
+	}()
+	defer func() {
+		stop(nil)
+		<-renewed
+		// Release even when ctx is cancelled (shutdown), so another
+		// replica can resume at once rather than after the lease's TTL.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := d.cfg.Store.ReleaseLease(rctx, lease, d.cfg.ID); err != nil {
+			d.log.WarnContext(ctx, "run lease not released", "run", id, "err", err)
+		}
+	}()
+
+	run, err := d.cfg.Store.GetRun(runCtx, id)
+	if err != nil {
+		return false, fmt.Errorf("dispatcher: run %s: read record: %w", id, err)
+	}
+	if !run.Finished.IsZero() {
+		return true, nil
+	}
+	kind := strings.TrimSuffix(run.Kind, SkippedSuffix)
+	paused, err := d.cfg.Store.Paused(runCtx, ComponentDispatch)
+	if err != nil {
+		return false, fmt.Errorf("dispatcher: run %s: read pause switch: %w", id, err)
+	}
+	if paused {
+		skip := store.Run{ID: id, Kind: kind + SkippedSuffix, Finished: d.now(), Dispatcher: d.cfg.ID}
+		if err := d.cfg.Store.UpdateRun(runCtx, skip); err != nil {
+			return false, fmt.Errorf("dispatcher: run %s: record skip: %w", id, err)
+		}
+		d.metrics.runs.WithLabelValues(kind, "skipped").Inc()
+		d.log.InfoContext(ctx, "run skipped: dispatching is paused", "run", id)
+		return true, nil
+	}
+	if err := d.enqueueRun(runCtx, run, kind, requestedBy); err != nil {
+		if cause := context.Cause(runCtx); errors.Is(cause, errLeaseLost) {
+			err = fmt.Errorf("%w: %w", cause, err)
+		}
+		d.metrics.runs.WithLabelValues(kind, "failed").Inc()
+		return false, err
+	}
+	d.metrics.runs.WithLabelValues(kind, "finished").Inc()
+	return true, nil
+}
+
+// keepLease renews the run's lease every third of its TTL until ctx ends,
+// and stops the run if the lease is lost.
+func (d *Dispatcher) keepLease(ctx context.Context, lease string, stop context.CancelCauseFunc) {
+	t := time.NewTicker(max(d.cfg.LeaseTTL/3, 10*time.Millisecond))
+	defer t.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ok, err := d.cfg.Store.AcquireLease(ctx, lease, d.cfg.ID, d.cfg.LeaseTTL)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			// Two more chances before the lease can have expired.
+			failures++
+			d.log.WarnContext(ctx, "run lease not renewed", "lease", lease, "err", err)
+			if failures >= 2 {
+				stop(errLeaseLost)
+				return
+			}
+		case !ok:
+			stop(errLeaseLost)
+			return
+		default:
+			failures = 0
+		}
+	}
+}
+
+// enqueueRun mirrors the partner's relationships (when discovery is
+// configured), then streams the tenants table and sends one message per
+// eligible tenant, in chunks, updating the run record as it goes.
+func (d *Dispatcher) enqueueRun(ctx context.Context, run store.Run, kind, requestedBy string) error {
+	start := d.now()
+	reason := reasonOf(kind)
+	if d.cfg.Discovery != nil {
+		if err := d.Mirror(ctx); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("dispatcher: run %s: %w", run.ID, err)
+			}
+			// A run still refreshes the tenants already known.
+			d.log.WarnContext(ctx, "tenant discovery failed; enqueuing the known tenants", "run", run.ID, "err", err)
+		}
+	}
+	requestedAt := run.Scheduled
+	if requestedAt.IsZero() {
+		requestedAt = run.Started
+	}
+	batch := make([]queue.Message, 0, d.cfg.BatchSize)
+	total, sent := 0, 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := d.cfg.Queue.SendBatch(ctx, batch, 0); err != nil {
+			return fmt.Errorf("dispatcher: run %s: send %d messages: %w", run.ID, len(batch), err)
+		}
+		sent += len(batch)
+		d.metrics.enqueued.WithLabelValues(string(reason)).Add(float64(len(batch)))
+		batch = batch[:0]
+		if err := d.cfg.Store.UpdateRun(ctx, store.Run{ID: run.ID, Enqueued: sent}); err != nil && ctx.Err() == nil {
+			d.log.WarnContext(ctx, "run progress not recorded", "run", run.ID, "err", err)
+		}
+		return nil
+	}
+	err := d.cfg.Store.EachTenant(ctx, func(t store.Tenant) error {
+		if t.Excluded || !eligible(t.RelationshipStatus) || !cpv.IsGUID(t.ID) {
+			return nil
+		}
+		total++
+		batch = append(batch, queue.Message{
+			V: queue.Version, TenantID: t.ID, Op: queue.OpRefresh, Reason: reason,
+			RunID: run.ID, RequestID: run.ID, RequestedBy: requestedBy, RequestedAt: requestedAt,
+		})
+		if len(batch) >= d.cfg.BatchSize {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return fmt.Errorf("dispatcher: run %s: %w", run.ID, err)
+	}
+	done := store.Run{ID: run.ID, Finished: d.now(), Enqueued: sent, Total: total, Dispatcher: d.cfg.ID}
+	if err := d.cfg.Store.UpdateRun(ctx, done); err != nil {
+		return fmt.Errorf("dispatcher: run %s: record finish: %w", run.ID, err)
+	}
+	elapsed := d.now().Sub(start)
+	d.metrics.runDuration.WithLabelValues(kind).Observe(elapsed.Seconds())
+	d.log.InfoContext(ctx, "run enqueued", "run", run.ID, "kind", kind, "enqueued", sent, "elapsed", elapsed.Round(time.Millisecond).String())
+	return nil
+}
+
+// Mirror reads the partner's GDAP relationships page by page and records
+// each customer tenant in the tenants table: new tenants and changed
+// relationships are written, unchanged rows are only read. A tenant's row
+// names its best relationship (usable over pending over ended); a tenant
+// whose relationships have all ended ends with status "terminated".
+func (d *Dispatcher) Mirror(ctx context.Context) error {
+	if d.cfg.Discovery == nil {
+		return errors.New("dispatcher: mirror: discovery is not configured")
+	}
+	best := make(map[string]Relationship, relationshipPageSize)
+	return d.cfg.Discovery.Relationships(ctx, func(page []Relationship) error {
+		clear(best)
+		for _, r := range page {
+			id := strings.ToLower(r.Customer.TenantID)
+			if !cpv.IsGUID(id) {
+				d.log.WarnContext(ctx, "relationship without a customer tenant id skipped", "relationship", r.ID)
+				continue
+			}
+			r.Customer.TenantID = id
+			if cur, ok := best[id]; !ok || relationshipRank(r.Status) > relationshipRank(cur.Status) {
+				best[id] = r
+			}
+		}
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(mirrorConcurrency)
+		for _, r := range best {
+			g.Go(func() error { return d.recordRelationship(gctx, r) })
+		}
+		return g.Wait()
+	})
+}
+
+// recordRelationship writes what r says about its customer tenant, unless
+// the row already says it, or names another relationship with better
+// access (which is then mirrored on its own).
+func (d *Dispatcher) recordRelationship(ctx context.Context, r Relationship) error {
+	id := r.Customer.TenantID
+	status := r.Status
+	if relationshipRank(status) == 0 {
+		status = statusTerminated
+	}
+	cur, err := d.cfg.Store.GetTenant(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("dispatcher: mirror tenant %s: %w", id, err)
+	default:
+		if !strings.EqualFold(cur.RelationshipID, r.ID) && cur.RelationshipStatus != "" &&
+			relationshipRank(cur.RelationshipStatus) > relationshipRank(status) {
+			return nil
+		}
+		if strings.EqualFold(cur.RelationshipID, r.ID) && cur.RelationshipStatus == status &&
+			(r.Customer.DisplayName == "" || cur.DisplayName == r.Customer.DisplayName) {
+			return nil
+		}
+	}
+	t := store.Tenant{ID: id, DisplayName: r.Customer.DisplayName, RelationshipID: r.ID, RelationshipStatus: status}
+	if err := d.cfg.Store.UpsertTenant(ctx, t); err != nil {
+		return fmt.Errorf("dispatcher: mirror tenant %s: %w", id, err)
+	}
+	d.log.DebugContext(ctx, "tenant recorded", "tenant", id, "relationship", r.ID, "status", status)
+	return nil
+}

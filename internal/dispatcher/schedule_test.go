@@ -1,0 +1,307 @@
+package dispatcher_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+)
+
+// midnight is a scheduled instant of the default schedule (0 0 * * *, UTC).
+var midnight = time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+
+// Two replicas ticking at the same scheduled instant enqueue every tenant
+// exactly once for that run.
+func TestTwoDispatchersSameInstant(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 40)
+	clk := newClock(midnight.Add(2 * time.Second))
+	a := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 7 })
+	b := h.dispatcher(t, "replica-b", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 7 })
+
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, d := range []*dispatcher.Dispatcher{a, b} {
+		wg.Go(func() { errs[i] = d.Tick(ctx) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("Tick: %v", err)
+	}
+
+	msgs := h.drain(t)
+	if diff := cmp.Diff(h.eligible(), countByTenant(msgs)); diff != "" {
+		t.Errorf("messages per tenant (-want +got):\n%s", diff)
+	}
+	for _, m := range msgs {
+		want := queue.Message{V: 1, TenantID: m.TenantID, Op: queue.OpRefresh, Reason: queue.ReasonNightly,
+			RunID: "nightly-2026-11-22", RequestID: "nightly-2026-11-22", RequestedBy: "scheduler", RequestedAt: midnight}
+		if diff := cmp.Diff(want, m); diff != "" {
+			t.Fatalf("message (-want +got):\n%s", diff)
+		}
+	}
+	run, err := h.store.GetRun(ctx, "nightly-2026-11-22")
+	if err != nil {
+		t.Fatalf("GetRun: %v", err)
+	}
+	if run.Finished.IsZero() || run.Enqueued != len(h.eligible()) || run.Total != len(h.eligible()) {
+		t.Errorf("run record = %+v, want finished with %d enqueued", run, len(h.eligible()))
+	}
+	// Ticking again, on either replica, enqueues nothing more.
+	for _, d := range []*dispatcher.Dispatcher{a, b} {
+		if err := d.Tick(ctx); err != nil {
+			t.Fatalf("second Tick: %v", err)
+		}
+	}
+	if more := h.drain(t); len(more) != 0 {
+		t.Errorf("second tick enqueued %d messages, want 0", len(more))
+	}
+}
+
+// crashingQueue is the real queue, with the dispatcher's context cancelled
+// once after messages have been sent: a dispatcher killed mid-enqueue.
+type crashingQueue struct {
+	dispatcher.Queue
+	after  int
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	sent   int
+}
+
+func (c *crashingQueue) SendBatch(ctx context.Context, ms []queue.Message, delay time.Duration) error {
+	if err := c.Queue.SendBatch(ctx, ms, delay); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sent += len(ms)
+	if c.sent >= c.after {
+		c.cancel()
+	}
+	return nil
+}
+
+// A dispatcher killed mid-enqueue and restarted completes the run: every
+// tenant has a message, and the duplicates carry the same request id and
+// requestedAt (the worker completes them with one read each).
+func TestKilledMidEnqueueResumes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 30)
+	clk := newClock(midnight.Add(time.Second))
+	ctx, kill := context.WithCancel(context.Background())
+	crash := &crashingQueue{Queue: h.queue, after: 10, cancel: kill}
+	first := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 5; c.Queue = crash })
+	if err := first.Tick(ctx); err == nil {
+		t.Fatal("Tick of the killed dispatcher succeeded")
+	}
+	run, err := h.store.GetRun(context.Background(), "nightly-2026-11-22")
+	if err != nil {
+		t.Fatalf("GetRun: %v", err)
+	}
+	if run.Started.IsZero() || !run.Finished.IsZero() {
+		t.Fatalf("run after the crash = %+v, want started and not finished", run)
+	}
+
+	clk.Set(midnight.Add(30 * time.Second))
+	restarted := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 5 })
+	if err := restarted.Tick(context.Background()); err != nil {
+		t.Fatalf("Tick after restart: %v", err)
+	}
+	msgs := h.drain(t)
+	got := map[string]bool{}
+	dups := 0
+	for _, m := range msgs {
+		if got[m.TenantID] {
+			dups++
+		}
+		got[m.TenantID] = true
+		if m.RequestID != "nightly-2026-11-22" || !m.RequestedAt.Equal(midnight) {
+			t.Errorf("message %+v: want request id nightly-2026-11-22 and requestedAt %v", m, midnight)
+		}
+	}
+	want := map[string]bool{}
+	for id := range h.eligible() {
+		want[id] = true
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("tenants enqueued (-want +got):\n%s", diff)
+	}
+	if dups != 10 {
+		t.Errorf("duplicates = %d, want the 10 sent before the crash", dups)
+	}
+	run, err = h.store.GetRun(context.Background(), "nightly-2026-11-22")
+	if err != nil {
+		t.Fatalf("GetRun: %v", err)
+	}
+	if run.Finished.IsZero() || run.Enqueued != len(want) {
+		t.Errorf("run after the restart = %+v, want finished with %d enqueued", run, len(want))
+	}
+}
+
+// A run abandoned by a replica that died holding its lease is resumed by
+// another replica once the lease has expired, and not before.
+func TestAbandonedRunTakenOverAfterLeaseExpiry(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 12)
+	clk := newClock(midnight.Add(time.Second))
+	ctx, kill := context.WithCancel(context.Background())
+	crash := &crashingQueue{Queue: h.queue, after: 4, cancel: kill}
+	dead := h.dispatcher(t, "replica-dead", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 4; c.Queue = crash })
+	if err := dead.Tick(ctx); err == nil {
+		t.Fatal("Tick of the killed dispatcher succeeded")
+	}
+	// A crash releases nothing: the dead replica still holds the lease.
+	storeClock := newClock(time.Now())
+	leases := h.openStore(t, storeClock.Now)
+	if ok, err := leases.AcquireLease(context.Background(), "run:nightly-2026-11-22", "replica-dead", time.Minute); err != nil || !ok {
+		t.Fatalf("re-take the dead replica's lease: %v %v", ok, err)
+	}
+
+	other := h.dispatcher(t, "replica-b", func(c *dispatcher.Config) { c.Now = clk.Now; c.Store = leases })
+	if err := other.Tick(context.Background()); err != nil {
+		t.Fatalf("Tick while the lease is held: %v", err)
+	}
+	if n := len(h.drain(t)); n != 4 {
+		t.Fatalf("messages while the lease is held = %d, want the 4 sent before the crash", n)
+	}
+	storeClock.Set(time.Now().Add(2 * time.Minute))
+	if err := other.Tick(context.Background()); err != nil {
+		t.Fatalf("Tick after the lease expired: %v", err)
+	}
+	if diff := cmp.Diff(h.eligible(), countByTenant(h.drain(t))); diff != "" {
+		t.Errorf("messages after the takeover (-want +got):\n%s", diff)
+	}
+	run, err := h.store.GetRun(context.Background(), "nightly-2026-11-22")
+	if err != nil || run.Finished.IsZero() || run.Dispatcher != "replica-b" {
+		t.Errorf("run = %+v, %v; want finished by replica-b", run, err)
+	}
+}
+
+// A dispatcher that was down at the scheduled instant catches up when it
+// starts (within the catch-up window), and a run is never enqueued twice.
+func TestMissedScheduleCaughtUp(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 10)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		now     time.Time
+		catchUp time.Duration
+		runID   string // "" when nothing is due
+	}{
+		{"three hours late", midnight.Add(3 * time.Hour), 24 * time.Hour, "nightly-2026-11-22"},
+		{"restarted later the same day", midnight.Add(9 * time.Hour), 24 * time.Hour, ""},
+		{"outside the window", midnight.Add(24*time.Hour + 5*time.Hour), 2 * time.Hour, ""},
+		{"next night", midnight.Add(24*time.Hour + time.Minute), 24 * time.Hour, "nightly-2026-11-23"},
+	} {
+		clk := newClock(tc.now)
+		d := h.dispatcher(t, "replica-"+strings.ReplaceAll(tc.name, " ", "-"), func(c *dispatcher.Config) {
+			c.Now = clk.Now
+			c.CatchUp = tc.catchUp
+		})
+		if err := d.Tick(ctx); err != nil {
+			t.Fatalf("%s: Tick: %v", tc.name, err)
+		}
+		msgs := h.drain(t)
+		if tc.runID == "" {
+			if len(msgs) != 0 {
+				t.Errorf("%s: %d messages, want none", tc.name, len(msgs))
+			}
+			continue
+		}
+		if diff := cmp.Diff(h.eligible(), countByTenant(msgs)); diff != "" {
+			t.Errorf("%s: messages per tenant (-want +got):\n%s", tc.name, diff)
+		}
+		for _, m := range msgs {
+			if m.RunID != tc.runID {
+				t.Errorf("%s: run id %q, want %q", tc.name, m.RunID, tc.runID)
+			}
+		}
+	}
+	runs, err := h.store.ListRuns(ctx, 10)
+	if err != nil {
+		t.Fatalf("ListRuns: %v", err)
+	}
+	var ids []string
+	for _, r := range runs {
+		ids = append(ids, r.ID)
+	}
+	if diff := cmp.Diff([]string{"nightly-2026-11-23", "nightly-2026-11-22"}, ids); diff != "" {
+		t.Errorf("runs (-want +got):\n%s", diff)
+	}
+}
+
+// While dispatching is paused a scheduled run is recorded as skipped and
+// nothing is enqueued; resuming does not enqueue the skipped run later.
+func TestPausedScheduleSkipsRun(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 5)
+	ctx := context.Background()
+	if err := h.store.SetPaused(ctx, store.PauseDispatch, true); err != nil {
+		t.Fatal(err)
+	}
+	clk := newClock(midnight.Add(time.Minute))
+	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })
+	if err := d.Tick(ctx); err != nil {
+		t.Fatalf("Tick: %v", err)
+	}
+	if n := len(h.drain(t)); n != 0 {
+		t.Errorf("paused run enqueued %d messages", n)
+	}
+	run, err := h.store.GetRun(ctx, "nightly-2026-11-22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Kind != dispatcher.KindNightly+dispatcher.SkippedSuffix || run.Finished.IsZero() {
+		t.Errorf("run = %+v, want a finished, skipped nightly run", run)
+	}
+	if err := h.store.SetPaused(ctx, store.PauseDispatch, false); err != nil {
+		t.Fatal(err)
+	}
+	restarted := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })
+	if err := restarted.Tick(ctx); err != nil {
+		t.Fatalf("Tick: %v", err)
+	}
+	if n := len(h.drain(t)); n != 0 {
+		t.Errorf("skipped run enqueued %d messages after resuming", n)
+	}
+}
+
+// Run, the scheduler loop, catches up on start and stops with its context.
+func TestRunLoopCatchesUpAndStops(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 6)
+	clk := newClock(midnight.Add(time.Hour))
+	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	var msgs []queue.Message
+	deadline := time.After(time.Minute)
+	for len(msgs) < len(h.eligible()) {
+		msgs = append(msgs, h.drain(t)...)
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned early: %v", err)
+		case <-deadline:
+			t.Fatalf("the scheduler enqueued %d of %d tenants", len(msgs), len(h.eligible()))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if diff := cmp.Diff(h.eligible(), countByTenant(msgs)); diff != "" {
+		t.Errorf("messages per tenant (-want +got):\n%s", diff)
+	}
+}
