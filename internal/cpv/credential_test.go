@@ -1,0 +1,269 @@
+package cpv_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/oauth2"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+)
+
+// failingCredential answers every token request with err.
+type failingCredential struct{ err error }
+
+func (f failingCredential) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{}, f.err
+}
+
+// tenantRecorder records the tenant of each token request.
+type tenantRecorder struct{ tenants []string }
+
+func (r *tenantRecorder) GetToken(_ context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	r.tenants = append(r.tenants, o.TenantID)
+	return azcore.AccessToken{Token: "t", ExpiresOn: time.Now().Add(time.Hour)}, nil
+}
+
+func entraResponse(status int, body string, header http.Header) *http.Response {
+	if header == nil {
+		header = http.Header{}
+	}
+	return &http.Response{StatusCode: status, Status: http.StatusText(status), Header: header, Body: io.NopCloser(strings.NewReader(body))}
+}
+
+const secretLike = "s3cr3t-must-not-leak"
+
+func TestForTenantSetsTenant(t *testing.T) {
+	t.Parallel()
+	rec := &tenantRecorder{}
+	cred := cpv.ForTenant(rec, testTenant)
+	if _, err := cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"x/.default"}, TenantID: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{testTenant}, rec.tenants); diff != "" {
+		t.Errorf("tenants (-want +got):\n%s", diff)
+	}
+}
+
+var testTenant = gid(0x7e, 1)
+
+func TestForTenantClassifiesTokenFailures(t *testing.T) {
+	t.Parallel()
+	body65001 := `{"error":"invalid_grant","error_description":"AADSTS65001: The user or administrator has not consented to use the application. Trace ID: 1 Correlation ID: 2 Timestamp: 2025-01-01","error_codes":[65001],"suberror":"consent_required"}`
+	tests := []struct {
+		name       string
+		err        error
+		wantClass  cpv.Class
+		wantCode   string
+		wantStatus int
+		wantAdvice bool
+		wantRetry  time.Duration
+		wantText   string
+	}{
+		{
+			name:       "azidentity: consent missing",
+			err:        &azidentity.AuthenticationFailedError{RawResponse: entraResponse(400, body65001, nil)},
+			wantClass:  cpv.Permanent,
+			wantCode:   "AADSTS65001",
+			wantStatus: 400,
+			wantAdvice: true,
+			wantText:   "The user or administrator has not consented to use the application.",
+		},
+		{
+			name:       "oauth2: refresh token revoked, code only in the description",
+			err:        &oauth2.RetrieveError{Response: entraResponse(400, "", nil), Body: []byte(`{"error":"invalid_grant","error_description":"AADSTS50173: The provided grant has expired due to it being revoked."}`)},
+			wantClass:  cpv.Permanent,
+			wantCode:   "AADSTS50173",
+			wantStatus: 400,
+			wantAdvice: true,
+		},
+		{
+			name:       "bad client secret",
+			err:        &azidentity.AuthenticationFailedError{RawResponse: entraResponse(401, `{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215]}`, nil)},
+			wantClass:  cpv.Permanent,
+			wantCode:   "AADSTS7000215",
+			wantStatus: 401,
+			wantAdvice: true,
+		},
+		{
+			name:       "terminated relationship",
+			err:        &azidentity.AuthenticationFailedError{RawResponse: entraResponse(400, `{"error":"invalid_grant","error_description":"AADSTS50020: User account from identity provider does not exist in tenant.","error_codes":[50020]}`, nil)},
+			wantClass:  cpv.Permanent,
+			wantCode:   "AADSTS50020",
+			wantStatus: 400,
+			wantAdvice: true,
+		},
+		{
+			name:       "unknown code on a 400 is permanent",
+			err:        &azidentity.AuthenticationFailedError{RawResponse: entraResponse(400, `{"error":"invalid_request","error_codes":[12345]}`, nil)},
+			wantClass:  cpv.Permanent,
+			wantCode:   "AADSTS12345",
+			wantStatus: 400,
+			wantAdvice: true,
+		},
+		{
+			name:       "server error is retryable",
+			err:        &azidentity.AuthenticationFailedError{RawResponse: entraResponse(503, `oops`, nil)},
+			wantClass:  cpv.Retryable,
+			wantStatus: 503,
+		},
+		{
+			name:       "throttled carries the delay",
+			err:        &oauth2.RetrieveError{Response: entraResponse(429, "", http.Header{"Retry-After": {"7"}}), Body: []byte(`{}`)},
+			wantClass:  cpv.Throttled,
+			wantStatus: 429,
+			wantRetry:  7 * time.Second,
+		},
+		{
+			name:      "no response (network) is retryable",
+			err:       errors.New("dial tcp 127.0.0.1:1: connection refused"),
+			wantClass: cpv.Retryable,
+			wantText:  "connection refused",
+		},
+		{
+			name:      "cancelled",
+			err:       context.Canceled,
+			wantClass: cpv.Retryable,
+		},
+		{
+			name:      "already classified errors pass through",
+			err:       &cpv.Error{Op: "get token", Class: cpv.Throttled, RetryAfter: 3 * time.Second, Code: "X"},
+			wantClass: cpv.Throttled,
+			wantCode:  "X",
+			wantRetry: 3 * time.Second,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := cpv.ForTenant(failingCredential{tt.err}, testTenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"x/.default"}})
+			var ce *cpv.Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v (%T) is not a *cpv.Error", err, err)
+			}
+			class, retry := cpv.ClassOf(err)
+			got := struct {
+				Class  cpv.Class
+				Code   string
+				Status int
+				Advice bool
+				Retry  time.Duration
+				Tenant string
+			}{class, ce.Code, ce.Status, ce.Advice != "", retry, ce.Tenant}
+			want := got
+			want.Class, want.Code, want.Status, want.Advice, want.Retry, want.Tenant = tt.wantClass, tt.wantCode, tt.wantStatus, tt.wantAdvice, tt.wantRetry, testTenant
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("classification (-want +got):\n%s", diff)
+			}
+			if tt.wantText != "" && !strings.Contains(err.Error(), tt.wantText) {
+				t.Errorf("error text %q does not contain %q", err.Error(), tt.wantText)
+			}
+			if strings.Contains(err.Error(), "Trace ID") || strings.Contains(err.Error(), "\n") {
+				t.Errorf("error text is not one clean line: %q", err.Error())
+			}
+			var pre *cpv.Error
+			if !errors.As(tt.err, &pre) && !errors.Is(err, tt.err) {
+				t.Errorf("errors.Is(err, cause) = false; the SDK's error must stay reachable")
+			}
+		})
+	}
+}
+
+func TestNewCredentialValidates(t *testing.T) {
+	t.Parallel()
+	good := cpv.CredentialConfig{Mode: cpv.ModeSecret, PartnerTenantID: testTenant, ClientID: testAppID, ClientSecret: secretLike}
+	tests := []struct {
+		name string
+		edit func(*cpv.CredentialConfig)
+		want string // substring of the error; "" = no error
+	}{
+		{name: "secret"},
+		{name: "refresh token", edit: func(c *cpv.CredentialConfig) { c.Mode = cpv.ModeRefreshToken; c.RefreshToken = secretLike }},
+		{name: "unknown mode", edit: func(c *cpv.CredentialConfig) { c.Mode = "password" }, want: "unknown mode"},
+		{name: "no secret", edit: func(c *cpv.CredentialConfig) { c.ClientSecret = "" }, want: "needs a client secret"},
+		{name: "client id not a GUID", edit: func(c *cpv.CredentialConfig) { c.ClientID = "app" }, want: "client id must be a GUID"},
+		{name: "no partner tenant", edit: func(c *cpv.CredentialConfig) { c.PartnerTenantID = "" }, want: "partner tenant id is required"},
+		{name: "http authority", edit: func(c *cpv.CredentialConfig) { c.AuthorityHost = "http://login.example/" }, want: "must be an https URL"},
+		{name: "certificate mode needs a path", edit: func(c *cpv.CredentialConfig) { c.Mode = cpv.ModeCertificate }, want: "needs a certificate path"},
+		{name: "unreadable certificate", edit: func(c *cpv.CredentialConfig) {
+			c.Mode = cpv.ModeCertificate
+			c.CertificatePath = "/nonexistent/cert.pem"
+		}, want: "read certificate"},
+		{name: "workload mode needs a token file", edit: func(c *cpv.CredentialConfig) { c.Mode = cpv.ModeWorkload }, want: "needs a token file path"},
+		{name: "refresh-token mode needs a token", edit: func(c *cpv.CredentialConfig) { c.Mode = cpv.ModeRefreshToken }, want: "needs a refresh token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := good
+			if tt.edit != nil {
+				tt.edit(&cfg)
+			}
+			_, err := cpv.NewCredential(cfg)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("NewCredential: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("NewCredential error = %v, want it to contain %q", err, tt.want)
+			case err != nil && strings.Contains(err.Error(), secretLike):
+				t.Fatalf("error leaks the secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestCountingTransport(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	defer srv.Close()
+	tr := cpv.CountingTransport(srv.Client().Transport, srv.URL+"/v1.0", srv.URL+"/v1")
+	client := &http.Client{Transport: tr}
+	ctx, trips := cpv.WithTrips(context.Background())
+	paths := []string{
+		"/" + testTenant + "/oauth2/v2.0/token",                     // token
+		"/" + testTenant + "/v2.0/.well-known/openid-configuration", // discovery (MSAL's metadata)
+		"/v1.0/$batch",                        // graph
+		"/v1.0",                               // graph
+		"/v1/customers/x/applicationconsents", // partner center
+		"/v1",                                 // partner center
+		"/v10/other",                          // neither: "/v1" must match whole segments
+		"/_sim/stats",                         // neither
+	}
+	for _, p := range paths {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	// A request without Trips in its context passes uncounted.
+	resp, err := client.Get(srv.URL + "/v1.0/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := cpv.TripCounts{Token: 1, Discovery: 1, Graph: 2, PartnerCenter: 2}
+	if diff := cmp.Diff(want, trips.Snapshot()); diff != "" {
+		t.Errorf("trips (-want +got):\n%s", diff)
+	}
+	if got := cpv.TripsFrom(ctx); got != trips {
+		t.Errorf("TripsFrom returned %p, want %p", got, trips)
+	}
+	if cpv.TripsFrom(context.Background()) != nil {
+		t.Error("TripsFrom of a bare context is not nil")
+	}
+}

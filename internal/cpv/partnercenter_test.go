@@ -1,0 +1,166 @@
+package cpv_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+)
+
+func TestPartnerCenterConsent(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, m365sim.Options{Seed: 31, Tenants: 12, Mix: everyKind})
+	r := newRig(t, sim, false)
+	ctx := context.Background()
+	tenant := tenantsOf(t, sim, m365sim.KindNew)[0]
+	grants := sim.Manifest().Consent
+
+	if err := r.pc.Consent(ctx, tenant, sim.AppID(), grants); err != nil {
+		t.Fatalf("Consent: %v", err)
+	}
+	app := appSP(tenantState(t, sim, tenant), sim.AppID())
+	if app == nil {
+		t.Fatal("the consent did not add the app's service principal")
+	}
+	// Consenting again is success, and changes nothing.
+	if err := r.pc.Consent(ctx, tenant, sim.AppID(), grants); err != nil {
+		t.Fatalf("second Consent: %v", err)
+	}
+	if again := appSP(tenantState(t, sim, tenant), sim.AppID()); again == nil || again.ID != app.ID {
+		t.Fatalf("the second consent replaced the service principal: %+v -> %+v", app, again)
+	}
+	if err := r.pc.RemoveConsent(ctx, tenant, sim.AppID()); err != nil {
+		t.Fatalf("RemoveConsent: %v", err)
+	}
+	if gone := appSP(tenantState(t, sim, tenant), sim.AppID()); gone != nil {
+		t.Fatalf("RemoveConsent left the service principal: %+v", gone)
+	}
+	// Removing an absent consent is success.
+	if err := r.pc.RemoveConsent(ctx, tenant, sim.AppID()); err != nil {
+		t.Fatalf("second RemoveConsent: %v", err)
+	}
+}
+
+func TestPartnerCenterErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		kind       m365sim.Kind
+		faults     func(*m365sim.Sim)
+		cfg        func(*testing.T, *cpv.PartnerCenterConfig, *m365sim.Sim)
+		wantClass  cpv.Class // "" = success
+		wantAdvice string
+		wantRetry  time.Duration
+	}{
+		{
+			name:       "terminated relationship is permanent with advice",
+			kind:       m365sim.KindTerminated,
+			wantClass:  cpv.Permanent,
+			wantAdvice: "GDAP relationship",
+		},
+		{
+			name:   "429 then success: waits Retry-After and retries",
+			kind:   m365sim.KindNew,
+			faults: func(s *m365sim.Sim) { s.FailNext(m365sim.SurfacePartnerCenter, http.StatusTooManyRequests, 1) },
+		},
+		{
+			name:   "5xx then success",
+			kind:   m365sim.KindNew,
+			faults: func(s *m365sim.Sim) { s.FailNext(m365sim.SurfacePartnerCenter, http.StatusServiceUnavailable, 2) },
+		},
+		{
+			name:      "5xx beyond the attempts is retryable",
+			kind:      m365sim.KindNew,
+			faults:    func(s *m365sim.Sim) { s.FailNext(m365sim.SurfacePartnerCenter, http.StatusBadGateway, 3) },
+			cfg:       func(_ *testing.T, c *cpv.PartnerCenterConfig, _ *m365sim.Sim) { c.MaxAttempts = 3 },
+			wantClass: cpv.Retryable,
+		},
+		{
+			name:      "429 beyond the attempts is throttled with the delay",
+			kind:      m365sim.KindNew,
+			faults:    func(s *m365sim.Sim) { s.FailNext(m365sim.SurfacePartnerCenter, http.StatusTooManyRequests, 2) },
+			cfg:       func(_ *testing.T, c *cpv.PartnerCenterConfig, _ *m365sim.Sim) { c.MaxAttempts = 2 },
+			wantClass: cpv.Throttled,
+			wantRetry: time.Second,
+		},
+		{
+			name:      "a Retry-After longer than MaxRetryAfter returns at once",
+			kind:      m365sim.KindNew,
+			faults:    func(s *m365sim.Sim) { s.SetFaults(m365sim.Faults{PC429Rate: 1, RetryAfter: 120}) },
+			wantClass: cpv.Throttled,
+			wantRetry: 120 * time.Second,
+		},
+		{
+			name: "bad client secret: the token error, permanent",
+			kind: m365sim.KindNew,
+			cfg: func(t *testing.T, c *cpv.PartnerCenterConfig, s *m365sim.Sim) {
+				c.Credential = badSecretCredential(t, s)
+			},
+			wantClass:  cpv.Permanent,
+			wantAdvice: "client secret is invalid",
+		},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			sim := newSim(t, m365sim.Options{Seed: int64(40 + i), Tenants: 12, Mix: everyKind})
+			r := newRig(t, sim, false)
+			cfg := cpv.PartnerCenterConfig{
+				BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(),
+				Credential: r.cred, HTTPClient: r.http, Backoff: 10 * time.Millisecond,
+			}
+			if tt.cfg != nil {
+				tt.cfg(t, &cfg, sim)
+			}
+			pc, err := cpv.NewPartnerCenter(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tenant := tenantsOf(t, sim, tt.kind)[0]
+			if tt.faults != nil {
+				tt.faults(sim)
+			}
+			err = pc.Consent(context.Background(), tenant, sim.AppID(), sim.Manifest().Consent)
+			class, retry := cpv.ClassOf(err)
+			if diff := cmp.Diff([]any{tt.wantClass, tt.wantRetry}, []any{class, retry}); diff != "" {
+				t.Errorf("Consent error %v: class and delay (-want +got):\n%s", err, diff)
+			}
+			if !strings.Contains(cpv.AdviceOf(err), tt.wantAdvice) {
+				t.Errorf("advice %q does not contain %q", cpv.AdviceOf(err), tt.wantAdvice)
+			}
+			var ce *cpv.Error
+			if err != nil && (!errors.As(err, &ce) || ce.Tenant != tenant) {
+				t.Errorf("error %v does not name the tenant", err)
+			}
+			if err != nil && (strings.Contains(err.Error(), sim.AppSecret()) || strings.Contains(err.Error(), secretLike)) {
+				t.Errorf("error leaks the secret: %v", err)
+			}
+			// Success means consented exactly once; failure means nothing changed.
+			app := appSP(tenantState(t, sim, tenant), sim.AppID())
+			if (err == nil) != (app != nil) && tt.kind == m365sim.KindNew {
+				t.Errorf("consent error %v, but app service principal %+v", err, app)
+			}
+		})
+	}
+}
+
+// badSecretCredential is the app's credential with a wrong client secret.
+func badSecretCredential(t *testing.T, sim *m365sim.Sim) azcore.TokenCredential {
+	t.Helper()
+	cred, err := cpv.NewCredential(cpv.CredentialConfig{
+		Mode: cpv.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
+		ClientSecret: "wrong-" + secretLike, AuthorityHost: sim.AuthorityHost(), HTTPClient: sim.HTTPClient(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cred
+}

@@ -1,0 +1,827 @@
+package cpv_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/graph"
+	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+)
+
+// rig is the real stack against a running simulator: the credential
+// (azidentity), the Graph client (msgraph-sdk-go), the Partner Center client
+// and the engine, all over HTTPS through a round-trip counting transport.
+type rig struct {
+	sim    *m365sim.Sim
+	cred   azcore.TokenCredential
+	http   *http.Client
+	dir    *graph.Client
+	pc     *cpv.PartnerCenter
+	engine *cpv.Engine
+}
+
+// everyKind is a fleet mix with at least one tenant of each kind in a fleet of 12.
+var everyKind = map[m365sim.Kind]float64{
+	m365sim.KindNew: 2, m365sim.KindCorrect: 2, m365sim.KindDrifted: 2,
+	m365sim.KindUnlicensed: 2, m365sim.KindRevoked: 2, m365sim.KindTerminated: 2,
+}
+
+func newSim(t testing.TB, opts m365sim.Options) *m365sim.Sim {
+	t.Helper()
+	sim, err := m365sim.New(opts)
+	if err != nil {
+		t.Fatalf("m365sim.New: %v", err)
+	}
+	if err := sim.Start(); err != nil {
+		t.Fatalf("sim.Start: %v", err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	return sim
+}
+
+func newRig(t testing.TB, sim *m365sim.Sim, exact bool) *rig {
+	t.Helper()
+	hc := &http.Client{Transport: cpv.CountingTransport(sim.HTTPClient().Transport, sim.GraphURL(), sim.PartnerCenterURL())}
+	cred, err := cpv.NewCredential(cpv.CredentialConfig{
+		Mode:            cpv.ModeSecret,
+		PartnerTenantID: sim.PartnerTenantID(),
+		ClientID:        sim.AppID(),
+		ClientSecret:    sim.AppSecret(),
+		AuthorityHost:   sim.AuthorityHost(),
+		HTTPClient:      hc,
+	})
+	if err != nil {
+		t.Fatalf("NewCredential: %v", err)
+	}
+	return newRigWith(t, sim, cred, hc, exact)
+}
+
+func newRigWith(t testing.TB, sim *m365sim.Sim, cred azcore.TokenCredential, hc *http.Client, exact bool) *rig {
+	t.Helper()
+	dir, err := graph.New(graph.Config{BaseURL: sim.GraphURL(), Credential: cred, HTTPClient: hc})
+	if err != nil {
+		t.Fatalf("graph.New: %v", err)
+	}
+	pc, err := cpv.NewPartnerCenter(cpv.PartnerCenterConfig{
+		BaseURL:         sim.PartnerCenterURL(),
+		PartnerTenantID: sim.PartnerTenantID(),
+		Credential:      cred,
+		HTTPClient:      hc,
+		Backoff:         20 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("NewPartnerCenter: %v", err)
+	}
+	engine, err := cpv.New(cpv.Config{Manifest: sim.Manifest(), AppID: sim.AppID(), Directory: dir, Consenter: pc, Exact: exact})
+	if err != nil {
+		t.Fatalf("cpv.New: %v", err)
+	}
+	return &rig{sim: sim, cred: cred, http: hc, dir: dir, pc: pc, engine: engine}
+}
+
+// tenantsOf lists the fleet's tenants of kind.
+func tenantsOf(t testing.TB, sim *m365sim.Sim, kind m365sim.Kind) []string {
+	t.Helper()
+	var ids []string
+	for _, ft := range sim.Fleet() {
+		if ft.Kind == kind {
+			ids = append(ids, ft.ID)
+		}
+	}
+	if len(ids) == 0 {
+		t.Fatalf("the fleet has no %s tenant", kind)
+	}
+	return ids
+}
+
+func tenantState(t testing.TB, sim *m365sim.Sim, id string) m365sim.TenantState {
+	t.Helper()
+	ts, ok := sim.Tenant(id)
+	if !ok {
+		t.Fatalf("sim.Tenant(%s): unknown", id)
+	}
+	return ts
+}
+
+func conforms(t testing.TB, sim *m365sim.Sim, id string) {
+	t.Helper()
+	if diffs := sim.Conforms(id, sim.Manifest()); len(diffs) != 0 {
+		t.Fatalf("tenant %s does not conform to the manifest:\n%s", id, strings.Join(diffs, "\n"))
+	}
+}
+
+func tenantStats(sim *m365sim.Sim, id string) m365sim.Counts {
+	return sim.Stats().Tenants[id]
+}
+
+// detailsBy counts a result's details by kind and outcome.
+func detailsBy(res cpv.Result) map[string]int {
+	out := map[string]int{}
+	for _, d := range res.Changes {
+		out[string(d.Kind)+"/"+string(d.Outcome)]++
+	}
+	return out
+}
+
+func TestRefreshNewTenant(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, m365sim.Options{Seed: 11, Tenants: 12, Mix: everyKind})
+	r := newRig(t, sim, false)
+	ctx := context.Background()
+	tenant := tenantsOf(t, sim, m365sim.KindNew)[0]
+	if app := appSP(tenantState(t, sim, tenant), sim.AppID()); app != nil {
+		t.Fatalf("a new tenant already has the app: %+v", app)
+	}
+
+	res, err := r.engine.Refresh(ctx, tenant, cpv.Options{})
+	if err != nil {
+		t.Fatalf("Refresh: %v\n%s", err, resultJSON(t, res))
+	}
+	conforms(t, sim, tenant)
+	roles, scopes := sim.Manifest().Counts()
+	got := struct {
+		Status              cpv.Status
+		Consented, NoChange bool
+		RolesHeld, Wanted   int
+		ScopesHeld, WantedD int
+	}{res.Status, res.Consented, res.NoChange,
+		res.AppRoles.Applied + res.AppRoles.AlreadyPresent, res.AppRoles.Wanted,
+		res.Delegated.Applied + res.Delegated.AlreadyPresent, res.Delegated.Wanted}
+	want := got
+	want.Status, want.Consented, want.NoChange = cpv.StatusSucceeded, true, false
+	want.RolesHeld, want.Wanted, want.ScopesHeld, want.WantedD = roles, roles, scopes, scopes
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("first refresh (-want +got):\n%s", diff)
+	}
+	first := tenantStats(sim, tenant)
+	// The refresh's own count agrees with the simulator's (the partner
+	// tenant's Partner Center token is counted under the partner tenant).
+	partner := tenantStats(sim, sim.PartnerTenantID())
+	simTrips := cpv.TripCounts{Token: first.Token + partner.Token, Discovery: first.Discovery + partner.Discovery, Graph: first.Graph, PartnerCenter: first.PartnerCenter}
+	if diff := cmp.Diff(simTrips, res.Trips); diff != "" {
+		t.Errorf("Result.Trips disagree with the simulator (-sim +result):\n%s", diff)
+	}
+	if total := res.Trips.Total(); total > 15 {
+		t.Errorf("a new tenant took %d round trips (%+v), budget 15", total, res.Trips)
+	}
+	t.Logf("new tenant: %+v; simulator: %+v", res.Trips, first)
+
+	// A second refresh writes nothing and costs at most one token request
+	// and one $batch.
+	sim.ResetStats()
+	res2, err := r.engine.Refresh(ctx, tenant, cpv.Options{})
+	if err != nil {
+		t.Fatalf("second Refresh: %v", err)
+	}
+	second := tenantStats(sim, tenant)
+	if second.Writes != 0 || second.Token > 1 || second.Graph != 1 || second.PartnerCenter != 0 || !res2.NoChange || res2.Status != cpv.StatusSucceeded {
+		t.Errorf("second refresh: status %s, noChange %v, simulator counts %+v; want no writes, <= 1 token, exactly 1 $batch, no Partner Center",
+			res2.Status, res2.NoChange, second)
+	}
+	if len(res2.Changes) != 0 {
+		t.Errorf("second refresh reported changes: %+v", res2.Changes)
+	}
+}
+
+func appSP(ts m365sim.TenantState, appID string) *cpv.ServicePrincipal {
+	for _, sp := range ts.ServicePrincipals {
+		if strings.EqualFold(sp.AppID, appID) {
+			return &sp
+		}
+	}
+	return nil
+}
+
+func resultJSON(t testing.TB, res cpv.Result) string {
+	t.Helper()
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestRefreshDriftedTenantWritesExactlyTheDifference(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, m365sim.Options{Seed: 12, Tenants: 12, Mix: everyKind})
+	r := newRig(t, sim, false)
+	ctx := context.Background()
+	tenant := tenantsOf(t, sim, m365sim.KindDrifted)[0]
+	before := tenantState(t, sim, tenant)
+	if len(sim.Conforms(tenant, sim.Manifest())) == 0 {
+		t.Fatal("the drifted tenant already conforms")
+	}
+
+	// The dry run shows the difference and writes nothing.
+	sim.ResetStats()
+	dry, err := r.engine.Refresh(ctx, tenant, cpv.Options{DryRun: true})
+	if err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	if st := tenantStats(sim, tenant); st.Writes != 0 || st.PartnerCenter != 0 || !dry.NoChange || len(dry.Plan) == 0 {
+		t.Fatalf("dry run: writes %d, partner center %d, noChange %v, plan %d changes", st.Writes, st.PartnerCenter, dry.NoChange, len(dry.Plan))
+	}
+	if diff := cmp.Diff(before, tenantState(t, sim, tenant)); diff != "" {
+		t.Fatalf("the dry run changed the tenant (-before +after):\n%s", diff)
+	}
+	kinds := map[cpv.ChangeKind]int{}
+	for _, c := range dry.Plan {
+		kinds[c.Kind]++
+	}
+	for _, k := range []cpv.ChangeKind{cpv.AddAppRole, cpv.UpdateGrant, cpv.DeleteGrant, cpv.CreateGrant} {
+		if kinds[k] == 0 {
+			t.Errorf("a drifted tenant's plan has no %s: %v", k, kinds)
+		}
+	}
+
+	sim.ResetStats()
+	res, err := r.engine.Refresh(ctx, tenant, cpv.Options{})
+	if err != nil {
+		t.Fatalf("Refresh: %v\n%s", err, resultJSON(t, res))
+	}
+	conforms(t, sim, tenant)
+	// Exactly the planned changes were written, and nothing else.
+	if st := tenantStats(sim, tenant); st.Writes != len(dry.Plan) || res.Consented {
+		t.Errorf("wrote %d objects (consented %v), the plan had %d changes", st.Writes, res.Consented, len(dry.Plan))
+	}
+	wantDetails := map[string]int{}
+	for k, n := range kinds {
+		wantDetails[string(k)+"/applied"] = n
+	}
+	if diff := cmp.Diff(wantDetails, detailsBy(res)); diff != "" {
+		t.Errorf("details (-want +got):\n%s", diff)
+	}
+	// Objects that were right were left alone (same ids).
+	after := tenantState(t, sim, tenant)
+	for _, a := range before.AppRoleAssignments {
+		if !slices.ContainsFunc(after.AppRoleAssignments, func(b cpv.AppRoleAssignment) bool { return b.ID == a.ID }) {
+			t.Errorf("assignment %s was removed", a.ID)
+		}
+	}
+	if res.Status != cpv.StatusSucceeded {
+		t.Errorf("status %s, want succeeded", res.Status)
+	}
+}
+
+func TestRefreshUnlicensedTenantIsPartial(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, m365sim.Options{Seed: 13, Tenants: 12, Mix: everyKind})
+	r := newRig(t, sim, false)
+	tenant := tenantsOf(t, sim, m365sim.KindUnlicensed)[0]
+	res, err := r.engine.Refresh(context.Background(), tenant, cpv.Options{})
+	if err != nil {
+		t.Fatalf("Refresh: %v\n%s", err, resultJSON(t, res))
+	}
+	if res.Status != cpv.StatusPartial {
+		t.Errorf("status %s, want partial", res.Status)
+	}
+	want := []string{
+		"Microsoft Threat Protection (8ee8fdad-f234-4243-8f3b-15c294843740) is not available in this tenant (no licence)",
+		"WindowsDefenderATP (fc780465-2017-40d4-a0c5-307022471b92) is not available in this tenant (no licence)",
+	}
+	got := slices.Clone(res.Notices)
+	slices.Sort(got)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("notices (-want +got):\n%s", diff)
+	}
+	// Everything else is applied.
+	conforms(t, sim, tenant)
+	atp, _ := sim.Manifest().Resource("fc780465-2017-40d4-a0c5-307022471b92")
+	mtp, _ := sim.Manifest().Resource("8ee8fdad-f234-4243-8f3b-15c294843740")
+	if got, want := res.AppRoles.Unavailable, len(atp.AppRoles)+len(mtp.AppRoles); got != want {
+		t.Errorf("unavailable app roles = %d, want %d", got, want)
+	}
+	if res.AppRoles.Applied+res.AppRoles.AlreadyPresent+res.AppRoles.Unavailable != res.AppRoles.Wanted {
+		t.Errorf("app role counts do not add up: %+v", res.AppRoles)
+	}
+	// A second refresh is still partial, and writes nothing.
+	sim.ResetStats()
+	res2, err := r.engine.Refresh(context.Background(), tenant, cpv.Options{})
+	if err != nil || res2.Status != cpv.StatusPartial || tenantStats(sim, tenant).Writes != 0 {
+		t.Errorf("second refresh: status %s, err %v, writes %d", res2.Status, err, tenantStats(sim, tenant).Writes)
+	}
+}
+
+func TestRefreshConvergesUnderThrottlingAndServerErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		kind   m365sim.Kind
+		faults func(*m365sim.Sim)
+	}{
+		{
+			name: "429 inside batches",
+			kind: m365sim.KindNew,
+			faults: func(s *m365sim.Sim) {
+				s.FailNext(m365sim.SurfaceGraph, http.StatusTooManyRequests, 5)
+			},
+		},
+		{
+			name: "5xx on whole Graph requests",
+			kind: m365sim.KindDrifted,
+			faults: func(s *m365sim.Sim) {
+				s.FailNext(m365sim.SurfaceGraph, http.StatusServiceUnavailable, 2)
+			},
+		},
+		{
+			name: "Partner Center 429 then 503, token 503",
+			kind: m365sim.KindNew,
+			faults: func(s *m365sim.Sim) {
+				s.FailNext(m365sim.SurfacePartnerCenter, http.StatusTooManyRequests, 1)
+				s.FailNext(m365sim.SurfacePartnerCenter, http.StatusServiceUnavailable, 1)
+				s.FailNext(m365sim.SurfaceToken, http.StatusServiceUnavailable, 1)
+			},
+		},
+		{
+			name: "random 429 and 5xx everywhere",
+			kind: m365sim.KindNew,
+			faults: func(s *m365sim.Sim) {
+				s.SetFaults(m365sim.Faults{Graph429Rate: 0.1, Graph5xxRate: 0.05, PC429Rate: 0.2, PC5xxRate: 0.1, RetryAfter: 1})
+			},
+		},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			sim := newSim(t, m365sim.Options{Seed: int64(20 + i), Tenants: 12, Mix: everyKind})
+			r := newRig(t, sim, false)
+			tenant := tenantsOf(t, sim, tt.kind)[0]
+			tt.faults(sim)
+			// As the queue would: a throttled or retryable failure is
+			// retried; the refresh must converge within a few deliveries.
+			var res cpv.Result
+			var err error
+			for attempt := 1; attempt <= 5; attempt++ {
+				res, err = r.engine.Refresh(context.Background(), tenant, cpv.Options{})
+				if err == nil {
+					break
+				}
+				if class, _ := cpv.ClassOf(err); class == cpv.Permanent {
+					t.Fatalf("attempt %d: permanent error under transient faults: %v", attempt, err)
+				}
+				t.Logf("attempt %d: %s: %v", attempt, res.Class, err)
+			}
+			if err != nil {
+				t.Fatalf("no convergence after 5 attempts: %v", err)
+			}
+			sim.SetFaults(m365sim.Faults{})
+			conforms(t, sim, tenant)
+			if st := sim.Stats().Total; st.Throttled+st.ServerErrors == 0 {
+				t.Errorf("no fault was injected (stats %+v): the test proves nothing", st)
+			}
+		})
+	}
+}
+
+func TestRefreshRevokedConsentIsPermanentAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, m365sim.Options{Seed: 14, Tenants: 12, Mix: everyKind})
+	r := newRig(t, sim, false)
+	tests := []struct {
+		kind       m365sim.Kind
+		wantCode   string
+		wantAdvice string
+	}{
+		{m365sim.KindRevoked, "AADSTS65001", "run a CPV reset"},
+		{m365sim.KindTerminated, "AADSTS50020", "GDAP relationship"},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.kind), func(t *testing.T) {
+			t.Parallel()
+			tenant := tenantsOf(t, sim, tt.kind)[0]
+			before := tenantState(t, sim, tenant)
+			res, err := r.engine.Refresh(context.Background(), tenant, cpv.Options{})
+			if err == nil {
+				t.Fatalf("Refresh of a %s tenant succeeded: %+v", tt.kind, res)
+			}
+			var ce *cpv.Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v is not a *cpv.Error", err)
+			}
+			got := []any{res.Status, res.Class, res.ErrorCode, ce.Code, strings.Contains(res.Advice, tt.wantAdvice), res.Advice == ce.Advice}
+			want := []any{cpv.StatusFailed, cpv.Permanent, tt.wantCode, tt.wantCode, true, true}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("status, class, code, advice (-want +got):\n%s\nadvice: %s", diff, res.Advice)
+			}
+			if st := tenantStats(sim, tenant); st.Writes != 0 || st.Graph != 0 {
+				t.Errorf("a refresh that failed permanently touched the directory: %+v", st)
+			}
+			if diff := cmp.Diff(before, tenantState(t, sim, tenant)); diff != "" {
+				t.Errorf("the tenant changed (-before +after):\n%s", diff)
+			}
+			if strings.Contains(res.Error, sim.AppSecret()) {
+				t.Errorf("the error leaks the client secret: %s", res.Error)
+			}
+		})
+	}
+}
+
+func TestReset(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, m365sim.Options{Seed: 15, Tenants: 12, Mix: everyKind})
+	r := newRig(t, sim, false)
+	ctx := context.Background()
+	for _, kind := range []m365sim.Kind{m365sim.KindCorrect, m365sim.KindRevoked, m365sim.KindDrifted} {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			tenant := tenantsOf(t, sim, kind)[0]
+			old := appSP(tenantState(t, sim, tenant), sim.AppID())
+			if old == nil {
+				t.Fatalf("the %s tenant has no app service principal", kind)
+			}
+			dry, err := r.engine.Refresh(ctx, tenant, cpv.Options{Reset: true, DryRun: true})
+			if err != nil || !dry.NoChange || len(dry.Plan) == 0 {
+				t.Fatalf("dry-run reset: err %v, noChange %v, plan %+v", err, dry.NoChange, dry.Plan)
+			}
+			// A revoked consent hides the app's state; otherwise the plan
+			// starts with the deletion of the app's service principal.
+			if kind != m365sim.KindRevoked && dry.Plan[0] != (cpv.Change{Kind: cpv.DeleteServicePrincipal, ObjectID: old.ID}) {
+				t.Errorf("dry-run reset plan starts with %+v", dry.Plan[0])
+			}
+			if now := appSP(tenantState(t, sim, tenant), sim.AppID()); now == nil || now.ID != old.ID {
+				t.Fatal("the dry-run reset changed the app's service principal")
+			}
+
+			res, err := r.engine.Refresh(ctx, tenant, cpv.Options{Reset: true})
+			if err != nil {
+				t.Fatalf("reset: %v\n%s", err, resultJSON(t, res))
+			}
+			if res.Op != cpv.OpReset || res.Status != cpv.StatusSucceeded || !res.Consented {
+				t.Errorf("reset result: op %s, status %s, consented %v", res.Op, res.Status, res.Consented)
+			}
+			now := appSP(tenantState(t, sim, tenant), sim.AppID())
+			if now == nil || now.ID == old.ID {
+				t.Fatalf("the app's service principal was not re-added: old %s, now %+v", old.ID, now)
+			}
+			conforms(t, sim, tenant)
+			if ts := tenantState(t, sim, tenant); ts.ConsentRevoked {
+				t.Error("the consent is still marked revoked after a reset")
+			}
+			// An ordinary refresh afterwards has nothing to do.
+			res2, err := r.engine.Refresh(ctx, tenant, cpv.Options{})
+			if err != nil || !res2.NoChange {
+				t.Errorf("refresh after reset: err %v, noChange %v", err, res2.NoChange)
+			}
+		})
+	}
+}
+
+func TestConcurrentRefreshesOfOneTenant(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, m365sim.Options{Seed: 16, Tenants: 12, Mix: everyKind})
+	// Two workers: separate credentials, clients and engines.
+	workers := []*rig{newRig(t, sim, false), newRig(t, sim, false)}
+	for _, kind := range []m365sim.Kind{m365sim.KindNew, m365sim.KindDrifted} {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			tenant := tenantsOf(t, sim, kind)[0]
+			results := make([]cpv.Result, len(workers))
+			errs := make([]error, len(workers))
+			var wg sync.WaitGroup
+			for i, w := range workers {
+				wg.Go(func() { results[i], errs[i] = w.engine.Refresh(context.Background(), tenant, cpv.Options{}) })
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err == nil {
+					continue
+				}
+				// A retryable failure is acceptable (the queue delivers the
+				// message again); anything else is a bug.
+				if class, _ := cpv.ClassOf(err); class == cpv.Permanent {
+					t.Fatalf("worker %d failed permanently: %v", i, err)
+				}
+				t.Logf("worker %d: %v (retrying, as the queue would)", i, err)
+				if _, err := workers[i].engine.Refresh(context.Background(), tenant, cpv.Options{}); err != nil {
+					t.Fatalf("worker %d retry: %v", i, err)
+				}
+			}
+			// Same end state, no duplicate objects (Conforms reports duplicate
+			// service principals, assignments and grants).
+			conforms(t, sim, tenant)
+		})
+	}
+}
+
+func TestRefreshRefusesNonGUIDTenants(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, m365sim.Options{Seed: 17, Tenants: 1})
+	r := newRig(t, sim, false)
+	bad := []string{
+		"",
+		"contoso.onmicrosoft.com",
+		"not-a-guid",
+		"{" + gid(1, 1) + "}",
+		gid(1, 1) + "') or (appId ne '",
+		"../../" + gid(1, 1),
+		strings.Replace(gid(1, 1), "-", "", 1) + "x",
+		gid(1, 1)[:35] + "g",
+	}
+	for _, tenant := range bad {
+		for _, opts := range []cpv.Options{{}, {Reset: true}, {DryRun: true}} {
+			res, err := r.engine.Refresh(context.Background(), tenant, opts)
+			if class, _ := cpv.ClassOf(err); class != cpv.Permanent || res.Status != cpv.StatusFailed || res.Advice == "" {
+				t.Errorf("Refresh(%q, %+v): class %q, status %s, advice %q; want permanent failure with advice", tenant, opts, class, res.Status, res.Advice)
+			}
+			if res.Trips.Total() != 0 {
+				t.Errorf("Refresh(%q): %+v round trips", tenant, res.Trips)
+			}
+		}
+		for name, call := range map[string]func() error{
+			"Consent":       func() error { return r.pc.Consent(context.Background(), tenant, sim.AppID(), sim.Manifest().Consent) },
+			"RemoveConsent": func() error { return r.pc.RemoveConsent(context.Background(), tenant, sim.AppID()) },
+		} {
+			if class, _ := cpv.ClassOf(call()); class != cpv.Permanent {
+				t.Errorf("%s(%q): class %q, want permanent", name, tenant, class)
+			}
+		}
+	}
+	if st := sim.Stats().Total; st != (m365sim.Counts{}) {
+		t.Errorf("requests were made for invalid tenant ids: %+v", st)
+	}
+}
+
+func TestDryRunOfNewTenant(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, m365sim.Options{Seed: 18, Tenants: 12, Mix: everyKind})
+	r := newRig(t, sim, false)
+	tenant := tenantsOf(t, sim, m365sim.KindNew)[0]
+	before := tenantState(t, sim, tenant)
+	res, err := r.engine.Refresh(context.Background(), tenant, cpv.Options{DryRun: true})
+	if err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	if diff := cmp.Diff(before, tenantState(t, sim, tenant)); diff != "" {
+		t.Fatalf("the dry run changed the tenant (-before +after):\n%s", diff)
+	}
+	st := tenantStats(sim, tenant)
+	if st.Writes != 0 || st.PartnerCenter != 0 || !res.NoChange || res.Consented || !res.DryRun {
+		t.Errorf("dry run: stats %+v, result %+v", st, res)
+	}
+	if len(res.Plan) == 0 || !slices.ContainsFunc(res.Notices, func(n string) bool { return strings.Contains(n, "consent") }) {
+		t.Errorf("dry run of a new tenant: plan %d changes, notices %q", len(res.Plan), res.Notices)
+	}
+	for _, d := range res.Changes {
+		if d.Outcome != cpv.DetailPlanned {
+			t.Errorf("dry-run detail %+v is not 'planned'", d)
+		}
+	}
+}
+
+func TestExactModeRemovesUnlistedRoles(t *testing.T) {
+	t.Parallel()
+	// The simulator's services publish one or two roles beyond the
+	// manifest. Assign one by hand, then an exact refresh removes it and a
+	// default refresh does not.
+	sim := newSim(t, m365sim.Options{Seed: 19, Tenants: 12, Mix: everyKind})
+	lax, exact := newRig(t, sim, false), newRig(t, sim, true)
+	ctx := context.Background()
+	tenant := tenantsOf(t, sim, m365sim.KindCorrect)[0]
+	ts := tenantState(t, sim, tenant)
+	app := appSP(ts, sim.AppID())
+	var extra cpv.Change
+	for _, sp := range ts.ServicePrincipals {
+		res, ok := sim.Manifest().Resource(sp.AppID)
+		if !ok {
+			continue
+		}
+		for _, p := range sp.AppRoles {
+			if !slices.ContainsFunc(res.AppRoles, func(q cpv.Permission) bool { return strings.EqualFold(q.ID, p.ID) }) {
+				extra = cpv.Change{Kind: cpv.AddAppRole, ResourceAppID: sp.AppID, ResourceID: sp.ID, AppRoleID: p.ID, Value: p.Value}
+			}
+		}
+	}
+	if extra.Kind == "" {
+		t.Fatal("no resource publishes a role beyond the manifest")
+	}
+	outs, err := lax.dir.Apply(ctx, tenant, app.ID, []cpv.Change{extra})
+	if err != nil || outs[0].Status != cpv.Applied {
+		t.Fatalf("assigning an extra role: %v %+v", err, outs)
+	}
+	if res, err := lax.engine.Refresh(ctx, tenant, cpv.Options{}); err != nil || !res.NoChange {
+		t.Fatalf("default refresh: err %v, noChange %v (it must leave extra roles alone)", err, res.NoChange)
+	}
+	res, err := exact.engine.Refresh(ctx, tenant, cpv.Options{})
+	if err != nil {
+		t.Fatalf("exact refresh: %v", err)
+	}
+	want := map[string]int{"removeAppRole/applied": 1}
+	if diff := cmp.Diff(want, detailsBy(res)); diff != "" {
+		t.Errorf("exact refresh details (-want +got):\n%s", diff)
+	}
+	conforms(t, sim, tenant)
+}
+
+func TestResultJSONRoundTrip(t *testing.T) {
+	t.Parallel()
+	res := cpv.Result{
+		Tenant: testTenant, Op: cpv.OpRefresh, Status: cpv.StatusFailed, ManifestVersion: "v",
+		Started: time.Date(2026, 11, 22, 0, 0, 3, 0, time.UTC), Duration: 1500 * time.Millisecond,
+		Changes:  []cpv.Detail{{Kind: cpv.AddAppRole, ResourceAppID: resA, ResourceName: "A", Permission: "A.One", Outcome: cpv.DetailFailed, Message: "m"}},
+		AppRoles: cpv.Counts{Wanted: 2, Applied: 1, Failed: 1}, Notices: []string{"n"},
+		Error: "e", ErrorCode: "TooManyRequests", Class: cpv.Throttled, RetryAfter: 30 * time.Second,
+		Trips: cpv.TripCounts{Token: 1, Graph: 2, PartnerCenter: 3},
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{`"durationMs":1500`, `"retryAfterSeconds":30`, `"status":"failed"`, `"partnerCenter":3`} {
+		if !strings.Contains(string(b), field) {
+			t.Errorf("JSON %s lacks %s", b, field)
+		}
+	}
+	var back cpv.Result
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(res, back, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+}
+
+// BenchmarkRefresh reports the round trips of one refresh per tenant, as
+// the simulator counts them, for a new, an already-correct and a drifted
+// tenant (default manifest).
+func BenchmarkRefresh(b *testing.B) {
+	for _, kind := range []m365sim.Kind{m365sim.KindNew, m365sim.KindCorrect, m365sim.KindDrifted} {
+		b.Run(string(kind), func(b *testing.B) {
+			n := b.N
+			if kind == m365sim.KindCorrect {
+				n = 1
+			}
+			sim := newSim(b, m365sim.Options{Seed: 99, Tenants: n, Mix: map[m365sim.Kind]float64{kind: 1}})
+			r := newRig(b, sim, false)
+			ctx := context.Background()
+			fleet := sim.Fleet()
+			if kind == m365sim.KindCorrect {
+				// Warm the token cache, as a long-running worker has it.
+				if _, err := r.engine.Refresh(ctx, fleet[0].ID, cpv.Options{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			sim.ResetStats()
+			var trips cpv.TripCounts
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				tenant := fleet[i%len(fleet)].ID
+				res, err := r.engine.Refresh(ctx, tenant, cpv.Options{})
+				if err != nil {
+					b.Fatalf("Refresh(%s): %v", tenant, err)
+				}
+				trips.Token += res.Trips.Token
+				trips.Graph += res.Trips.Graph
+				trips.PartnerCenter += res.Trips.PartnerCenter
+			}
+			b.StopTimer()
+			st := sim.Stats().Total
+			per := func(v int) float64 { return float64(v) / float64(b.N) }
+			b.ReportMetric(per(st.Token), "token/op")
+			b.ReportMetric(per(st.Discovery), "discovery/op")
+			b.ReportMetric(per(st.Graph), "graph/op")
+			b.ReportMetric(per(st.PartnerCenter), "pc/op")
+			b.ReportMetric(per(st.RoundTrips()), "trips/op")
+			b.ReportMetric(per(st.Writes), "writes/op")
+			if trips.Graph != st.Graph || trips.PartnerCenter != st.PartnerCenter {
+				b.Errorf("Result.Trips %+v disagree with the simulator %+v", trips, st)
+			}
+		})
+	}
+}
+
+// TestRefreshUnpublishedRoleIsPartial: the manifest asks for an app role
+// that the tenant's Microsoft Graph does not publish (retired, or a newer
+// role than the tenant's service knows). It is a notice, not a failure, and
+// everything else is applied.
+func TestRefreshUnpublishedRoleIsPartial(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, m365sim.Options{Seed: 61, Tenants: 12, Mix: everyKind})
+	b, err := json.Marshal(sim.Manifest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Consent   []cpv.ConsentGrant `json:"consent"`
+		Resources []cpv.Resource     `json:"resources"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	retired := cpv.Permission{ID: "0e2c8f3c-0b6a-4a8e-9d4e-000000000001", Value: "Retired.Role.All"}
+	for i := range raw.Resources {
+		if raw.Resources[i].AppID == cpv.GraphAppID {
+			raw.Resources[i].AppRoles = append(raw.Resources[i].AppRoles, retired)
+		}
+	}
+	b, err = json.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wider, err := cpv.LoadManifest(strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, sim, false)
+	engine, err := cpv.New(cpv.Config{Manifest: wider, AppID: sim.AppID(), Directory: r.dir, Consenter: r.pc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant := tenantsOf(t, sim, m365sim.KindCorrect)[0]
+	res, err := engine.Refresh(context.Background(), tenant, cpv.Options{})
+	if err != nil {
+		t.Fatalf("Refresh: %v", err)
+	}
+	want := []string{"Microsoft Graph (" + cpv.GraphAppID + ") does not publish app role Retired.Role.All (" + retired.ID + ") in this tenant"}
+	got := []any{res.Status, res.NoChange, res.AppRoles.Unavailable, res.AppRoles.Wanted - res.AppRoles.AlreadyPresent}
+	if diff := cmp.Diff([]any{cpv.StatusPartial, true, 1, 1}, got); diff != "" {
+		t.Errorf("status, noChange, unavailable, not present (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, res.Notices); diff != "" {
+		t.Errorf("notices (-want +got):\n%s", diff)
+	}
+	conforms(t, sim, tenant)
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestLogsCarryNoSecrets runs refreshes that succeed, retry and fail, with
+// every component logging at debug level, and checks that no secret,
+// refresh token or access token reaches the log.
+func TestLogsCarryNoSecrets(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, m365sim.Options{Seed: 62, Tenants: 12, Mix: everyKind})
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	hc := countingClient(sim)
+	initial := sim.RefreshToken()
+	rot := &rotations{}
+	cred, err := cpv.NewCredential(cpv.CredentialConfig{
+		Mode: cpv.ModeRefreshToken, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
+		ClientSecret: sim.AppSecret(), RefreshToken: initial, OnRefreshToken: rot.record,
+		AuthorityHost: sim.AuthorityHost(), HTTPClient: hc,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := graph.New(graph.Config{BaseURL: sim.GraphURL(), Credential: cred, HTTPClient: hc, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := cpv.NewPartnerCenter(cpv.PartnerCenterConfig{BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(),
+		Credential: cred, HTTPClient: hc, Backoff: 10 * time.Millisecond, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := cpv.New(cpv.Config{Manifest: sim.Manifest(), AppID: sim.AppID(), Directory: dir, Consenter: pc, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.FailNext(m365sim.SurfacePartnerCenter, http.StatusServiceUnavailable, 1)
+	sim.FailNext(m365sim.SurfaceGraph, http.StatusTooManyRequests, 2)
+	for _, kind := range []m365sim.Kind{m365sim.KindNew, m365sim.KindDrifted, m365sim.KindRevoked, m365sim.KindTerminated} {
+		_, _ = engine.Refresh(context.Background(), tenantsOf(t, sim, kind)[0], cpv.Options{})
+	}
+	sim.RevokeRefreshTokens()
+	_, _ = engine.Refresh(context.Background(), tenantsOf(t, sim, m365sim.KindCorrect)[0], cpv.Options{})
+
+	text := logs.String()
+	if !strings.Contains(text, "refresh finished") || !strings.Contains(text, "refresh failed") {
+		t.Fatalf("the refreshes did not log as expected:\n%s", text)
+	}
+	secrets := append([]string{sim.AppSecret(), initial, "eyJ", "Bearer "}, rot.list()...)
+	for _, s := range secrets {
+		if strings.Contains(text, s) {
+			t.Errorf("the log contains a secret or token (%.6s...)", s)
+		}
+	}
+}
