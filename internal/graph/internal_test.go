@@ -1,0 +1,120 @@
+package graph
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseRetryAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		in     string
+		want   time.Duration
+		wantOK bool
+	}{
+		{"", 0, false},
+		{"7", 7 * time.Second, true},
+		{" 2.5 ", 2500 * time.Millisecond, true},
+		{"-1", 0, false},
+		{"1e300", 24 * time.Hour, true},
+		{"Sun, 22 Nov 2026 00:01:00 GMT", time.Minute, true},
+		{"Sat, 21 Nov 2026 23:00:00 GMT", 0, true},
+		{"soon", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := parseRetryAfter(tt.in, now)
+		if diff := cmp.Diff([2]any{tt.want, tt.wantOK}, [2]any{got, ok}); diff != "" {
+			t.Errorf("parseRetryAfter(%q) (-want +got):\n%s", tt.in, diff)
+		}
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		status     int
+		retryAfter string
+		attempt    int
+		min, max   time.Duration
+		retry      bool
+	}{
+		{200, "", 1, 0, 0, false},
+		{400, "5", 1, 0, 0, false},
+		{404, "", 1, 0, 0, false},
+		{429, "3", 1, 3 * time.Second, 3 * time.Second, true},
+		{429, "", 1, time.Second, time.Second, true},
+		{503, "2", 2, 2 * time.Second, 2 * time.Second, true},
+		{503, "", 1, 500 * time.Millisecond, 750 * time.Millisecond, true},
+		{500, "", 3, 2 * time.Second, 3 * time.Second, true},
+		{0, "", 2, time.Second, 1500 * time.Millisecond, true},
+	}
+	for _, tt := range tests {
+		d, retry := retryDelay(tt.status, tt.retryAfter, tt.attempt)
+		if retry != tt.retry || d < tt.min || d > tt.max {
+			t.Errorf("retryDelay(%d, %q, %d) = %s, %t; want %s..%s, %t",
+				tt.status, tt.retryAfter, tt.attempt, d, retry, tt.min, tt.max, tt.retry)
+		}
+	}
+}
+
+func TestReadRequestURLs(t *testing.T) {
+	t.Parallel()
+	c, err := New(Config{Credential: &azidentity.ClientSecretCredential{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := "11111111-2222-3333-4444-555555555555"
+	var resources []string
+	for range 16 {
+		resources = append(resources, "00000003-0000-0000-c000-000000000000")
+	}
+	reqs, parts, err := c.readRequests(context.Background(), app, resources)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range reqs {
+		u, err := r.GetUri()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, u.String())
+	}
+	in15 := "%28%2700000003-0000-0000-c000-000000000000%27"
+	for range 14 {
+		in15 += "%2C%2700000003-0000-0000-c000-000000000000%27"
+	}
+	want := []string{
+		"https://graph.microsoft.com/v1.0/servicePrincipals(appId='" + app + "')?%24select=id,appId,displayName",
+		"https://graph.microsoft.com/v1.0/servicePrincipals(appId='" + app + "')/appRoleAssignments?%24select=id,principalId,resourceId,appRoleId&%24top=999",
+		"https://graph.microsoft.com/v1.0/servicePrincipals(appId='" + app + "')/oauth2PermissionGrants?%24select=id,clientId,consentType,principalId,resourceId,scope",
+		"https://graph.microsoft.com/v1.0/servicePrincipals?%24filter=appId%20in%20" + in15 + "%29&%24select=id,appId,displayName,appRoles,oauth2PermissionScopes&%24top=999",
+		"https://graph.microsoft.com/v1.0/servicePrincipals?%24filter=appId%20in%20%28%2700000003-0000-0000-c000-000000000000%27%29&%24select=id,appId,displayName,appRoles,oauth2PermissionScopes&%24top=999",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("request URLs (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]part{partApp, partAssignments, partGrants, partResources, partResources}, parts); diff != "" {
+		t.Errorf("parts (-want +got):\n%s", diff)
+	}
+}
+
+// BenchmarkAdapter measures what building a tenant's request adapter per
+// call costs, the alternative to caching one per tenant.
+func BenchmarkAdapter(b *testing.B) {
+	c, err := New(Config{Credential: &azidentity.ClientSecretCredential{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.adapter("11111111-2222-3333-4444-555555555555"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
