@@ -6,13 +6,18 @@ AZURITE := deploy/azurite/node_modules/.bin/azurite
 LINT := deploy/dockerfile-lint/node_modules/.bin/dockerfile-utils
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all deps build test vet unit fuzz bench bench-full demo docs clean
+.PHONY: all deps chromium build test vet unit fuzz bench bench-full demo docs clean
 
 all: build
 
 ## deps: Go modules and the pinned Azurite (npm ci from the lockfile)
-deps: $(AZURITE) $(LINT)
+deps: $(AZURITE) $(LINT) chromium
 	$(GO) mod download
+
+## chromium: Debian's Chromium for the UI's browser test (installed with apt-get when missing; never downloaded by a test tool)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 $(AZURITE): deploy/azurite/package.json deploy/azurite/package-lock.json
 	cd deploy/azurite && npm ci --no-audit --no-fund --loglevel=error

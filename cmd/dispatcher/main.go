@@ -30,6 +30,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
+	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher/ui"
 	"github.com/cpvrefresh/cpvrefresh/internal/logging"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -152,6 +153,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 
 	d, err := dispatcher.New(dispatcher.Config{
 		ID:                  id,
+		UI:                  ui.Handler(),
 		Store:               st,
 		Queue:               q,
 		Discovery:           disc,

@@ -1,0 +1,1156 @@
+// cpvrefresh UI: one page, hash routes, plain DOM. Talks only to the
+// dispatcher's JSON API on the same origin (see the ui package comment).
+'use strict';
+
+(function () {
+  const CREDENTIAL_KEY = 'cpvrefresh.credential';
+  const PAGE_SIZE = 50;
+  const ZERO_TIME = '0001-01-01T00:00:00Z';
+  const FINAL = new Set(['succeeded', 'partial', 'failed']);
+
+  // app is the page's whole state; nothing else is kept between renders.
+  const app = {
+    credential: sessionStorage.getItem(CREDENTIAL_KEY) || '',
+    pollTimer: 0,
+    renderToken: 0, // bumped on every route change: stale async renders give up
+    tenants: [],
+    tenantsLoaded: false,
+    list: { search: '', filter: 'all', sort: 'status', dir: 1, page: 0 }, // problems first
+    run: null,          // the run shown on the tenants page (RunView with progress)
+    runError: '',
+    requests: [],       // requests made in this tab: {requestId, runId, op, tenantId, tenantName, state, detail, error}
+    backend: null,
+    reload: null,       // polls the current page at once (set by each page)
+  };
+
+  // ---------- DOM helpers ----------
+
+  // h builds an element: h('a', {href: '#/x', class: 'y'}, 'text', child, ...).
+  // Text is always set as text, never parsed as HTML.
+  function h(tag, attrs, ...kids) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === 'class') el.className = v;
+      else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else if (k === 'dataset') Object.assign(el.dataset, v);
+      else if (v === true) el.setAttribute(k, '');
+      else el.setAttribute(k, String(v));
+    }
+    append(el, kids);
+    return el;
+  }
+
+  function append(el, kids) {
+    for (const kid of kids.flat(Infinity)) {
+      if (kid === undefined || kid === null || kid === false) continue;
+      el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+    }
+    return el;
+  }
+
+  // fill replaces el's children, skipping empty ones as h does.
+  function fill(el, ...kids) {
+    el.replaceChildren();
+    return append(el, kids);
+  }
+
+  function $(sel, root) { return (root || document).querySelector(sel); }
+
+  function announce(text) {
+    const el = $('#announcer');
+    el.textContent = '';
+    // A separate task so that repeating the same text is announced again.
+    setTimeout(() => { el.textContent = text; }, 50);
+  }
+
+  // ---------- formatting ----------
+
+  function validTime(s) {
+    if (!s || s === ZERO_TIME) return null;
+    const d = new Date(s);
+    return isNaN(d.getTime()) || d.getUTCFullYear() < 2000 ? null : d;
+  }
+
+  const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+  const relFmt = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+
+  function relative(d) {
+    const secs = Math.round((d.getTime() - Date.now()) / 1000);
+    const abs = Math.abs(secs);
+    if (abs < 45) return secs <= 0 ? 'just now' : 'in a few seconds';
+    if (abs < 3600) return relFmt.format(Math.round(secs / 60), 'minute');
+    if (abs < 86400) return relFmt.format(Math.round(secs / 3600), 'hour');
+    return relFmt.format(Math.round(secs / 86400), 'day');
+  }
+
+  // when renders a time as <time> with the exact value in its title.
+  function when(s, empty) {
+    const d = validTime(s);
+    if (!d) return h('span', { class: 'muted' }, empty || 'never');
+    return h('time', { datetime: d.toISOString(), title: dateFmt.format(d) }, relative(d));
+  }
+
+  function exact(s, tz) {
+    const d = validTime(s);
+    if (!d) return '—';
+    if (tz) {
+      try {
+        return new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short', timeZone: tz }).format(d) + ' (' + tz + ')';
+      } catch (e) { /* unknown zone for this browser: fall through */ }
+    }
+    return dateFmt.format(d);
+  }
+
+  function duration(ms) {
+    if (!ms) return '—';
+    if (ms < 1000) return ms + ' ms';
+    return (ms / 1000).toFixed(ms < 10000 ? 1 : 0) + ' s';
+  }
+
+  function plural(n, one, many) { return n + ' ' + (n === 1 ? one : (many || one + 's')); }
+
+  function badge(state, label) {
+    const s = state || 'never';
+    return h('span', { class: 'badge ' + s }, label || (s === 'never' ? 'never refreshed' : s));
+  }
+
+  function tenantName(t) { return (t && (t.displayName || t.defaultDomain)) || (t && t.id) || ''; }
+
+  // ---------- API ----------
+
+  class APIError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function api(method, path, body) {
+    if (!app.credential) {
+      // Signed out meanwhile (the sign-in form is showing): give up quietly.
+      throw new APIError(401, 'unauthorized', 'not signed in');
+    }
+    const used = app.credential;
+    const init = { method, headers: { Authorization: 'Bearer ' + used, Accept: 'application/json' }, cache: 'no-store' };
+    if (body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch('api/' + path, init);
+    } catch (e) {
+      throw new APIError(0, 'network', 'The dispatcher did not answer (' + e.message + ').');
+    }
+    let data = null;
+    const text = await res.text();
+    if (text) {
+      try { data = JSON.parse(text); } catch (e) { data = null; }
+    }
+    if (res.status === 401) {
+      // Several requests may fail together: sign out once, and never undo
+      // a newer sign-in.
+      if (app.credential === used) signOut('The dispatcher did not accept your key or token (it may have expired). Sign in again.');
+      throw new APIError(401, 'unauthorized', 'not signed in');
+    }
+    if (!res.ok) {
+      const err = data && data.error;
+      let msg = (err && err.message) || ('The dispatcher answered ' + res.status + '.');
+      if (res.status === 403) msg = 'Not allowed: ' + msg + ' (your token needs the role that permits refreshes).';
+      throw new APIError(res.status, (err && err.code) || 'http' + res.status, msg);
+    }
+    return data;
+  }
+
+  // ---------- sign-in ----------
+
+  function signOut(message) {
+    app.credential = '';
+    sessionStorage.removeItem(CREDENTIAL_KEY);
+    app.requests = [];
+    app.tenants = [];
+    app.tenantsLoaded = false;
+    app.backend = null;
+    app.run = null;
+    showSignIn(message);
+  }
+
+  function showSignIn(message) {
+    stopPolling();
+    app.renderToken++;
+    app.reload = null;
+    $('#nav').hidden = true;
+    $('#sign-out').hidden = true;
+    document.title = 'Sign in · cpvrefresh';
+    const input = h('input', { type: 'password', id: 'credential', name: 'credential', autocomplete: 'off', required: true, spellcheck: 'false', 'aria-describedby': 'credential-hint' + (message ? ' signin-message' : '') });
+    const form = h('form', { class: 'panel signin', id: 'signin-form', novalidate: true },
+      h('h1', { tabindex: '-1' }, 'Sign in'),
+      message ? h('p', { id: 'signin-message', class: 'error-text', role: 'alert' }, message) : null,
+      h('div', { class: 'field' },
+        h('label', { for: 'credential' }, 'API key or bearer token'),
+        input,
+        h('p', { class: 'hint', id: 'credential-hint' }, 'The same credential as the refresh API. It is kept in this browser tab only and sent as an Authorization header.')),
+      h('button', { type: 'submit', class: 'button', id: 'signin-submit' }, 'Sign in'));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      let v = input.value.trim();
+      if (/^bearer\s+/i.test(v)) v = v.replace(/^bearer\s+/i, '');
+      if (!v) {
+        showSignIn('Enter an API key or a bearer token.');
+        return;
+      }
+      app.credential = v;
+      sessionStorage.setItem(CREDENTIAL_KEY, v);
+      input.value = '';
+      if (!location.hash || location.hash === '#/' || location.hash === '#/signin') location.hash = '#/tenants';
+      route();
+    });
+    const main = $('#main');
+    fill(main, form);
+    input.focus();
+  }
+
+  // ---------- routing ----------
+
+  function stopPolling() {
+    clearTimeout(app.pollTimer);
+    app.pollTimer = 0;
+  }
+
+  function schedule(fn, ms) {
+    stopPolling();
+    const token = app.renderToken;
+    app.pollTimer = setTimeout(() => {
+      if (token === app.renderToken && document.visibilityState !== 'hidden') fn();
+      else if (token === app.renderToken) schedule(fn, ms);
+    }, ms);
+  }
+
+  function route() {
+    stopPolling();
+    app.renderToken++;
+    app.reload = null;
+    if (!app.credential) {
+      showSignIn('');
+      return;
+    }
+    $('#nav').hidden = false;
+    $('#sign-out').hidden = false;
+    const hash = location.hash || '#/tenants';
+    let m;
+    if ((m = hash.match(/^#\/tenants\/([0-9a-fA-F-]{36})$/))) {
+      setNav('tenants');
+      renderTenantPage(m[1].toLowerCase());
+    } else if (hash === '#/backend') {
+      setNav('backend');
+      renderBackendPage();
+    } else {
+      setNav('tenants');
+      if (hash !== '#/tenants') history.replaceState(null, '', '#/tenants');
+      renderTenantsPage();
+    }
+  }
+
+  function setNav(name) {
+    for (const a of document.querySelectorAll('[data-nav]')) {
+      if (a.dataset.nav === name) a.setAttribute('aria-current', 'page');
+      else a.removeAttribute('aria-current');
+    }
+  }
+
+  // page replaces the main content and moves focus to its heading, so a
+  // screen reader announces the new page.
+  function page(title, ...kids) {
+    document.title = title + ' · cpvrefresh';
+    const main = $('#main');
+    fill(main, ...kids.flat().filter(Boolean));
+    const h1 = $('h1', main);
+    if (h1) {
+      h1.setAttribute('tabindex', '-1');
+      h1.focus({ preventScroll: false });
+    }
+  }
+
+  // keepFocus re-renders part of a page and puts focus back on the element
+  // with the same data-focus key, if it still exists.
+  function keepFocus(fn) {
+    const active = document.activeElement;
+    const key = active && active.dataset ? active.dataset.focus : '';
+    fn();
+    if (key) {
+      const again = document.querySelector('[data-focus="' + CSS.escape(key) + '"]');
+      if (again && again !== document.activeElement) again.focus({ preventScroll: true });
+    }
+  }
+
+  function errorNotice(e) {
+    return h('p', { class: 'notice error', role: 'alert' }, e && e.message ? e.message : String(e));
+  }
+
+  // ---------- confirmation dialog ----------
+
+  // confirmDialog opens the modal dialog and resolves true when confirmed.
+  // opts: title, body (nodes), ok, danger, typeToConfirm (text the user
+  // must type before the confirm button works).
+  function confirmDialog(opts) {
+    const dlg = $('#confirm-dialog');
+    const form = $('#confirm-form');
+    const okBtn = $('#confirm-ok');
+    const cancelBtn = $('#confirm-cancel');
+    const opener = document.activeElement;
+    const openerKey = opener && opener.dataset ? opener.dataset.focus : '';
+    $('#confirm-title').textContent = opts.title;
+    const body = $('#confirm-body');
+    fill(body, ...[].concat(opts.body || []));
+    okBtn.textContent = opts.ok || 'Confirm';
+    okBtn.className = 'button' + (opts.danger ? ' danger' : '');
+    let input = null;
+    if (opts.typeToConfirm) {
+      input = h('input', { type: 'text', id: 'confirm-text', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'confirm-text-hint' });
+      body.append(h('div', { class: 'field' },
+        h('label', { for: 'confirm-text' }, 'Type ', h('strong', {}, opts.typeToConfirm), ' to confirm'),
+        input,
+        h('p', { class: 'hint', id: 'confirm-text-hint' }, 'The confirm button works once the text matches.')));
+      const sync = () => {
+        const ok = input.value.trim().toLowerCase() === opts.typeToConfirm.trim().toLowerCase();
+        okBtn.disabled = !ok;
+      };
+      input.addEventListener('input', sync);
+      sync();
+    } else {
+      okBtn.disabled = false;
+    }
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = (v) => {
+        if (done) return;
+        done = true;
+        form.removeEventListener('submit', onSubmit);
+        cancelBtn.removeEventListener('click', onCancel);
+        dlg.removeEventListener('close', onClose);
+        if (dlg.open) dlg.close();
+        // Back to the button that opened the dialog, or to its successor
+        // if polling re-rendered it meanwhile.
+        let back = opener && opener.isConnected ? opener : null;
+        if (!back && openerKey) back = document.querySelector('[data-focus="' + CSS.escape(openerKey) + '"]');
+        if (!back) back = $('#main h1');
+        if (back && typeof back.focus === 'function') back.focus();
+        resolve(v);
+      };
+      const onSubmit = (ev) => {
+        ev.preventDefault();
+        if (okBtn.disabled) return;
+        finish(true);
+      };
+      const onCancel = () => finish(false);
+      const onClose = () => finish(false); // Escape
+      form.addEventListener('submit', onSubmit);
+      cancelBtn.addEventListener('click', onCancel);
+      dlg.addEventListener('close', onClose);
+      dlg.showModal();
+      if (input) input.focus();
+      else if (opts.danger) cancelBtn.focus();
+      else okBtn.focus();
+    });
+  }
+
+  // ---------- requests (refresh / reset / refresh all) ----------
+
+  async function requestTenantOp(tenant, op) {
+    const name = tenantName(tenant);
+    let ok;
+    if (op === 'reset') {
+      ok = await confirmDialog({
+        title: 'Reset ' + name + '?',
+        body: [
+          h('p', { class: 'warning' },
+            h('strong', {}, 'The service principal will be deleted and re-added. '),
+            'The application\'s consent and its service principal in ' + name + ' are removed, then the application is consented again through Partner Center and every permission is applied from scratch.'),
+          h('p', {}, 'Until the reset finishes, anything that signs in to this tenant as the application fails. Use a reset when a refresh cannot repair the consent (for example AADSTS65001).'),
+        ],
+        ok: 'Delete and re-add',
+        danger: true,
+        typeToConfirm: name,
+      });
+    } else {
+      ok = await confirmDialog({
+        title: 'Refresh the CPV permissions of ' + name + '?',
+        body: [h('p', {}, 'The application\'s consent, application permissions and delegated permissions in ' + name + ' are checked, and whatever is missing is added. Nothing is removed.')],
+        ok: 'Refresh',
+      });
+    }
+    if (!ok) return;
+    const req = { requestId: '', op, tenantId: tenant.id, tenantName: name, state: 'pending', detail: null, error: '', at: new Date() };
+    try {
+      const res = await api('POST', 'tenants/' + encodeURIComponent(tenant.id) + '/' + op);
+      req.requestId = res.requestId;
+      app.requests.unshift(req);
+      app.requests.length = Math.min(app.requests.length, 20);
+      announce((op === 'reset' ? 'Reset' : 'Refresh') + ' of ' + name + ' requested: pending.');
+    } catch (e) {
+      if (e.status === 401) return;
+      req.state = 'error';
+      req.error = e.message;
+      app.requests.unshift(req);
+      announce('The ' + op + ' of ' + name + ' could not be requested: ' + e.message);
+    }
+    reload();
+  }
+
+  function reload() {
+    if (app.reload) app.reload();
+    else route();
+  }
+
+  async function requestRefreshAll() {
+    const n = app.tenants.length;
+    const ok = await confirmDialog({
+      title: 'Refresh the CPV permissions of every tenant?',
+      body: [h('p', {}, 'Every tenant that is not excluded and whose GDAP relationship is active' + (n ? ' (' + plural(n, 'tenant') + ' are listed)' : '') + ' gets a refresh. The run\'s progress shows on the tenants page.')],
+      ok: 'Refresh all',
+    });
+    if (!ok) return;
+    try {
+      const res = await api('POST', 'refresh');
+      app.requests.unshift({ requestId: res.requestId, runId: res.runId, op: 'refresh all', tenantId: '', tenantName: 'every tenant', state: 'enqueued', at: new Date() });
+      app.run = { id: res.runId, kind: 'bulk', progress: null };
+      announce('Refresh of every tenant requested as run ' + res.runId + '.');
+    } catch (e) {
+      if (e.status === 401) return;
+      app.requests.unshift({ requestId: '', op: 'refresh all', tenantId: '', tenantName: 'every tenant', state: 'error', error: e.message, at: new Date() });
+      announce('Refresh of every tenant not started: ' + e.message);
+    }
+    reload();
+  }
+
+  // RETRY_WATCH is how long a request that failed with a retryable error is
+  // still watched: the worker tries it again after a backoff.
+  const RETRY_WATCH = 10 * 60 * 1000;
+
+  // watched says whether a tenant request may still change: pending until
+  // a worker picks it up (the tenant's status row names its request id),
+  // then running, then final; a retryable failure is tried again.
+  function watched(r) {
+    if (!r.tenantId) return false;
+    if (r.state === 'pending' || r.state === 'running') return true;
+    return r.state === 'failed' && r.retryable && Date.now() - r.at.getTime() < RETRY_WATCH;
+  }
+
+  // settleRequests updates the watched requests from the tenants list (or
+  // one tenant's detail) and fetches the result of those that finished.
+  async function settleRequests(statusOf) {
+    for (const req of app.requests.filter(watched)) {
+      const st = statusOf(req.tenantId);
+      if (!st || st.requestId !== req.requestId) continue; // not picked up yet
+      const state = st.state === 'running' ? 'running' : st.state;
+      const attempt = st.lastAttempt || '';
+      if (state === req.state && attempt === req.attempt) continue;
+      req.state = state;
+      req.attempt = attempt;
+      req.retryable = state === 'failed' && !!st.errorClass && st.errorClass !== 'permanent';
+      const verb = req.op === 'reset' ? 'Reset' : 'Refresh';
+      if (!FINAL.has(state)) {
+        announce(verb + ' of ' + req.tenantName + ' is running.');
+        continue;
+      }
+      try {
+        req.detail = await api('GET', 'tenants/' + encodeURIComponent(req.tenantId) + '?limit=5');
+      } catch (e) {
+        if (e.status === 401) return;
+      }
+      announce(verb + ' of ' + req.tenantName + ': ' + state + '. ' + appliedSummary(req));
+    }
+  }
+
+  function openRequests() {
+    return app.requests.some(watched);
+  }
+
+  // historyFor finds the attempt that answered req in a tenant's detail.
+  function historyFor(req, detail) {
+    if (!detail || !detail.history) return null;
+    return detail.history.find((x) => x.requestId === req.requestId) || null;
+  }
+
+  function resultOf(entry) {
+    if (!entry || !entry.detail || typeof entry.detail !== 'object') return null;
+    return entry.detail;
+  }
+
+  function appliedSummary(req) {
+    const res = resultOf(historyFor(req, req.detail));
+    if (!res) return req.state === 'failed' ? '' : 'Nothing needed to change.';
+    const a = (res.appRoles && res.appRoles.applied) || 0;
+    const d = (res.delegated && res.delegated.applied) || 0;
+    if (!a && !d) return req.state === 'failed' ? 'Nothing was applied.' : 'Nothing needed to change.';
+    return plural(a, 'application permission') + ' and ' + plural(d, 'delegated permission') + ' applied.';
+  }
+
+  function renderRequests() {
+    if (!app.requests.length) return null;
+    const done = app.requests.filter((r) => !watched(r)).length;
+    return h('section', { class: 'panel', 'aria-labelledby': 'requests-title', id: 'requests' },
+      h('div', { class: 'panel-head' },
+        h('h2', { id: 'requests-title' }, 'Your requests'),
+        done ? h('button', { type: 'button', class: 'button secondary small', id: 'clear-requests', dataset: { focus: 'clear-requests' },
+          onclick: () => {
+            app.requests = app.requests.filter(watched);
+            drawRequests();
+            announce('Finished requests cleared.');
+            const h1 = $('#main h1');
+            if (h1) h1.focus();
+          } }, 'Clear finished') : null),
+      h('ul', { class: 'requests' }, app.requests.map((r) => renderRequest(r, true))));
+  }
+
+  function renderRequest(req, withPermissions) {
+    const verb = req.op === 'reset' ? 'Reset' : req.op === 'refresh all' ? 'Refresh all' : 'Refresh';
+    const target = req.tenantId ? h('a', { href: '#/tenants/' + req.tenantId }, req.tenantName) : req.tenantName;
+    const stateLabel = req.state === 'error' ? 'not sent' : req.state;
+    const li = h('li', { class: 'request', dataset: { request: req.requestId || '', tenant: req.tenantId || '' } },
+      h('div', { class: 'request-head' },
+        badge(req.state === 'error' ? 'failed' : req.state, stateLabel),
+        h('span', {}, verb, ' of ', target),
+        h('span', { class: 'muted small' }, 'requested ', when(req.at.toISOString()))));
+    if (req.error) li.append(h('p', { class: 'err' }, req.error));
+    if (req.runId) li.append(h('p', { class: 'small muted' }, 'Run ', h('code', {}, req.runId), ': progress shows above while it runs.'));
+    if (req.state === 'pending') li.append(h('p', { class: 'small muted' }, 'Waiting for a worker to pick the request up…'));
+    if (req.state === 'running') li.append(h('p', { class: 'small muted' }, 'A worker is applying the permissions…'));
+    if (FINAL.has(req.state) && req.detail) {
+      const entry = historyFor(req, req.detail);
+      const res = resultOf(entry);
+      const st = req.detail.status || {};
+      if (req.state === 'failed' && st.lastError) li.append(errorBlock(st.lastError, st.advice));
+      if (watched(req)) li.append(h('p', { class: 'small muted' }, 'The error may be temporary: a worker tries again after a pause, and this page keeps watching.'));
+      if (!res) {
+        if (req.state !== 'failed') li.append(h('p', { class: 'small' }, 'Nothing needed to change: the tenant already held every permission it can have.'));
+      } else if (withPermissions) li.append(permissionsSummary(res, 'h3'));
+      else li.append(h('p', { class: 'small' }, appliedSummary(req), ' The permissions are listed under "Permissions of the latest attempt".'));
+    }
+    return li;
+  }
+
+  // errorBlock shows an error and the advice on what to do. Compact (in
+  // the tenants table) puts the advice first and folds a long error.
+  function errorBlock(error, advice, compact) {
+    const adv = advice ? h('div', { class: 'advice' }, h('strong', {}, 'What to do: '), advice) : null;
+    if (!compact || error.length <= 140) {
+      return h('div', {}, h('div', { class: 'err' }, error), adv);
+    }
+    return h('div', {}, adv,
+      h('details', { class: 'err-details' },
+        h('summary', {}, h('span', { class: 'err' }, error.slice(0, 100).trimEnd() + '…'), ' ', h('span', { class: 'small' }, 'full error')),
+        h('div', { class: 'err' }, error)));
+  }
+
+  // ---------- permissions of a result ----------
+
+  const APP_KINDS = new Set(['addAppRole', 'removeAppRole']);
+  const DELEGATED_KINDS = new Set(['createGrant', 'updateGrant', 'deleteGrant']);
+
+  function permItem(d) {
+    const li = permItemInner(d);
+    li.dataset.perm = [d.kind, d.resourceName || d.resourceAppId || '', d.permission || ''].join('|');
+    return li;
+  }
+
+  function permItemInner(d) {
+    const res = d.resourceName || d.resourceAppId || '';
+    if (DELEGATED_KINDS.has(d.kind)) {
+      const scopes = (d.permission || '').split(/\s+/).filter(Boolean);
+      return h('li', {},
+        h('span', { class: 'res' }, res + ': '),
+        d.kind === 'deleteGrant' ? 'duplicate grant removed' : (d.kind === 'updateGrant' ? 'grant updated' : 'grant created'),
+        scopes.length ? h('details', { class: 'scope-list' },
+          h('summary', {}, d.kind === 'createGrant' ? plural(scopes.length, 'scope') : 'now ' + plural(scopes.length, 'scope') + ' in all'),
+          h('span', { class: 'scopes' }, scopes.map((s) => h('code', {}, s)))) : null,
+        d.message ? h('div', { class: 'err' }, d.message) : null);
+    }
+    if (d.kind === 'createServicePrincipal') {
+      return h('li', {}, h('span', { class: 'res' }, res + ': '), 'service principal created',
+        d.message ? h('div', { class: 'err' }, d.message) : null);
+    }
+    if (d.kind === 'deleteServicePrincipal') {
+      return h('li', {}, 'application service principal deleted (reset)', d.message ? h('div', { class: 'err' }, d.message) : null);
+    }
+    return h('li', {}, h('span', { class: 'res' }, res + ': '), h('code', {}, d.permission || ''),
+      d.kind === 'removeAppRole' ? ' (removed)' : null,
+      d.message ? h('div', { class: 'err' }, d.message) : null);
+  }
+
+  function list(items, empty, group) {
+    if (!items.length) return empty ? h('p', { class: 'muted small', dataset: { group } }, empty) : null;
+    return h('ul', { class: 'perm-list', dataset: { group } }, items.map(permItem));
+  }
+
+  // permissionsSummary shows which application and delegated permissions a
+  // refresh applied, which were already there and which could not be.
+  function permissionsSummary(res, hTag) {
+    const changes = res.changes || [];
+    const by = (kinds, outcomes) => changes.filter((c) => kinds.has(c.kind) && outcomes.includes(c.outcome));
+    const other = changes.filter((c) => !APP_KINDS.has(c.kind) && !DELEGATED_KINDS.has(c.kind));
+    const ar = res.appRoles || {};
+    const dl = res.delegated || {};
+    const notes = [];
+    if (res.consented) notes.push('The application was consented through Partner Center.');
+    if (res.noChange) notes.push('Nothing needed to change.');
+    return h('div', { class: 'perm-summary' },
+      notes.length ? h('p', { class: 'small' }, notes.join(' ')) : null,
+      h('div', { class: 'perm-groups' },
+        h('section', { class: 'perm-group', 'aria-label': 'Applied' },
+          h(hTag, {}, 'Applied'),
+          h('p', { class: 'small muted' }, plural(ar.applied || 0, 'application permission') + ', ' + plural(dl.applied || 0, 'delegated permission') + ' (scopes)'),
+          h('h4', { class: 'small' }, 'Application permissions'),
+          list(by(APP_KINDS, ['applied']), 'None.', 'applied-app'),
+          h('h4', { class: 'small' }, 'Delegated permissions'),
+          list(by(DELEGATED_KINDS, ['applied']), 'None.', 'applied-delegated'),
+          other.filter((c) => c.outcome === 'applied').length ? [h('h4', { class: 'small' }, 'Service principals'), list(other.filter((c) => c.outcome === 'applied'), '', 'applied-other')] : null),
+        h('section', { class: 'perm-group', 'aria-label': 'Already there' },
+          h(hTag, {}, 'Already there'),
+          h('p', { class: 'small' }, plural(ar.alreadyPresent || 0, 'application permission') + ' of ' + (ar.wanted || 0)),
+          h('p', { class: 'small' }, plural(dl.alreadyPresent || 0, 'delegated permission') + ' of ' + (dl.wanted || 0)),
+          by(new Set([...APP_KINDS, ...DELEGATED_KINDS, 'createServicePrincipal']), ['alreadyPresent']).length
+            ? list(by(new Set([...APP_KINDS, ...DELEGATED_KINDS, 'createServicePrincipal']), ['alreadyPresent']), '', 'already') : null),
+        h('section', { class: 'perm-group', 'aria-label': 'Could not be applied' },
+          h(hTag, {}, 'Could not be applied'),
+          h('p', { class: 'small' }, plural((ar.unavailable || 0) + (ar.failed || 0), 'application permission') + ', ' +
+            plural((dl.unavailable || 0) + (dl.failed || 0), 'delegated permission')),
+          (res.notices || []).length ? h('ul', { class: 'notices' }, res.notices.map((n) => h('li', {}, n))) : null,
+          list(changes.filter((c) => c.outcome === 'unavailable' || c.outcome === 'failed' || c.outcome === 'planned'), (res.notices || []).length ? '' : 'None.', 'not-applied'))));
+  }
+
+  // ---------- tenants page ----------
+
+  function statusKey(t) {
+    return (t.status && t.status.state) || 'never';
+  }
+
+  function matches(t) {
+    const l = app.list;
+    if (l.filter !== 'all' && statusKey(t) !== l.filter) return false;
+    if (!l.search) return true;
+    const q = l.search.toLowerCase();
+    return [t.displayName, t.defaultDomain, t.id, t.status && t.status.lastError, ...((t.status && t.status.notices) || [])]
+      .some((v) => v && String(v).toLowerCase().includes(q));
+  }
+
+  const SORTS = {
+    name: (t) => tenantName(t).toLowerCase(),
+    status: (t) => ['failed', 'partial', 'running', 'never', 'succeeded'].indexOf(statusKey(t)),
+    last: (t) => { const d = validTime(t.status && t.status.lastAttempt); return d ? d.getTime() : 0; },
+    permissions: (t) => (t.status ? t.status.appRolesApplied + t.status.delegatedApplied : -1),
+    notices: (t) => ((t.status && t.status.notices) || []).length,
+    error: (t) => (t.status && t.status.lastError) || '',
+  };
+
+  function sorted(ts) {
+    const key = SORTS[app.list.sort] || SORTS.name;
+    const dir = app.list.dir;
+    return ts.map((t) => [key(t), tenantName(t).toLowerCase(), t])
+      .sort((a, b) => (a[0] < b[0] ? -dir : a[0] > b[0] ? dir : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
+      .map((x) => x[2]);
+  }
+
+  function renderTenantsPage() {
+    const token = app.renderToken;
+    const search = h('input', { type: 'search', id: 'tenant-search', value: app.list.search, placeholder: 'Name, domain, tenant id, error…', 'aria-controls': 'tenant-results', autocomplete: 'off' });
+    search.addEventListener('input', () => { app.list.search = search.value.trim(); app.list.page = 0; drawTable(); });
+    const filter = h('select', { id: 'status-filter', 'aria-controls': 'tenant-results' },
+      [['all', 'All statuses'], ['succeeded', 'Succeeded'], ['partial', 'Partial'], ['failed', 'Failed'], ['running', 'Running'], ['never', 'Never refreshed']]
+        .map(([v, label]) => h('option', { value: v, selected: app.list.filter === v }, label)));
+    filter.addEventListener('change', () => { app.list.filter = filter.value; app.list.page = 0; drawTable(); });
+
+    page('Tenants',
+      h('div', { class: 'page-head' },
+        h('div', {},
+          h('h1', {}, 'Tenants'),
+          h('p', { class: 'sub' }, 'The SAM application\'s consent and permissions in every customer tenant.')),
+        h('div', { class: 'actions' },
+          h('button', { type: 'button', class: 'button', id: 'refresh-all', onclick: requestRefreshAll }, 'Refresh all'))),
+      h('div', { id: 'run-region' }),
+      h('div', { id: 'requests-region' }),
+      h('section', { class: 'panel', 'aria-labelledby': 'list-title' },
+        h('h2', { id: 'list-title', class: 'visually-hidden' }, 'Tenant list'),
+        h('div', { class: 'toolbar', role: 'search' },
+          h('div', { class: 'field' }, h('label', { for: 'tenant-search' }, 'Search'), search),
+          h('div', { class: 'field' }, h('label', { for: 'status-filter' }, 'Status'), filter)),
+        h('div', { id: 'tenant-results' }, h('p', { class: 'empty' }, 'Loading tenants…'))));
+    drawRequests();
+    drawRun();
+    app.reload = () => { stopPolling(); keepFocus(() => { drawRequests(); drawRun(); drawTable(); }); loadTenants(token); };
+    loadTenants(token);
+  }
+
+  async function loadTenants(token) {
+    let delay = 15000;
+    try {
+      const [tenants] = await Promise.all([api('GET', 'tenants'), loadRun()]);
+      if (token !== app.renderToken) return;
+      app.tenants = Array.isArray(tenants) ? tenants : [];
+      app.tenantsLoaded = true;
+      const byId = new Map(app.tenants.map((t) => [t.id, t.status || null]));
+      await settleRequests((id) => (byId.has(id) ? byId.get(id) : undefined));
+      if (token !== app.renderToken) return;
+      keepFocus(() => { drawTable(); drawRequests(); drawRun(); });
+      // Poll faster while something is moving; a long list costs more to fetch.
+      if (openRequests()) delay = 1500;
+      else if (runActive() || app.tenants.some((t) => t.status && t.status.state === 'running')) delay = Math.min(15000, Math.max(2000, app.tenants.length));
+    } catch (e) {
+      if (e.status === 401 || token !== app.renderToken) return;
+      const region = $('#tenant-results');
+      if (region) fill(region, errorNotice(e));
+      delay = 5000;
+    }
+    schedule(() => loadTenants(token), delay);
+  }
+
+  function runActive() {
+    const r = app.run;
+    if (!r) return false;
+    if (r.skipped) return false;
+    if (!validTime(r.finished)) return true;
+    return !!(r.progress && r.progress.pending > 0);
+  }
+
+  // loadRun finds the run to show: the newest run, if it is still
+  // enqueueing or has tenants pending, or the bulk run started here.
+  async function loadRun() {
+    try {
+      let id = app.run && app.run.id;
+      if (!id || !runActive()) {
+        const runs = await api('GET', 'runs?limit=5');
+        const newest = (runs || []).find((r) => !r.skipped);
+        id = newest ? newest.id : (app.run && app.run.id);
+      }
+      if (!id) { app.run = null; return; }
+      app.run = await api('GET', 'runs/' + encodeURIComponent(id));
+      app.runError = '';
+    } catch (e) {
+      if (e.status === 401) throw e;
+      app.runError = e.message;
+    }
+  }
+
+  function drawRun() {
+    const region = $('#run-region');
+    if (!region) return;
+    const r = app.run;
+    if (!r) { fill(region); return; }
+    const p = r.progress || { enqueued: r.enqueued || 0, succeeded: 0, partial: 0, failed: 0, running: 0, pending: r.enqueued || 0 };
+    const done = p.succeeded + p.partial + p.failed;
+    const active = runActive();
+    const label = (r.kind === 'nightly' ? 'Nightly run' : 'Refresh of every tenant');
+    const enqueueing = !validTime(r.finished);
+    fill(region, h('section', { class: 'panel run', 'aria-labelledby': 'run-title', id: 'run-progress' },
+      h('h2', { id: 'run-title' }, active ? label + ' in progress' : 'Last run: ' + label.toLowerCase()),
+      h('p', { class: 'small muted' }, h('code', {}, r.id), ' · started ', when(r.started),
+        enqueueing ? ' · still enqueueing (' + (r.enqueued || 0) + ' so far)' : ' · ' + plural(p.enqueued, 'tenant') + ' enqueued',
+        !active && validTime(r.finished) ? [' · enqueued ', when(r.finished)] : null),
+      h('label', { for: 'run-bar', class: 'visually-hidden' }, 'Run progress'),
+      h('progress', { id: 'run-bar', max: String(Math.max(p.enqueued, 1)), value: String(Math.min(done, Math.max(p.enqueued, 1))) }, done + ' of ' + p.enqueued),
+      h('div', { class: 'counts', 'aria-live': active ? 'polite' : 'off' },
+        h('span', { dataset: { count: 'succeeded' } }, badge('succeeded', 'succeeded'), ' ', p.succeeded),
+        h('span', { dataset: { count: 'partial' } }, badge('partial', 'partial'), ' ', p.partial),
+        h('span', { dataset: { count: 'failed' } }, badge('failed', 'failed'), ' ', p.failed),
+        h('span', { dataset: { count: 'pending' } }, badge('pending', 'pending'), ' ', p.pending, p.running ? ' (' + p.running + ' running)' : '')),
+      app.runError ? h('p', { class: 'err' }, app.runError) : null));
+  }
+
+  function drawRequests() {
+    const region = $('#requests-region');
+    if (region) fill(region, renderRequests());
+  }
+
+  function sortHeader(key, label) {
+    const active = app.list.sort === key;
+    const th = h('th', { scope: 'col', 'aria-sort': active ? (app.list.dir > 0 ? 'ascending' : 'descending') : 'none' },
+      h('button', { type: 'button', class: 'linklike sort', dataset: { focus: 'sort:' + key },
+        onclick: () => {
+          if (app.list.sort === key) app.list.dir = -app.list.dir;
+          else { app.list.sort = key; app.list.dir = key === 'last' ? -1 : 1; }
+          keepFocus(drawTable);
+        } },
+      label, h('span', { class: 'arrow', 'aria-hidden': 'true' }, active ? (app.list.dir > 0 ? '▲' : '▼') : '')));
+    return th;
+  }
+
+  function pendingFor(id) {
+    return app.requests.find((r) => r.tenantId === id && (r.state === 'pending' || r.state === 'running'));
+  }
+
+  function drawTable() {
+    const region = $('#tenant-results');
+    if (!region || !app.tenantsLoaded) return;
+    const all = app.tenants;
+    const shown = sorted(all.filter(matches));
+    const pages = Math.max(1, Math.ceil(shown.length / PAGE_SIZE));
+    app.list.page = Math.min(app.list.page, pages - 1);
+    const slice = shown.slice(app.list.page * PAGE_SIZE, (app.list.page + 1) * PAGE_SIZE);
+    const counts = {};
+    for (const t of all) counts[statusKey(t)] = (counts[statusKey(t)] || 0) + 1;
+
+    const summary = h('ul', { class: 'summary', 'aria-label': 'Tenants by status' },
+      h('li', {}, h('strong', {}, all.length), 'tenants'),
+      ['succeeded', 'partial', 'failed', 'running', 'never'].filter((s) => counts[s]).map((s) =>
+        h('li', {}, h('strong', {}, counts[s]), badge(s, s === 'never' ? 'never refreshed' : s))));
+
+    if (!all.length) {
+      fill(region, summary, h('p', { class: 'empty' }, 'No tenants yet. Tenants appear when the dispatcher reads the partner\'s GDAP relationships (at the next run) or when a refresh is requested.'));
+      return;
+    }
+    const table = h('table', { id: 'tenants-table' },
+      h('caption', { class: 'visually-hidden' }, 'Tenants, ' + shown.length + ' shown, sorted by ' + app.list.sort),
+      h('thead', {}, h('tr', {},
+        sortHeader('name', 'Tenant'),
+        sortHeader('status', 'Status'),
+        sortHeader('last', 'Last refresh'),
+        sortHeader('permissions', 'In place'),
+        sortHeader('notices', 'Notices'),
+        sortHeader('error', 'Last error'),
+        h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
+      h('tbody', {}, slice.map(tenantRow)));
+    const pager = pages > 1 ? h('nav', { class: 'pager', 'aria-label': 'Pages' },
+      h('button', { type: 'button', class: 'button secondary small', disabled: app.list.page === 0, dataset: { focus: 'page:prev' },
+        onclick: () => { app.list.page--; keepFocus(drawTable); } }, 'Previous'),
+      h('span', {}, 'Page ' + (app.list.page + 1) + ' of ' + pages + ' · ' + shown.length + ' shown'),
+      h('button', { type: 'button', class: 'button secondary small', disabled: app.list.page >= pages - 1, dataset: { focus: 'page:next' },
+        onclick: () => { app.list.page++; keepFocus(drawTable); } }, 'Next')) : h('p', { class: 'small muted pager' }, shown.length + ' of ' + all.length + ' shown');
+    fill(region, summary, shown.length ? h('div', { class: 'table-wrap' }, table) : h('p', { class: 'empty' }, 'No tenant matches the search and filter.'), pager);
+  }
+
+  // inPlace says how many of the manifest's permissions the tenant holds.
+  function inPlace(st) {
+    if (!st || (st.state === 'failed' && !st.appRolesApplied && !st.delegatedApplied) || st.state === 'running' && !st.appRolesTotal) {
+      return h('span', { class: 'muted' }, '—');
+    }
+    return [st.appRolesApplied + ' / ' + st.appRolesTotal + ' application', h('br'), st.delegatedApplied + ' / ' + st.delegatedTotal + ' delegated'];
+  }
+
+  function tenantRow(t) {
+    const st = t.status;
+    const pend = pendingFor(t.id);
+    const name = tenantName(t);
+    let statusCell;
+    if (pend && pend.state === 'pending') statusCell = badge('pending', 'pending');
+    else statusCell = badge(statusKey(t));
+    const sub = [];
+    if (t.defaultDomain && t.displayName) sub.push(t.defaultDomain);
+    if (t.excluded) sub.push('excluded');
+    if (t.relationshipStatus && t.relationshipStatus !== 'active') sub.push('GDAP ' + t.relationshipStatus);
+    return h('tr', { dataset: { tenant: t.id, state: pend ? pend.state : statusKey(t) } },
+      h('td', { class: 'tenant-cell' },
+        h('a', { href: '#/tenants/' + t.id }, name),
+        sub.length ? h('span', { class: 'sub' }, sub.join(' · ')) : null,
+        h('span', { class: 'sub mono' }, t.id)),
+      h('td', {}, statusCell, st && st.attempts > 1 ? h('span', { class: 'sub' }, st.attempts + ' failed attempts') : null),
+      h('td', { class: 'nowrap' }, when(st && st.lastAttempt), st && st.lastSuccess && st.state === 'failed' ? h('span', { class: 'sub' }, 'last success ', when(st.lastSuccess)) : null),
+      h('td', { class: 'nowrap small' }, inPlace(st)),
+      h('td', {}, st && st.notices && st.notices.length ? h('ul', { class: 'notices' }, st.notices.map((n) => h('li', {}, n))) : h('span', { class: 'muted' }, '—')),
+      h('td', {}, st && st.lastError ? errorBlock(st.lastError, st.advice, true) : h('span', { class: 'muted' }, '—')),
+      h('td', { class: 'actions-cell' },
+        h('button', { type: 'button', class: 'button small', dataset: { focus: 'refresh:' + t.id, action: 'refresh' }, 'aria-label': 'Refresh ' + name,
+          onclick: () => requestTenantOp(t, 'refresh') }, 'Refresh'),
+        h('button', { type: 'button', class: 'button secondary small', dataset: { focus: 'reset:' + t.id, action: 'reset' }, 'aria-label': 'Reset ' + name,
+          onclick: () => requestTenantOp(t, 'reset') }, 'Reset')));
+  }
+
+  // ---------- tenant page ----------
+
+  function renderTenantPage(id) {
+    const token = app.renderToken;
+    page('Tenant',
+      h('p', { class: 'small' }, h('a', { href: '#/tenants' }, '← All tenants')),
+      h('h1', {}, 'Tenant'),
+      h('div', { id: 'tenant-region' }, h('p', { class: 'empty' }, 'Loading…')));
+    app.reload = () => { stopPolling(); loadTenant(id, token, false); };
+    loadTenant(id, token, true);
+  }
+
+  async function loadTenant(id, token, first) {
+    let delay = 15000;
+    try {
+      const t = await api('GET', 'tenants/' + encodeURIComponent(id) + '?limit=25');
+      if (token !== app.renderToken) return;
+      await settleRequests((tid) => (tid === id ? (t.status || null) : undefined));
+      if (token !== app.renderToken) return;
+      keepFocus(() => drawTenant(t, first));
+      if (openRequests() || (t.status && t.status.state === 'running')) delay = 1500;
+    } catch (e) {
+      if (e.status === 401 || token !== app.renderToken) return;
+      const region = $('#tenant-region');
+      if (region) fill(region, e.status === 404 ? h('p', { class: 'notice' }, 'No such tenant: it has not been discovered or refreshed yet.') : errorNotice(e));
+      if (e.status === 404) return;
+      delay = 5000;
+    }
+    schedule(() => loadTenant(id, token, false), delay);
+  }
+
+  function drawTenant(t, first) {
+    const region = $('#tenant-region');
+    if (!region) return;
+    const name = tenantName(t);
+    const h1 = $('#main h1');
+    if (h1) h1.textContent = name;
+    document.title = name + ' · cpvrefresh';
+    const st = t.status;
+    const pend = pendingFor(t.id);
+    const latest = (t.history || [])[0];
+    const latestResult = resultOf(latest);
+    const mine = app.requests.filter((r) => r.tenantId === t.id);
+
+    fill(region,
+      h('div', { class: 'page-head' },
+        h('p', { class: 'sub' }, t.defaultDomain ? t.defaultDomain + ' · ' : '', h('span', { class: 'mono' }, t.id)),
+        h('div', { class: 'actions' },
+          h('button', { type: 'button', class: 'button', id: 'tenant-refresh', dataset: { focus: 'tenant-refresh' }, onclick: () => requestTenantOp(t, 'refresh') }, 'Refresh'),
+          h('button', { type: 'button', class: 'button secondary', id: 'tenant-reset', dataset: { focus: 'tenant-reset' }, onclick: () => requestTenantOp(t, 'reset') }, 'Reset'))),
+      mine.length ? h('section', { class: 'panel', 'aria-labelledby': 'requests-title', id: 'requests' },
+        h('h2', { id: 'requests-title' }, 'Your requests'),
+        h('ul', { class: 'requests' }, mine.map((r) => renderRequest(r, false)))) : null,
+      h('div', { class: 'grid' },
+        h('section', { class: 'panel', 'aria-labelledby': 'status-title', id: 'tenant-status' },
+          h('h2', { id: 'status-title' }, 'Status'),
+          h('dl', { class: 'kv' },
+            h('dt', {}, 'Last status'), h('dd', {}, pend && pend.state === 'pending' ? badge('pending') : badge(st && st.state)),
+            h('dt', {}, 'Last attempt'), h('dd', {}, when(st && st.lastAttempt)),
+            h('dt', {}, 'Last success'), h('dd', {}, when(st && st.lastSuccess)),
+            h('dt', {}, 'Permissions in place'), h('dd', {}, inPlace(st)),
+            h('dt', {}, 'Manifest'), h('dd', {}, st && st.manifestVersion ? h('code', {}, st.manifestVersion) : '—'),
+            h('dt', {}, 'Last request'), h('dd', {}, st && st.op ? st.op + ' (' + (st.reason || 'unknown') + ')' + (st.runId ? ', run ' + st.runId : '') : '—'),
+            h('dt', {}, 'Duration'), h('dd', {}, st ? duration(st.durationMs) + (st.roundTrips ? ', ' + plural(st.roundTrips, 'round trip') : '') : '—'),
+            st && st.checks ? [h('dt', {}, 'Checks since'), h('dd', {}, plural(st.checks, 'refresh', 'refreshes') + ' found nothing to change since the latest attempt below')] : null)),
+        h('section', { class: 'panel', 'aria-labelledby': 'tenant-info-title' },
+          h('h2', { id: 'tenant-info-title' }, 'Tenant'),
+          h('dl', { class: 'kv' },
+            h('dt', {}, 'Display name'), h('dd', {}, t.displayName || '—'),
+            h('dt', {}, 'Default domain'), h('dd', {}, t.defaultDomain || '—'),
+            h('dt', {}, 'GDAP relationship'), h('dd', {}, t.relationshipStatus ? t.relationshipStatus : '—', t.relationshipId ? h('span', { class: 'sub mono' }, t.relationshipId) : null),
+            h('dt', {}, 'Nightly runs'), h('dd', {}, t.excluded ? 'excluded' : 'included'),
+            h('dt', {}, 'First seen'), h('dd', {}, when(t.firstSeen, 'unknown'))))),
+      st && (st.lastError || (st.notices && st.notices.length)) ? h('section', { class: 'panel', 'aria-labelledby': 'problems-title' },
+        h('h2', { id: 'problems-title' }, 'Notices and errors'),
+        st.notices && st.notices.length ? h('ul', { class: 'notices' }, st.notices.map((n) => h('li', {}, n))) : null,
+        st.lastError ? errorBlock(st.lastError, st.advice) : null) : null,
+      h('section', { class: 'panel', 'aria-labelledby': 'latest-title', id: 'latest-permissions' },
+        h('h2', { id: 'latest-title' }, 'Permissions of the latest attempt'),
+        latest ? h('p', { class: 'small muted' }, latest.op || 'refresh', ' ', when(latest.at), ' · ', badge(latest.state)) : null,
+        latestResult ? permissionsSummary(latestResult, 'h3') : h('p', { class: 'empty' }, latest ? 'This attempt recorded no detail.' : 'No attempt recorded yet.')),
+      h('section', { class: 'panel', 'aria-labelledby': 'history-title', id: 'history' },
+        h('h2', { id: 'history-title' }, 'History'),
+        (t.history || []).length ? historyTable(t.history) : h('p', { class: 'empty' }, 'No attempts yet.')));
+    if (first) {
+      const hd = $('#main h1');
+      if (hd) hd.focus();
+    }
+  }
+
+  function historyTable(hist) {
+    return h('div', { class: 'table-wrap' }, h('table', {},
+      h('caption', { class: 'visually-hidden' }, 'Attempts, newest first'),
+      h('thead', {}, h('tr', {},
+        h('th', { scope: 'col' }, 'When'), h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Operation'),
+        h('th', { scope: 'col' }, 'Applied'), h('th', { scope: 'col' }, 'Duration'), h('th', { scope: 'col' }, 'Error'), h('th', { scope: 'col' }, 'Worker'))),
+      h('tbody', {}, hist.map((x) => {
+        const res = resultOf(x);
+        return h('tr', { dataset: { request: x.requestId || '' } },
+          h('td', { class: 'nowrap' }, when(x.at), h('span', { class: 'sub' }, exact(x.at))),
+          h('td', {}, badge(x.state)),
+          h('td', {}, (x.op || 'refresh') + ' · ' + (x.reason || ''), x.runId ? h('span', { class: 'sub mono' }, x.runId) : null),
+          h('td', { class: 'small' }, res ? res.appRoles.applied + ' app, ' + res.delegated.applied + ' delegated' + (res.consented ? ', consented' : '') : '—'),
+          h('td', { class: 'nowrap' }, duration(x.durationMs)),
+          h('td', {}, x.error ? errorBlock(x.error, x.advice) : h('span', { class: 'muted' }, '—')),
+          h('td', { class: 'small' }, x.worker || '—'));
+      }))));
+  }
+
+  // ---------- backend page ----------
+
+  function renderBackendPage() {
+    const token = app.renderToken;
+    page('Backend',
+      h('div', { class: 'page-head' },
+        h('div', {},
+          h('h1', {}, 'Backend'),
+          h('p', { class: 'sub' }, 'The resources the dispatcher and workers use, the workers seen recently and the pause switches.'))),
+      h('div', { id: 'backend-region' }, h('p', { class: 'empty' }, 'Loading…')));
+    app.reload = () => { stopPolling(); loadBackend(token); };
+    loadBackend(token);
+  }
+
+  async function loadBackend(token) {
+    let delay = 3000;
+    try {
+      const b = await api('GET', 'backend');
+      if (token !== app.renderToken) return;
+      app.backend = b;
+      keepFocus(() => drawBackend(b));
+    } catch (e) {
+      if (e.status === 401 || token !== app.renderToken) return;
+      const region = $('#backend-region');
+      if (region) fill(region, errorNotice(e));
+      delay = 5000;
+    }
+    schedule(() => loadBackend(token), delay);
+  }
+
+  // Hosts of a local stack: no Azure portal links for them.
+  function isLocal(host) {
+    return /^(localhost|127\.|\[?::1\]?|0\.0\.0\.0|10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|host\.docker\.internal)/i.test(host) ||
+      /devstoreaccount1|azurite|m365sim|simulator/i.test(host);
+  }
+
+  function hostOf(v) {
+    try { return new URL(v).host; } catch (e) { return ''; }
+  }
+
+  // portalLink returns a link into the Azure (or Entra / Partner Center)
+  // portal for a real Microsoft resource, or null.
+  function portalLink(key, value) {
+    if (typeof value !== 'string' || !value) return null;
+    const k = key.toLowerCase();
+    if (/^\/subscriptions\/[^/]+\/resourcegroups\//i.test(value)) {
+      return 'https://portal.azure.com/#resource' + value;
+    }
+    const host = hostOf(value);
+    if (host && isLocal(host)) return null;
+    if (/\.vault\.azure\.net$/i.test(host)) return 'https://portal.azure.com/#browse/Microsoft.KeyVault%2Fvaults';
+    if (/\.(queue|table|blob)\.core\.windows\.net$/i.test(host)) return 'https://portal.azure.com/#browse/Microsoft.Storage%2FStorageAccounts';
+    if (/\.servicebus\.windows\.net$/i.test(host)) return 'https://portal.azure.com/#browse/Microsoft.ServiceBus%2Fnamespaces';
+    if (/^login\.microsoftonline\.(com|us)$/i.test(host)) return 'https://entra.microsoft.com/';
+    if (/^graph\.microsoft\.(com|us)$/i.test(host)) return 'https://entra.microsoft.com/';
+    if (/partnercenter|partner\.microsoft\.com/i.test(host)) return 'https://partner.microsoft.com/dashboard';
+    if (!host && /storage|account/.test(k) && /^[a-z0-9]{3,24}$/.test(value) && value !== 'devstoreaccount1') {
+      return 'https://portal.azure.com/#browse/Microsoft.Storage%2FStorageAccounts';
+    }
+    return null;
+  }
+
+  // A backend value that looks like a secret is never rendered.
+  function looksSecret(key, value) {
+    return /secret|password|accountkey|sharedaccess|token|credential|apikey|api_key/i.test(key) ||
+      /AccountKey=|SharedAccessKey=|SharedAccessSignature=|sig=/i.test(String(value));
+  }
+
+  const GROUPS = [
+    ['storage', 'Storage', /storage|account|queue|poison|table|servicebus|transport/i],
+    ['microsoft', 'Microsoft endpoints', /graph|partner|authority|login|entra|tenant|app/i],
+    ['vault', 'Key Vault', /vault/i],
+  ];
+
+  function humanize(key) {
+    return key.replace(/([a-z0-9])([A-Z])/g, '$1 $2').replace(/[_.-]+/g, ' ').replace(/^./, (c) => c.toUpperCase());
+  }
+
+  function kvRow(key, value) {
+    const secret = looksSecret(key, value);
+    const link = secret ? null : portalLink(key, value);
+    let shown = secret ? '(hidden)' : String(value);
+    if (!secret && /tables$/i.test(key)) shown = shown.split(',').map((x) => x.trim()).filter(Boolean).join(', ');
+    return [h('dt', {}, humanize(key)),
+      h('dd', { dataset: { key } },
+        /^https?:\/\//i.test(shown) ? h('code', {}, shown) : shown,
+        link ? [' ', h('a', { href: link, target: '_blank', rel: 'noopener noreferrer', class: 'small' }, 'open in portal', h('span', { class: 'visually-hidden' }, ' (new tab)'))] : null)];
+  }
+
+  function drawBackend(b) {
+    const region = $('#backend-region');
+    if (!region) return;
+    const endpoints = b.endpoints || {};
+    const groups = { storage: [], microsoft: [], vault: [], other: [] };
+    for (const key of Object.keys(endpoints).sort()) {
+      if (key === 'queue' || key === 'poisonQueue') continue; // shown with their depths
+      const g = GROUPS.find(([, , re]) => re.test(key));
+      groups[g ? g[0] : 'other'].push(key);
+    }
+    const q = b.queue || { depth: 0, poison: 0 };
+    const paused = b.paused || {};
+    const sched = b.schedule || {};
+
+    fill(region,
+      (b.problems || []).length ? h('div', { class: 'notice warn', role: 'alert' }, 'Some facts could not be read: ', b.problems.join('; '), '.') : null,
+      h('section', { class: 'panel', 'aria-labelledby': 'switches-title', id: 'switches' },
+        h('h2', { id: 'switches-title' }, 'Pause switches'),
+        switchRow('dispatch', 'Pause dispatching', 'Nightly runs and "refresh all" are recorded as skipped instead of enqueued. Requests for one tenant still go through.', paused.dispatch),
+        switchRow('workers', 'Pause workers', 'Workers stop taking messages from the queue; what is queued stays there, nothing is lost. Resume to let them drain it.', paused.workers)),
+      h('div', { class: 'grid' },
+        h('section', { class: 'panel', 'aria-labelledby': 'queue-title', id: 'queues' },
+          h('h2', { id: 'queue-title' }, 'Queues'),
+          h('dl', { class: 'kv' },
+            h('dt', {}, 'Work queue'), h('dd', {}, endpoints.queue ? h('code', {}, endpoints.queue) : '—'),
+            h('dt', {}, 'Depth'), h('dd', { id: 'queue-depth', dataset: { depth: String(q.depth) } }, h('strong', {}, String(q.depth)), ' ', h('span', { class: 'muted small' }, (q.depth === 1 ? 'message' : 'messages') + ' waiting or at work (approximate)')),
+            h('dt', {}, 'Poison queue'), h('dd', {}, endpoints.poisonQueue ? h('code', {}, endpoints.poisonQueue) : '—'),
+            h('dt', {}, 'Depth'), h('dd', { id: 'poison-depth', dataset: { depth: String(q.poison) } }, h('strong', {}, String(q.poison)), ' ', h('span', { class: 'muted small' }, (q.poison === 1 ? 'message' : 'messages') + (q.poison ? ' that failed for good: see the worker logs' : ''))))),
+        h('section', { class: 'panel', 'aria-labelledby': 'schedule-title', id: 'schedule' },
+          h('h2', { id: 'schedule-title' }, 'Nightly schedule'),
+          h('dl', { class: 'kv' },
+            h('dt', {}, 'Next run'), h('dd', { id: 'next-run' }, exact(sched.next, sched.timeZone), validTime(sched.next) ? [' · ', when(sched.next)] : null),
+            h('dt', {}, 'Run id'), h('dd', {}, sched.nextRunId ? h('code', {}, sched.nextRunId) : '—'),
+            h('dt', {}, 'Time zone'), h('dd', { id: 'time-zone' }, sched.timeZone || 'UTC'),
+            h('dt', {}, 'Schedule'), h('dd', {}, sched.cron ? h('code', {}, sched.cron) : '—'),
+            h('dt', {}, 'This dispatcher'), h('dd', {}, b.dispatcher || '—')))),
+      h('div', { class: 'grid' },
+        endpointPanel('storage', 'Storage', groups.storage),
+        endpointPanel('microsoft', 'Microsoft endpoints', groups.microsoft),
+        groups.vault.length ? endpointPanel('vault', 'Key Vault', groups.vault) : null,
+        groups.other.length ? endpointPanel('other', 'Other', groups.other) : null),
+      h('section', { class: 'panel', 'aria-labelledby': 'workers-title', id: 'workers' },
+        h('h2', { id: 'workers-title' }, 'Workers seen in the last 10 minutes'),
+        (b.workers || []).length ? h('div', { class: 'table-wrap' }, h('table', {},
+          h('thead', {}, h('tr', {}, ['Worker', 'Host', 'Last heartbeat', 'Started', 'In flight', 'Processed'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', {}, b.workers.map((w) => h('tr', {},
+            h('td', {}, h('code', {}, w.id)), h('td', {}, w.host || '—'), h('td', {}, when(w.seen)), h('td', {}, when(w.started)),
+            h('td', {}, String(w.inFlight || 0)), h('td', {}, String(w.processed || 0)))))))
+          : h('p', { class: 'empty' }, 'No worker has sent a heartbeat recently. Messages wait in the queue until one runs.')));
+    function endpointPanel(id, title, keys) {
+      return h('section', { class: 'panel', 'aria-labelledby': 'ep-' + id },
+        h('h2', { id: 'ep-' + id }, title),
+        keys.length ? h('dl', { class: 'kv' }, keys.map((k) => kvRow(k, endpoints[k]))) : h('p', { class: 'muted' }, 'Not configured.'));
+    }
+  }
+
+  function switchRow(component, label, desc, on) {
+    const id = 'switch-' + component;
+    const btn = h('button', { type: 'button', role: 'switch', class: 'switch', id, 'aria-checked': on ? 'true' : 'false', 'aria-describedby': id + '-desc', dataset: { focus: id } },
+      h('span', { class: 'track', 'aria-hidden': 'true' }),
+      h('span', {}, label));
+    const state = h('span', { class: 'badge ' + (on ? 'failed' : 'succeeded'), id: id + '-state' }, on ? 'paused' : 'running');
+    btn.addEventListener('click', async () => {
+      const want = btn.getAttribute('aria-checked') !== 'true';
+      btn.disabled = true;
+      try {
+        await api('POST', 'pause', { component, paused: want });
+        btn.setAttribute('aria-checked', want ? 'true' : 'false');
+        state.textContent = want ? 'paused' : 'running';
+        state.className = 'badge ' + (want ? 'failed' : 'succeeded');
+        announce((component === 'workers' ? 'Workers' : 'Dispatching') + (want ? ' paused.' : ' resumed.'));
+      } catch (e) {
+        if (e.status === 401) return;
+        announce('The switch was not changed: ' + e.message);
+        const region = $('#switches');
+        if (region) region.append(errorNotice(e));
+      } finally {
+        btn.disabled = false;
+      }
+    });
+    return h('div', { class: 'switch-row' },
+      h('div', {}, btn, h('p', { class: 'desc', id: id + '-desc' }, desc)),
+      state);
+  }
+
+  // ---------- start ----------
+
+  function start() {
+    $('#sign-out').addEventListener('click', () => signOut('You are signed out.'));
+    $('#skip-link').addEventListener('click', (ev) => {
+      ev.preventDefault();
+      $('#main').focus();
+    });
+    window.addEventListener('hashchange', route);
+    route();
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
+  else start();
+})();
