@@ -4,6 +4,7 @@ GO ?= go
 BIN := bin
 AZURITE := deploy/azurite/node_modules/.bin/azurite
 LINT := deploy/dockerfile-lint/node_modules/.bin/dockerfile-utils
+SBPEER := deploy/sbpeer/node_modules/rhea/package.json
 TEST_TIMEOUT ?= 60m
 
 .PHONY: all deps chromium build test vet unit fuzz bench bench-full demo docs clean
@@ -11,7 +12,7 @@ TEST_TIMEOUT ?= 60m
 all: build
 
 ## deps: Go modules and the pinned Azurite (npm ci from the lockfile)
-deps: $(AZURITE) $(LINT) chromium
+deps: $(AZURITE) $(LINT) $(SBPEER) chromium
 	$(GO) mod download
 
 ## chromium: Debian's Chromium for the UI's browser test (installed with apt-get when missing; never downloaded by a test tool)
@@ -22,6 +23,10 @@ chromium:
 $(AZURITE): deploy/azurite/package.json deploy/azurite/package-lock.json
 	cd deploy/azurite && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(AZURITE)
+
+$(SBPEER): deploy/sbpeer/package.json deploy/sbpeer/package-lock.json
+	cd deploy/sbpeer && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(SBPEER)
 
 $(LINT): deploy/dockerfile-lint/package.json deploy/dockerfile-lint/package-lock.json
 	cd deploy/dockerfile-lint && npm ci --no-audit --no-fund --loglevel=error
