@@ -90,9 +90,6 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 	if err := dispatcher.ParseSchedule(cfg.Schedule); err != nil {
 		errs = append(errs, fmt.Errorf("CPV_SCHEDULE %q: %v", cfg.Schedule, err))
 	}
-	if cfg.Transport != "storagequeue" {
-		errs = append(errs, fmt.Errorf("CPV_TRANSPORT %q: the dispatcher sends to storagequeue only in this build", cfg.Transport))
-	}
 	if err := errors.Join(errs...); err != nil {
 		return configError(err)
 	}
@@ -233,8 +230,11 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 
 // storageCredential is the identity for the storage account when no
 // connection string is set (managed or workload identity).
+// storageCredential is the managed (or workload) identity used for the
+// storage services and Service Bus when their URLs or namespace are set
+// instead of connection strings; nil when only connection strings are used.
 func storageCredential(cfg *config.Dispatcher) (azcore.TokenCredential, error) {
-	if cfg.StorageConnectionString != "" {
+	if cfg.QueueServiceURL == "" && cfg.TableServiceURL == "" && cfg.ServiceBusNamespace == "" {
 		return nil, nil
 	}
 	cred, err := azidentity.NewDefaultAzureCredential(nil)
@@ -246,22 +246,21 @@ func storageCredential(cfg *config.Dispatcher) (azcore.TokenCredential, error) {
 
 func openStore(ctx context.Context, cfg *config.Dispatcher, cred azcore.TokenCredential) (*store.Store, error) {
 	sc := store.Config{TablePrefix: cfg.TablePrefix}
-	if cfg.StorageConnectionString != "" {
-		sc.ConnectionString = cfg.StorageConnectionString
-	} else {
+	if cfg.TableServiceURL != "" {
 		sc.ServiceURL, sc.Credential = cfg.TableServiceURL, cred
+	} else {
+		sc.ConnectionString = cfg.StorageConnectionString
 	}
 	return store.New(ctx, sc)
 }
 
-func openQueue(cfg *config.Dispatcher, cred azcore.TokenCredential) (*queue.StorageQueue, error) {
-	qc := queue.StorageQueueConfig{Queue: cfg.Queue}
-	if cfg.StorageConnectionString != "" {
-		qc.ConnectionString = cfg.StorageConnectionString
-	} else {
-		qc.ServiceURL, qc.Credential = cfg.QueueServiceURL, cred
-	}
-	return queue.NewStorageQueue(qc)
+func openQueue(cfg *config.Dispatcher, cred azcore.TokenCredential) (queue.Transport, error) {
+	return queue.Open(queue.OpenConfig{
+		Transport: cfg.Transport, Queue: cfg.Queue,
+		StorageConnectionString: cfg.StorageConnectionString, QueueServiceURL: cfg.QueueServiceURL,
+		ServiceBusConnectionString: cfg.ServiceBusConnection, ServiceBusNamespace: cfg.ServiceBusNamespace,
+		Credential: cred,
+	})
 }
 
 // backendFacts are the resources the backend page shows; never secrets.
@@ -269,7 +268,7 @@ func backendFacts(cfg *config.Dispatcher, st *store.Store) map[string]string {
 	facts := map[string]string{
 		"transport":     cfg.Transport,
 		"queue":         cfg.Queue,
-		"poisonQueue":   cfg.Queue + "-poison",
+		"poisonQueue":   poisonQueueName(cfg),
 		"tables":        strings.Join(st.Tables(), ","),
 		"graph":         cfg.GraphURL,
 		"partnerCenter": cfg.PartnerCenterURL,
@@ -296,4 +295,12 @@ func accountName(cfg *config.Dispatcher) string {
 		return host
 	}
 	return ""
+}
+
+// poisonQueueName is where parked messages go on the configured transport.
+func poisonQueueName(cfg *config.Dispatcher) string {
+	if cfg.Transport == queue.TransportServiceBus {
+		return cfg.Queue + "/$DeadLetterQueue"
+	}
+	return cfg.Queue + "-poison"
 }

@@ -15,28 +15,6 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
-// Transport is everything a queue transport offers the worker, the
-// dispatcher and the operator's tools. Every implementation runs
-// RunTransportContract.
-type Transport interface {
-	Name() string
-	Ensure(ctx context.Context) error
-	Send(ctx context.Context, m Message, delay time.Duration) error
-	SendBatch(ctx context.Context, ms []Message, delay time.Duration) error
-	SendRaw(ctx context.Context, body []byte) error
-	Receive(ctx context.Context, limit int) ([]*Delivery, error)
-	Extend(ctx context.Context, d *Delivery, visibility time.Duration) error
-	Complete(ctx context.Context, d *Delivery) error
-	Retry(ctx context.Context, d *Delivery, delay time.Duration) error
-	Snooze(ctx context.Context, d *Delivery, delay time.Duration) error
-	Poison(ctx context.Context, d *Delivery, reason string) error
-	Depth(ctx context.Context) (work, poison int, err error)
-	PeekPoison(ctx context.Context, limit int) ([]PoisonRecord, error)
-	Redrive(ctx context.Context, limit int) (int, error)
-}
-
-var _ Transport = (*StorageQueue)(nil)
-
 // NewTransport returns a fresh, empty, ensured transport whose received
 // messages stay invisible for visibility.
 type NewTransport func(t *testing.T, visibility time.Duration) Transport

@@ -29,8 +29,6 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
-var _ Transport = (*ServiceBusQueue)(nil)
-
 // sbPeer is the test binary's AMQP peer (deploy/sbpeer).
 type sbPeer struct {
 	ConnectionString string

@@ -1,0 +1,91 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+)
+
+// Transport is everything a queue transport offers. The worker and the
+// dispatcher declare the smaller interfaces they use; this one is what Open
+// returns and what the shared contract suite checks.
+type Transport interface {
+	Name() string
+	Ensure(ctx context.Context) error
+	Send(ctx context.Context, m Message, delay time.Duration) error
+	SendBatch(ctx context.Context, ms []Message, delay time.Duration) error
+	SendRaw(ctx context.Context, body []byte) error
+	Receive(ctx context.Context, limit int) ([]*Delivery, error)
+	Extend(ctx context.Context, d *Delivery, visibility time.Duration) error
+	Complete(ctx context.Context, d *Delivery) error
+	Retry(ctx context.Context, d *Delivery, delay time.Duration) error
+	Snooze(ctx context.Context, d *Delivery, delay time.Duration) error
+	Poison(ctx context.Context, d *Delivery, reason string) error
+	Depth(ctx context.Context) (work, poison int, err error)
+	PeekPoison(ctx context.Context, limit int) ([]PoisonRecord, error)
+	Redrive(ctx context.Context, limit int) (int, error)
+}
+
+var (
+	_ Transport = (*StorageQueue)(nil)
+	_ Transport = (*ServiceBusQueue)(nil)
+)
+
+// Transports by name, as CPV_TRANSPORT spells them.
+const (
+	TransportStorageQueue = "storagequeue"
+	TransportServiceBus   = "servicebus"
+)
+
+// OpenConfig selects and configures a transport. A service URL or
+// namespace with Credential (a managed or workload identity) wins over a
+// connection string, so a deployment that sets one need not clear the
+// other's local default.
+type OpenConfig struct {
+	Transport string // TransportStorageQueue (default) or TransportServiceBus
+	Queue     string
+
+	StorageConnectionString string
+	QueueServiceURL         string
+
+	ServiceBusConnectionString string
+	ServiceBusNamespace        string
+
+	Credential azcore.TokenCredential
+	Visibility time.Duration // Storage Queue visibility timeout; Service Bus uses its lock duration
+}
+
+// Open returns the configured transport. It makes no request: call Ensure.
+func Open(cfg OpenConfig) (Transport, error) {
+	switch cfg.Transport {
+	case "", TransportStorageQueue:
+		sc := StorageQueueConfig{Queue: cfg.Queue, Visibility: cfg.Visibility}
+		switch {
+		case cfg.QueueServiceURL != "":
+			if cfg.Credential == nil {
+				return nil, errors.New("queue: a queue service URL needs a credential")
+			}
+			sc.ServiceURL, sc.Credential = cfg.QueueServiceURL, cfg.Credential
+		default:
+			sc.ConnectionString = cfg.StorageConnectionString
+		}
+		return NewStorageQueue(sc)
+	case TransportServiceBus:
+		bc := ServiceBusConfig{Queue: cfg.Queue}
+		switch {
+		case cfg.ServiceBusNamespace != "":
+			if cfg.Credential == nil {
+				return nil, errors.New("queue: a Service Bus namespace needs a credential")
+			}
+			bc.Namespace, bc.Credential = cfg.ServiceBusNamespace, cfg.Credential
+		default:
+			bc.ConnectionString = cfg.ServiceBusConnectionString
+		}
+		return NewServiceBusQueue(bc)
+	default:
+		return nil, fmt.Errorf("queue: unknown transport %q (want %s or %s)", cfg.Transport, TransportStorageQueue, TransportServiceBus)
+	}
+}
