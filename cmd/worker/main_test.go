@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
+)
+
+// TestMain lets the tests run this binary as the worker command: with
+// CPV_TEST_RUN_MAIN=1 in its environment the test binary is `worker`.
+func TestMain(m *testing.M) {
+	if os.Getenv("CPV_TEST_RUN_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func TestSplitArgs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name                 string
+		args                 []string
+		sub, cfg, positional []string
+		help                 bool
+	}{
+		{name: "empty"},
+		{name: "subcommand flags", args: []string{"--tenant", "t1", "--dry-run", "-json"},
+			sub: []string{"--tenant", "t1", "--dry-run", "-json"}},
+		{name: "config flags take a value", args: []string{"-queue", "q1", "--tenant=t1", "-exact", "true"},
+			sub: []string{"--tenant=t1"}, cfg: []string{"-queue", "q1", "-exact", "true"}},
+		{name: "equals form", args: []string{"-concurrency=4", "-reset"},
+			sub: []string{"-reset"}, cfg: []string{"-concurrency=4"}},
+		{name: "positional and after --", args: []string{"stray", "--", "-queue", "x"},
+			positional: []string{"stray", "-queue", "x"}},
+		{name: "help", args: []string{"-h"}, help: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			refreshFlags(fs, &opts{})
+			sub, cfg, pos, help := splitArgs(tt.args, fs)
+			got := [][]string{sub, cfg, pos}
+			want := [][]string{tt.sub, tt.cfg, tt.positional}
+			if diff := cmp.Diff(want, got); diff != "" || help != tt.help {
+				t.Errorf("splitArgs(%q) (-want +got):\n%s help=%v", tt.args, diff, help)
+			}
+		})
+	}
+}
+
+// env builds a getenv from pairs.
+func envOf(pairs map[string]string) func(string) string {
+	return func(k string) string { return pairs[k] }
+}
+
+// goodEnv is a complete configuration (no service is contacted by the
+// cases that use it).
+func goodEnv() map[string]string {
+	return map[string]string{
+		"CPV_PARTNER_TENANT_ID": "11111111-1111-1111-1111-111111111111",
+		"CPV_CLIENT_ID":         "22222222-2222-2222-2222-222222222222",
+		"CPV_CLIENT_SECRET":     "not-a-real-secret",
+	}
+}
+
+func TestRunRefusesBadConfiguration(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		args     []string
+		env      map[string]string
+		wantCode int
+		wantErr  []string // each appears in stderr
+	}{
+		{"every bad field is named", nil, map[string]string{"CPV_CONCURRENCY": "0", "CPV_CLIENT_ID": "nope", "CPV_VISIBILITY": "1s"},
+			exitConfig, []string{"CPV_CONCURRENCY", "CPV_CLIENT_ID", "CPV_VISIBILITY", "CPV_PARTNER_TENANT_ID"}},
+		{"unknown command", []string{"frobnicate"}, goodEnv(), exitConfig, []string{`unknown command "frobnicate"`}},
+		{"stray argument", []string{"poison", "extra"}, goodEnv(), exitConfig, []string{"unexpected arguments"}},
+		{"refresh needs a tenant", []string{"refresh"}, goodEnv(), exitConfig, []string{"--tenant"}},
+		{"refresh needs a GUID", []string{"refresh", "--tenant", "contoso.com"}, goodEnv(), exitConfig, []string{"--tenant"}},
+		{"enqueue refuses a bad tenant", []string{"enqueue", "--tenant", "x"}, goodEnv(), exitConfig, []string{`tenant "x"`, "not a GUID"}},
+		{"service bus is not in this build", nil, func() map[string]string {
+			e := goodEnv()
+			e["CPV_TRANSPORT"] = "servicebus"
+			e["CPV_SERVICEBUS_CONNECTION_STRING"] = "Endpoint=sb://localhost/;SharedAccessKeyName=k;SharedAccessKey=v"
+			e["CPV_LOG_FORMAT"] = "json"
+			return e
+		}(), exitConfig, []string{"no Service Bus transport"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), tt.args, envOf(tt.env), &stdout, &stderr)
+			if code != tt.wantCode {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, tt.wantCode, stderr.String())
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
+				}
+			}
+			if strings.Contains(stderr.String(), "not-a-real-secret") {
+				t.Errorf("stderr shows the client secret:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"help"}, envOf(nil), &stdout, &stderr); code != exitOK {
+		t.Fatalf("help: exit %d", code)
+	}
+	for _, w := range []string{"refresh", "redrive", "poison", "enqueue", "CPV_CONCURRENCY", "-dry-run"} {
+		if !strings.Contains(stdout.String(), w) {
+			t.Errorf("help lacks %q", w)
+		}
+	}
+}
+
+// TestOperatorCommands runs the command as a process against the simulator
+// and Azurite: a dry run plans without writing, a refresh applies, enqueue
+// sends requests, poison lists and redrive moves poison messages back.
+func TestOperatorCommands(t *testing.T) {
+	t.Parallel()
+	az := testenv.Azurite(t)
+	sim, err := m365sim.New(m365sim.Options{Seed: 31, Tenants: 1, Mix: map[m365sim.Kind]float64{m365sim.KindNew: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := sim.WriteCA(ca); err != nil {
+		t.Fatal(err)
+	}
+	tenant := sim.Fleet()[0].ID
+	qname := testenv.Name("cmdq")
+	env := []string{
+		"CPV_TEST_RUN_MAIN=1", "SSL_CERT_FILE=" + ca, "PATH=" + os.Getenv("PATH"),
+		"CPV_STORAGE_CONNECTION_STRING=" + az.ConnectionString, "CPV_QUEUE=" + qname, "CPV_TABLE_PREFIX=" + testenv.Name("cmdt"),
+		"CPV_PARTNER_TENANT_ID=" + sim.PartnerTenantID(), "CPV_CLIENT_ID=" + sim.AppID(), "CPV_CLIENT_SECRET=" + sim.AppSecret(),
+		"CPV_AUTHORITY_HOST=" + sim.AuthorityHost(), "CPV_GRAPH_URL=" + sim.GraphURL(), "CPV_PARTNER_CENTER_URL=" + sim.PartnerCenterURL(),
+		"CPV_LOG_LEVEL=error",
+	}
+	worker := func(t *testing.T, wantCode int, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(os.Args[0], args...)
+		cmd.Env = env
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != wantCode {
+			t.Fatalf("worker %q: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", args, code, wantCode, stdout.String(), stderr.String())
+		}
+		if strings.Contains(stdout.String()+stderr.String(), sim.AppSecret()) {
+			t.Fatalf("worker %q printed the client secret", args)
+		}
+		return stdout.String()
+	}
+
+	// A dry run prints the plan and writes nothing.
+	out := worker(t, exitOK, "refresh", "--tenant", tenant, "--dry-run", "--json")
+	var res cpv.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("dry run output is not a result: %v\n%s", err, out)
+	}
+	if len(res.Plan) == 0 || !res.DryRun || sim.TotalCounts().Writes != 0 {
+		t.Errorf("dry run: %d planned changes, dry run %v, %d writes; want a plan and no write", len(res.Plan), res.DryRun, sim.TotalCounts().Writes)
+	}
+	// A refresh applies the manifest; its summary names the outcome.
+	out = worker(t, exitOK, "refresh", "--tenant", tenant)
+	if !strings.Contains(out, "succeeded") || len(sim.Conforms(tenant, nil)) != 0 {
+		t.Errorf("refresh: output\n%s\nconforms %q", out, sim.Conforms(tenant, nil))
+	}
+
+	// enqueue, then poison one message by hand and list and redrive it.
+	out = worker(t, exitOK, "enqueue", "--tenant", tenant, "--tenant", tenant, "--reset")
+	if !strings.Contains(out, "enqueued 2 reset") {
+		t.Errorf("enqueue output: %s", out)
+	}
+	q, err := queue.NewStorageQueue(queue.StorageQueueConfig{ConnectionString: az.ConnectionString, Queue: qname})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := q.Receive(context.Background(), 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 2 || ds[0].Err != nil || ds[0].Message.Op != queue.OpReset || ds[0].Message.TenantID != tenant {
+		t.Fatalf("enqueued messages: %+v", ds)
+	}
+	if err := q.Poison(context.Background(), ds[0], "operator test"); err != nil {
+		t.Fatal(err)
+	}
+	out = worker(t, exitOK, "poison")
+	if !strings.Contains(out, "operator test") || !strings.Contains(out, tenant) {
+		t.Errorf("poison listing lacks the reason or tenant:\n%s", out)
+	}
+	out = worker(t, exitOK, "redrive")
+	if !strings.Contains(out, "moved 1 message") {
+		t.Errorf("redrive output: %s", out)
+	}
+	work, poison, err := q.Depth(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if work != 2 || poison != 0 {
+		t.Errorf("after redrive: %d in the work queue, %d poison; want 2 and 0", work, poison)
+	}
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/config"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/graph"
+	"github.com/cpvrefresh/cpvrefresh/internal/logging"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+)
+
+// errTransport says the configured transport is not in this build.
+var errTransport = errors.New("CPV_TRANSPORT=servicebus: this build has no Service Bus transport; use storagequeue")
+
+func newLogger(e *env) (*slog.Logger, error) {
+	return logging.New(e.stderr, e.cfg.LogFormat, e.cfg.LogLevel)
+}
+
+// loadManifest is the manifest from CPV_MANIFEST_FILE, or the embedded default.
+func loadManifest(path string) (*cpv.Manifest, error) {
+	if path == "" {
+		return cpv.DefaultManifest(), nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	defer f.Close()
+	m, err := cpv.LoadManifest(f)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// microsoftClient is the HTTP client for Entra, Graph and Partner Center:
+// a clone of the default transport (which honours SSL_CERT_FILE, so the
+// simulator's CA can be trusted) that counts each refresh's round trips.
+func microsoftClient(cfg *config.Worker) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = max(2*cfg.Concurrency, 16)
+	return &http.Client{Transport: cpv.CountingTransport(tr, cfg.GraphURL, cfg.PartnerCenterURL)}
+}
+
+// newEngine builds the refresh engine: the partner credential, the Graph
+// client and the Partner Center client over one counting HTTP client.
+func newEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engine, error) {
+	hc := microsoftClient(cfg)
+	cred, err := cpv.NewCredential(cpv.CredentialConfig{
+		Mode:                cfg.AuthMode,
+		PartnerTenantID:     cfg.PartnerTenantID,
+		ClientID:            cfg.ClientID,
+		ClientSecret:        cfg.ClientSecret,
+		CertificatePath:     cfg.CertificatePath,
+		CertificatePassword: cfg.CertificatePass,
+		TokenFilePath:       cfg.TokenFile,
+		RefreshToken:        cfg.RefreshToken,
+		OnRefreshToken: func(string) {
+			// Rotated refresh tokens live in memory; the configured one
+			// stays valid until revoked. Never log the token itself.
+			log.Debug("refresh token rotated")
+		},
+		AuthorityHost: cfg.AuthorityHost,
+		HTTPClient:    hc,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("credential: %w", err)
+	}
+	dir, err := graph.New(graph.Config{BaseURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("graph client: %w", err)
+	}
+	pc, err := cpv.NewPartnerCenter(cpv.PartnerCenterConfig{
+		BaseURL:         cfg.PartnerCenterURL,
+		PartnerTenantID: cfg.PartnerTenantID,
+		Credential:      cred,
+		HTTPClient:      hc,
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("partner center client: %w", err)
+	}
+	return cpv.New(cpv.Config{Manifest: m, AppID: cfg.ClientID, Directory: dir, Consenter: pc, Exact: cfg.Exact, Logger: log})
+}
+
+// storageClient is the HTTP client for the queue and the tables, with
+// enough idle connections for every refresh slot.
+func storageClient(cfg *config.Worker) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = max(2*cfg.Concurrency, 16)
+	return &http.Client{Transport: tr}
+}
+
+// storageCredential is the identity for the storage account when no
+// connection string is set (managed or workload identity).
+func storageCredential(cfg *config.Worker) (azcore.TokenCredential, error) {
+	if cfg.StorageConnectionString != "" {
+		return nil, nil
+	}
+	cred, err := azidentity.NewDefaultAzureCredential(nil)
+	if err != nil {
+		return nil, fmt.Errorf("storage identity: %w", err)
+	}
+	return cred, nil
+}
+
+// openQueue opens the configured work queue (and its poison queue).
+func openQueue(cfg *config.Worker) (*queue.StorageQueue, error) {
+	if cfg.Transport == "servicebus" {
+		return nil, errTransport
+	}
+	if cfg.Transport != "storagequeue" {
+		return nil, fmt.Errorf("CPV_TRANSPORT %q: want storagequeue", cfg.Transport)
+	}
+	qc := queue.StorageQueueConfig{Queue: cfg.Queue, Visibility: cfg.Visibility, HTTPClient: storageClient(cfg)}
+	if cfg.StorageConnectionString != "" {
+		qc.ConnectionString = cfg.StorageConnectionString
+	} else {
+		cred, err := storageCredential(cfg)
+		if err != nil {
+			return nil, err
+		}
+		qc.ServiceURL, qc.Credential = cfg.QueueServiceURL, cred
+	}
+	return queue.NewStorageQueue(qc)
+}
+
+// openStore opens the results tables, creating them if missing.
+func openStore(ctx context.Context, cfg *config.Worker) (*store.Store, error) {
+	sc := store.Config{TablePrefix: cfg.TablePrefix, HTTPClient: storageClient(cfg)}
+	if cfg.StorageConnectionString != "" {
+		sc.ConnectionString = cfg.StorageConnectionString
+	} else {
+		cred, err := storageCredential(cfg)
+		if err != nil {
+			return nil, err
+		}
+		sc.ServiceURL, sc.Credential = cfg.TableServiceURL, cred
+	}
+	return store.New(ctx, sc)
+}

@@ -1,0 +1,284 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+)
+
+// onlyKind is a fleet mix of one kind.
+func onlyKind(k m365sim.Kind) map[m365sim.Kind]float64 { return map[m365sim.Kind]float64{k: 1} }
+
+// TestPoisonMessages sends bodies that are not valid envelopes: each lands
+// in the poison queue with its reason on its first attempt, and the worker
+// goes on serving valid messages.
+func TestPoisonMessages(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, m365sim.Options{Seed: 7, Tenants: 1, Mix: onlyKind(m365sim.KindCorrect)})
+	tenant := w.sim.Fleet()[0].ID
+	w.start(t, w.config(4))
+
+	valid := message(tenant, queue.OpRefresh)
+	envelope := func(edit func(map[string]any)) []byte {
+		b, err := valid.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		edit(m)
+		out, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	cases := []struct {
+		name   string
+		body   []byte
+		reason string // the poison reason contains this
+	}{
+		{"not JSON", []byte("refresh tenant please"), "not JSON"},
+		{"unknown version", envelope(func(m map[string]any) { m["v"] = 7 }), "unsupported envelope version 7"},
+		{"tenant not a GUID", envelope(func(m map[string]any) { m["tenantId"] = "contoso.onmicrosoft.com" }), `tenantId "contoso.onmicrosoft.com" is not a GUID`},
+		{"oversized body", envelope(func(m map[string]any) { m["padding"] = strings.Repeat("x", 20000) }), "exceeds 8192"},
+	}
+	for _, c := range cases {
+		if err := w.queue.SendRaw(context.Background(), c.body); err != nil {
+			t.Fatalf("SendRaw(%s): %v", c.name, err)
+		}
+	}
+	w.enqueue(t, []string{tenant})
+	w.waitDrained(t, []string{tenant}, time.Minute)
+
+	recs := w.poison(t)
+	byBody := map[string]queue.PoisonRecord{}
+	for _, r := range recs {
+		b, err := r.Original()
+		if err != nil {
+			t.Fatalf("poison record body: %v", err)
+		}
+		byBody[string(b)] = r
+	}
+	if len(recs) != len(cases) {
+		t.Errorf("%d poison records, want %d: %+v", len(recs), len(cases), recs)
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r, ok := byBody[string(c.body)]
+			if !ok {
+				t.Fatalf("no poison record holds the body")
+			}
+			if !strings.Contains(r.Reason, c.reason) || r.Attempts != 1 {
+				t.Errorf("poison record: reason %q, attempts %d; want a reason containing %q on attempt 1", r.Reason, r.Attempts, c.reason)
+			}
+		})
+	}
+	st, err := w.store.GetStatus(context.Background(), tenant)
+	if err != nil || st.State != store.StateSucceeded {
+		t.Errorf("the valid message after the poison: status %+v, %v; want succeeded", st, err)
+	}
+}
+
+// TestDuplicateDelivery delivers the same message again after it was
+// processed: the second delivery costs one status read and no call to
+// Microsoft. A newer request, and a reset, still do their work.
+func TestDuplicateDelivery(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, m365sim.Options{Seed: 8, Tenants: 1, Mix: onlyKind(m365sim.KindNew)})
+	tenant := w.sim.Fleet()[0].ID
+	w.start(t, w.config(4))
+	ctx := context.Background()
+
+	first := message(tenant, queue.OpRefresh)
+	body, err := first.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(b []byte) {
+		t.Helper()
+		if err := w.queue.SendRaw(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// drain waits until the queue is empty and the status row has moved on
+	// from before (a coalesced message leaves it as it was).
+	drain := func(before store.Status, changes bool) store.Status {
+		t.Helper()
+		var st store.Status
+		waitFor(t, time.Minute, "the message to settle", func() (bool, error) {
+			work, _, err := w.queue.Depth(ctx)
+			if err != nil || work != 0 {
+				return false, err
+			}
+			st, err = w.store.GetStatus(ctx, tenant)
+			if err != nil {
+				return false, err
+			}
+			if changes && (st.LastAttempt.Equal(before.LastAttempt) || !final(st)) {
+				return false, errNotYet
+			}
+			return true, nil
+		})
+		return st
+	}
+
+	send(body)
+	firstStatus := drain(store.Status{}, true)
+	if firstStatus.State != store.StateSucceeded || len(w.sim.Conforms(tenant, w.manifest)) != 0 {
+		t.Fatalf("first delivery: status %+v, conforms %q", firstStatus, w.sim.Conforms(tenant, w.manifest))
+	}
+
+	t.Run("same message again costs one read", func(t *testing.T) {
+		w.sim.ResetStats()
+		send(body)
+		got := drain(firstStatus, false)
+		if diff := cmp.Diff(m365sim.Counts{}, w.sim.TenantCounts(tenant)); diff != "" {
+			t.Errorf("calls to Microsoft for a duplicate (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(firstStatus, got); diff != "" {
+			t.Errorf("the duplicate changed the status row (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("a newer request is refreshed", func(t *testing.T) {
+		w.sim.ResetStats()
+		w.enqueue(t, []string{tenant})
+		got := drain(firstStatus, true)
+		c := w.sim.TenantCounts(tenant)
+		if c.Graph != 1 || c.Writes != 0 || got.Checks != firstStatus.Checks+1 || got.State != store.StateSucceeded {
+			t.Errorf("newer request: %d Graph calls, %d writes, status %+v; want one $batch, no write, one more check", c.Graph, c.Writes, got)
+		}
+		firstStatus = got
+	})
+
+	t.Run("a reset is never coalesced", func(t *testing.T) {
+		w.sim.ResetStats()
+		reset := first
+		reset.Op = queue.OpReset
+		reset.RequestID = "reset-" + first.RequestID
+		b, err := reset.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		send(b)
+		got := drain(firstStatus, true)
+		if c := w.sim.TenantCounts(tenant); c.Writes == 0 || c.PartnerCenter == 0 {
+			t.Errorf("reset wrote nothing: %+v", c)
+		}
+		if got.State != store.StateSucceeded || got.Op != "reset" || len(w.sim.Conforms(tenant, w.manifest)) != 0 {
+			t.Errorf("after reset: status %+v, conforms %q", got, w.sim.Conforms(tenant, w.manifest))
+		}
+	})
+}
+
+// TestRetryThenPoison makes every Graph call fail with a server error: the
+// message is retried with a backoff, each failed attempt recorded in the
+// history, and poisoned with the reason on the last allowed attempt.
+func TestRetryThenPoison(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, m365sim.Options{Seed: 9, Tenants: 1, Mix: onlyKind(m365sim.KindCorrect)})
+	tenant := w.sim.Fleet()[0].ID
+	w.sim.SetFaults(m365sim.Faults{Graph5xxRate: 1})
+	cfg := w.config(2)
+	cfg.MaxAttempts = 2
+	w.start(t, cfg)
+	w.enqueue(t, []string{tenant})
+	w.waitDrained(t, []string{tenant}, 2*time.Minute)
+
+	st, err := w.store.GetStatus(context.Background(), tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist, err := w.store.ListHistory(context.Background(), tenant, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := w.poison(t)
+	got := struct {
+		State, ErrorClass string
+		Attempts, History int
+		Poisoned          int
+	}{st.State, st.ErrorClass, st.Attempts, len(hist), len(recs)}
+	want := struct {
+		State, ErrorClass string
+		Attempts, History int
+		Poisoned          int
+	}{store.StateFailed, "retryable", 2, 2, 1}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("after two failed attempts (-want +got):\n%s", diff)
+	}
+	if len(recs) == 1 && (!strings.Contains(recs[0].Reason, "attempt 2 of 2") || recs[0].Attempts != 2) {
+		t.Errorf("poison record: reason %q, attempts %d", recs[0].Reason, recs[0].Attempts)
+	}
+}
+
+// TestPause stops receiving while the pause switch is on, and resumes when
+// it is turned off.
+func TestPause(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, m365sim.Options{Seed: 10, Tenants: 1, Mix: onlyKind(m365sim.KindCorrect)})
+	tenant := w.sim.Fleet()[0].ID
+	ctx := context.Background()
+	if err := w.store.SetPaused(ctx, store.PauseWorkers, true); err != nil {
+		t.Fatal(err)
+	}
+	cfg := w.config(2)
+	cfg.WorkerID = "pause-test"
+	wk, _ := w.start(t, cfg)
+	srv := httptest.NewServer(wk.Handler(prometheus.NewRegistry()))
+	defer srv.Close()
+	waitFor(t, time.Minute, "the worker to see the pause switch", func() (bool, error) {
+		var body struct{ Ready, Paused bool }
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return false, err
+		}
+		return body.Ready && body.Paused, fmt.Errorf("readyz: %+v", body)
+	})
+	w.enqueue(t, []string{tenant})
+	// Let a few pause checks and heartbeats go by.
+	seen := func() time.Time {
+		ws, err := w.store.ListWorkers(ctx, time.Time{})
+		if err != nil || len(ws) == 0 {
+			return time.Time{}
+		}
+		return ws[0].Seen
+	}
+	start := seen()
+	waitFor(t, time.Minute, "two heartbeats while paused", func() (bool, error) {
+		return seen().Sub(start) >= 2*cfg.HeartbeatEvery, errNotYet
+	})
+	ds, err := w.queue.Receive(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || ds[0].Attempt != 1 {
+		t.Fatalf("while paused the message was taken: received %d, attempt %v", len(ds), ds)
+	}
+	if err := w.queue.Retry(ctx, ds[0], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.store.SetPaused(ctx, store.PauseWorkers, false); err != nil {
+		t.Fatal(err)
+	}
+	w.waitDrained(t, []string{tenant}, time.Minute)
+}
