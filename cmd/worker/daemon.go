@@ -27,10 +27,6 @@ func runDaemon(ctx context.Context, e *env) int {
 		e.fail(err)
 		return exitConfig
 	}
-	if cfg.Transport == "servicebus" {
-		log.Error("configuration refused", "error", errTransport)
-		return exitConfig
-	}
 	log.Info("worker starting", config.Redacted(cfg)...)
 
 	m, err := loadManifest(cfg.ManifestFile)

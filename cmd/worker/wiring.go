@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -18,9 +17,6 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
-
-// errTransport says the configured transport is not in this build.
-var errTransport = errors.New("CPV_TRANSPORT=servicebus: this build has no Service Bus transport; use storagequeue")
 
 func newLogger(e *env) (*slog.Logger, error) {
 	return logging.New(e.stderr, e.cfg.LogFormat, e.cfg.LogLevel)
@@ -101,10 +97,11 @@ func storageClient(cfg *config.Worker) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// storageCredential is the identity for the storage account when no
-// connection string is set (managed or workload identity).
+// storageCredential is the managed (or workload) identity for the storage
+// services and Service Bus when their URLs or namespace are set instead of
+// connection strings; nil when only connection strings are used.
 func storageCredential(cfg *config.Worker) (azcore.TokenCredential, error) {
-	if cfg.StorageConnectionString != "" {
+	if cfg.QueueServiceURL == "" && cfg.TableServiceURL == "" && cfg.ServiceBusNamespace == "" {
 		return nil, nil
 	}
 	cred, err := azidentity.NewDefaultAzureCredential(nil)
@@ -114,38 +111,32 @@ func storageCredential(cfg *config.Worker) (azcore.TokenCredential, error) {
 	return cred, nil
 }
 
-// openQueue opens the configured work queue (and its poison queue).
-func openQueue(cfg *config.Worker) (*queue.StorageQueue, error) {
-	if cfg.Transport == "servicebus" {
-		return nil, errTransport
+// openQueue opens the configured transport: Storage Queue (work and poison
+// queues) or Service Bus (queue and its dead-letter queue).
+func openQueue(cfg *config.Worker) (queue.Transport, error) {
+	cred, err := storageCredential(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Transport != "storagequeue" {
-		return nil, fmt.Errorf("CPV_TRANSPORT %q: want storagequeue", cfg.Transport)
-	}
-	qc := queue.StorageQueueConfig{Queue: cfg.Queue, Visibility: cfg.Visibility, HTTPClient: storageClient(cfg)}
-	if cfg.StorageConnectionString != "" {
-		qc.ConnectionString = cfg.StorageConnectionString
-	} else {
-		cred, err := storageCredential(cfg)
-		if err != nil {
-			return nil, err
-		}
-		qc.ServiceURL, qc.Credential = cfg.QueueServiceURL, cred
-	}
-	return queue.NewStorageQueue(qc)
+	return queue.Open(queue.OpenConfig{
+		Transport: cfg.Transport, Queue: cfg.Queue, Visibility: cfg.Visibility, HTTPClient: storageClient(cfg),
+		StorageConnectionString: cfg.StorageConnectionString, QueueServiceURL: cfg.QueueServiceURL,
+		ServiceBusConnectionString: cfg.ServiceBusConnection, ServiceBusNamespace: cfg.ServiceBusNamespace,
+		Credential: cred,
+	})
 }
 
 // openStore opens the results tables, creating them if missing.
 func openStore(ctx context.Context, cfg *config.Worker) (*store.Store, error) {
 	sc := store.Config{TablePrefix: cfg.TablePrefix, HTTPClient: storageClient(cfg)}
-	if cfg.StorageConnectionString != "" {
-		sc.ConnectionString = cfg.StorageConnectionString
-	} else {
+	if cfg.TableServiceURL != "" {
 		cred, err := storageCredential(cfg)
 		if err != nil {
 			return nil, err
 		}
 		sc.ServiceURL, sc.Credential = cfg.TableServiceURL, cred
+	} else {
+		sc.ConnectionString = cfg.StorageConnectionString
 	}
 	return store.New(ctx, sc)
 }

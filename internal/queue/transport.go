@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -56,13 +57,14 @@ type OpenConfig struct {
 
 	Credential azcore.TokenCredential
 	Visibility time.Duration // Storage Queue visibility timeout; Service Bus uses its lock duration
+	HTTPClient *http.Client  // Storage Queue only; nil for the SDK's default
 }
 
 // Open returns the configured transport. It makes no request: call Ensure.
 func Open(cfg OpenConfig) (Transport, error) {
 	switch cfg.Transport {
 	case "", TransportStorageQueue:
-		sc := StorageQueueConfig{Queue: cfg.Queue, Visibility: cfg.Visibility}
+		sc := StorageQueueConfig{Queue: cfg.Queue, Visibility: cfg.Visibility, HTTPClient: cfg.HTTPClient}
 		switch {
 		case cfg.QueueServiceURL != "":
 			if cfg.Credential == nil {
