@@ -162,7 +162,17 @@ func (s *Store) RunProgress(ctx context.Context, runID string) (Progress, error)
 		return Progress{}, err
 	}
 	p := Progress{Enqueued: r.Enqueued}
-	err = s.each(ctx, s.status, "RunID eq "+odataString(runID), "State", 0, func(e aztables.EDMEntity) error {
+	// A tenant counts for this run when it was attempted since the run's
+	// messages were requested, whichever request did it: the worker
+	// completes a message without work when the tenant already succeeded
+	// after it was requested (coalescing), and then leaves the row of that
+	// other request in place. Matching rows by RunID alone would leave such
+	// tenants pending forever.
+	filter := "RunID eq " + odataString(runID)
+	if since := runCutoff(r); !since.IsZero() {
+		filter += " or LastAttempt ge " + odataTime(since)
+	}
+	err = s.each(ctx, s.status, filter, "State", 0, func(e aztables.EDMEntity) error {
 		switch (row{e}).str("State") {
 		case StateSucceeded:
 			p.Succeeded++
@@ -180,4 +190,13 @@ func (s *Store) RunProgress(ctx context.Context, runID string) (Progress, error)
 	}
 	p.Pending = max(0, p.Enqueued-p.Succeeded-p.Partial-p.Failed)
 	return p, nil
+}
+
+// runCutoff is the instant a run's messages say they were requested: the
+// scheduled time when set (nightly runs), else the start.
+func runCutoff(r Run) time.Time {
+	if !r.Scheduled.IsZero() && (r.Started.IsZero() || r.Scheduled.Before(r.Started)) {
+		return r.Scheduled
+	}
+	return r.Started
 }

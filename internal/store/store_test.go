@@ -458,15 +458,23 @@ func TestRunProgress(t *testing.T) {
 	if err := s.MarkRunning(ctx, "00000000-0000-0000-0000-000000000010", run, "q", "w", at(1)); err != nil {
 		t.Fatal(err)
 	}
-	// A tenant whose latest result belongs to another run does not count.
-	if err := s.PutStatus(ctx, store.Status{TenantID: "00000000-0000-0000-0000-000000000011", State: store.StateSucceeded, RunID: "manual-1"}); err != nil {
+	// A tenant whose latest result belongs to another run, attempted before
+	// this run was requested, does not count.
+	if err := s.PutStatus(ctx, store.Status{TenantID: "00000000-0000-0000-0000-000000000011", State: store.StateSucceeded,
+		RunID: "manual-1", LastAttempt: at(0).Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	// One refreshed by another request after this run was requested counts:
+	// the worker completed this run's message without work (coalescing).
+	if err := s.PutStatus(ctx, store.Status{TenantID: "00000000-0000-0000-0000-000000000012", State: store.StateSucceeded,
+		RunID: "manual-2", LastAttempt: at(2)}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.RunProgress(ctx, run)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := store.Progress{Enqueued: 8, Succeeded: 2, Partial: 1, Failed: 1, Running: 1, Pending: 4}
+	want := store.Progress{Enqueued: 8, Succeeded: 3, Partial: 1, Failed: 1, Running: 1, Pending: 3}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("RunProgress (-want +got):\n%s", d)
 	}
