@@ -2,11 +2,25 @@ package cpv_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
+	"log"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,6 +196,24 @@ func TestForTenantClassifiesTokenFailures(t *testing.T) {
 func TestNewCredentialValidates(t *testing.T) {
 	t.Parallel()
 	good := cpv.CredentialConfig{Mode: cpv.ModeSecret, PartnerTenantID: testTenant, ClientID: testAppID, ClientSecret: secretLike}
+	dir := t.TempDir()
+	ecdsaCert := writeKeyPair(t, filepath.Join(dir, "ecdsa.pem"), ecdsaKey(t), nil)
+	rsaA, rsaB := rsaKey(t), rsaKey(t)
+	mismatched := writeKeyPair(t, filepath.Join(dir, "mismatched.pem"), rsaA, rsaB)
+	noKey := filepath.Join(dir, "nokey.pem")
+	if err := os.WriteFile(noKey, []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyToken := filepath.Join(dir, "empty-token")
+	if err := os.WriteFile(emptyToken, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	certificate := func(path string) func(*cpv.CredentialConfig) {
+		return func(c *cpv.CredentialConfig) { c.Mode, c.CertificatePath = cpv.ModeCertificate, path }
+	}
+	workload := func(path string) func(*cpv.CredentialConfig) {
+		return func(c *cpv.CredentialConfig) { c.Mode, c.TokenFilePath = cpv.ModeWorkload, path }
+	}
 	tests := []struct {
 		name string
 		edit func(*cpv.CredentialConfig)
@@ -201,6 +233,14 @@ func TestNewCredentialValidates(t *testing.T) {
 		}, want: "read certificate"},
 		{name: "workload mode needs a token file", edit: func(c *cpv.CredentialConfig) { c.Mode = cpv.ModeWorkload }, want: "needs a token file path"},
 		{name: "refresh-token mode needs a token", edit: func(c *cpv.CredentialConfig) { c.Mode = cpv.ModeRefreshToken }, want: "needs a refresh token"},
+		{name: "partner tenant is not a tenant id", edit: func(c *cpv.CredentialConfig) { c.PartnerTenantID = "../common" }, want: "must be a GUID or a domain name"},
+		{name: "partner tenant as a domain", edit: func(c *cpv.CredentialConfig) { c.PartnerTenantID = "contoso.onmicrosoft.com" }},
+		{name: "negative cache size", edit: func(c *cpv.CredentialConfig) { c.CacheSize = -1 }, want: "cache size -1 is negative"},
+		{name: "certificate without a key", edit: certificate(noKey), want: "no usable certificate and private key"},
+		{name: "certificate with an ECDSA key", edit: certificate(ecdsaCert), want: "need an RSA key"},
+		{name: "certificate for another key", edit: certificate(mismatched), want: "no certificate in the file matches its private key"},
+		{name: "unreadable token file", edit: workload(filepath.Join(dir, "missing")), want: "read the federated token file"},
+		{name: "empty token file", edit: workload(emptyToken), want: "is empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -265,5 +305,175 @@ func TestCountingTransport(t *testing.T) {
 	}
 	if cpv.TripsFrom(context.Background()) != nil {
 		t.Error("TripsFrom of a bare context is not nil")
+	}
+}
+
+func rsaKey(t *testing.T) *rsa.PrivateKey {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func ecdsaKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// writeKeyPair writes a PEM file with a self-signed certificate for certKey
+// (key when nil) and the private key key.
+func writeKeyPair(t *testing.T, path string, key, certKey crypto.Signer) string {
+	t.Helper()
+	if certKey == nil {
+		certKey = key
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "cpvrefresh test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, certKey.Public(), certKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk})...)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// tokenEndpoint is an HTTPS server that answers the client-credentials grant
+// the way Entra's /{tenant}/oauth2/v2.0/token does (form in, Entra's JSON
+// out, errors with error_codes), with opaque tokens. The cache bound tests
+// use it instead of the simulator, which signs an RS256 JWT per token: about
+// a millisecond of CPU each, a minute for 10,000 tenants under -race.
+type tokenEndpoint struct {
+	srv    *httptest.Server
+	client *http.Client
+	mu     sync.Mutex
+	issued map[string]int // token requests per tenant
+}
+
+func newTokenEndpoint(t *testing.T) *tokenEndpoint {
+	t.Helper()
+	e := &tokenEndpoint{issued: map[string]int{}}
+	e.srv = httptest.NewUnstartedServer(http.HandlerFunc(e.serve))
+	// Connections the client dialled but did not need are still in their
+	// handshake when the server closes; that is not worth a log line.
+	e.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	e.srv.StartTLS()
+	tr := e.srv.Client().Transport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 16
+	e.client = &http.Client{Transport: tr}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		e.srv.Close()
+	})
+	return e
+}
+
+func (e *tokenEndpoint) serve(w http.ResponseWriter, r *http.Request) {
+	tenant, ok := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/oauth2/v2.0/token")
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store, no-cache")
+	if !ok || r.Method != http.MethodPost || r.ParseForm() != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, `{"error":"invalid_request","error_description":"AADSTS900144: The request body must contain the following parameter: 'grant_type'.","error_codes":[900144]}`)
+		return
+	}
+	f := r.PostForm
+	if f.Get("grant_type") != "client_credentials" || f.Get("client_id") != testAppID || f.Get("client_secret") != secretLike || !strings.HasSuffix(f.Get("scope"), "/.default") {
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215]}`)
+		return
+	}
+	e.mu.Lock()
+	e.issued[tenant]++
+	n := e.issued[tenant]
+	e.mu.Unlock()
+	fmt.Fprintf(w, `{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"%s.%d"}`, tenant, n)
+}
+
+func (e *tokenEndpoint) requests(tenant string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.issued[tenant]
+}
+
+// TestTokenCacheBound: however many tenants a credential serves, it keeps at
+// most its cache size of tokens, the least recently used dropped first.
+func TestTokenCacheBound(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		cacheSize int // 0: the default
+		tenants   int
+		wantKept  int
+	}{
+		{name: "10,000 tenants, default size", tenants: 10_000, wantKept: cpv.DefaultTokenCacheSize},
+		{name: "100 tenants, 10 kept", cacheSize: 10, tenants: 100, wantKept: 10},
+		{name: "fewer tenants than the bound", cacheSize: 10, tenants: 4, wantKept: 4},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ep := newTokenEndpoint(t)
+			cred, err := cpv.NewCredential(cpv.CredentialConfig{
+				Mode: cpv.ModeSecret, PartnerTenantID: testTenant, ClientID: testAppID, ClientSecret: secretLike,
+				AuthorityHost: ep.srv.URL, HTTPClient: ep.client, CacheSize: tt.cacheSize,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tenants := make([]string, tt.tenants)
+			for n := range tenants {
+				tenants[n] = gid(0x7c00+i, n)
+			}
+			get := func(tenant string) {
+				if _, err := cpv.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"https://graph.microsoft.com/.default"}}); err != nil {
+					t.Errorf("token for %s: %v", tenant, err)
+				}
+			}
+			work := make(chan string)
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Go(func() {
+					for tenant := range work {
+						get(tenant)
+					}
+				})
+			}
+			for _, tenant := range tenants {
+				work <- tenant
+			}
+			close(work)
+			wg.Wait()
+
+			// The most recent tenant's token is still there; the first
+			// tenant's was dropped if the cache overflowed, and asking for it
+			// again costs one request.
+			last, first := tenants[len(tenants)-1], tenants[0]
+			kept := cpv.CachedTokens(cred)
+			get(last)
+			get(first)
+			wantFirst := 1
+			if tt.tenants > tt.wantKept {
+				wantFirst = 2
+			}
+			got := []int{kept, ep.requests(last), ep.requests(first), cpv.CachedTokens(cred)}
+			if diff := cmp.Diff([]int{tt.wantKept, 1, wantFirst, tt.wantKept}, got); diff != "" {
+				t.Errorf("tokens kept, requests for the last and the first tenant, tokens kept after (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

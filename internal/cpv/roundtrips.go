@@ -64,8 +64,9 @@ func TripsFrom(ctx context.Context) *Trips {
 // CountingTransport wraps base (nil: http.DefaultTransport) so that each
 // request increments the Trips found in its context: Token when the path
 // ends in "/oauth2/v2.0/token"; Discovery for Entra's OpenID metadata,
-// signing keys and instance discovery (MSAL fetches a tenant's metadata once
-// per process before its first token there); otherwise Graph or PartnerCenter when the URL
+// signing keys and instance discovery (NewCredential's credentials make no
+// such request; an azidentity/MSAL credential fetches a tenant's metadata
+// once per process before its first token there); otherwise Graph or PartnerCenter when the URL
 // is under that base URL (the longest matching base wins, and matching is by
 // whole path segments: a base ".../v1" does not match ".../v1.0/...").
 // Requests whose context has no Trips, or under neither base, pass uncounted.
