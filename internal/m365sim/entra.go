@@ -23,6 +23,8 @@ const (
 	pcAppID         = "fa3d9a0c-3fb0-42cc-9193-47c7ecd2edbd"
 	tokenLifetime   = 3599 * time.Second
 	clientAssertion = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+	// federatedAudience is the audience of workload identity tokens.
+	federatedAudience = "api://AzureADTokenExchange"
 )
 
 // entraError is an Entra token endpoint error.
@@ -401,9 +403,10 @@ func (s *Sim) rolesFor(t *tenant, appSP uuid.UUID, aud string) []string {
 	return roles
 }
 
-// checkAssertion validates a client assertion (certificate credential): a
-// JWT whose iss and sub are the client id, whose aud is this tenant's token
-// endpoint, and which has not expired. Its signature is not checked.
+// checkAssertion validates a client assertion: a certificate credential's
+// JWT whose iss and sub are the client id and whose aud is this tenant's
+// token endpoint, or a workload identity token with the federated audience;
+// either unexpired. Signatures are not checked.
 func (s *Sim) checkAssertion(r *http.Request, key, clientID, assertion string) *entraError {
 	bad := func(desc string) *entraError {
 		return &entraError{status: http.StatusUnauthorized, err: "invalid_client", code: 700027, desc: desc}
@@ -412,16 +415,25 @@ func (s *Sim) checkAssertion(r *http.Request, key, clientID, assertion string) *
 	if _, _, err := jwt.NewParser().ParseUnverified(assertion, claims); err != nil {
 		return bad("Client assertion failed signature validation.")
 	}
-	iss, _ := claims.GetIssuer()
-	sub, _ := claims.GetSubject()
-	if !strings.EqualFold(iss, clientID) || !strings.EqualFold(sub, clientID) {
-		return bad("Client assertion contains an invalid issuer or subject.")
-	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil || !exp.After(s.now()) {
 		return &entraError{status: http.StatusUnauthorized, err: "invalid_client", code: 700024, desc: "Client assertion is not within its valid time range."}
 	}
 	auds, _ := claims.GetAudience()
+	// A workload identity token (Kubernetes service account token
+	// exchanged through the app's federated credential) has the audience
+	// api://AzureADTokenExchange and its own issuer and subject; one token
+	// serves every tenant. The simulator trusts any such issuer.
+	for _, a := range auds {
+		if a == federatedAudience {
+			return nil
+		}
+	}
+	iss, _ := claims.GetIssuer()
+	sub, _ := claims.GetSubject()
+	if !strings.EqualFold(iss, clientID) || !strings.EqualFold(sub, clientID) {
+		return bad("Client assertion contains an invalid issuer or subject.")
+	}
 	for _, a := range auds {
 		u, err := url.Parse(a)
 		if err != nil {

@@ -373,3 +373,31 @@ func TestTokenExpiry(t *testing.T) {
 		t.Errorf("tampered token: %d", r.Status)
 	}
 }
+
+func TestWorkloadIdentityAssertion(t *testing.T) {
+	t.Parallel()
+	sim := start(t, m365sim.Options{Seed: 7, Tenants: 3, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}})
+	// A Kubernetes service account token: its own issuer and subject, the
+	// federated audience, usable for every tenant.
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"iss": "https://oidc.example/cluster", "sub": "system:serviceaccount:cpv:worker",
+		"aud": []string{"api://AzureADTokenExchange"}, "exp": time.Now().Add(time.Hour).Unix(),
+	})
+	assertion, err := tok.SignedString([]byte("k8s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tenant := range []string{sim.Fleet()[0].ID, sim.Fleet()[1].ID} {
+		form := url.Values{"grant_type": {"client_credentials"}, "client_id": {sim.AppID()},
+			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {assertion},
+			"scope": {"https://graph.microsoft.com/.default"}}
+		resp, err := sim.HTTPClient().PostForm(sim.AuthorityHost()+tenant+"/oauth2/v2.0/token", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("tenant %s: %d, want 200 for a federated token", tenant, resp.StatusCode)
+		}
+	}
+}
