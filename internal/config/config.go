@@ -4,6 +4,7 @@
 //
 //	QueueName string `env:"CPV_QUEUE" default:"cpv-refresh" help:"work queue name"`
 //	Secret    string `env:"CPV_CLIENT_SECRET" secret:"true" help:"..."`
+//	TokenFile string `env:"CPV_FEDERATED_TOKEN_FILE" fallback:"AZURE_FEDERATED_TOKEN_FILE"`
 //
 // Flags win over the environment, which wins over defaults. The flag for
 // CPV_QUEUE_NAME is -queue-name. Every bad value is reported, one message
@@ -27,12 +28,13 @@ import (
 
 // Field describes one configuration setting.
 type Field struct {
-	Env     string
-	Flag    string
-	Default string
-	Help    string
-	Type    string
-	Secret  bool
+	Env      string
+	Fallback string // another variable read when Env is unset (e.g. the platform's own name for it)
+	Flag     string
+	Default  string
+	Help     string
+	Type     string
+	Secret   bool
 }
 
 // Load fills the struct cfg points to. getenv is os.Getenv in main.
@@ -53,7 +55,11 @@ func Load(cfg any, args []string, getenv func(string) string, name string) error
 				errs = append(errs, fmt.Errorf("config: default of %s: %w", f.Env, err))
 			}
 		}
-		if s, ok := lookup(getenv, f.Env); ok {
+		s, ok := lookup(getenv, f.Env)
+		if !ok && f.Fallback != "" {
+			s, ok = lookup(getenv, f.Fallback)
+		}
+		if ok {
 			if err := set(values[i], s); err != nil {
 				errs = append(errs, fmt.Errorf("config: %s: %w", f.Env, err))
 			}
@@ -175,12 +181,13 @@ func walk(v reflect.Value) ([]Field, []reflect.Value, error) {
 			return nil, nil, fmt.Errorf("config: field %s: %w", sf.Name, err)
 		}
 		fields = append(fields, Field{
-			Env:     env,
-			Flag:    flagName(env),
-			Default: sf.Tag.Get("default"),
-			Help:    sf.Tag.Get("help"),
-			Type:    typ,
-			Secret:  sf.Tag.Get("secret") == "true",
+			Env:      env,
+			Fallback: sf.Tag.Get("fallback"),
+			Flag:     flagName(env),
+			Default:  sf.Tag.Get("default"),
+			Help:     sf.Tag.Get("help"),
+			Type:     typ,
+			Secret:   sf.Tag.Get("secret") == "true",
 		})
 		values = append(values, fv)
 	}

@@ -111,3 +111,20 @@ func TestDefaultStorageIsDevStorage(t *testing.T) {
 		t.Fatalf("default storage = %q, want DevStorage", w.StorageConnectionString)
 	}
 }
+
+func TestFallbackVariable(t *testing.T) {
+	t.Parallel()
+	var w Worker
+	if err := Load(&w, nil, env(map[string]string{"AZURE_FEDERATED_TOKEN_FILE": "/var/run/secrets/azure/tokens/azure-identity-token"}), "worker"); err != nil {
+		t.Fatal(err)
+	}
+	if w.TokenFile != "/var/run/secrets/azure/tokens/azure-identity-token" {
+		t.Fatalf("token file = %q, want the workload identity webhook's variable", w.TokenFile)
+	}
+	if err := Load(&w, nil, env(map[string]string{"AZURE_FEDERATED_TOKEN_FILE": "/a", "CPV_FEDERATED_TOKEN_FILE": "/b"}), "worker"); err != nil {
+		t.Fatal(err)
+	}
+	if w.TokenFile != "/b" {
+		t.Fatalf("token file = %q, want CPV_FEDERATED_TOKEN_FILE to win", w.TokenFile)
+	}
+}

@@ -36,7 +36,7 @@ type Common struct {
 	ClientSecret    string `env:"CPV_CLIENT_SECRET" secret:"true" help:"client secret of the SAM app (modes secret and refresh-token)"`
 	CertificatePath string `env:"CPV_CERTIFICATE_PATH" help:"PEM or PFX file with the SAM app's certificate and key (mode certificate)"`
 	CertificatePass string `env:"CPV_CERTIFICATE_PASSWORD" secret:"true" help:"password of the PFX file, if any"`
-	TokenFile       string `env:"CPV_FEDERATED_TOKEN_FILE" help:"federated token file (mode workload; AZURE_FEDERATED_TOKEN_FILE is used when empty)"`
+	TokenFile       string `env:"CPV_FEDERATED_TOKEN_FILE" fallback:"AZURE_FEDERATED_TOKEN_FILE" help:"federated token file (mode workload; AZURE_FEDERATED_TOKEN_FILE is used when empty)"`
 	RefreshToken    string `env:"CPV_REFRESH_TOKEN" secret:"true" help:"the partner admin's GDAP refresh token (mode refresh-token)"`
 
 	AuthorityHost    string `env:"CPV_AUTHORITY_HOST" default:"https://127.0.0.1:8443/" help:"Entra ID authority host; https://login.microsoftonline.com/ in production"`
