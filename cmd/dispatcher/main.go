@@ -106,23 +106,10 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 	log.Info("dispatcher starting", config.Redacted(cfg)...)
 
 	hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode:                cfg.AuthMode,
-		PartnerTenantID:     cfg.PartnerTenantID,
-		ClientID:            cfg.ClientID,
-		ClientSecret:        cfg.ClientSecret,
-		CertificatePath:     cfg.CertificatePath,
-		CertificatePassword: cfg.CertificatePass,
-		TokenFilePath:       cfg.TokenFile,
-		RefreshToken:        cfg.RefreshToken,
-		OnRefreshToken: func(string) {
-			// Rotated refresh tokens live in memory; the configured one
-			// stays valid until revoked. Never log the token itself.
-			log.Debug("refresh token rotated")
-		},
-		AuthorityHost: cfg.AuthorityHost,
-		HTTPClient:    hc,
-	})
+	cred, err := cpv.NewCredential(cfg.Credential(hc, func(string) {
+		// Never log the token itself.
+		log.Debug("refresh token rotated")
+	}))
 	if err != nil {
 		return configError(fmt.Errorf("credential: %w", err))
 	}

@@ -52,23 +52,10 @@ func microsoftClient(cfg *config.Worker) *http.Client {
 // client and the Partner Center client over one counting HTTP client.
 func newEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engine, error) {
 	hc := microsoftClient(cfg)
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode:                cfg.AuthMode,
-		PartnerTenantID:     cfg.PartnerTenantID,
-		ClientID:            cfg.ClientID,
-		ClientSecret:        cfg.ClientSecret,
-		CertificatePath:     cfg.CertificatePath,
-		CertificatePassword: cfg.CertificatePass,
-		TokenFilePath:       cfg.TokenFile,
-		RefreshToken:        cfg.RefreshToken,
-		OnRefreshToken: func(string) {
-			// Rotated refresh tokens live in memory; the configured one
-			// stays valid until revoked. Never log the token itself.
-			log.Debug("refresh token rotated")
-		},
-		AuthorityHost: cfg.AuthorityHost,
-		HTTPClient:    hc,
-	})
+	cred, err := cpv.NewCredential(cfg.Credential(hc, func(string) {
+		// Never log the token itself.
+		log.Debug("refresh token rotated")
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("credential: %w", err)
 	}

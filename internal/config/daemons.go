@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -218,4 +219,24 @@ func validQueueName(s string) bool {
 		}
 	}
 	return true
+}
+
+// Credential is the partner app's token source configuration for
+// cpv.NewCredential. Rotated refresh tokens (refresh-token mode) are kept in
+// memory; the configured one stays valid until revoked, so a restart does
+// not lose access.
+func (c *Common) Credential(hc *http.Client, onRotate func(string)) cpv.CredentialConfig {
+	return cpv.CredentialConfig{
+		Mode:                c.AuthMode,
+		PartnerTenantID:     c.PartnerTenantID,
+		ClientID:            c.ClientID,
+		ClientSecret:        c.ClientSecret,
+		CertificatePath:     c.CertificatePath,
+		CertificatePassword: c.CertificatePass,
+		TokenFilePath:       c.TokenFile,
+		RefreshToken:        c.RefreshToken,
+		OnRefreshToken:      onRotate,
+		AuthorityHost:       c.AuthorityHost,
+		HTTPClient:          hc,
+	}
 }
