@@ -1,23 +1,13 @@
 package queue
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,127 +19,11 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
-// sbPeer is the test binary's AMQP peer (deploy/sbpeer).
-type sbPeer struct {
-	ConnectionString string
-	Control          string // http://127.0.0.1:PORT
-	// stdin stays open (and referenced, so no finalizer closes it) for
-	// the life of the test binary: the peer exits when it closes.
-	stdin io.WriteCloser
-}
-
-var (
-	peerOnce sync.Once
-	peer     *sbPeer
-	peerErr  error
-)
-
-// serviceBusPeer returns the test binary's Service Bus peer, starting it on
-// the first call. It fails (never skips) when node or the peer's
-// node_modules are missing. The peer exits when the test binary does (its
-// standard input closes; Pdeathsig as well).
-func serviceBusPeer(t testing.TB) *sbPeer {
-	t.Helper()
-	peerOnce.Do(func() { peer, peerErr = startPeer() })
-	if peerErr != nil {
-		t.Fatalf("sbpeer: %v", peerErr)
-	}
-	return peer
-}
-
-var peerListening = regexp.MustCompile(`sbpeer listening amqp=(\d+) control=(\d+)`)
-
-func startPeer() (*sbPeer, error) {
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		return nil, err
-	}
-	dir := filepath.Join(root, "deploy", "sbpeer")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "rhea")); err != nil {
-		return nil, fmt.Errorf("%s/node_modules is missing: run `cd deploy/sbpeer && npm ci` first", dir)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		return nil, fmt.Errorf("node is not installed: %w", err)
-	}
-	cmd := exec.Command(node, filepath.Join(dir, "peer.js"), "--port", "0")
-	cmd.Dir = dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if os.Getenv("SBPEER_LOG") != "" {
-		// e.g. SBPEER_LOG=1 DEBUG=rhea:frames shows every AMQP frame.
-		cmd.Stderr = os.Stderr
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", node, err)
-	}
-	found := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if m := peerListening.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m
-			}
-		}
-		close(found)
-	}()
-	timer := time.NewTimer(30 * time.Second)
-	defer timer.Stop()
-	select {
-	case m, ok := <-found:
-		if !ok {
-			_ = cmd.Wait()
-			return nil, fmt.Errorf("peer exited before listening: %s", stderr.String())
-		}
-		return &sbPeer{
-			ConnectionString: "Endpoint=sb://127.0.0.1:" + m[1] + ";SharedAccessKeyName=x;SharedAccessKey=y;UseDevelopmentEmulator=true",
-			Control:          "http://127.0.0.1:" + m[2],
-			stdin:            stdin,
-		}, nil
-	case <-timer.C:
-		_ = cmd.Process.Kill()
-		return nil, errors.New("peer did not listen within 30s")
-	}
-}
-
-// configure sets a queue's properties on the peer, as an operator (or
-// Ensure) does on a namespace.
-func (p *sbPeer) configure(t testing.TB, name string, lock time.Duration, maxDelivery int) {
-	t.Helper()
-	body, _ := json.Marshal(map[string]int64{
-		"lockDurationMs":    lock.Milliseconds(),
-		"maxDeliveryCount":  int64(maxDelivery),
-		"duplicateWindowMs": (10 * time.Minute).Milliseconds(),
-	})
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPut, p.Control+"/queues/"+name, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("configure peer queue %s: %v", name, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		msg, _ := io.ReadAll(resp.Body)
-		t.Fatalf("configure peer queue %s: %s %s", name, resp.Status, msg)
-	}
-}
-
 // newPeerQueue returns an ensured queue on the peer, with lock duration
 // visibility (default 60s) and max delivery count maxDelivery (default 10).
 func newPeerQueue(t testing.TB, visibility time.Duration, maxDelivery int) *ServiceBusQueue {
 	t.Helper()
-	p := serviceBusPeer(t)
+	p := testenv.ServiceBus(t)
 	if visibility == 0 {
 		visibility = DefaultLockDuration
 	}
@@ -157,7 +31,7 @@ func newPeerQueue(t testing.TB, visibility time.Duration, maxDelivery int) *Serv
 		maxDelivery = DefaultMaxDeliveryCount
 	}
 	name := testenv.Name("sb")
-	p.configure(t, name, visibility, maxDelivery)
+	p.ConfigureQueue(t, name, visibility, maxDelivery)
 	q, err := NewServiceBusQueue(ServiceBusConfig{
 		ConnectionString: p.ConnectionString,
 		Queue:            name,

@@ -1,8 +1,10 @@
 // Package testenv gives tests the real services they run against. Azurite,
 // the Azure Storage emulator, is started once per test binary from the
 // project's pinned copy (deploy/azurite, installed by `make deps`), or taken
-// from CPVREFRESH_AZURITE when that names a running one. Tests never skip
-// because Azurite is missing: they fail and say how to install it.
+// from CPVREFRESH_AZURITE when that names a running one. The Service Bus
+// peer (deploy/sbpeer, a wire-level AMQP 1.0 stand-in for Azure Service
+// Bus) is likewise started once per test binary by ServiceBus. Tests never
+// skip because either is missing: they fail and say how to install it.
 package testenv
 
 import (

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 )
 
 // drainQueue waits until the work queue is empty: every message settled
@@ -35,7 +36,7 @@ func BenchmarkWorkerThroughput(b *testing.B) {
 				var trips int
 				for i := range b.N {
 					b.StopTimer()
-					w := newWorld(b, m365sim.Options{Seed: int64(100 + i), Tenants: tenants,
+					w := newWorld(b, queue.TransportStorageQueue, m365sim.Options{Seed: int64(100 + i), Tenants: tenants,
 						Faults: m365sim.Faults{Latency: 50 * time.Millisecond}})
 					w.enqueue(b, ids(w.sim.Fleet()))
 					var stops []func(time.Duration)
@@ -84,7 +85,7 @@ func BenchmarkWorkerMemory(b *testing.B) {
 			var peakHeap, peakSys, retained uint64
 			for i := range b.N {
 				b.StopTimer()
-				w := newWorld(b, m365sim.Options{Seed: int64(200 + i), Tenants: tenants, Mix: onlyKind(m365sim.KindCorrect)})
+				w := newWorld(b, queue.TransportStorageQueue, m365sim.Options{Seed: int64(200 + i), Tenants: tenants, Mix: onlyKind(m365sim.KindCorrect)})
 				fleet := ids(w.sim.Fleet())
 				for _, id := range fleet {
 					w.sim.Tenant(id) // builds the tenant's directory now

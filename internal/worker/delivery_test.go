@@ -22,11 +22,16 @@ import (
 func onlyKind(k m365sim.Kind) map[m365sim.Kind]float64 { return map[m365sim.Kind]float64{k: 1} }
 
 // TestPoisonMessages sends bodies that are not valid envelopes: each lands
-// in the poison queue with its reason on its first attempt, and the worker
-// goes on serving valid messages.
+// in the poison queue with its reason on its first attempt (on Service Bus:
+// in the dead-letter queue, the reason as its DeadLetterReason, delivered
+// once), and the worker goes on serving valid messages.
 func TestPoisonMessages(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, m365sim.Options{Seed: 7, Tenants: 1, Mix: onlyKind(m365sim.KindCorrect)})
+	onEachTransport(t, poisonMessages)
+}
+
+func poisonMessages(t *testing.T, transport string) {
+	w := newWorld(t, transport, m365sim.Options{Seed: 7, Tenants: 1, Mix: onlyKind(m365sim.KindCorrect)})
 	tenant := w.sim.Fleet()[0].ID
 	w.start(t, w.config(4))
 
@@ -77,6 +82,13 @@ func TestPoisonMessages(t *testing.T) {
 	if len(recs) != len(cases) {
 		t.Errorf("%d poison records, want %d: %+v", len(recs), len(cases), recs)
 	}
+	var dead map[string]deadLetter
+	if transport == queue.TransportServiceBus {
+		dead = w.deadLetters(t)
+		if len(dead) != len(cases) {
+			t.Errorf("%d messages in the dead-letter queue, want %d: %+v", len(dead), len(cases), dead)
+		}
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r, ok := byBody[string(c.body)]
@@ -85,6 +97,17 @@ func TestPoisonMessages(t *testing.T) {
 			}
 			if !strings.Contains(r.Reason, c.reason) || r.Attempts != 1 {
 				t.Errorf("poison record: reason %q, attempts %d; want a reason containing %q on attempt 1", r.Reason, r.Attempts, c.reason)
+			}
+			if dead == nil {
+				return
+			}
+			dl, ok := dead[string(c.body)]
+			if !ok {
+				t.Fatalf("the body is not in the dead-letter queue")
+			}
+			if !strings.Contains(dl.Reason, c.reason) || dl.DeliveryCount != 1 {
+				t.Errorf("dead-lettered message: DeadLetterReason %q, DeliveryCount %d; want a reason containing %q, delivered once",
+					dl.Reason, dl.DeliveryCount, c.reason)
 			}
 		})
 	}
@@ -99,7 +122,11 @@ func TestPoisonMessages(t *testing.T) {
 // Microsoft. A newer request, and a reset, still do their work.
 func TestDuplicateDelivery(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, m365sim.Options{Seed: 8, Tenants: 1, Mix: onlyKind(m365sim.KindNew)})
+	onEachTransport(t, duplicateDelivery)
+}
+
+func duplicateDelivery(t *testing.T, transport string) {
+	w := newWorld(t, transport, m365sim.Options{Seed: 8, Tenants: 1, Mix: onlyKind(m365sim.KindNew)})
 	tenant := w.sim.Fleet()[0].ID
 	w.start(t, w.config(4))
 	ctx := context.Background()
@@ -191,11 +218,22 @@ func TestDuplicateDelivery(t *testing.T) {
 // history, and poisoned with the reason on the last allowed attempt.
 func TestRetryThenPoison(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, m365sim.Options{Seed: 9, Tenants: 1, Mix: onlyKind(m365sim.KindCorrect)})
+	onEachTransport(t, retryThenPoison)
+}
+
+func retryThenPoison(t *testing.T, transport string) {
+	w := newWorld(t, transport, m365sim.Options{Seed: 9, Tenants: 1, Mix: onlyKind(m365sim.KindCorrect)})
+	// Each attempt outlasts the Graph client's own retries (seconds): with a
+	// long visibility, a renewal made late by a loaded machine cannot let
+	// the message be taken again mid-attempt (an attempt more than the test
+	// counts).
+	const visibility = 30 * time.Second
+	w.queue = w.openQueueWith(t, visibility)
 	tenant := w.sim.Fleet()[0].ID
 	w.sim.SetFaults(m365sim.Faults{Graph5xxRate: 1})
 	cfg := w.config(2)
 	cfg.MaxAttempts = 2
+	cfg.Visibility = visibility
 	w.start(t, cfg)
 	w.enqueue(t, []string{tenant})
 	w.waitDrained(t, []string{tenant}, 2*time.Minute)
@@ -231,7 +269,7 @@ func TestRetryThenPoison(t *testing.T) {
 // it is turned off.
 func TestPause(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, m365sim.Options{Seed: 10, Tenants: 1, Mix: onlyKind(m365sim.KindCorrect)})
+	w := newWorld(t, queue.TransportStorageQueue, m365sim.Options{Seed: 10, Tenants: 1, Mix: onlyKind(m365sim.KindCorrect)})
 	tenant := w.sim.Fleet()[0].ID
 	ctx := context.Background()
 	if err := w.store.SetPaused(ctx, store.PauseWorkers, true); err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
 	"github.com/google/uuid"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
@@ -21,8 +22,12 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/worker"
 )
 
-// The transport used by the daemon is a Source.
-var _ worker.Source = (*queue.StorageQueue)(nil)
+// Either transport the daemon opens is a Source.
+var (
+	_ worker.Source = (*queue.StorageQueue)(nil)
+	_ worker.Source = (*queue.ServiceBusQueue)(nil)
+	_ worker.Source = queue.Transport(nil)
+)
 
 // The engine and the store are what the daemon plugs in.
 var (
@@ -30,27 +35,62 @@ var (
 	_ worker.Results   = (*store.Store)(nil)
 )
 
-// testVisibility is the visibility timeout of the tests' queues: short, so
-// a crashed worker's messages come back quickly.
+// testVisibility is the visibility timeout (Storage Queue) or lock duration
+// (Service Bus) of the tests' queues: short, so a crashed worker's messages
+// come back quickly.
 const testVisibility = 5 * time.Second
 
-// world is one test's real parts: the Microsoft 365 simulator over HTTPS,
-// a queue and tables in the shared Azurite, and a refresh engine built on
-// the real clients.
-type world struct {
-	sim      *m365sim.Sim
-	storage  *testenv.Storage
-	queue    *queue.StorageQueue
-	store    *store.Store
-	engine   *cpv.Engine
-	manifest *cpv.Manifest
-	qname    string
-	prefix   string
+// onEachTransport runs scenario as a parallel subtest on each queue
+// transport, named for it ("storagequeue", "servicebus").
+func onEachTransport(t *testing.T, scenario func(t *testing.T, transport string)) {
+	t.Helper()
+	for _, tr := range []string{queue.TransportStorageQueue, queue.TransportServiceBus} {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			scenario(t, tr)
+		})
+	}
 }
 
-func newWorld(t testing.TB, opts m365sim.Options) *world {
+// sized picks a scenario's size by transport: the Service Bus runs are
+// smaller, to keep the package's run time modest (what they check does not
+// depend on the fleet's size).
+func sized(transport string, storageQueue, serviceBus int) int {
+	if transport == queue.TransportServiceBus {
+		return serviceBus
+	}
+	return storageQueue
+}
+
+// world is one test's real parts: the Microsoft 365 simulator over HTTPS,
+// a queue on the chosen transport (Storage Queue in the shared Azurite, or
+// Service Bus on the shared AMQP peer), tables in the shared Azurite, and a
+// refresh engine built on the real clients.
+type world struct {
+	sim       *m365sim.Sim
+	storage   *testenv.Storage
+	transport string                  // queue.TransportStorageQueue or queue.TransportServiceBus
+	bus       *testenv.ServiceBusPeer // nil on Storage Queue
+	queue     queue.Transport
+	store     *store.Store
+	engine    *cpv.Engine
+	manifest  *cpv.Manifest
+	qname     string
+	prefix    string
+}
+
+// newWorld builds a test's world with its queue on transport.
+func newWorld(t testing.TB, transport string, opts m365sim.Options) *world {
 	t.Helper()
 	az := testenv.Azurite(t)
+	var bus *testenv.ServiceBusPeer
+	switch transport {
+	case queue.TransportStorageQueue:
+	case queue.TransportServiceBus:
+		bus = testenv.ServiceBus(t)
+	default:
+		t.Fatalf("unknown transport %q", transport)
+	}
 	sim, err := m365sim.New(opts)
 	if err != nil {
 		t.Fatalf("m365sim.New: %v", err)
@@ -60,7 +100,8 @@ func newWorld(t testing.TB, opts m365sim.Options) *world {
 	}
 	t.Cleanup(func() { _ = sim.Close() })
 
-	w := &world{sim: sim, storage: az, manifest: sim.Manifest(), qname: testenv.Name("wq"), prefix: testenv.Name("wt")}
+	w := &world{sim: sim, storage: az, transport: transport, bus: bus, manifest: sim.Manifest(),
+		qname: testenv.Name("wq"), prefix: testenv.Name("wt")}
 	w.queue = w.openQueue(t)
 	ctx := context.Background()
 	if err := w.queue.Ensure(ctx); err != nil {
@@ -77,22 +118,47 @@ func newWorld(t testing.TB, opts m365sim.Options) *world {
 	return w
 }
 
-func (w *world) openQueue(t testing.TB) *queue.StorageQueue {
+func (w *world) openQueue(t testing.TB) queue.Transport {
 	t.Helper()
 	return w.openQueueWith(t, testVisibility)
 }
 
-// openQueueWith opens the world's queue with another visibility timeout
-// (the worker's Config.Visibility must be the same).
-func (w *world) openQueueWith(t testing.TB, visibility time.Duration) *queue.StorageQueue {
+// openQueueWith opens the world's queue as cmd/worker does (queue.Open)
+// with another visibility timeout; on Service Bus the peer's queue gets it
+// as its lock duration. The worker's Config.Visibility must be the same.
+func (w *world) openQueueWith(t testing.TB, visibility time.Duration) queue.Transport {
 	t.Helper()
-	q, err := queue.NewStorageQueue(queue.StorageQueueConfig{
-		ConnectionString: w.storage.ConnectionString, Queue: w.qname, Visibility: visibility,
-	})
+	cfg := queue.OpenConfig{Transport: w.transport, Queue: w.qname, Visibility: visibility,
+		StorageConnectionString: w.storage.ConnectionString}
+	if w.bus != nil {
+		w.bus.ConfigureQueue(t, w.qname, visibility, 0)
+		cfg.ServiceBusConnectionString = w.bus.ConnectionString
+	}
+	q, err := queue.Open(cfg)
 	if err != nil {
-		t.Fatalf("queue.NewStorageQueue: %v", err)
+		t.Fatalf("queue.Open: %v", err)
+	}
+	if c, ok := q.(interface{ Close(context.Context) error }); ok {
+		// Registered before any worker's stop, so it runs after it.
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := c.Close(ctx); err != nil {
+				t.Errorf("close queue: %v", err)
+			}
+		})
 	}
 	return q
+}
+
+// childEnv is the environment that points a worker process at the world's
+// queue transport.
+func (w *world) childEnv() []string {
+	env := []string{"CPV_TRANSPORT=" + w.transport, "CPV_QUEUE=" + w.qname}
+	if w.bus != nil {
+		env = append(env, "CPV_SERVICEBUS_CONNECTION_STRING="+w.bus.ConnectionString)
+	}
+	return env
 }
 
 // newEngine builds the engine as cmd/worker does, over the simulator's CA.
@@ -303,3 +369,53 @@ func healthy(k m365sim.Kind) bool {
 
 // errNotYet is a waitFor condition's "keep waiting".
 var errNotYet = errors.New("not yet")
+
+// deadLetter is a message in a Service Bus queue's dead-letter sub-queue as
+// Service Bus keeps it.
+type deadLetter struct {
+	Reason, Description string
+	DeliveryCount       uint32
+}
+
+// deadLetters reads the world's Service Bus dead-letter sub-queue with the
+// SDK itself, not through the transport under test, by message body.
+func (w *world) deadLetters(t testing.TB) map[string]deadLetter {
+	t.Helper()
+	if w.bus == nil {
+		t.Fatal("deadLetters: the world's queue is not on Service Bus")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client, err := azservicebus.NewClientFromConnectionString(w.bus.ConnectionString, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close(ctx)
+	r, err := client.NewReceiverForQueue(w.qname, &azservicebus.ReceiverOptions{SubQueue: azservicebus.SubQueueDeadLetter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]deadLetter{}
+	from := int64(0)
+	for {
+		ms, err := r.PeekMessages(ctx, 100, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &from})
+		if err != nil {
+			t.Fatalf("peek the dead-letter queue: %v", err)
+		}
+		if len(ms) == 0 {
+			return out
+		}
+		for _, m := range ms {
+			var dl deadLetter
+			if m.DeadLetterReason != nil {
+				dl.Reason = *m.DeadLetterReason
+			}
+			if m.DeadLetterErrorDescription != nil {
+				dl.Description = *m.DeadLetterErrorDescription
+			}
+			dl.DeliveryCount = m.DeliveryCount
+			out[string(m.Body)] = dl
+			from = *m.SequenceNumber + 1
+		}
+	}
+}

@@ -54,7 +54,7 @@ func (s *syncBuffer) String() string {
 }
 
 // child is a worker process configured, through its environment, to use
-// this test's simulator, queue and tables.
+// this test's simulator, queue (on the world's transport) and tables.
 type child struct {
 	cmd    *exec.Cmd
 	out    *syncBuffer
@@ -69,12 +69,11 @@ func (w *world) startChild(t *testing.T, bin string, extra ...string) *child {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = append([]string{
+	cmd.Env = append(append([]string{
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + os.Getenv("HOME"),
 		"SSL_CERT_FILE=" + ca,
 		"CPV_STORAGE_CONNECTION_STRING=" + w.storage.ConnectionString,
-		"CPV_QUEUE=" + w.qname,
 		"CPV_TABLE_PREFIX=" + w.prefix,
 		"CPV_AUTH_MODE=secret",
 		"CPV_PARTNER_TENANT_ID=" + w.sim.PartnerTenantID(),
@@ -90,7 +89,7 @@ func (w *world) startChild(t *testing.T, bin string, extra ...string) *child {
 		"CPV_POLL_MAX=500ms",
 		"CPV_LOG_FORMAT=json",
 		"CPV_LOG_LEVEL=info",
-	}, extra...)
+	}, w.childEnv()...), extra...)
 	c := &child{cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = c.out, c.out
 	if err := cmd.Start(); err != nil {
@@ -138,11 +137,16 @@ func (w *world) checkHealthy(t *testing.T, fleet []m365sim.FleetTenant) {
 
 // TestKilledWorker kills a worker process with SIGKILL in the middle of a
 // run: an in-process worker takes over its messages once their visibility
-// lapses, every tenant gets a result, and no object is duplicated.
+// lapses (their locks expire, on Service Bus), every tenant gets a result,
+// and no object is duplicated.
 func TestKilledWorker(t *testing.T) {
 	t.Parallel()
 	bin := buildWorker(t)
-	w := newWorld(t, m365sim.Options{Seed: 12, Tenants: 40, Mix: healthyMix(),
+	onEachTransport(t, func(t *testing.T, transport string) { killedWorker(t, transport, bin) })
+}
+
+func killedWorker(t *testing.T, transport, bin string) {
+	w := newWorld(t, transport, m365sim.Options{Seed: 12, Tenants: sized(transport, 40, 20), Mix: healthyMix(),
 		Faults: m365sim.Faults{Latency: 100 * time.Millisecond}})
 	fleet := w.sim.Fleet()
 	w.enqueue(t, ids(fleet))
@@ -174,12 +178,18 @@ func TestKilledWorker(t *testing.T) {
 // TestTerminatedWorker sends SIGTERM to a worker process while refreshes
 // are in flight: it exits 0 within the shutdown grace, and nothing is
 // lost: every message either completed with a result or is back in the
-// queue, visible at once. A worker then finishes the rest.
+// queue, visible at once (on Service Bus: abandoned, its lock released).
+// A worker then finishes the rest.
 func TestTerminatedWorker(t *testing.T) {
 	t.Parallel()
 	bin := buildWorker(t)
-	// Slow enough that a new tenant's refresh outlives the grace.
-	w := newWorld(t, m365sim.Options{Seed: 13, Tenants: 24, Mix: onlyKind(m365sim.KindNew),
+	onEachTransport(t, func(t *testing.T, transport string) { terminatedWorker(t, transport, bin) })
+}
+
+func terminatedWorker(t *testing.T, transport, bin string) {
+	// Slow enough that a new tenant's refresh outlives the grace; more
+	// tenants than the process's 8 slots, so some wait in the queue.
+	w := newWorld(t, transport, m365sim.Options{Seed: 13, Tenants: sized(transport, 24, 12), Mix: onlyKind(m365sim.KindNew),
 		Faults: m365sim.Faults{Latency: 500 * time.Millisecond}})
 	fleet := w.sim.Fleet()
 	w.enqueue(t, ids(fleet))

@@ -14,19 +14,23 @@ func healthyMix() map[m365sim.Kind]float64 {
 }
 
 // TestThrottleStorm answers 30% of Graph requests and $batch items with 429:
-// every tenant still ends as the manifest asks, and the number of Graph
-// calls stays within 3x of the same fleet without faults (no tight retry
-// loop).
+// every tenant still ends as the manifest asks, nothing is poisoned, and
+// the number of Graph calls stays within 3x of the same fleet without
+// faults (no tight retry loop).
 func TestThrottleStorm(t *testing.T) {
 	t.Parallel()
-	const tenants = 100
+	onEachTransport(t, throttleStorm)
+}
+
+func throttleStorm(t *testing.T, transport string) {
+	tenants := sized(transport, 100, 30)
 	type run struct {
 		graph, throttled int
 		unfinished       []string
 	}
 	var calm, storm run
 	drive := func(t *testing.T, faults m365sim.Faults, out *run) {
-		w := newWorld(t, m365sim.Options{Seed: 11, Tenants: tenants, Mix: healthyMix()})
+		w := newWorld(t, transport, m365sim.Options{Seed: 11, Tenants: tenants, Mix: healthyMix()})
 		w.sim.SetFaults(faults)
 		w.start(t, w.config(32))
 		fleet := w.sim.Fleet()

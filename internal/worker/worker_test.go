@@ -28,7 +28,7 @@ import (
 // budget.
 func TestFleet(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, m365sim.Options{Seed: 500, Tenants: 500})
+	w := newWorld(t, queue.TransportStorageQueue, m365sim.Options{Seed: 500, Tenants: 500})
 	// A long visibility: no extension while refreshes wait for their
 	// tokens in turn (seconds under the race detector), so the round
 	// trips counted below do not depend on the machine's speed.
