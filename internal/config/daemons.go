@@ -162,6 +162,8 @@ func (w *Worker) Validate() error {
 	}
 	if w.Visibility < 5*time.Second || w.Visibility > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("CPV_VISIBILITY %s: want 5s..168h", w.Visibility))
+	} else if w.Transport == "servicebus" && w.Visibility > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("CPV_VISIBILITY %s: Service Bus locks last at most 5m", w.Visibility))
 	}
 	if w.MessageTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("CPV_MESSAGE_TIMEOUT %s: must be positive", w.MessageTimeout))

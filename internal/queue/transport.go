@@ -56,7 +56,7 @@ type OpenConfig struct {
 	ServiceBusNamespace        string
 
 	Credential azcore.TokenCredential
-	Visibility time.Duration // Storage Queue visibility timeout; Service Bus uses its lock duration
+	Visibility time.Duration // Storage Queue visibility timeout; Service Bus lock duration (5s..5m)
 	HTTPClient *http.Client  // Storage Queue only; nil for the SDK's default
 }
 
@@ -76,7 +76,9 @@ func Open(cfg OpenConfig) (Transport, error) {
 		}
 		return NewStorageQueue(sc)
 	case TransportServiceBus:
-		bc := ServiceBusConfig{Queue: cfg.Queue}
+		// The worker extends a message every Visibility/2, so the queue's
+		// lock must last at least Visibility: a queue Ensure creates gets it.
+		bc := ServiceBusConfig{Queue: cfg.Queue, LockDuration: cfg.Visibility}
 		switch {
 		case cfg.ServiceBusNamespace != "":
 			if cfg.Credential == nil {
