@@ -7,7 +7,7 @@ LINT := deploy/dockerfile-lint/node_modules/.bin/dockerfile-utils
 SBPEER := deploy/sbpeer/node_modules/rhea/package.json
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all deps chromium build test vet unit fuzz bench bench-full demo docs clean
+.PHONY: all deps chromium build bench-fleet faults-full test vet unit fuzz bench bench-full demo docs clean
 
 all: build
 
@@ -56,6 +56,19 @@ fuzz: deps
 ## bench: the benchmarks at CI-friendly sizes (results: docs/benchmarks.md)
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 60m ./...
+
+## bench-fleet: the fleet benchmark matrix of docs/benchmarks.md, one go test per row (about 2 hours on 2 cores)
+BENCH_OUT ?= bench-fleet.jsonl
+bench-fleet: deps
+	@set -e; for n in 1000 10000; do for f in correct new; do for l in 0s 50ms; do for w in 1 2 4; do \
+	  echo "== n=$$n fleet=$$f latency=$$l workers=$$w"; \
+	  BENCH_FLEET="n=$$n,fleet=$$f,latency=$$l,workers=$$w" BENCH_OUT="$(abspath $(BENCH_OUT))" \
+	    $(GO) test ./bench -run '^$$' -bench '^BenchmarkFleet$$' -benchtime 1x -timeout 60m; \
+	done; done; done; done
+
+## faults-full: the fault scenarios at full size (10,000 tenants; 500 new tenants at Partner Center's 50/s)
+faults-full: deps
+	BENCH_FULL=1 $(GO) test ./bench -run '^TestFaults$$' -v -parallel 1 -timeout 180m
 
 ## demo: Azurite + the Microsoft 365 simulator + dispatcher + two workers, a refresh of the whole fleet, a results table
 demo: deps build

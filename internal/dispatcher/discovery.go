@@ -221,7 +221,44 @@ func (d *Discovery) Relationship(ctx context.Context, id string) (Relationship, 
 
 // get sends an authenticated GET and returns a 200 response; any other
 // answer is a classified *cpv.Error.
+// Retries of one Graph request during discovery: throttling waits for the
+// server's Retry-After (at most maxDiscoveryWait), 5xx and network errors
+// back off exponentially. A run that gave up would enqueue only the tenants
+// already known, so a transient error is worth a few seconds.
+const (
+	discoveryAttempts = 5
+	maxDiscoveryWait  = 30 * time.Second
+)
+
 func (d *Discovery) get(ctx context.Context, op, u string) (*http.Response, error) {
+	backoff := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		resp, err := d.getOnce(ctx, op, u)
+		if err == nil {
+			return resp, nil
+		}
+		class, wait := cpv.ClassOf(err)
+		if attempt >= discoveryAttempts || ctx.Err() != nil || class == cpv.Permanent {
+			return nil, err
+		}
+		if class != cpv.Throttled || wait <= 0 {
+			wait = backoff
+			backoff *= 2
+		}
+		if wait > maxDiscoveryWait {
+			return nil, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("dispatcher: %s: %w", op, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Discovery) getOnce(ctx context.Context, op, u string) (*http.Response, error) {
 	tok, err := d.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{GraphScope}})
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: %s: partner token: %w", op, err)

@@ -151,8 +151,9 @@ type Dispatcher struct {
 	wg     sync.WaitGroup
 
 	mu           sync.Mutex
-	closing      bool   // Shutdown has begun: no new background runs
-	lastFinished string // id of the last run this replica saw finished
+	closing      bool            // Shutdown has begun: no new background runs
+	lastFinished string          // id of the last run this replica saw finished
+	inProgress   map[string]bool // runs this replica is executing now
 }
 
 // New checks cfg and builds a Dispatcher.

@@ -41,6 +41,24 @@ func reasonOf(kind string) queue.Reason {
 // It reports whether the run is finished (by anyone) when it returns; false
 // with a nil error means another replica holds the run.
 func (d *Dispatcher) execute(ctx context.Context, id, requestedBy string) (bool, error) {
+	// A run this replica is already executing (a long bulk run seen by the
+	// scheduler's resume check) is not started again: its own lease would
+	// let it in, and every tenant would be enqueued twice.
+	d.mu.Lock()
+	if d.inProgress[id] {
+		d.mu.Unlock()
+		return false, nil
+	}
+	if d.inProgress == nil {
+		d.inProgress = map[string]bool{}
+	}
+	d.inProgress[id] = true
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.inProgress, id)
+		d.mu.Unlock()
+	}()
 	lease := "run:" + id
 	ok, err := d.cfg.Store.AcquireLease(ctx, lease, d.cfg.ID, d.cfg.LeaseTTL)
 	if err != nil {

@@ -1,0 +1,195 @@
+package bench
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+)
+
+// binDir holds the daemons built for this test binary (see binaries).
+var binDir string
+
+// buildOnce builds the daemons the first time a test or benchmark needs them.
+var buildOnce = sync.OnceValues(func() (Binaries, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	return Build(ctx, binDir)
+})
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cpvbench-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// binaries returns the worker and dispatcher built for this test binary.
+func binaries(tb testing.TB) Binaries {
+	tb.Helper()
+	bin, err := buildOnce()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return bin
+}
+
+// testLogger sends the harness's progress to tb's log.
+func testLogger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.String("t", a.Value.Time().Format("15:04:05.000"))
+			}
+			return a
+		},
+	}))
+}
+
+// progressLogger writes the harness's progress to stderr as it happens
+// (benchmark logs are shown only at the end, and cut short).
+func progressLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Helper()
+	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// BenchmarkFleet runs the whole system on a simulated fleet and reports
+// throughput, latency percentiles, calls per tenant and memory. The rows
+// come from BENCH_FLEET (see ParseSpecs; DefaultSpec when unset); with
+// BENCH_OUT set, each report is appended to that file as a JSON line.
+//
+//	BENCH_FLEET='n=1000,fleet=new,latency=50ms,workers=2' go test ./bench -run '^$' -bench '^BenchmarkFleet$' -benchtime 1x
+func BenchmarkFleet(b *testing.B) {
+	specs, err := ParseSpecs(cmp.Or(os.Getenv("BENCH_FLEET"), DefaultSpec))
+	if err != nil {
+		b.Fatal(err)
+	}
+	bin := binaries(b)
+	for _, sp := range specs {
+		b.Run(sp.Name(), func(b *testing.B) {
+			var rep Report
+			for range b.N {
+				rep = runFleet(b, bin, sp)
+			}
+			b.ReportMetric(rep.TenantsPerSec, "tenants/s")
+			b.ReportMetric(rep.LimitPerSec, "limit-tenants/s")
+			b.ReportMetric(rep.Enqueue.Seconds(), "enqueue-s")
+			b.ReportMetric(rep.Drain.Seconds(), "drain-s")
+			b.ReportMetric(float64(rep.P50.Milliseconds()), "p50-ms")
+			b.ReportMetric(float64(rep.P95.Milliseconds()), "p95-ms")
+			b.ReportMetric(float64(rep.P99.Milliseconds()), "p99-ms")
+			b.ReportMetric(rep.All.Trips, "trips/tenant")
+			b.ReportMetric(rep.All.SimTrips, "sim-trips/tenant")
+			b.ReportMetric(float64(rep.Throttled), "429s")
+			b.Logf("command: %s (load average before: %s)", sp.Command(), rep.LoadAvg)
+			b.Logf("row:\n%s", rep.Row())
+			b.Logf("calls:\n%s", rep.CallsRow())
+			if out := os.Getenv("BENCH_OUT"); out != "" {
+				writeReport(b, out, sp, rep)
+			}
+		})
+	}
+}
+
+// runFleet starts a stack for sp, refreshes every tenant, waits for the
+// run to drain, checks the fleet and measures.
+func runFleet(b *testing.B, bin Binaries, sp Spec) Report {
+	b.StopTimer()
+	mix, err := FleetMix(sp.Fleet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Minute)
+	defer cancel()
+	load := LoadAvg()
+	st, err := Start(ctx, Options{Dir: b.TempDir(), Bin: bin, Tenants: sp.Tenants, Mix: mix, Seed: 1,
+		Faults: m365sim.Faults{Latency: sp.Latency}, Workers: sp.Workers, Concurrency: sp.Concurrency, Log: progressLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			b.Error(err)
+		}
+	}()
+	if sp.Warm {
+		first, err := st.Refresh(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := st.WaitDrained(ctx, first, 50*time.Minute, 5*time.Second); err != nil {
+			b.Fatal(err)
+		}
+		if err := st.RestartWorkers(ctx); err != nil {
+			b.Fatal(err)
+		}
+		st.Sim.ResetStats()
+	}
+	b.StartTimer()
+	requested := time.Now()
+	id, err := st.Refresh(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Each poll makes the dispatcher read the run's status rows (10 pages
+	// at 10,000 tenants) from the Azurite the workers are using: poll
+	// less often for large fleets. Drain comes from the status rows.
+	every := time.Duration(max(1, sp.Tenants/2000)) * time.Second
+	observed, err := st.WaitDrained(ctx, id, 50*time.Minute, every)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	rep, err := st.Measure(ctx, id, requested, observed)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rep.LoadAvg = load
+	problems, err := st.Check(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range problems {
+		b.Error(p)
+	}
+	return rep
+}
+
+func writeReport(b *testing.B, path string, sp Spec, rep Report) {
+	line, err := json.Marshal(struct {
+		Spec    string `json:"spec"`
+		Command string `json:"command"`
+		Report
+	}{sp.String(), sp.Command(), rep})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		b.Fatal(err)
+	}
+}
