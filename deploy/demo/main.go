@@ -360,7 +360,6 @@ type permanentError struct{ error }
 
 func (p permanentError) Unwrap() error { return p.error }
 
-
 func waitFor(ctx context.Context, limit time.Duration, check func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
@@ -420,7 +419,7 @@ type tenantView struct {
 	ID                 string `json:"id"`
 	DisplayName        string `json:"displayName"`
 	RelationshipStatus string `json:"relationshipStatus"`
-	Status      *struct {
+	Status             *struct {
 		State            string   `json:"state"`
 		AppRolesApplied  int      `json:"appRolesApplied"`
 		DelegatedApplied int      `json:"delegatedApplied"`
