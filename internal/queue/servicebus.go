@@ -361,41 +361,7 @@ func (q *ServiceBusQueue) SendBatch(ctx context.Context, ms []Message, delay tim
 	if err := checkDelay(delay); err != nil {
 		return fmt.Errorf("queue: send batch to %s: %w", q.name, err)
 	}
-	var (
-		mu     sync.Mutex
-		errs   []error
-		failed int
-		wg     sync.WaitGroup
-	)
-	fail := func(n int, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		failed += n
-		if len(errs) < maxJoined {
-			errs = append(errs, err)
-		}
-	}
-	sem := make(chan struct{}, sendConcurrency)
-send:
-	for i := range ms {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			fail(len(ms)-i, fmt.Errorf("queue: send batch to %s: %w", q.name, ctx.Err()))
-			break send
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := q.Send(ctx, ms[i], delay); err != nil {
-				fail(1, err)
-			}
-		})
-	}
-	wg.Wait()
-	if failed == 0 {
-		return nil
-	}
-	return errors.Join(append(errs, fmt.Errorf("queue: send batch to %s: %d of %d messages failed", q.name, failed, len(ms)))...)
+	return sendEach(ctx, q.name, ms, delay, q.Send)
 }
 
 // SendRaw enqueues body as it is (any bytes), with a random MessageId, for

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -185,41 +184,7 @@ func (q *StorageQueue) SendBatch(ctx context.Context, ms []Message, delay time.D
 	if _, err := visibilitySeconds(delay); err != nil {
 		return fmt.Errorf("queue: send batch to %s: %w", q.name, err)
 	}
-	var (
-		mu     sync.Mutex
-		errs   []error
-		failed int
-		wg     sync.WaitGroup
-	)
-	fail := func(n int, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		failed += n
-		if len(errs) < maxJoined {
-			errs = append(errs, err)
-		}
-	}
-	sem := make(chan struct{}, sendConcurrency)
-send:
-	for i := range ms {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			fail(len(ms)-i, fmt.Errorf("queue: send batch to %s: %w", q.name, ctx.Err()))
-			break send
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := q.Send(ctx, ms[i], delay); err != nil {
-				fail(1, err)
-			}
-		})
-	}
-	wg.Wait()
-	if failed == 0 {
-		return nil
-	}
-	return errors.Join(append(errs, fmt.Errorf("queue: send batch to %s: %d of %d messages failed", q.name, failed, len(ms)))...)
+	return sendEach(ctx, q.name, ms, delay, q.Send)
 }
 
 // SendRaw enqueues body as it is, for tests and re-drives. A body that is

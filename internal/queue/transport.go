@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -92,4 +93,47 @@ func Open(cfg OpenConfig) (Transport, error) {
 	default:
 		return nil, fmt.Errorf("queue: unknown transport %q (want %s or %s)", cfg.Transport, TransportStorageQueue, TransportServiceBus)
 	}
+}
+
+// sendEach sends ms through send, up to sendConcurrency at once, for the
+// transports' SendBatch. It returns at most maxJoined of the failures,
+// joined with a count of all of them; messages not sent because ctx ended
+// count as failed.
+func sendEach(ctx context.Context, name string, ms []Message, delay time.Duration,
+	send func(context.Context, Message, time.Duration) error) error {
+	var (
+		mu     sync.Mutex
+		errs   []error
+		failed int
+		wg     sync.WaitGroup
+	)
+	fail := func(n int, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		failed += n
+		if len(errs) < maxJoined {
+			errs = append(errs, err)
+		}
+	}
+	sem := make(chan struct{}, sendConcurrency)
+send:
+	for i := range ms {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			fail(len(ms)-i, fmt.Errorf("queue: send batch to %s: %w", name, ctx.Err()))
+			break send
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := send(ctx, ms[i], delay); err != nil {
+				fail(1, err)
+			}
+		})
+	}
+	wg.Wait()
+	if failed == 0 {
+		return nil
+	}
+	return errors.Join(append(errs, fmt.Errorf("queue: send batch to %s: %d of %d messages failed", name, failed, len(ms)))...)
 }
