@@ -91,13 +91,26 @@ func TestMirrorAndRunSelection(t *testing.T) {
 	if err := h.sim.SetRelationshipStatus(ended.RelationshipID, "expired"); err != nil {
 		t.Fatal(err)
 	}
+	// Another relationship disappears from Graph altogether.
+	var gone m365sim.FleetTenant
+	for _, ft := range fleet[4:] {
+		if ft.Kind != m365sim.KindTerminated {
+			gone = ft
+			break
+		}
+	}
+	if err := h.sim.DeleteRelationship(gone.RelationshipID); err != nil {
+		t.Fatal(err)
+	}
 	storeClock.Set(storeClock.Now().Add(24 * time.Hour))
 	if err := d.Mirror(ctx); err != nil {
 		t.Fatalf("second Mirror: %v", err)
 	}
-	e := want[ended.ID]
-	e.RelationshipStatus, e.UpdatedAt = "terminated", storeClock.Now()
-	want[ended.ID] = e
+	for _, id := range []string{ended.ID, gone.ID} {
+		e := want[id]
+		e.RelationshipStatus, e.UpdatedAt = "terminated", storeClock.Now()
+		want[id] = e
+	}
 	if diff := cmp.Diff(want, rows()); diff != "" {
 		t.Errorf("tenants after the second mirror (-want +got):\n%s", diff)
 	}
@@ -117,11 +130,46 @@ func TestMirrorAndRunSelection(t *testing.T) {
 	}
 	wantMsgs := h.eligible()
 	delete(wantMsgs, ended.ID)
+	delete(wantMsgs, gone.ID)
 	delete(wantMsgs, excluded.ID)
 	if diff := cmp.Diff(wantMsgs, countByTenant(h.drain(t))); diff != "" {
 		t.Errorf("messages (-want +got):\n%s", diff)
 	}
 	if got := rows()[excluded.ID]; !got.Excluded {
 		t.Errorf("mirror cleared the exclusion of %s", excluded.ID)
+	}
+}
+
+// A listing with no relationships at all (a partner tenant id that names
+// the wrong tenant, say) does not end every tenant the table knows.
+func TestMirrorKeepsTenantsWhenNothingIsListed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 5)
+	ctx := context.Background()
+	d := h.dispatcher(t, "replica-a", nil)
+	if err := d.Mirror(ctx); err != nil {
+		t.Fatalf("Mirror: %v", err)
+	}
+	before := map[string]string{}
+	if err := h.store.EachTenant(ctx, func(tn store.Tenant) error { before[tn.ID] = tn.RelationshipStatus; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, ft := range h.sim.Fleet() {
+		if err := h.sim.DeleteRelationship(ft.RelationshipID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Mirror(ctx); err != nil {
+		t.Fatalf("second Mirror: %v", err)
+	}
+	after := map[string]string{}
+	if err := h.store.EachTenant(ctx, func(tn store.Tenant) error { after[tn.ID] = tn.RelationshipStatus; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(before) != 5 {
+		t.Fatalf("%d tenants after the first mirror, want 5", len(before))
+	}
+	if diff := cmp.Diff(before, after); diff != "" {
+		t.Errorf("relationship statuses after an empty listing (-before +after):\n%s", diff)
 	}
 }

@@ -27,6 +27,7 @@ type Queue interface {
 // Tenants is the tenants table.
 type Tenants interface {
 	UpsertTenant(ctx context.Context, t store.Tenant) error
+	AddTenant(ctx context.Context, t store.Tenant) error
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 	EachTenant(ctx context.Context, fn func(store.Tenant) error) error
 }

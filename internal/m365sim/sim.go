@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -563,6 +564,27 @@ func (s *Sim) SetRelationshipStatus(relationshipID, status string) error {
 		}
 	case "terminated", "expired":
 		rel.end = now
+	}
+	return nil
+}
+
+// DeleteRelationship removes a GDAP relationship from Graph, as Microsoft
+// does some time after a relationship ended: it is no longer listed or
+// readable, and the partner has no access to the customer through it.
+func (s *Sim) DeleteRelationship(relationshipID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rel := s.relByID[relationshipID]
+	if rel == nil {
+		return fmt.Errorf("m365sim: delete relationship: relationship %q not found", relationshipID)
+	}
+	rel.status = "terminated"
+	rel.end = s.now().UTC()
+	rel.modified = rel.end
+	delete(s.relByID, relationshipID)
+	i := sort.Search(len(s.rels), func(i int) bool { return s.rels[i].id >= relationshipID })
+	if i < len(s.rels) && s.rels[i] == rel {
+		s.rels = append(s.rels[:i], s.rels[i+1:]...)
 	}
 	return nil
 }

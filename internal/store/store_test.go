@@ -137,6 +137,48 @@ func TestUpsertTenantConcurrentCreate(t *testing.T) {
 	}
 }
 
+// AddTenant records what UpsertTenant records; it costs one round trip for
+// a new tenant and two for one that has a row after all (which keeps its
+// FirstSeen and exclusion).
+func TestAddTenant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	trips := func(f func() error) int64 {
+		t.Helper()
+		before := s.RoundTrips()
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+		return s.RoundTrips() - before
+	}
+	added := store.Tenant{ID: tenantA, DisplayName: "Contoso", RelationshipID: "rel-1", RelationshipStatus: "active", FirstSeen: at(0), UpdatedAt: at(0)}
+	if n := trips(func() error { return s.AddTenant(ctx, added) }); n != 1 {
+		t.Errorf("AddTenant of a new tenant: %d round trips, want 1", n)
+	}
+	if n := trips(func() error { return s.SetExcluded(ctx, tenantA, true) }); n != 1 {
+		t.Errorf("SetExcluded: %d round trips, want 1", n)
+	}
+	again := store.Tenant{ID: tenantA, RelationshipStatus: "terminated", FirstSeen: at(50), UpdatedAt: at(60)}
+	if n := trips(func() error { return s.AddTenant(ctx, again) }); n != 2 {
+		t.Errorf("AddTenant of a known tenant: %d round trips, want 2", n)
+	}
+	got, err := s.GetTenant(ctx, tenantA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := added
+	want.RelationshipStatus, want.Excluded, want.UpdatedAt = "terminated", true, at(60)
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("GetTenant (-want +got):\n%s", d)
+	}
+	if n := trips(func() error {
+		return s.UpsertTenant(ctx, store.Tenant{ID: tenantB, DisplayName: "Fabrikam", UpdatedAt: at(5)})
+	}); n != 2 {
+		t.Errorf("UpsertTenant of a new tenant: %d round trips, want 2", n)
+	}
+}
+
 func fullStatus(tenant string) store.Status {
 	return store.Status{
 		TenantID: tenant, State: store.StatePartial,

@@ -30,7 +30,18 @@ type Tenant struct {
 // Excluded is set only when the row is created (SetExcluded changes it
 // afterwards). A known tenant costs one round trip, a new one two.
 func (s *Store) UpsertTenant(ctx context.Context, t Tenant) error {
-	const op = "upsert tenant"
+	return s.upsertTenant(ctx, "upsert tenant", t, false)
+}
+
+// AddTenant records t exactly as UpsertTenant does, for a tenant that is
+// expected to have no row yet (e.g. one a mirror did not find in the
+// table): it tries the create first, so a new tenant costs one round trip,
+// and one that has a row after all costs two.
+func (s *Store) AddTenant(ctx context.Context, t Tenant) error {
+	return s.upsertTenant(ctx, "add tenant", t, true)
+}
+
+func (s *Store) upsertTenant(ctx context.Context, op string, t Tenant, createFirst bool) error {
 	if err := checkKey(op, "tenant id", t.ID); err != nil {
 		return err
 	}
@@ -48,33 +59,49 @@ func (s *Store) UpsertTenant(ctx context.Context, t Tenant) error {
 	if err != nil {
 		return failure(op, t.ID, err)
 	}
+	// The create carries FirstSeen and Excluded, which a merge never
+	// overwrites.
+	c := props{}
+	for k, v := range p {
+		c[k] = v
+	}
+	first := t.FirstSeen
+	if first.IsZero() {
+		first = now
+	}
+	c.time("FirstSeen", first)
+	c.bool("Excluded", t.Excluded)
+	add, err := c.entity(t.ID, tenantRowKey)
+	if err != nil {
+		return failure(op, t.ID, err)
+	}
+	// Merge only if the row exists (If-Match: *); create it only if it does
+	// not. Each answers the other's case (404, 409), so two tries settle a
+	// race with another writer either way.
+	mergeRow := func() error {
+		_, err := s.tenants.UpdateEntity(ctx, merge, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeMerge, IfMatch: to(azcore.ETagAny)})
+		return err
+	}
+	addRow := func() error {
+		_, err := s.tenants.AddEntity(ctx, add, nil)
+		return err
+	}
 	for range 2 {
-		// Merge only if the row exists (If-Match: *), so FirstSeen and
-		// Excluded are never overwritten...
-		_, err = s.tenants.UpdateEntity(ctx, merge, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeMerge, IfMatch: to(azcore.ETagAny)})
-		if err == nil || !isNotFound(err) {
+		if createFirst {
+			if err = addRow(); err == nil || !isConflict(err) {
+				break
+			}
+			if err = mergeRow(); err == nil || !isNotFound(err) {
+				break
+			}
+			continue
+		}
+		if err = mergeRow(); err == nil || !isNotFound(err) {
 			break
 		}
-		// ...otherwise create it with them.
-		c := props{}
-		for k, v := range p {
-			c[k] = v
-		}
-		first := t.FirstSeen
-		if first.IsZero() {
-			first = now
-		}
-		c.time("FirstSeen", first)
-		c.bool("Excluded", t.Excluded)
-		var add []byte
-		if add, err = c.entity(t.ID, tenantRowKey); err != nil {
-			return failure(op, t.ID, err)
-		}
-		_, err = s.tenants.AddEntity(ctx, add, nil)
-		if err == nil || !isConflict(err) {
+		if err = addRow(); err == nil || !isConflict(err) {
 			break
 		}
-		// Created by someone else in between: merge into theirs.
 	}
 	if err != nil {
 		return failure(op, t.ID, err)
