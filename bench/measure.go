@@ -23,6 +23,9 @@ type Report struct {
 	Workers     int           `json:"workers"`
 	Concurrency int           `json:"concurrency"`
 	Latency     time.Duration `json:"latencyNs"`
+	// Staged: the workers were paused while the run was enqueued, and
+	// Drain counts from their resume (see Spec.Staged).
+	Staged bool `json:"staged,omitempty"`
 
 	RunID    string `json:"runId"`
 	Enqueued int    `json:"enqueued"`

@@ -25,12 +25,17 @@ type Spec struct {
 	// restarted (as KEDA scales them from zero each night) and the fleet
 	// refreshed again: the steady-state nightly run.
 	Warm bool
+	// Staged pauses the workers while the run is enqueued and resumes them
+	// once it is: enqueue is then the dispatcher's alone (not sharing
+	// Azurite with the workers), and drain is counted from the resume.
+	Staged bool
 }
 
 // ParseSpecs reads rows separated by ";", each a comma-separated list of
 // n=<tenants>, fleet=<correct|new|drifted|mixed>, latency=<duration>,
-// workers=<W>, concurrency=<C> and warm=<bool> (defaults: fleet correct,
-// latency 0, DefaultWorkers, DefaultConcurrency, cold; n is required).
+// workers=<W>, concurrency=<C>, warm=<bool> and staged=<bool> (defaults: fleet correct,
+// latency 0, DefaultWorkers, DefaultConcurrency, cold, not staged; n is
+// required).
 func ParseSpecs(s string) ([]Spec, error) {
 	var out []Spec
 	var errs []error
@@ -79,8 +84,10 @@ func parseSpec(row string) (Spec, error) {
 			sp.Concurrency, err = positive(v)
 		case "warm":
 			sp.Warm, err = strconv.ParseBool(v)
+		case "staged":
+			sp.Staged, err = strconv.ParseBool(v)
 		default:
-			err = errors.New("unknown key (want n, fleet, latency, workers, concurrency, warm)")
+			err = errors.New("unknown key (want n, fleet, latency, workers, concurrency, warm, staged)")
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", k, err))
@@ -112,6 +119,9 @@ func (sp Spec) String() string {
 	if sp.Warm {
 		s += ",warm=true"
 	}
+	if sp.Staged {
+		s += ",staged=true"
+	}
 	return s
 }
 
@@ -121,6 +131,9 @@ func (sp Spec) Name() string {
 		sp.Tenants, sp.Fleet, sp.Latency, sp.Workers, sp.Concurrency)
 	if sp.Warm {
 		name += "/warm"
+	}
+	if sp.Staged {
+		name += "/staged"
 	}
 	return name
 }

@@ -272,6 +272,47 @@ func (s *Stack) Refresh(ctx context.Context) (string, error) {
 	return out.RunID, nil
 }
 
+// PauseWorkers sets the workers' pause switch through the dispatcher's API
+// and waits until every running worker reports it (and, when pausing, has
+// nothing in flight).
+func (s *Stack) PauseWorkers(ctx context.Context, paused bool) error {
+	body := map[string]any{"component": "workers", "paused": paused}
+	if err := s.api.do(ctx, http.MethodPost, "/api/pause", body, nil); err != nil {
+		return fmt.Errorf("bench: pause workers: %w", err)
+	}
+	for _, w := range s.workers {
+		if !w.running() {
+			continue
+		}
+		c := &apiClient{base: "http://" + envValue(w.env, "CPV_WORKER_LISTEN"), http: &http.Client{Timeout: 5 * time.Second}}
+		err := poll(ctx, time.Minute, 100*time.Millisecond, func() (bool, error) {
+			var v struct {
+				Paused   bool  `json:"paused"`
+				InFlight int64 `json:"inFlight"`
+			}
+			if err := c.get(ctx, "/readyz", &v); err != nil {
+				return false, nil
+			}
+			return v.Paused == paused && (!paused || v.InFlight == 0), nil
+		})
+		if err != nil {
+			return fmt.Errorf("bench: %s did not see paused=%t: %w", w.name, paused, err)
+		}
+	}
+	return nil
+}
+
+// WaitEnqueued polls the run until its record says it is finished.
+func (s *Stack) WaitEnqueued(ctx context.Context, id string, limit time.Duration) error {
+	return poll(ctx, limit, 200*time.Millisecond, func() (bool, error) {
+		if err := s.exited(); err != nil {
+			return false, err
+		}
+		v, err := s.Run(ctx, id)
+		return err == nil && v.Finished != nil, nil
+	})
+}
+
 // RunView is what GET /api/runs/{id} answers.
 type RunView struct {
 	ID       string     `json:"id"`

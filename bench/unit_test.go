@@ -26,9 +26,9 @@ func TestParseSpecs(t *testing.T) {
 	}{
 		{name: "defaults", in: "n=1000",
 			want: []Spec{{Tenants: 1000, Fleet: "correct", Workers: DefaultWorkers, Concurrency: DefaultConcurrency}}},
-		{name: "every key and two rows", in: "n=10,fleet=new,latency=50ms,workers=4,concurrency=8,warm=true; n=20,fleet=mixed",
+		{name: "every key and two rows", in: "n=10,fleet=new,latency=50ms,workers=4,concurrency=8,warm=true,staged=true; n=20,fleet=mixed",
 			want: []Spec{
-				{Tenants: 10, Fleet: "new", Latency: 50 * time.Millisecond, Workers: 4, Concurrency: 8, Warm: true},
+				{Tenants: 10, Fleet: "new", Latency: 50 * time.Millisecond, Workers: 4, Concurrency: 8, Warm: true, Staged: true},
 				{Tenants: 20, Fleet: "mixed", Workers: DefaultWorkers, Concurrency: DefaultConcurrency},
 			}},
 		{name: "empty rows are ignored", in: ";n=5;", want: []Spec{{Tenants: 5, Fleet: "correct", Workers: DefaultWorkers, Concurrency: DefaultConcurrency}}},
@@ -64,6 +64,7 @@ func TestSpecRoundTrip(t *testing.T) {
 	for _, sp := range []Spec{
 		{Tenants: 1000, Fleet: "new", Latency: 50 * time.Millisecond, Workers: 4, Concurrency: DefaultConcurrency},
 		{Tenants: 7, Fleet: "mixed", Workers: 1, Concurrency: 3, Warm: true},
+		{Tenants: 10000, Fleet: "correct", Workers: 2, Concurrency: DefaultConcurrency, Staged: true},
 	} {
 		got, err := ParseSpecs(sp.String())
 		if err != nil {
