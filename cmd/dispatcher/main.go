@@ -131,6 +131,13 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 	if err != nil {
 		return configError(fmt.Errorf("queue: %w", err))
 	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := q.Close(cctx); err != nil {
+			log.Warn("queue not closed", "error", err)
+		}
+	}()
 	if err := q.Ensure(ctx); err != nil {
 		return runtimeError(fmt.Errorf("queue: %w", err))
 	}

@@ -44,6 +44,11 @@ func runDaemon(ctx context.Context, e *env) int {
 		log.Error("queue not opened", "error", err)
 		return exitConfig
 	}
+	defer func() {
+		if err := closeQueue(q); err != nil {
+			log.Warn("queue not closed", "error", err)
+		}
+	}()
 
 	startCtx, cancelStart := context.WithTimeout(ctx, time.Minute)
 	defer cancelStart()

@@ -23,6 +23,12 @@ func (e *env) fail(err error) {
 	fmt.Fprintf(e.stderr, "worker: %v\n", err)
 }
 
+func (e *env) closeQueue(q queue.Transport) {
+	if err := closeQueue(q); err != nil {
+		e.fail(err)
+	}
+}
+
 // tenantList is a repeatable, comma-separable --tenant flag.
 type tenantList []string
 
@@ -237,6 +243,7 @@ func runEnqueue(ctx context.Context, e *env) int {
 		e.fail(err)
 		return exitConfig
 	}
+	defer e.closeQueue(q)
 	if err := q.Ensure(ctx); err != nil {
 		e.fail(err)
 		return exitFailure
@@ -256,6 +263,7 @@ func runPoison(ctx context.Context, e *env) int {
 		e.fail(err)
 		return exitConfig
 	}
+	defer e.closeQueue(q)
 	recs, err := q.PeekPoison(ctx, e.opts.max)
 	if err != nil {
 		e.fail(err)
@@ -294,6 +302,7 @@ func runRedrive(ctx context.Context, e *env) int {
 		e.fail(err)
 		return exitConfig
 	}
+	defer e.closeQueue(q)
 	n, err := q.Redrive(ctx, e.opts.max)
 	fmt.Fprintf(e.stdout, "moved %d message(s) from %s-poison back to %s\n", n, q.Name(), q.Name())
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
@@ -112,6 +113,17 @@ func openQueue(cfg *config.Worker) (queue.Transport, error) {
 		Credential: cred,
 	})
 }
+
+// closeQueue closes q, waiting at most queueCloseTimeout (a Service Bus
+// connection says goodbye to the namespace; a Storage Queue has nothing to
+// close).
+func closeQueue(q queue.Transport) error {
+	ctx, cancel := context.WithTimeout(context.Background(), queueCloseTimeout)
+	defer cancel()
+	return q.Close(ctx)
+}
+
+const queueCloseTimeout = 10 * time.Second
 
 // openStore opens the results tables, creating them if missing.
 func openStore(ctx context.Context, cfg *config.Worker) (*store.Store, error) {

@@ -151,6 +151,10 @@ func checkQueueName(name string) error {
 // Name returns the work queue's name.
 func (q *StorageQueue) Name() string { return q.name }
 
+// Close releases nothing: a Storage Queue holds no connection of its own
+// (its HTTP client's idle connections close with the process).
+func (q *StorageQueue) Close(context.Context) error { return nil }
+
 // Ensure creates the work and poison queues if they are missing. It is
 // idempotent.
 func (q *StorageQueue) Ensure(ctx context.Context) error {

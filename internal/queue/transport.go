@@ -29,6 +29,8 @@ type Transport interface {
 	Depth(ctx context.Context) (work, poison int, err error)
 	PeekPoison(ctx context.Context, limit int) ([]PoisonRecord, error)
 	Redrive(ctx context.Context, limit int) (int, error)
+	// Close releases the transport's connections; it is unusable after.
+	Close(ctx context.Context) error
 }
 
 var (
