@@ -57,14 +57,18 @@ fuzz: deps
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 60m ./...
 
-## bench-fleet: the fleet benchmark matrix of docs/benchmarks.md, one go test per row (about 2 hours on 2 cores)
+## bench-fleet: the fleet rows of docs/benchmarks.md, one go test per row, then its tables (about 80 minutes on 2 cores)
 BENCH_OUT ?= bench-fleet.jsonl
+BENCH_ROWS ?= $(foreach n,1000 10000,$(foreach f,correct new,$(foreach l,0s 50ms,$(foreach w,1 2 4,n=$(n),fleet=$(f),latency=$(l),workers=$(w)))) \
+  n=$(n),fleet=correct,latency=0s,workers=2,warm=true n=$(n),fleet=correct,latency=0s,workers=2,staged=true) \
+  n=1000,fleet=correct,latency=50ms,workers=2,warm=true n=1000,fleet=drifted,latency=0s,workers=2 n=1000,fleet=mixed,latency=0s,workers=2
 bench-fleet: deps
-	@set -e; for n in 1000 10000; do for f in correct new; do for l in 0s 50ms; do for w in 1 2 4; do \
-	  echo "== n=$$n fleet=$$f latency=$$l workers=$$w"; \
-	  BENCH_FLEET="n=$$n,fleet=$$f,latency=$$l,workers=$$w" BENCH_OUT="$(abspath $(BENCH_OUT))" \
+	@set -e; for r in $(BENCH_ROWS); do \
+	  echo "== $$r"; \
+	  BENCH_FLEET="$$r" BENCH_OUT="$(abspath $(BENCH_OUT))" \
 	    $(GO) test ./bench -run '^$$' -bench '^BenchmarkFleet$$' -benchtime 1x -timeout 60m; \
-	done; done; done; done
+	done
+	$(GO) run ./bench/report $(BENCH_OUT)
 
 ## faults-full: the fault scenarios at full size (10,000 tenants; 500 new tenants at Partner Center's 50/s)
 faults-full: deps

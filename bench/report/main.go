@@ -1,0 +1,143 @@
+// Command report turns the JSON lines that BenchmarkFleet appends to
+// BENCH_OUT into the tables of docs/benchmarks.md: the fleet runs, the
+// command of each row, and the calls per tenant by kind.
+//
+//	go run ./bench/report bench-fleet.jsonl
+package main
+
+import (
+	"bufio"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cpvrefresh/cpvrefresh/bench"
+	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+)
+
+// line is one BENCH_OUT line.
+type line struct {
+	Spec    string `json:"spec"`
+	Command string `json:"command"`
+	bench.Report
+}
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: report <bench-fleet.jsonl>")
+		os.Exit(2)
+	}
+	f, err := os.Open(os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+	defer f.Close()
+	rows, err := read(f)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+	write(os.Stdout, rows)
+}
+
+func read(r io.Reader) ([]line, error) {
+	var rows []line
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 1<<20), 16<<20)
+	for n := 1; sc.Scan(); n++ {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var l line
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		rows = append(rows, l)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, errors.New("no reports")
+	}
+	return rows, nil
+}
+
+func write(w io.Writer, rows []line) {
+	fmt.Fprintln(w, "| # | N | fleet | latency | W×C | enqueue (s) | drain (s) | tenants/s | latency bound (tenants/s) | p50 / p95 / p99 (ms) | trips per tenant, all services | simulator trips per tenant | 429s | peak RSS dispatcher / worker / Azurite (MiB) | load avg |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	for i, r := range rows {
+		bound := "none (no latency)"
+		if r.LimitPerSec > 0 {
+			bound = fmt.Sprintf("%.0f", r.LimitPerSec)
+		}
+		load, _, _ := strings.Cut(r.LoadAvg, " ")
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %d×%d | %.1f | %.1f | %.1f | %s | %d / %d / %d | %.2f | %.2f | %d | %s | %s |\n",
+			i+1, thousands(r.Tenants), fleet(r), latency(r.Latency), r.Workers, r.Concurrency,
+			r.Enqueue.Seconds(), r.Drain.Seconds(), r.TenantsPerSec, bound,
+			r.P50.Milliseconds(), r.P95.Milliseconds(), r.P99.Milliseconds(),
+			r.All.Trips, r.All.SimTrips, r.Throttled, memory(r.Report), load)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Commands (one per row; `-benchtime 1x` is one run of the whole fleet):")
+	fmt.Fprintln(w)
+	for i, r := range rows {
+		fmt.Fprintf(w, "%d. `%s`\n", i+1, r.Command)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| # | kind (tenants) | token | OpenID metadata | Graph requests | $batch items | Partner Center | writes | 429s | simulator trips | all-service trips (max) |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	for i, r := range rows {
+		for _, k := range slices.SortedFunc(maps.Keys(r.Kinds), func(a, b m365sim.Kind) int { return cmp.Compare(a, b) }) {
+			c := r.Kinds[k]
+			fmt.Fprintf(w, "| %d | %s (%s) | %.2f | %.2f | %.2f | %.1f | %.2f | %.1f | %.2f | %.2f | %.2f (%d) |\n",
+				i+1, k, thousands(c.Tenants), c.Token, c.Discovery, c.Graph, c.BatchItems, c.PartnerCenter,
+				c.Writes, c.Throttled, c.SimTrips, c.Trips, c.MaxTrips)
+		}
+	}
+}
+
+func fleet(r line) string {
+	name := r.Fleet
+	if strings.Contains(r.Spec, "warm=true") {
+		name += " (warm)"
+	}
+	if r.Staged {
+		name += " (staged)"
+	}
+	return name
+}
+
+func latency(d time.Duration) string {
+	if d == 0 {
+		return "0"
+	}
+	return d.String()
+}
+
+func memory(r bench.Report) string {
+	worker := int64(0)
+	for name, v := range r.Memory {
+		if strings.HasPrefix(name, "worker-") {
+			worker = max(worker, v)
+		}
+	}
+	return fmt.Sprintf("%d / %d / %d", r.Memory["dispatcher"]>>20, worker>>20, r.Memory["azurite"]>>20)
+}
+
+// thousands writes n with a comma every three digits.
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
