@@ -17,12 +17,15 @@
 //     start when the instant is within the catch-up window.
 //
 //   - Tenant discovery. Before a run enqueues, the partner's GDAP
-//     relationships are read from Microsoft Graph page by page (streamed, so
-//     memory does not grow with the tenant count) and mirrored into the
-//     tenants table; then the table is streamed and every tenant that is not
-//     excluded and whose relationship has not ended is enqueued in chunks.
-//     The table has one row per tenant, so a tenant with several
-//     relationships is enqueued once.
+//     relationships are read from Microsoft Graph page by page (streamed)
+//     and mirrored into the tenants table: the table is read once, a page of
+//     rows per round trip, into a digest of 84 bytes a tenant, and only new
+//     tenants and changed relationships are written. A tenant found through
+//     a relationship that a complete listing no longer names is marked
+//     terminated (unless the listing is empty). Then the table is streamed
+//     and every tenant that is not excluded and whose relationship has not
+//     ended is enqueued in chunks. The table has one row per tenant, so a
+//     tenant with several relationships is enqueued once.
 //
 //   - Partner Center webhooks (POST /webhooks/partnercenter). The signature
 //     (RSA PKCS#1 v1.5 over SHA-256 of the raw body, with a certificate fetched
