@@ -61,7 +61,8 @@ bench: deps
 BENCH_OUT ?= bench-fleet.jsonl
 BENCH_ROWS ?= $(foreach n,1000 10000,$(foreach f,correct new,$(foreach l,0s 50ms,$(foreach w,1 2 4,n=$(n),fleet=$(f),latency=$(l),workers=$(w)))) \
   n=$(n),fleet=correct,latency=0s,workers=2,warm=true n=$(n),fleet=correct,latency=0s,workers=2,staged=true) \
-  n=1000,fleet=correct,latency=50ms,workers=2,warm=true n=1000,fleet=drifted,latency=0s,workers=2 n=1000,fleet=mixed,latency=0s,workers=2
+  n=1000,fleet=correct,latency=50ms,workers=2,warm=true n=1000,fleet=drifted,latency=0s,workers=2 n=1000,fleet=mixed,latency=0s,workers=2 \
+  n=10000,fleet=correct,latency=0s,workers=2,warm=true,staged=true
 bench-fleet: deps
 	@set -e; for r in $(BENCH_ROWS); do \
 	  echo "== $$r"; \

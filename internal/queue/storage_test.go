@@ -311,3 +311,36 @@ func BenchmarkSendBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(sent)/b.Elapsed().Seconds(), "msgs/s")
 }
+
+// BenchmarkReceiveAtDepth measures receiving one message and completing it
+// with the work queue holding depth messages: what a worker pays per
+// message against this Storage Queue (Azurite here; its cost of a receive
+// grows with the queue's depth, Azure Storage's does not).
+func BenchmarkReceiveAtDepth(b *testing.B) {
+	for _, depth := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
+			q := newStorageQueue(b, time.Minute)
+			ctx := context.Background()
+			ms := make([]Message, depth)
+			for i := range ms {
+				ms[i] = testMessage(i)
+			}
+			if err := q.SendBatch(ctx, ms, 0); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				ds, err := q.Receive(ctx, 1)
+				if err != nil || len(ds) != 1 {
+					b.Fatalf("Receive: %d messages, %v", len(ds), err)
+				}
+				if err := q.Complete(ctx, ds[0]); err != nil {
+					b.Fatal(err)
+				}
+				// Keep the depth: one out, one in.
+				if err := q.Send(ctx, ms[0], 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
