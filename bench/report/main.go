@@ -106,14 +106,17 @@ func write(w io.Writer, rows []line) {
 }
 
 func fleet(r line) string {
-	name := r.Fleet
+	var how []string
 	if strings.Contains(r.Spec, "warm=true") {
-		name += " (warm)"
+		how = append(how, "warm")
 	}
 	if r.Staged {
-		name += " (staged)"
+		how = append(how, "staged")
 	}
-	return name
+	if len(how) == 0 {
+		return r.Fleet
+	}
+	return r.Fleet + " (" + strings.Join(how, ", ") + ")"
 }
 
 func latency(d time.Duration) string {

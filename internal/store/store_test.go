@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -817,4 +818,33 @@ func BenchmarkPutStatus(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(s.RoundTrips()-before)/float64(b.N), "roundtrips/op")
+}
+
+// BenchmarkGetStatusAtSize reads one tenant's status row from a status
+// table of size rows: a worker's first call per message. (Azurite's point
+// read slows as its table grows; Azure Table storage's does not.)
+func BenchmarkGetStatusAtSize(b *testing.B) {
+	for _, size := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("rows=%d", size), func(b *testing.B) {
+			ctx := context.Background()
+			s := newStore(b)
+			g, gctx := errgroup.WithContext(ctx)
+			g.SetLimit(32)
+			ids := make([]string, size)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i)
+				g.Go(func() error { return s.PutStatus(gctx, fullStatus(ids[i])) })
+			}
+			if err := g.Wait(); err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			for b.Loop() {
+				if _, err := s.GetStatus(ctx, ids[i%size]); err != nil {
+					b.Fatal(err)
+				}
+				i += 7919
+			}
+		})
+	}
 }
