@@ -179,7 +179,6 @@ func runFleet(b *testing.B, bin Binaries, sp Spec) Report {
 		b.Fatal(err)
 	}
 	rep.LoadAvg = load
-	rep.Staged = sp.Staged
 	problems, err := st.Check(ctx)
 	if err != nil {
 		b.Fatal(err)

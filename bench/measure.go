@@ -23,9 +23,6 @@ type Report struct {
 	Workers     int           `json:"workers"`
 	Concurrency int           `json:"concurrency"`
 	Latency     time.Duration `json:"latencyNs"`
-	// Staged: the workers were paused while the run was enqueued, and
-	// Drain counts from their resume (see Spec.Staged).
-	Staged bool `json:"staged,omitempty"`
 
 	RunID    string `json:"runId"`
 	Enqueued int    `json:"enqueued"`
@@ -280,13 +277,19 @@ func (r Report) CallsRow() string {
 }
 
 func (r Report) memoryCell() string {
-	worker := int64(0)
+	dispatcher, worker, azurite := r.PeakRSS()
+	return fmt.Sprintf("%s / %s / %s", mib(dispatcher), mib(worker), mib(azurite))
+}
+
+// PeakRSS is the peak resident set in bytes of the dispatcher, of the
+// largest worker and of Azurite.
+func (r Report) PeakRSS() (dispatcher, worker, azurite int64) {
 	for name, v := range r.Memory {
 		if strings.HasPrefix(name, "worker-") {
 			worker = max(worker, v)
 		}
 	}
-	return fmt.Sprintf("%s / %s / %s", mib(r.Memory["dispatcher"]), mib(worker), mib(r.Memory["azurite"]))
+	return r.Memory["dispatcher"], worker, r.Memory["azurite"]
 }
 
 func seconds(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }

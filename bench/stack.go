@@ -227,7 +227,7 @@ func (s *Stack) dispatcherEnv(apiKey string) []string {
 func (s *Stack) waitReady(ctx context.Context) error {
 	bases := map[*process]string{s.dispatcher: s.api.base}
 	for _, w := range s.workers {
-		bases[w] = "http://" + envValue(w.env, "CPV_WORKER_LISTEN")
+		bases[w] = workerBase(w)
 	}
 	for _, p := range append([]*process{s.dispatcher}, s.workers...) {
 		if !p.running() {
@@ -246,6 +246,9 @@ func (s *Stack) waitReady(ctx context.Context) error {
 	}
 	return nil
 }
+
+// workerBase is the base URL of a worker's health and metrics listener.
+func workerBase(w *process) string { return "http://" + envValue(w.env, "CPV_WORKER_LISTEN") }
 
 func envValue(env []string, key string) string {
 	v := ""
@@ -284,7 +287,7 @@ func (s *Stack) PauseWorkers(ctx context.Context, paused bool) error {
 		if !w.running() {
 			continue
 		}
-		c := &apiClient{base: "http://" + envValue(w.env, "CPV_WORKER_LISTEN"), http: &http.Client{Timeout: 5 * time.Second}}
+		c := &apiClient{base: workerBase(w), http: &http.Client{Timeout: 5 * time.Second}}
 		err := poll(ctx, time.Minute, 100*time.Millisecond, func() (bool, error) {
 			var v struct {
 				Paused   bool  `json:"paused"`

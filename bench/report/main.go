@@ -27,6 +27,7 @@ type line struct {
 	Spec    string `json:"spec"`
 	Command string `json:"command"`
 	bench.Report
+	spec bench.Spec // Spec parsed
 }
 
 func main() {
@@ -60,6 +61,11 @@ func read(r io.Reader) ([]line, error) {
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
+		specs, err := bench.ParseSpecs(l.Spec)
+		if err != nil || len(specs) != 1 {
+			return nil, fmt.Errorf("line %d: spec %q: want one row: %v", n, l.Spec, err)
+		}
+		l.spec = specs[0]
 		rows = append(rows, l)
 	}
 	if err := sc.Err(); err != nil {
@@ -107,10 +113,10 @@ func write(w io.Writer, rows []line) {
 
 func fleet(r line) string {
 	var how []string
-	if strings.Contains(r.Spec, "warm=true") {
+	if r.spec.Warm {
 		how = append(how, "warm")
 	}
-	if r.Staged {
+	if r.spec.Staged {
 		how = append(how, "staged")
 	}
 	if len(how) == 0 {
@@ -127,13 +133,8 @@ func latency(d time.Duration) string {
 }
 
 func memory(r bench.Report) string {
-	worker := int64(0)
-	for name, v := range r.Memory {
-		if strings.HasPrefix(name, "worker-") {
-			worker = max(worker, v)
-		}
-	}
-	return fmt.Sprintf("%d / %d / %d", r.Memory["dispatcher"]>>20, worker>>20, r.Memory["azurite"]>>20)
+	dispatcher, worker, azurite := r.PeakRSS()
+	return fmt.Sprintf("%d / %d / %d", dispatcher>>20, worker>>20, azurite>>20)
 }
 
 // thousands writes n with a comma every three digits.
