@@ -28,9 +28,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher/ui"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
+	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/logging"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -106,14 +107,14 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 	log.Info("dispatcher starting", config.Redacted(cfg)...)
 
 	hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-	cred, err := cpv.NewCredential(cfg.Credential(hc, func(string) {
+	cred, err := entra.NewCredential(cfg.Credential(hc, func(string) {
 		// Never log the token itself.
 		log.Debug("refresh token rotated")
 	}))
 	if err != nil {
 		return configError(fmt.Errorf("credential: %w", err))
 	}
-	disc, err := dispatcher.NewDiscovery(dispatcher.DiscoveryConfig{
+	disc, err := gdap.New(gdap.Config{
 		GraphURL: cfg.GraphURL, PartnerTenantID: cfg.PartnerTenantID, Credential: cred, HTTPClient: hc,
 	})
 	if err != nil {

@@ -13,8 +13,10 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/logging"
+	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
@@ -53,7 +55,7 @@ func microsoftClient(cfg *config.Worker) *http.Client {
 // client and the Partner Center client over one counting HTTP client.
 func newEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engine, error) {
 	hc := microsoftClient(cfg)
-	cred, err := cpv.NewCredential(cfg.Credential(hc, func(string) {
+	cred, err := entra.NewCredential(cfg.Credential(hc, func(string) {
 		// Never log the token itself.
 		log.Debug("refresh token rotated")
 	}))
@@ -64,7 +66,7 @@ func newEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engi
 	if err != nil {
 		return nil, fmt.Errorf("graph client: %w", err)
 	}
-	pc, err := cpv.NewPartnerCenter(cpv.PartnerCenterConfig{
+	pc, err := partnercenter.New(partnercenter.Config{
 		BaseURL:         cfg.PartnerCenterURL,
 		PartnerTenantID: cfg.PartnerTenantID,
 		Credential:      cred,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 )
 
 // DevStorage is Azurite's explicit development connection string on its
@@ -224,11 +225,11 @@ func validQueueName(s string) bool {
 }
 
 // Credential is the partner app's token source configuration for
-// cpv.NewCredential. Rotated refresh tokens (refresh-token mode) are kept in
+// entra.NewCredential. Rotated refresh tokens (refresh-token mode) are kept in
 // memory; the configured one stays valid until revoked, so a restart does
 // not lose access.
-func (c *Common) Credential(hc *http.Client, onRotate func(string)) cpv.CredentialConfig {
-	return cpv.CredentialConfig{
+func (c *Common) Credential(hc *http.Client, onRotate func(string)) entra.Config {
+	return entra.Config{
 		Mode:                c.AuthMode,
 		PartnerTenantID:     c.PartnerTenantID,
 		ClientID:            c.ClientID,

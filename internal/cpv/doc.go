@@ -12,26 +12,25 @@
 //
 //   - Manifest (manifest.go): what every tenant must hold, with a stable Version.
 //   - Plan (plan.go): state + manifest -> changes; pure and deterministic.
-//   - NewCredential, ForTenant (credential*.go): token sources behind
-//     azcore.TokenCredential (client secret, certificate, workload identity,
-//     or a GDAP refresh token), each token one OAuth2 grant posted straight
-//     to the tenant's token endpoint through golang.org/x/oauth2, cached per
-//     (tenant, scope) in a bounded LRU with one request in flight per key;
-//     and the per-tenant wrapper that classifies Entra's AADSTS errors.
-//     (azidentity's credentials, the design's first choice, serialise every
-//     tenant behind one lock, fetch each tenant's OpenID metadata first and
-//     keep every tenant's tokens: see NewCredential.)
-//   - PartnerCenter (partnercenter.go): the Consenter, Partner Center's
-//     applicationconsents API.
 //   - Engine.Refresh (refresh.go, result.go): read, consent if needed, plan,
 //     create resource service principals, plan again, apply the rest, and
 //     account for every change in a Result.
 //   - WithTrips, CountingTransport (roundtrips.go): round trips per refresh,
 //     counted in the HTTP transport from the request context.
+//   - Error, Class (errors.go): classified failures (the classes are
+//     package retry's) with the operator's advice.
 //
-// The Directory (Microsoft Graph) is an interface declared here and
-// implemented by internal/graph, so that only that package pays the compile
-// cost of msgraph-sdk-go.
+// The package is the domain only: it imports no client of an outside
+// service. What it needs of them are small interfaces declared here and
+// implemented elsewhere, as litestream's ReplicaClient is by its backends:
+//
+//   - Directory (Microsoft Graph): internal/graph, the only package that
+//     pays the compile cost of msgraph-sdk-go;
+//   - Consenter (Partner Center's CPV applicationconsents API):
+//     internal/partnercenter.
+//
+// Tokens come from internal/entra, whose credentials the clients use; the
+// domain never sees one.
 //
 // # Round trips
 //
@@ -80,40 +79,7 @@
 //
 // # Benchmarks
 //
-// Figures from `go test -run '^$' -bench . ./internal/cpv/` on the shared
-// 2-core development machine (Intel Xeon, Go 1.26), against the in-process
-// simulator over HTTPS with no added latency. Times vary with the machine's
-// load; the round trips do not.
-//
-//	BenchmarkPlan (200-permission manifest: 10 resources x 12 roles + 8 scopes)
-//	  correct   nothing to do                      ~60-90 µs/op   36 KB/op   294 allocs/op
-//	  drifted   20 changes                         ~45-70 µs/op   32 KB/op   224 allocs/op
-//	  empty     10 service principals to create      ~2-5 µs/op    4 KB/op     8 allocs/op
-//
-//	BenchmarkRefresh (default manifest: 12 resource apps, 74 app roles, 105
-//	delegated scopes), per tenant, as the simulator counts them:
-//	  kind      token  discovery  graph  partner center  round trips  writes  time
-//	  correct   0      0          1      0               1            0       ~3.5 ms
-//	  drifted   1      0          2      0               3            ~8.5    ~6-8 ms
-//	  new       2      0          7      1               10           95      ~13-33 ms
-//
-// A correct tenant costs one $batch once its token is cached (the first
-// refresh of a tenant in a process adds one token request, and nothing
-// else: no OpenID metadata request). A new tenant's token is asked
-// twice (the first answer is AADSTS700016: not consented yet); the Partner
-// Center token is shared by every tenant and adds 1/N. Its seven Graph round
-// trips are: the read after consent, one $batch creating the 8 missing
-// resource service principals, and five $batches of 20 writes (74 role
-// assignments, 12 grants). The worker adds its queue and table round trips
-// to these.
-//
-//	BenchmarkTokenFanOut (Graph tokens for 1,000 tenants, 100 callers, 20 ms
-//	latency per request, from an empty cache; -benchtime 1x, loaded machine):
-//	  credential  tokens/s  token req/tenant  discovery req/tenant  heap kept/tenant
-//	  direct      ~290-780  1                 0                     ~5 KB (the JWT; at most CacheSize tokens)
-//	  azidentity  ~22       1                 1                     ~5.4 KB (every tenant, for the process's life)
-//
-// The direct credential's rate is the simulator's: it signs every token
-// with RSA on the same two cores. azidentity's is its lock: one tenant at a
-// time, two round trips each (200 tenants measured).
+// BenchmarkPlan and BenchmarkRefresh (here) and BenchmarkTokenFanOut
+// (internal/entra), with their figures and the commands that produced them,
+// are in docs/benchmarks.md.
 package cpv

@@ -1,11 +1,17 @@
 package cpv_test
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
+	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 )
 
 func TestNewEngineValidates(t *testing.T) {
@@ -14,7 +20,7 @@ func TestNewEngineValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := cpv.NewPartnerCenter(cpv.PartnerCenterConfig{PartnerTenantID: testTenant, Credential: failingCredential{}})
+	pc, err := partnercenter.New(partnercenter.Config{PartnerTenantID: testTenant, Credential: failingCredential{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,30 +54,11 @@ func TestNewEngineValidates(t *testing.T) {
 	}
 }
 
-func TestNewPartnerCenterValidates(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name string
-		cfg  cpv.PartnerCenterConfig
-		want []string
-	}{
-		{name: "defaults", cfg: cpv.PartnerCenterConfig{PartnerTenantID: testTenant, Credential: failingCredential{}}},
-		{name: "nothing", want: []string{"partner tenant id is required", "credential is required"}},
-		{name: "bad url", cfg: cpv.PartnerCenterConfig{BaseURL: "ftp://x", PartnerTenantID: testTenant, Credential: failingCredential{}}, want: []string{"not an http(s) URL"}},
-		{name: "negative", cfg: cpv.PartnerCenterConfig{PartnerTenantID: testTenant, Credential: failingCredential{}, MaxAttempts: -1}, want: []string{"must not be negative"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			_, err := cpv.NewPartnerCenter(tt.cfg)
-			if (err != nil) != (tt.want != nil) {
-				t.Fatalf("NewPartnerCenter: error %v, want errors %q", err, tt.want)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
-			}
-		})
-	}
+// failingCredential refuses every token: New must not ask for one.
+type failingCredential struct{}
+
+func (failingCredential) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{}, errors.New("no token in this test")
 }
+
+var testTenant = gid(0x7e, 1)

@@ -4,20 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
-// Class tells a caller what to do with an error.
-type Class string
+// Class tells a caller what to do with an error: retry.Permanent,
+// retry.Retryable or retry.Throttled (see package retry).
+type Class = retry.Class
 
+// The classes, as the domain names them.
 const (
-	// Retryable errors (5xx, network, replication lag) may succeed on a later attempt.
-	Retryable Class = "retryable"
-	// Permanent errors (revoked consent, terminated relationship, bad input)
-	// will not succeed by retrying; a person must act (Advice says how).
-	Permanent Class = "permanent"
-	// Throttled errors carry the server's delay; they are not failures and
-	// should not burn an attempt.
-	Throttled Class = "throttled"
+	Retryable = retry.Retryable
+	Permanent = retry.Permanent
+	Throttled = retry.Throttled
 )
 
 // Error is a classified error from a refresh. Code is the service's own code
@@ -85,33 +84,25 @@ func PermanentError(op string, err error, advice string) error {
 	return &Error{Op: op, Class: Permanent, Advice: advice, Err: err}
 }
 
-// entraAdvice maps Entra (AADSTS) error codes to what an operator should do.
-var entraAdvice = map[string]struct {
-	class  Class
-	advice string
-}{
-	"AADSTS65001":   {Permanent, "consent missing: the app is not consented in this tenant, run a CPV reset"},
-	"AADSTS50020":   {Permanent, "the GDAP relationship with this tenant is gone: re-establish it in Partner Center"},
-	"AADSTS700016":  {Permanent, "the app does not exist in this tenant: run a CPV reset to consent it again"},
-	"AADSTS7000215": {Permanent, "the app's client secret is invalid: rotate the credential in the configuration"},
-	"AADSTS7000222": {Permanent, "the app's client secret has expired: rotate the credential in the configuration"},
-	"AADSTS50173":   {Permanent, "the refresh token was revoked: sign in again to issue a new one"},
-	"AADSTS70000":   {Permanent, "the refresh token is invalid or expired: sign in again to issue a new one"},
-	"AADSTS700082":  {Permanent, "the refresh token has expired: sign in again to issue a new one"},
-	"AADSTS70043":   {Permanent, "the refresh token has expired under a conditional access policy: sign in again"},
-	"AADSTS90002":   {Permanent, "the tenant does not exist or has been deleted: exclude it"},
-	"AADSTS90072":   {Permanent, "the partner's user is not a guest or GDAP member of this tenant: check the GDAP relationship"},
-	"AADSTS53003":   {Permanent, "blocked by a conditional access policy in the tenant"},
-}
-
-// EntraCode classifies an Entra token error code (e.g. "AADSTS65001").
-// ok is false for a code this package knows nothing about.
-func EntraCode(code string) (class Class, advice string, ok bool) {
-	a, ok := entraAdvice[code]
-	return a.class, a.advice, ok
-}
-
 // errorf builds a classified error.
 func errorf(class Class, op, tenant, code string, format string, args ...any) *Error {
 	return &Error{Op: op, Tenant: tenant, Class: class, Code: code, Err: fmt.Errorf(format, args...)}
+}
+
+// WithOp puts op on a classified error that has none, and classifies an
+// unclassified one as retryable.
+func WithOp(op, tenant string, err error) error {
+	var ce *Error
+	if errors.As(err, &ce) {
+		c := *ce
+		if c.Tenant == "" {
+			c.Tenant = tenant
+		}
+		c.Op = op + ": " + c.Op
+		if c.Op == op+": " {
+			c.Op = op
+		}
+		return &c
+	}
+	return &Error{Op: op, Tenant: tenant, Class: retry.Retryable, Err: err}
 }

@@ -7,8 +7,11 @@ import (
 	"net/http"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
 )
 
 // Refresh a brand-new customer tenant of the in-process Microsoft 365
@@ -26,9 +29,9 @@ func ExampleEngine_Refresh() {
 	defer sim.Close()
 
 	// One HTTP client for every service, counting round trips per refresh.
-	hc := &http.Client{Transport: cpv.CountingTransport(sim.HTTPClient().Transport, sim.GraphURL(), sim.PartnerCenterURL())}
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode:            cpv.ModeSecret,
+	hc := &http.Client{Transport: rig.HTTPClient(sim).Transport}
+	cred, err := entra.NewCredential(entra.Config{
+		Mode:            entra.ModeSecret,
 		PartnerTenantID: sim.PartnerTenantID(),
 		ClientID:        sim.AppID(),
 		ClientSecret:    sim.AppSecret(),
@@ -42,7 +45,7 @@ func ExampleEngine_Refresh() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	pc, err := cpv.NewPartnerCenter(cpv.PartnerCenterConfig{
+	pc, err := partnercenter.New(partnercenter.Config{
 		BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: cred, HTTPClient: hc,
 	})
 	if err != nil {

@@ -201,7 +201,7 @@ func (r *run) run(ctx context.Context, tenant string) error {
 func (r *run) read(ctx context.Context) (State, error) {
 	st, err := r.e.dir.Read(ctx, r.tenant, r.e.appID, r.e.m.ResourceAppIDs())
 	if err != nil {
-		return State{}, wrapOp("read state", r.tenant, err)
+		return State{}, WithOp("read state", r.tenant, err)
 	}
 	return st, nil
 }
@@ -227,7 +227,7 @@ func (r *run) consented(ctx context.Context) (State, error) {
 	}
 	r.log.InfoContext(ctx, "app not consented, consenting through partner center")
 	if err := r.e.cons.Consent(ctx, r.tenant, r.e.appID, r.e.m.Consent); err != nil {
-		return State{}, wrapOp("consent", r.tenant, err)
+		return State{}, WithOp("consent", r.tenant, err)
 	}
 	st, err = r.read(ctx)
 	if err != nil {
@@ -247,7 +247,7 @@ func (r *run) consented(ctx context.Context) (State, error) {
 func (r *run) reset(ctx context.Context) error {
 	r.log.InfoContext(ctx, "resetting consent")
 	if err := r.e.cons.RemoveConsent(ctx, r.tenant, r.e.appID); err != nil {
-		return wrapOp("reset", r.tenant, err)
+		return WithOp("reset", r.tenant, err)
 	}
 	r.written++
 	st, err := r.read(ctx)
@@ -337,7 +337,7 @@ func (r *run) applyOutcomes(ctx context.Context, appSP string, changes []Change)
 				r.res.Changes = append(r.res.Changes, r.detail(c, DetailPlanned, ""))
 			}
 		}
-		return outs, wrapOp("apply changes", r.tenant, err)
+		return outs, WithOp("apply changes", r.tenant, err)
 	}
 	if len(outs) != len(changes) {
 		return outs, errorf(Retryable, "apply changes", r.tenant, "", "directory reported %d outcomes for %d changes", len(outs), len(changes))

@@ -12,116 +12,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
 )
-
-// rig is the real stack against a running simulator: the credential
-// (azidentity), the Graph client (msgraph-sdk-go), the Partner Center client
-// and the engine, all over HTTPS through a round-trip counting transport.
-type rig struct {
-	sim    *m365sim.Sim
-	cred   azcore.TokenCredential
-	http   *http.Client
-	dir    *graph.Client
-	pc     *cpv.PartnerCenter
-	engine *cpv.Engine
-}
-
-// everyKind is a fleet mix with at least one tenant of each kind in a fleet of 12.
-var everyKind = map[m365sim.Kind]float64{
-	m365sim.KindNew: 2, m365sim.KindCorrect: 2, m365sim.KindDrifted: 2,
-	m365sim.KindUnlicensed: 2, m365sim.KindRevoked: 2, m365sim.KindTerminated: 2,
-}
-
-func newSim(t testing.TB, opts m365sim.Options) *m365sim.Sim {
-	t.Helper()
-	sim, err := m365sim.New(opts)
-	if err != nil {
-		t.Fatalf("m365sim.New: %v", err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatalf("sim.Start: %v", err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
-	return sim
-}
-
-func newRig(t testing.TB, sim *m365sim.Sim, exact bool) *rig {
-	t.Helper()
-	hc := &http.Client{Transport: cpv.CountingTransport(sim.HTTPClient().Transport, sim.GraphURL(), sim.PartnerCenterURL())}
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode:            cpv.ModeSecret,
-		PartnerTenantID: sim.PartnerTenantID(),
-		ClientID:        sim.AppID(),
-		ClientSecret:    sim.AppSecret(),
-		AuthorityHost:   sim.AuthorityHost(),
-		HTTPClient:      hc,
-	})
-	if err != nil {
-		t.Fatalf("NewCredential: %v", err)
-	}
-	return newRigWith(t, sim, cred, hc, exact)
-}
-
-func newRigWith(t testing.TB, sim *m365sim.Sim, cred azcore.TokenCredential, hc *http.Client, exact bool) *rig {
-	t.Helper()
-	dir, err := graph.New(graph.Config{BaseURL: sim.GraphURL(), Credential: cred, HTTPClient: hc})
-	if err != nil {
-		t.Fatalf("graph.New: %v", err)
-	}
-	pc, err := cpv.NewPartnerCenter(cpv.PartnerCenterConfig{
-		BaseURL:         sim.PartnerCenterURL(),
-		PartnerTenantID: sim.PartnerTenantID(),
-		Credential:      cred,
-		HTTPClient:      hc,
-		Backoff:         20 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatalf("NewPartnerCenter: %v", err)
-	}
-	engine, err := cpv.New(cpv.Config{Manifest: sim.Manifest(), AppID: sim.AppID(), Directory: dir, Consenter: pc, Exact: exact})
-	if err != nil {
-		t.Fatalf("cpv.New: %v", err)
-	}
-	return &rig{sim: sim, cred: cred, http: hc, dir: dir, pc: pc, engine: engine}
-}
-
-// tenantsOf lists the fleet's tenants of kind.
-func tenantsOf(t testing.TB, sim *m365sim.Sim, kind m365sim.Kind) []string {
-	t.Helper()
-	var ids []string
-	for _, ft := range sim.Fleet() {
-		if ft.Kind == kind {
-			ids = append(ids, ft.ID)
-		}
-	}
-	if len(ids) == 0 {
-		t.Fatalf("the fleet has no %s tenant", kind)
-	}
-	return ids
-}
-
-func tenantState(t testing.TB, sim *m365sim.Sim, id string) m365sim.TenantState {
-	t.Helper()
-	ts, ok := sim.Tenant(id)
-	if !ok {
-		t.Fatalf("sim.Tenant(%s): unknown", id)
-	}
-	return ts
-}
-
-func conforms(t testing.TB, sim *m365sim.Sim, id string) {
-	t.Helper()
-	if diffs := sim.Conforms(id, sim.Manifest()); len(diffs) != 0 {
-		t.Fatalf("tenant %s does not conform to the manifest:\n%s", id, strings.Join(diffs, "\n"))
-	}
-}
 
 func tenantStats(sim *m365sim.Sim, id string) m365sim.Counts {
 	return sim.Stats().Tenants[id]
@@ -138,19 +39,19 @@ func detailsBy(res cpv.Result) map[string]int {
 
 func TestRefreshNewTenant(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 11, Tenants: 12, Mix: everyKind})
-	r := newRig(t, sim, false)
+	sim := testenv.Sim(t, m365sim.Options{Seed: 11, Tenants: 12, Mix: testenv.EveryKind})
+	r := rig.New(t, sim, rig.Options{})
 	ctx := context.Background()
-	tenant := tenantsOf(t, sim, m365sim.KindNew)[0]
-	if app := appSP(tenantState(t, sim, tenant), sim.AppID()); app != nil {
+	tenant := testenv.TenantsOf(t, sim, m365sim.KindNew)[0]
+	if app := testenv.AppSP(testenv.TenantState(t, sim, tenant), sim.AppID()); app != nil {
 		t.Fatalf("a new tenant already has the app: %+v", app)
 	}
 
-	res, err := r.engine.Refresh(ctx, tenant, cpv.Options{})
+	res, err := r.Engine.Refresh(ctx, tenant, cpv.Options{})
 	if err != nil {
 		t.Fatalf("Refresh: %v\n%s", err, resultJSON(t, res))
 	}
-	conforms(t, sim, tenant)
+	testenv.Conforms(t, sim, tenant)
 	roles, scopes := sim.Manifest().Counts()
 	got := struct {
 		Status              cpv.Status
@@ -182,7 +83,7 @@ func TestRefreshNewTenant(t *testing.T) {
 	// A second refresh writes nothing and costs at most one token request
 	// and one $batch.
 	sim.ResetStats()
-	res2, err := r.engine.Refresh(ctx, tenant, cpv.Options{})
+	res2, err := r.Engine.Refresh(ctx, tenant, cpv.Options{})
 	if err != nil {
 		t.Fatalf("second Refresh: %v", err)
 	}
@@ -196,15 +97,6 @@ func TestRefreshNewTenant(t *testing.T) {
 	}
 }
 
-func appSP(ts m365sim.TenantState, appID string) *cpv.ServicePrincipal {
-	for _, sp := range ts.ServicePrincipals {
-		if strings.EqualFold(sp.AppID, appID) {
-			return &sp
-		}
-	}
-	return nil
-}
-
 func resultJSON(t testing.TB, res cpv.Result) string {
 	t.Helper()
 	b, err := json.MarshalIndent(res, "", "  ")
@@ -216,25 +108,25 @@ func resultJSON(t testing.TB, res cpv.Result) string {
 
 func TestRefreshDriftedTenantWritesExactlyTheDifference(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 12, Tenants: 12, Mix: everyKind})
-	r := newRig(t, sim, false)
+	sim := testenv.Sim(t, m365sim.Options{Seed: 12, Tenants: 12, Mix: testenv.EveryKind})
+	r := rig.New(t, sim, rig.Options{})
 	ctx := context.Background()
-	tenant := tenantsOf(t, sim, m365sim.KindDrifted)[0]
-	before := tenantState(t, sim, tenant)
+	tenant := testenv.TenantsOf(t, sim, m365sim.KindDrifted)[0]
+	before := testenv.TenantState(t, sim, tenant)
 	if len(sim.Conforms(tenant, sim.Manifest())) == 0 {
 		t.Fatal("the drifted tenant already conforms")
 	}
 
 	// The dry run shows the difference and writes nothing.
 	sim.ResetStats()
-	dry, err := r.engine.Refresh(ctx, tenant, cpv.Options{DryRun: true})
+	dry, err := r.Engine.Refresh(ctx, tenant, cpv.Options{DryRun: true})
 	if err != nil {
 		t.Fatalf("dry run: %v", err)
 	}
 	if st := tenantStats(sim, tenant); st.Writes != 0 || st.PartnerCenter != 0 || !dry.NoChange || len(dry.Plan) == 0 {
 		t.Fatalf("dry run: writes %d, partner center %d, noChange %v, plan %d changes", st.Writes, st.PartnerCenter, dry.NoChange, len(dry.Plan))
 	}
-	if diff := cmp.Diff(before, tenantState(t, sim, tenant)); diff != "" {
+	if diff := cmp.Diff(before, testenv.TenantState(t, sim, tenant)); diff != "" {
 		t.Fatalf("the dry run changed the tenant (-before +after):\n%s", diff)
 	}
 	kinds := map[cpv.ChangeKind]int{}
@@ -248,11 +140,11 @@ func TestRefreshDriftedTenantWritesExactlyTheDifference(t *testing.T) {
 	}
 
 	sim.ResetStats()
-	res, err := r.engine.Refresh(ctx, tenant, cpv.Options{})
+	res, err := r.Engine.Refresh(ctx, tenant, cpv.Options{})
 	if err != nil {
 		t.Fatalf("Refresh: %v\n%s", err, resultJSON(t, res))
 	}
-	conforms(t, sim, tenant)
+	testenv.Conforms(t, sim, tenant)
 	// Exactly the planned changes were written, and nothing else.
 	if st := tenantStats(sim, tenant); st.Writes != len(dry.Plan) || res.Consented {
 		t.Errorf("wrote %d objects (consented %v), the plan had %d changes", st.Writes, res.Consented, len(dry.Plan))
@@ -265,7 +157,7 @@ func TestRefreshDriftedTenantWritesExactlyTheDifference(t *testing.T) {
 		t.Errorf("details (-want +got):\n%s", diff)
 	}
 	// Objects that were right were left alone (same ids).
-	after := tenantState(t, sim, tenant)
+	after := testenv.TenantState(t, sim, tenant)
 	for _, a := range before.AppRoleAssignments {
 		if !slices.ContainsFunc(after.AppRoleAssignments, func(b cpv.AppRoleAssignment) bool { return b.ID == a.ID }) {
 			t.Errorf("assignment %s was removed", a.ID)
@@ -278,10 +170,10 @@ func TestRefreshDriftedTenantWritesExactlyTheDifference(t *testing.T) {
 
 func TestRefreshUnlicensedTenantIsPartial(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 13, Tenants: 12, Mix: everyKind})
-	r := newRig(t, sim, false)
-	tenant := tenantsOf(t, sim, m365sim.KindUnlicensed)[0]
-	res, err := r.engine.Refresh(context.Background(), tenant, cpv.Options{})
+	sim := testenv.Sim(t, m365sim.Options{Seed: 13, Tenants: 12, Mix: testenv.EveryKind})
+	r := rig.New(t, sim, rig.Options{})
+	tenant := testenv.TenantsOf(t, sim, m365sim.KindUnlicensed)[0]
+	res, err := r.Engine.Refresh(context.Background(), tenant, cpv.Options{})
 	if err != nil {
 		t.Fatalf("Refresh: %v\n%s", err, resultJSON(t, res))
 	}
@@ -298,7 +190,7 @@ func TestRefreshUnlicensedTenantIsPartial(t *testing.T) {
 		t.Errorf("notices (-want +got):\n%s", diff)
 	}
 	// Everything else is applied.
-	conforms(t, sim, tenant)
+	testenv.Conforms(t, sim, tenant)
 	atp, _ := sim.Manifest().Resource("fc780465-2017-40d4-a0c5-307022471b92")
 	mtp, _ := sim.Manifest().Resource("8ee8fdad-f234-4243-8f3b-15c294843740")
 	if got, want := res.AppRoles.Unavailable, len(atp.AppRoles)+len(mtp.AppRoles); got != want {
@@ -309,7 +201,7 @@ func TestRefreshUnlicensedTenantIsPartial(t *testing.T) {
 	}
 	// A second refresh is still partial, and writes nothing.
 	sim.ResetStats()
-	res2, err := r.engine.Refresh(context.Background(), tenant, cpv.Options{})
+	res2, err := r.Engine.Refresh(context.Background(), tenant, cpv.Options{})
 	if err != nil || res2.Status != cpv.StatusPartial || tenantStats(sim, tenant).Writes != 0 {
 		t.Errorf("second refresh: status %s, err %v, writes %d", res2.Status, err, tenantStats(sim, tenant).Writes)
 	}
@@ -356,16 +248,16 @@ func TestRefreshConvergesUnderThrottlingAndServerErrors(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			sim := newSim(t, m365sim.Options{Seed: int64(20 + i), Tenants: 12, Mix: everyKind})
-			r := newRig(t, sim, false)
-			tenant := tenantsOf(t, sim, tt.kind)[0]
+			sim := testenv.Sim(t, m365sim.Options{Seed: int64(20 + i), Tenants: 12, Mix: testenv.EveryKind})
+			r := rig.New(t, sim, rig.Options{})
+			tenant := testenv.TenantsOf(t, sim, tt.kind)[0]
 			tt.faults(sim)
 			// As the queue would: a throttled or retryable failure is
 			// retried; the refresh must converge within a few deliveries.
 			var res cpv.Result
 			var err error
 			for attempt := 1; attempt <= 5; attempt++ {
-				res, err = r.engine.Refresh(context.Background(), tenant, cpv.Options{})
+				res, err = r.Engine.Refresh(context.Background(), tenant, cpv.Options{})
 				if err == nil {
 					break
 				}
@@ -378,7 +270,7 @@ func TestRefreshConvergesUnderThrottlingAndServerErrors(t *testing.T) {
 				t.Fatalf("no convergence after 5 attempts: %v", err)
 			}
 			sim.SetFaults(m365sim.Faults{})
-			conforms(t, sim, tenant)
+			testenv.Conforms(t, sim, tenant)
 			if st := sim.Stats().Total; st.Throttled+st.ServerErrors == 0 {
 				t.Errorf("no fault was injected (stats %+v): the test proves nothing", st)
 			}
@@ -388,8 +280,8 @@ func TestRefreshConvergesUnderThrottlingAndServerErrors(t *testing.T) {
 
 func TestRefreshRevokedConsentIsPermanentAndWritesNothing(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 14, Tenants: 12, Mix: everyKind})
-	r := newRig(t, sim, false)
+	sim := testenv.Sim(t, m365sim.Options{Seed: 14, Tenants: 12, Mix: testenv.EveryKind})
+	r := rig.New(t, sim, rig.Options{})
 	tests := []struct {
 		kind       m365sim.Kind
 		wantCode   string
@@ -401,9 +293,9 @@ func TestRefreshRevokedConsentIsPermanentAndWritesNothing(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(string(tt.kind), func(t *testing.T) {
 			t.Parallel()
-			tenant := tenantsOf(t, sim, tt.kind)[0]
-			before := tenantState(t, sim, tenant)
-			res, err := r.engine.Refresh(context.Background(), tenant, cpv.Options{})
+			tenant := testenv.TenantsOf(t, sim, tt.kind)[0]
+			before := testenv.TenantState(t, sim, tenant)
+			res, err := r.Engine.Refresh(context.Background(), tenant, cpv.Options{})
 			if err == nil {
 				t.Fatalf("Refresh of a %s tenant succeeded: %+v", tt.kind, res)
 			}
@@ -419,7 +311,7 @@ func TestRefreshRevokedConsentIsPermanentAndWritesNothing(t *testing.T) {
 			if st := tenantStats(sim, tenant); st.Writes != 0 || st.Graph != 0 {
 				t.Errorf("a refresh that failed permanently touched the directory: %+v", st)
 			}
-			if diff := cmp.Diff(before, tenantState(t, sim, tenant)); diff != "" {
+			if diff := cmp.Diff(before, testenv.TenantState(t, sim, tenant)); diff != "" {
 				t.Errorf("the tenant changed (-before +after):\n%s", diff)
 			}
 			if strings.Contains(res.Error, sim.AppSecret()) {
@@ -431,18 +323,18 @@ func TestRefreshRevokedConsentIsPermanentAndWritesNothing(t *testing.T) {
 
 func TestReset(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 15, Tenants: 12, Mix: everyKind})
-	r := newRig(t, sim, false)
+	sim := testenv.Sim(t, m365sim.Options{Seed: 15, Tenants: 12, Mix: testenv.EveryKind})
+	r := rig.New(t, sim, rig.Options{})
 	ctx := context.Background()
 	for _, kind := range []m365sim.Kind{m365sim.KindCorrect, m365sim.KindRevoked, m365sim.KindDrifted} {
 		t.Run(string(kind), func(t *testing.T) {
 			t.Parallel()
-			tenant := tenantsOf(t, sim, kind)[0]
-			old := appSP(tenantState(t, sim, tenant), sim.AppID())
+			tenant := testenv.TenantsOf(t, sim, kind)[0]
+			old := testenv.AppSP(testenv.TenantState(t, sim, tenant), sim.AppID())
 			if old == nil {
 				t.Fatalf("the %s tenant has no app service principal", kind)
 			}
-			dry, err := r.engine.Refresh(ctx, tenant, cpv.Options{Reset: true, DryRun: true})
+			dry, err := r.Engine.Refresh(ctx, tenant, cpv.Options{Reset: true, DryRun: true})
 			if err != nil || !dry.NoChange || len(dry.Plan) == 0 {
 				t.Fatalf("dry-run reset: err %v, noChange %v, plan %+v", err, dry.NoChange, dry.Plan)
 			}
@@ -451,27 +343,27 @@ func TestReset(t *testing.T) {
 			if kind != m365sim.KindRevoked && dry.Plan[0] != (cpv.Change{Kind: cpv.DeleteServicePrincipal, ObjectID: old.ID}) {
 				t.Errorf("dry-run reset plan starts with %+v", dry.Plan[0])
 			}
-			if now := appSP(tenantState(t, sim, tenant), sim.AppID()); now == nil || now.ID != old.ID {
+			if now := testenv.AppSP(testenv.TenantState(t, sim, tenant), sim.AppID()); now == nil || now.ID != old.ID {
 				t.Fatal("the dry-run reset changed the app's service principal")
 			}
 
-			res, err := r.engine.Refresh(ctx, tenant, cpv.Options{Reset: true})
+			res, err := r.Engine.Refresh(ctx, tenant, cpv.Options{Reset: true})
 			if err != nil {
 				t.Fatalf("reset: %v\n%s", err, resultJSON(t, res))
 			}
 			if res.Op != cpv.OpReset || res.Status != cpv.StatusSucceeded || !res.Consented {
 				t.Errorf("reset result: op %s, status %s, consented %v", res.Op, res.Status, res.Consented)
 			}
-			now := appSP(tenantState(t, sim, tenant), sim.AppID())
+			now := testenv.AppSP(testenv.TenantState(t, sim, tenant), sim.AppID())
 			if now == nil || now.ID == old.ID {
 				t.Fatalf("the app's service principal was not re-added: old %s, now %+v", old.ID, now)
 			}
-			conforms(t, sim, tenant)
-			if ts := tenantState(t, sim, tenant); ts.ConsentRevoked {
+			testenv.Conforms(t, sim, tenant)
+			if ts := testenv.TenantState(t, sim, tenant); ts.ConsentRevoked {
 				t.Error("the consent is still marked revoked after a reset")
 			}
 			// An ordinary refresh afterwards has nothing to do.
-			res2, err := r.engine.Refresh(ctx, tenant, cpv.Options{})
+			res2, err := r.Engine.Refresh(ctx, tenant, cpv.Options{})
 			if err != nil || !res2.NoChange {
 				t.Errorf("refresh after reset: err %v, noChange %v", err, res2.NoChange)
 			}
@@ -481,18 +373,18 @@ func TestReset(t *testing.T) {
 
 func TestConcurrentRefreshesOfOneTenant(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 16, Tenants: 12, Mix: everyKind})
+	sim := testenv.Sim(t, m365sim.Options{Seed: 16, Tenants: 12, Mix: testenv.EveryKind})
 	// Two workers: separate credentials, clients and engines.
-	workers := []*rig{newRig(t, sim, false), newRig(t, sim, false)}
+	workers := []*rig.Rig{rig.New(t, sim, rig.Options{}), rig.New(t, sim, rig.Options{})}
 	for _, kind := range []m365sim.Kind{m365sim.KindNew, m365sim.KindDrifted} {
 		t.Run(string(kind), func(t *testing.T) {
 			t.Parallel()
-			tenant := tenantsOf(t, sim, kind)[0]
+			tenant := testenv.TenantsOf(t, sim, kind)[0]
 			results := make([]cpv.Result, len(workers))
 			errs := make([]error, len(workers))
 			var wg sync.WaitGroup
 			for i, w := range workers {
-				wg.Go(func() { results[i], errs[i] = w.engine.Refresh(context.Background(), tenant, cpv.Options{}) })
+				wg.Go(func() { results[i], errs[i] = w.Engine.Refresh(context.Background(), tenant, cpv.Options{}) })
 			}
 			wg.Wait()
 			for i, err := range errs {
@@ -505,21 +397,21 @@ func TestConcurrentRefreshesOfOneTenant(t *testing.T) {
 					t.Fatalf("worker %d failed permanently: %v", i, err)
 				}
 				t.Logf("worker %d: %v (retrying, as the queue would)", i, err)
-				if _, err := workers[i].engine.Refresh(context.Background(), tenant, cpv.Options{}); err != nil {
+				if _, err := workers[i].Engine.Refresh(context.Background(), tenant, cpv.Options{}); err != nil {
 					t.Fatalf("worker %d retry: %v", i, err)
 				}
 			}
 			// Same end state, no duplicate objects (Conforms reports duplicate
 			// service principals, assignments and grants).
-			conforms(t, sim, tenant)
+			testenv.Conforms(t, sim, tenant)
 		})
 	}
 }
 
 func TestRefreshRefusesNonGUIDTenants(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 17, Tenants: 1})
-	r := newRig(t, sim, false)
+	sim := testenv.Sim(t, m365sim.Options{Seed: 17, Tenants: 1})
+	r := rig.New(t, sim, rig.Options{})
 	bad := []string{
 		"",
 		"contoso.onmicrosoft.com",
@@ -532,7 +424,7 @@ func TestRefreshRefusesNonGUIDTenants(t *testing.T) {
 	}
 	for _, tenant := range bad {
 		for _, opts := range []cpv.Options{{}, {Reset: true}, {DryRun: true}} {
-			res, err := r.engine.Refresh(context.Background(), tenant, opts)
+			res, err := r.Engine.Refresh(context.Background(), tenant, opts)
 			if class, _ := cpv.ClassOf(err); class != cpv.Permanent || res.Status != cpv.StatusFailed || res.Advice == "" {
 				t.Errorf("Refresh(%q, %+v): class %q, status %s, advice %q; want permanent failure with advice", tenant, opts, class, res.Status, res.Advice)
 			}
@@ -541,8 +433,8 @@ func TestRefreshRefusesNonGUIDTenants(t *testing.T) {
 			}
 		}
 		for name, call := range map[string]func() error{
-			"Consent":       func() error { return r.pc.Consent(context.Background(), tenant, sim.AppID(), sim.Manifest().Consent) },
-			"RemoveConsent": func() error { return r.pc.RemoveConsent(context.Background(), tenant, sim.AppID()) },
+			"Consent":       func() error { return r.PC.Consent(context.Background(), tenant, sim.AppID(), sim.Manifest().Consent) },
+			"RemoveConsent": func() error { return r.PC.RemoveConsent(context.Background(), tenant, sim.AppID()) },
 		} {
 			if class, _ := cpv.ClassOf(call()); class != cpv.Permanent {
 				t.Errorf("%s(%q): class %q, want permanent", name, tenant, class)
@@ -556,15 +448,15 @@ func TestRefreshRefusesNonGUIDTenants(t *testing.T) {
 
 func TestDryRunOfNewTenant(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 18, Tenants: 12, Mix: everyKind})
-	r := newRig(t, sim, false)
-	tenant := tenantsOf(t, sim, m365sim.KindNew)[0]
-	before := tenantState(t, sim, tenant)
-	res, err := r.engine.Refresh(context.Background(), tenant, cpv.Options{DryRun: true})
+	sim := testenv.Sim(t, m365sim.Options{Seed: 18, Tenants: 12, Mix: testenv.EveryKind})
+	r := rig.New(t, sim, rig.Options{})
+	tenant := testenv.TenantsOf(t, sim, m365sim.KindNew)[0]
+	before := testenv.TenantState(t, sim, tenant)
+	res, err := r.Engine.Refresh(context.Background(), tenant, cpv.Options{DryRun: true})
 	if err != nil {
 		t.Fatalf("dry run: %v", err)
 	}
-	if diff := cmp.Diff(before, tenantState(t, sim, tenant)); diff != "" {
+	if diff := cmp.Diff(before, testenv.TenantState(t, sim, tenant)); diff != "" {
 		t.Fatalf("the dry run changed the tenant (-before +after):\n%s", diff)
 	}
 	st := tenantStats(sim, tenant)
@@ -586,12 +478,12 @@ func TestExactModeRemovesUnlistedRoles(t *testing.T) {
 	// The simulator's services publish one or two roles beyond the
 	// manifest. Assign one by hand, then an exact refresh removes it and a
 	// default refresh does not.
-	sim := newSim(t, m365sim.Options{Seed: 19, Tenants: 12, Mix: everyKind})
-	lax, exact := newRig(t, sim, false), newRig(t, sim, true)
+	sim := testenv.Sim(t, m365sim.Options{Seed: 19, Tenants: 12, Mix: testenv.EveryKind})
+	lax, exact := rig.New(t, sim, rig.Options{}), rig.New(t, sim, rig.Options{Exact: true})
 	ctx := context.Background()
-	tenant := tenantsOf(t, sim, m365sim.KindCorrect)[0]
-	ts := tenantState(t, sim, tenant)
-	app := appSP(ts, sim.AppID())
+	tenant := testenv.TenantsOf(t, sim, m365sim.KindCorrect)[0]
+	ts := testenv.TenantState(t, sim, tenant)
+	app := testenv.AppSP(ts, sim.AppID())
 	var extra cpv.Change
 	for _, sp := range ts.ServicePrincipals {
 		res, ok := sim.Manifest().Resource(sp.AppID)
@@ -607,14 +499,14 @@ func TestExactModeRemovesUnlistedRoles(t *testing.T) {
 	if extra.Kind == "" {
 		t.Fatal("no resource publishes a role beyond the manifest")
 	}
-	outs, err := lax.dir.Apply(ctx, tenant, app.ID, []cpv.Change{extra})
+	outs, err := lax.Dir.Apply(ctx, tenant, app.ID, []cpv.Change{extra})
 	if err != nil || outs[0].Status != cpv.Applied {
 		t.Fatalf("assigning an extra role: %v %+v", err, outs)
 	}
-	if res, err := lax.engine.Refresh(ctx, tenant, cpv.Options{}); err != nil || !res.NoChange {
+	if res, err := lax.Engine.Refresh(ctx, tenant, cpv.Options{}); err != nil || !res.NoChange {
 		t.Fatalf("default refresh: err %v, noChange %v (it must leave extra roles alone)", err, res.NoChange)
 	}
-	res, err := exact.engine.Refresh(ctx, tenant, cpv.Options{})
+	res, err := exact.Engine.Refresh(ctx, tenant, cpv.Options{})
 	if err != nil {
 		t.Fatalf("exact refresh: %v", err)
 	}
@@ -622,7 +514,7 @@ func TestExactModeRemovesUnlistedRoles(t *testing.T) {
 	if diff := cmp.Diff(want, detailsBy(res)); diff != "" {
 		t.Errorf("exact refresh details (-want +got):\n%s", diff)
 	}
-	conforms(t, sim, tenant)
+	testenv.Conforms(t, sim, tenant)
 }
 
 func TestResultJSONRoundTrip(t *testing.T) {
@@ -663,13 +555,13 @@ func BenchmarkRefresh(b *testing.B) {
 			if kind == m365sim.KindCorrect {
 				n = 1
 			}
-			sim := newSim(b, m365sim.Options{Seed: 99, Tenants: n, Mix: map[m365sim.Kind]float64{kind: 1}})
-			r := newRig(b, sim, false)
+			sim := testenv.Sim(b, m365sim.Options{Seed: 99, Tenants: n, Mix: map[m365sim.Kind]float64{kind: 1}})
+			r := rig.New(b, sim, rig.Options{})
 			ctx := context.Background()
 			fleet := sim.Fleet()
 			if kind == m365sim.KindCorrect {
 				// Warm the token cache, as a long-running worker has it.
-				if _, err := r.engine.Refresh(ctx, fleet[0].ID, cpv.Options{}); err != nil {
+				if _, err := r.Engine.Refresh(ctx, fleet[0].ID, cpv.Options{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -679,7 +571,7 @@ func BenchmarkRefresh(b *testing.B) {
 			b.ResetTimer()
 			for i := range b.N {
 				tenant := fleet[i%len(fleet)].ID
-				res, err := r.engine.Refresh(ctx, tenant, cpv.Options{})
+				res, err := r.Engine.Refresh(ctx, tenant, cpv.Options{})
 				if err != nil {
 					b.Fatalf("Refresh(%s): %v", tenant, err)
 				}
@@ -709,7 +601,7 @@ func BenchmarkRefresh(b *testing.B) {
 // everything else is applied.
 func TestRefreshUnpublishedRoleIsPartial(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 61, Tenants: 12, Mix: everyKind})
+	sim := testenv.Sim(t, m365sim.Options{Seed: 61, Tenants: 12, Mix: testenv.EveryKind})
 	b, err := json.Marshal(sim.Manifest())
 	if err != nil {
 		t.Fatal(err)
@@ -735,12 +627,12 @@ func TestRefreshUnpublishedRoleIsPartial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRig(t, sim, false)
-	engine, err := cpv.New(cpv.Config{Manifest: wider, AppID: sim.AppID(), Directory: r.dir, Consenter: r.pc})
+	r := rig.New(t, sim, rig.Options{})
+	engine, err := cpv.New(cpv.Config{Manifest: wider, AppID: sim.AppID(), Directory: r.Dir, Consenter: r.PC})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenant := tenantsOf(t, sim, m365sim.KindCorrect)[0]
+	tenant := testenv.TenantsOf(t, sim, m365sim.KindCorrect)[0]
 	res, err := engine.Refresh(context.Background(), tenant, cpv.Options{})
 	if err != nil {
 		t.Fatalf("Refresh: %v", err)
@@ -753,7 +645,7 @@ func TestRefreshUnpublishedRoleIsPartial(t *testing.T) {
 	if diff := cmp.Diff(want, res.Notices); diff != "" {
 		t.Errorf("notices (-want +got):\n%s", diff)
 	}
-	conforms(t, sim, tenant)
+	testenv.Conforms(t, sim, tenant)
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers.
@@ -779,15 +671,15 @@ func (b *syncBuffer) String() string {
 // refresh token or access token reaches the log.
 func TestLogsCarryNoSecrets(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 62, Tenants: 12, Mix: everyKind})
+	sim := testenv.Sim(t, m365sim.Options{Seed: 62, Tenants: 12, Mix: testenv.EveryKind})
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	hc := countingClient(sim)
+	hc := rig.HTTPClient(sim)
 	initial := sim.RefreshToken()
-	rot := &rotations{}
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeRefreshToken, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
-		ClientSecret: sim.AppSecret(), RefreshToken: initial, OnRefreshToken: rot.record,
+	rot := &testenv.Strings{}
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeRefreshToken, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
+		ClientSecret: sim.AppSecret(), RefreshToken: initial, OnRefreshToken: rot.Add,
 		AuthorityHost: sim.AuthorityHost(), HTTPClient: hc,
 	})
 	if err != nil {
@@ -797,7 +689,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := cpv.NewPartnerCenter(cpv.PartnerCenterConfig{BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(),
+	pc, err := partnercenter.New(partnercenter.Config{BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(),
 		Credential: cred, HTTPClient: hc, Backoff: 10 * time.Millisecond, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -809,16 +701,16 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	sim.FailNext(m365sim.SurfacePartnerCenter, http.StatusServiceUnavailable, 1)
 	sim.FailNext(m365sim.SurfaceGraph, http.StatusTooManyRequests, 2)
 	for _, kind := range []m365sim.Kind{m365sim.KindNew, m365sim.KindDrifted, m365sim.KindRevoked, m365sim.KindTerminated} {
-		_, _ = engine.Refresh(context.Background(), tenantsOf(t, sim, kind)[0], cpv.Options{})
+		_, _ = engine.Refresh(context.Background(), testenv.TenantsOf(t, sim, kind)[0], cpv.Options{})
 	}
 	sim.RevokeRefreshTokens()
-	_, _ = engine.Refresh(context.Background(), tenantsOf(t, sim, m365sim.KindCorrect)[0], cpv.Options{})
+	_, _ = engine.Refresh(context.Background(), testenv.TenantsOf(t, sim, m365sim.KindCorrect)[0], cpv.Options{})
 
 	text := logs.String()
 	if !strings.Contains(text, "refresh finished") || !strings.Contains(text, "refresh failed") {
 		t.Fatalf("the refreshes did not log as expected:\n%s", text)
 	}
-	secrets := append([]string{sim.AppSecret(), initial, "eyJ", "Bearer "}, rot.list()...)
+	secrets := append([]string{sim.AppSecret(), initial, "eyJ", "Bearer "}, rot.All()...)
 	for _, s := range secrets {
 		if strings.Contains(text, s) {
 			t.Errorf("the log contains a secret or token (%.6s...)", s)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
@@ -201,7 +202,7 @@ func decodeInternalEvent(body []byte) (internalEvent, error) {
 		return ev, errors.New("tenantId must be a GUID")
 	}
 	ev.TenantID = strings.ToLower(ev.TenantID)
-	if ev.ID != "" && !validRelationshipID(ev.ID) {
+	if ev.ID != "" && !gdap.ValidRelationshipID(ev.ID) {
 		return ev, errors.New("id: up to 128 letters, digits and hyphens")
 	}
 	if !ev.OccurredAt.IsZero() {

@@ -20,6 +20,8 @@ import (
 	"unicode"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // Signing keys: cached for a while, refetched for an unknown key id at
@@ -271,7 +273,7 @@ func (a *authenticator) getJSON(ctx context.Context, u string, v any) error {
 	}
 	resp, err := a.client.Do(req)
 	if err != nil {
-		return stripURL(err)
+		return retry.URLError(err)
 	}
 	defer drain(resp.Body)
 	if resp.StatusCode != http.StatusOK {

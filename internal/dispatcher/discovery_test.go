@@ -12,43 +12,6 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
-// Discovery streams every relationship across pages (7 per page here).
-func TestDiscoveryPages(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, 23)
-	pages, got := 0, map[string]string{}
-	err := h.disc.Relationships(context.Background(), func(page []dispatcher.Relationship) error {
-		pages++
-		if len(page) > 7 {
-			t.Errorf("page of %d relationships, want at most 7", len(page))
-		}
-		for _, r := range page {
-			got[r.ID] = r.Customer.TenantID
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("Relationships: %v", err)
-	}
-	want := map[string]string{}
-	for _, ft := range h.sim.Fleet() {
-		want[ft.RelationshipID] = ft.ID
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("relationships (-want +got):\n%s", diff)
-	}
-	if pages != 4 {
-		t.Errorf("%d pages, want 4", pages)
-	}
-	rel, err := h.disc.Relationship(context.Background(), h.sim.Fleet()[3].RelationshipID)
-	if err != nil || rel.Customer.TenantID != h.sim.Fleet()[3].ID || rel.Status == "" {
-		t.Errorf("Relationship = %+v, %v", rel, err)
-	}
-	if _, err := h.disc.Relationship(context.Background(), "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3e"); !dispatcher.IsNotFound(err) {
-		t.Errorf("unknown relationship: %v, want not found", err)
-	}
-}
-
 // Mirror records every customer tenant with its relationship; a second
 // pass writes only what changed; ended relationships end as terminated and
 // excluded or terminated tenants are not enqueued by a run.

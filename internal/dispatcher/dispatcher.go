@@ -81,7 +81,7 @@ type Config struct {
 	// Discovery reads GDAP relationships; nil disables discovery (runs
 	// enqueue the tenants already in the table, and relationship webhooks
 	// cannot be resolved and are answered 503).
-	Discovery *Discovery
+	Discovery Relationships
 
 	// Schedule is a standard 5-field cron expression ("0 0 * * *" when empty).
 	Schedule string

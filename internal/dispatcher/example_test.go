@@ -6,8 +6,9 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
+	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
@@ -26,13 +27,13 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeSecret, PartnerTenantID: "<partner tenant id>", ClientID: "<app id>", ClientSecret: "<secret>",
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeSecret, PartnerTenantID: "<partner tenant id>", ClientID: "<app id>", ClientSecret: "<secret>",
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
-	disc, err := dispatcher.NewDiscovery(dispatcher.DiscoveryConfig{
+	disc, err := gdap.New(gdap.Config{
 		GraphURL: "https://graph.microsoft.com/v1.0", PartnerTenantID: "<partner tenant id>", Credential: cred,
 	})
 	if err != nil {

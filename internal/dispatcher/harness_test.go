@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
+	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -30,7 +31,7 @@ type harness struct {
 	prefix string
 	store  *store.Store
 	queue  *queue.StorageQueue
-	disc   *dispatcher.Discovery
+	disc   *gdap.Client
 }
 
 // newHarness starts a simulator with a fleet of n tenants and opens a
@@ -58,14 +59,14 @@ func newHarness(t testing.TB, n int) *harness {
 		t.Fatalf("queue ensure: %v", err)
 	}
 	h.queue = q
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
 		ClientSecret: sim.AppSecret(), AuthorityHost: sim.AuthorityHost(), HTTPClient: sim.HTTPClient(),
 	})
 	if err != nil {
 		t.Fatalf("credential: %v", err)
 	}
-	h.disc, err = dispatcher.NewDiscovery(dispatcher.DiscoveryConfig{
+	h.disc, err = gdap.New(gdap.Config{
 		GraphURL: sim.GraphURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: cred,
 		HTTPClient: sim.HTTPClient(), PageSize: 7,
 	})

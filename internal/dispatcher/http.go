@@ -279,3 +279,10 @@ func clipText(s string, n int) string {
 	}
 	return s[:cut] + "…"
 }
+
+// drain reads what is left of a body (bounded) and closes it, so the
+// connection can be reused.
+func drain(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 1<<20))
+	_ = body.Close()
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
@@ -16,8 +17,8 @@ const (
 	tenantZ = "9e8d7c6b-5a49-4382-b716-a5b4c3d2e1f0"
 )
 
-func rel(id, tenant, status, name string) Relationship {
-	return Relationship{ID: id, Status: status, Customer: Customer{TenantID: tenant, DisplayName: name}}
+func rel(id, tenant, status, name string) gdap.Relationship {
+	return gdap.Relationship{ID: id, Status: status, Customer: gdap.Customer{TenantID: tenant, DisplayName: name}}
 }
 
 // The index writes what a listing changes, and only that, across pages.
@@ -30,7 +31,7 @@ func TestMirrorIndexChange(t *testing.T) {
 
 	steps := []struct {
 		name  string
-		r     Relationship
+		r     gdap.Relationship
 		want  store.Tenant
 		write bool
 		make  bool

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
@@ -246,9 +247,9 @@ func (d *Dispatcher) Mirror(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dispatcher: mirror: read tenants: %w", err)
 	}
-	best := make(map[string]Relationship, relationshipPageSize)
+	best := make(map[string]gdap.Relationship, gdap.MaxPageSize)
 	listed, written := 0, 0
-	err = d.cfg.Discovery.Relationships(ctx, func(page []Relationship) error {
+	err = d.cfg.Discovery.Relationships(ctx, func(page []gdap.Relationship) error {
 		listed += len(page)
 		clear(best)
 		for _, r := range page {
@@ -336,7 +337,7 @@ func (x *mirrorIndex) put(id, relationshipID, status, name string) {
 // already says it, or names another relationship with better access (which
 // is then mirrored on its own). A change is recorded, so later pages
 // compare against it.
-func (x *mirrorIndex) change(r Relationship) (mirrorWrite, bool) {
+func (x *mirrorIndex) change(r gdap.Relationship) (mirrorWrite, bool) {
 	u, err := uuid.Parse(r.Customer.TenantID)
 	if err != nil {
 		return mirrorWrite{}, false

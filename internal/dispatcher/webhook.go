@@ -22,7 +22,9 @@ import (
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
@@ -257,7 +259,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, ev Event, at time.Time) (s
 	switch name {
 	case EventRelationshipApproved, EventRelationshipActivated, EventAssignmentCreated, EventAssignmentUpdated:
 		relID := relationshipFromURI(ev.ResourceURI, name == EventAssignmentCreated || name == EventAssignmentUpdated)
-		if !validRelationshipID(relID) {
+		if !gdap.ValidRelationshipID(relID) {
 			return "ignored", http.StatusOK, nil
 		}
 		if d.cfg.Discovery == nil {
@@ -427,7 +429,7 @@ func (c *certCache) fetch(ctx context.Context, u string) (*x509.Certificate, err
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetch: %w", stripURL(err))
+		return nil, fmt.Errorf("fetch: %w", retry.URLError(err))
 	}
 	defer drain(resp.Body)
 	if resp.StatusCode != http.StatusOK {

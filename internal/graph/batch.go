@@ -14,6 +14,7 @@ import (
 	msgraphcore "github.com/microsoftgraph/msgraph-sdk-go-core"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // maxAnswer bounds the size of a $batch answer read into memory (20 pages
@@ -51,7 +52,7 @@ func (a answer) header(name string) string {
 // failure reads the item's error envelope.
 func (a answer) failure() failure {
 	f := failure{status: a.status}
-	f.retryAfter, _ = parseRetryAfter(a.header("Retry-After"), time.Now())
+	f.retryAfter, _ = retry.ParseAfter(a.header("Retry-After"), time.Now())
 	var env envelope
 	if decode(a.body, &env) == nil {
 		f.code = env.Error.Code
@@ -86,7 +87,7 @@ func (c *Client) send(ctx context.Context, ad abs.RequestAdapter, op, tenant str
 		pending[i] = i
 	}
 	for attempt := 1; ; attempt++ {
-		var retry []int
+		var again []int
 		var delay time.Duration
 		for start := 0; start < len(pending); start += maxBatch {
 			chunk := pending[start:min(start+maxBatch, len(pending))]
@@ -97,20 +98,20 @@ func (c *Client) send(ctx context.Context, ad abs.RequestAdapter, op, tenant str
 			for j, i := range chunk {
 				answers[i] = got[j]
 				if d, ok := retryDelay(got[j].status, got[j].header("Retry-After"), attempt); ok {
-					retry = append(retry, i)
+					again = append(again, i)
 					delay = max(delay, d)
 				}
 			}
 		}
-		if len(retry) == 0 || attempt >= c.maxAttempts || delay > c.maxRetryAfter {
+		if len(again) == 0 || attempt >= c.maxAttempts || delay > c.maxRetryAfter {
 			return answers, nil
 		}
 		c.log.InfoContext(ctx, "graph batch items retried",
-			"tenant", tenant, "op", op, "items", len(retry), "attempt", attempt, "delay", delay)
-		if err := wait(ctx, delay); err != nil {
+			"tenant", tenant, "op", op, "items", len(again), "attempt", attempt, "delay", delay)
+		if err := retry.Wait(ctx, delay); err != nil {
 			return nil, requestError(op, tenant, err)
 		}
-		pending = retry
+		pending = again
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 )
 
 // Defaults for Config's zero values.
@@ -40,7 +41,7 @@ type Config struct {
 	// default) or the simulator's GraphURL().
 	BaseURL string
 	// Credential is the partner app's multi-tenant credential. The client
-	// wraps it per customer tenant with cpv.ForTenant.
+	// wraps it per customer tenant with entra.ForTenant.
 	Credential azcore.TokenCredential
 	// Scopes default to ["https://graph.microsoft.com/.default"].
 	Scopes []string
@@ -181,7 +182,7 @@ func New(cfg Config) (*Client, error) {
 // by the credential, not here.
 func (c *Client) adapter(tenant string) (abs.RequestAdapter, error) {
 	auth, err := kauth.NewAzureIdentityAuthenticationProviderWithScopesAndValidHosts(
-		cpv.ForTenant(c.cred, tenant), c.scopes, []string{c.host})
+		entra.ForTenant(c.cred, tenant), c.scopes, []string{c.host})
 	if err != nil {
 		return nil, err
 	}

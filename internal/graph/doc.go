@@ -29,9 +29,9 @@
 // (TestApplyNewTenantRoundTrips); a tenant missing a few roles takes one.
 //
 // The request adapter (authentication provider + kiota adapter, bound to one
-// tenant through cpv.ForTenant) is built per call: 10 allocations, 632 B,
-// 0.4 to 3 µs on a busy 2-core machine and no I/O (BenchmarkAdapter), so
-// nothing grows with the number of tenants and there is no cache to bound.
+// tenant through entra.ForTenant) is built per call, cheaply and with no I/O
+// (BenchmarkAdapter), so nothing grows with the number of tenants and there
+// is no cache to bound.
 // One http.Client with one middleware chain is shared.
 //
 // Requests are built with the SDK's request builders and models, and a
@@ -40,10 +40,9 @@
 // core library's BatchResponse, whose parsing (kiota parse tree, generic
 // maps, JSON again per item) made up 85% of a Read's allocations, drops JSON
 // numbers from item bodies and panics on some malformed answers.
-// BenchmarkRead (a correct tenant, against the in-process simulator over
-// TLS, the simulator's own work included; 2 cores): 1 Graph round trip and
-// 0 token requests per Read, 4 $batch items, ~3.9 ms, 0.88 MB and 5,400
-// allocations per Read (with BatchResponse: 6.8 ms, 2.0 MB, 45,600).
+// BenchmarkRead measures a correct tenant's Read (1 Graph round trip, 0
+// token requests); its figures, and the BatchResponse comparison, are in
+// docs/benchmarks.md.
 //
 // # Retries and throttling
 //
@@ -83,7 +82,7 @@
 // with RetryAfter for 429, Retryable for 5xx, transport failures and
 // cancellation, Permanent otherwise (with Graph's code, e.g.
 // Authorization_RequestDenied, and advice for the ones an operator can act
-// on). Token failures come from cpv.ForTenant already classified (e.g.
+// on). Token failures come from entra.ForTenant already classified (e.g.
 // AADSTS65001, consent missing) and pass through unchanged. Tenant, app and
 // object ids are validated (GUIDs; base64url for assignment and grant ids)
 // before they reach a URL or an OData filter.

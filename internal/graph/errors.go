@@ -12,6 +12,7 @@ import (
 	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // Graph error codes the client acts on.
@@ -51,9 +52,9 @@ type envelope struct {
 	} `json:"error"`
 }
 
-// classError turns a failure into a classified error: 429 is Throttled with
-// its delay, 5xx (and a missing item answer) Retryable, anything else
-// Permanent with advice for the codes an operator can act on.
+// classError turns a failure into a classified error (retry.Status decides:
+// 429 is Throttled with its delay; 5xx and a missing item answer Retryable),
+// anything else Permanent with advice for the codes an operator can act on.
 func classError(op, tenant string, f failure) *cpv.Error {
 	e := &cpv.Error{Op: op, Tenant: tenant, Code: f.code, Status: f.status}
 	msg := fmt.Sprintf("graph answered %d", f.status)
@@ -64,11 +65,12 @@ func classError(op, tenant string, f failure) *cpv.Error {
 		msg += ": " + f.message
 	}
 	e.Err = errors.New(msg)
+	class, _ := retry.Status(f.status, f.retryAfter)
 	switch {
-	case f.status == http.StatusTooManyRequests:
+	case class == retry.Throttled:
 		e.Class = cpv.Throttled
 		e.RetryAfter = max(f.retryAfter, time.Second)
-	case retryable(f.status):
+	case class == retry.Retryable || f.status == 0:
 		e.Class = cpv.Retryable
 	default:
 		e.Class = cpv.Permanent
@@ -90,7 +92,7 @@ func advice(f failure) string {
 }
 
 // requestError classifies the error of a whole request (a $batch or a page).
-// A token failure from cpv.ForTenant is already a *cpv.Error and is returned
+// A token failure from entra.ForTenant is already a *cpv.Error and is returned
 // as it is, so errors.As finds its Entra code and advice.
 func requestError(op, tenant string, err error) error {
 	var ce *cpv.Error
@@ -129,7 +131,7 @@ func headerRetryAfter(h *abs.ResponseHeaders) time.Duration {
 		return 0
 	}
 	for _, v := range h.Get("Retry-After") {
-		if d, ok := parseRetryAfter(v, time.Now()); ok {
+		if d, ok := retry.ParseAfter(v, time.Now()); ok {
 			return d
 		}
 	}

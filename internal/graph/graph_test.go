@@ -18,6 +18,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 )
 
 // Resource apps the simulator's unlicensed tenants cannot have.
@@ -84,7 +85,7 @@ func newClient(t testing.TB, sim *m365sim.Sim, cfg graph.Config) *graph.Client {
 // app-only token needs the app's service principal in the tenant).
 func consent(t testing.TB, sim *m365sim.Sim, tenant string) {
 	t.Helper()
-	pc, err := cpv.NewPartnerCenter(cpv.PartnerCenterConfig{BaseURL: sim.PartnerCenterURL(),
+	pc, err := partnercenter.New(partnercenter.Config{BaseURL: sim.PartnerCenterURL(),
 		PartnerTenantID: sim.PartnerTenantID(), Credential: credential(t, sim), HTTPClient: sim.HTTPClient()})
 	if err != nil {
 		t.Fatalf("NewPartnerCenter: %v", err)

@@ -9,31 +9,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func TestParseRetryAfter(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
-	tests := []struct {
-		in     string
-		want   time.Duration
-		wantOK bool
-	}{
-		{"", 0, false},
-		{"7", 7 * time.Second, true},
-		{" 2.5 ", 2500 * time.Millisecond, true},
-		{"-1", 0, false},
-		{"1e300", 24 * time.Hour, true},
-		{"Sun, 22 Nov 2026 00:01:00 GMT", time.Minute, true},
-		{"Sat, 21 Nov 2026 23:00:00 GMT", 0, true},
-		{"soon", 0, false},
-	}
-	for _, tt := range tests {
-		got, ok := parseRetryAfter(tt.in, now)
-		if diff := cmp.Diff([2]any{tt.want, tt.wantOK}, [2]any{got, ok}); diff != "" {
-			t.Errorf("parseRetryAfter(%q) (-want +got):\n%s", tt.in, diff)
-		}
-	}
-}
-
 func TestRetryDelay(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -49,9 +24,10 @@ func TestRetryDelay(t *testing.T) {
 		{429, "3", 1, 3 * time.Second, 3 * time.Second, true},
 		{429, "", 1, time.Second, time.Second, true},
 		{503, "2", 2, 2 * time.Second, 2 * time.Second, true},
-		{503, "", 1, 500 * time.Millisecond, 750 * time.Millisecond, true},
-		{500, "", 3, 2 * time.Second, 3 * time.Second, true},
-		{0, "", 2, time.Second, 1500 * time.Millisecond, true},
+		{503, "", 1, 0, 500 * time.Millisecond, true}, // full jitter: [0, 500ms)
+		{500, "", 3, 0, 2 * time.Second, true},
+		{0, "", 2, 0, time.Second, true},
+		{504, "4", 1, 4 * time.Second, 4 * time.Second, true},
 	}
 	for _, tt := range tests {
 		d, retry := retryDelay(tt.status, tt.retryAfter, tt.attempt)

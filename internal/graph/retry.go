@@ -2,16 +2,14 @@ package graph
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	khttp "github.com/microsoft/kiota-http-go"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // retryHandler is the kiota middleware that retries whole requests answered
@@ -52,81 +50,45 @@ func (h *retryHandler) Intercept(pipeline khttp.Pipeline, index int, req *http.R
 		if err != nil {
 			return nil, err
 		}
-		delay, retry := retryDelay(resp.StatusCode, resp.Header.Get("Retry-After"), attempt)
-		if !retry || attempt >= h.maxAttempts || delay > h.maxRetryAfter {
+		delay, again := retryDelay(resp.StatusCode, resp.Header.Get("Retry-After"), attempt)
+		if !again || attempt >= h.maxAttempts || delay > h.maxRetryAfter {
 			return resp, nil
 		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 		_ = resp.Body.Close()
 		h.log.DebugContext(ctx, "graph request retried",
 			"method", req.Method, "path", req.URL.Path, "status", resp.StatusCode, "attempt", attempt, "delay", delay)
-		if err := wait(ctx, delay); err != nil {
+		if err := retry.Wait(ctx, delay); err != nil {
 			return nil, err
 		}
 	}
 }
 
-// retryable reports whether a status is worth another attempt: throttling
-// and the server errors Graph answers for transient trouble. 0 stands for
-// a $batch item that got no response at all.
-func retryable(status int) bool {
-	switch status {
-	case 0, http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
-		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return true
-	}
-	return false
-}
+// backoff spaces the retries of 5xx answers that name no delay.
+var backoff = retry.Backoff{Base: 500 * time.Millisecond, Max: 30 * time.Second}
 
 // retryDelay returns how long to wait before attempt+1 of a request answered
-// status, and whether to retry at all. A 429 waits for its Retry-After (1 s
-// when absent); a 5xx for its Retry-After or an exponential backoff with
-// jitter (0.5 s, 1 s, 2 s, ...).
+// status, and whether to retry at all (retry.Status decides): a throttled
+// answer waits for its Retry-After (1 s when absent); a retryable one for
+// its Retry-After or the backoff. Status 0 stands for a $batch item that got
+// no answer at all, which is retryable.
 func retryDelay(status int, retryAfterHeader string, attempt int) (time.Duration, bool) {
-	if !retryable(status) {
-		return 0, false
+	after, ok := retry.ParseAfter(retryAfterHeader, time.Now())
+	class, after := retry.Status(status, after)
+	if status == 0 {
+		class = retry.Retryable
 	}
-	if d, ok := parseRetryAfter(retryAfterHeader, time.Now()); ok {
-		return d, true
-	}
-	if status == http.StatusTooManyRequests {
-		return time.Second, true
-	}
-	return backoff(attempt), true
-}
-
-func backoff(attempt int) time.Duration {
-	d := 500 * time.Millisecond << min(attempt-1, 6)
-	return d + rand.N(d/2)
-}
-
-// parseRetryAfter reads a Retry-After value: delay-seconds or an HTTP date.
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
-		s = min(s, 86400) // a day: anything longer is nonsense, and must not overflow
-		return time.Duration(s * float64(time.Second)), true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
+	switch class {
+	case retry.Throttled:
+		if !ok {
+			after = time.Second
+		}
+		return after, true
+	case retry.Retryable:
+		if ok {
+			return after, true
+		}
+		return backoff.Delay(attempt), true
 	}
 	return 0, false
-}
-
-// wait blocks for d or until ctx is done.
-func wait(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

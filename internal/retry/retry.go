@@ -41,24 +41,26 @@ const MaxAfter = 24 * time.Hour
 // Classify says what an HTTP answer's status means, and the server's delay
 // when it gave one (zero otherwise). 2xx and 3xx are not failures ("").
 //
-//   - 429 Too Many Requests: Throttled.
-//   - 503 Service Unavailable with a Retry-After: Throttled. The server said
-//     it is busy and when to come back (Graph's and Azure Storage's
-//     throttling answers); waiting is not a failure.
-//   - 503 without a Retry-After, every other 5xx, 408 Request Timeout:
-//     Retryable. Nothing says when it ends, so attempts are counted and a
-//     dead service ends in the poison queue instead of looping for ever.
+//   - 429 Too Many Requests: Throttled. The server is fine and asked us to
+//     slow down; waiting is not a failure and burns no attempt.
+//   - 5xx (503 included, with or without a Retry-After) and 408 Request
+//     Timeout: Retryable. The service failed: its Retry-After is honoured as
+//     the least wait, but the attempt counts, so a service that stays down
+//     ends the work in the poison queue instead of snoozing it for ever.
+//     (Azure Storage's 503 ServerBusy and Graph's 503 are both this.)
 //   - every other 4xx: Permanent.
-//
-// A Retryable answer's Retry-After is returned too, as the least to wait.
 func Classify(status int, h http.Header) (Class, time.Duration) {
-	after, hasAfter := After(h, time.Now())
+	after, _ := After(h, time.Now())
+	return Status(status, after)
+}
+
+// Status is Classify for an answer whose Retry-After was already read:
+// after is its delay (zero when it had none).
+func Status(status int, after time.Duration) (Class, time.Duration) {
 	switch {
 	case status < 400:
 		return "", 0
 	case status == http.StatusTooManyRequests:
-		return Throttled, after
-	case status == http.StatusServiceUnavailable && hasAfter:
 		return Throttled, after
 	case status >= 500 || status == http.StatusRequestTimeout:
 		return Retryable, after

@@ -2,14 +2,11 @@ package store
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
-
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 )
 
 // Partitions of the control table.
@@ -36,10 +33,10 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 		return false, err
 	}
 	if holder == "" {
-		return false, cpv.PermanentError("store "+op, fmt.Errorf("lease %s: empty holder", name), "")
+		return false, invalid(op, "lease %s: empty holder", name)
 	}
 	if ttl <= 0 {
-		return false, cpv.PermanentError("store "+op, fmt.Errorf("lease %s: ttl %v is not positive", name, ttl), "")
+		return false, invalid(op, "lease %s: ttl %v is not positive", name, ttl)
 	}
 	now := s.now()
 	p := props{}
@@ -177,8 +174,7 @@ func (s *Store) ListWorkers(ctx context.Context, since time.Time) ([]Worker, err
 
 func checkComponent(op, component string) error {
 	if component != PauseDispatch && component != PauseWorkers {
-		return cpv.PermanentError("store "+op, fmt.Errorf("unknown component %q", component),
-			"use "+PauseDispatch+" or "+PauseWorkers)
+		return invalid(op, "unknown component %q: use %s or %s", component, PauseDispatch, PauseWorkers)
 	}
 	return nil
 }

@@ -51,8 +51,11 @@
 // # Errors
 //
 // Missing rows are ErrNotFound and create-if-absent conflicts ErrExists
-// (both wrapped; test with errors.Is). Other failures are *cpv.Error with
-// the operation and tenant, classified (429/503 Throttled, other 5xx and
-// network Retryable, other 4xx Permanent); their text names the HTTP status
-// and the service's code only, never the connection string or a key.
+// (both wrapped; test with errors.Is). Other failures wrap one of ErrInvalid,
+// ErrDenied, ErrBusy or ErrUnavailable with the operation and tenant, as
+// retry.Classify reads the answer (429 is ErrBusy; 5xx and network failures
+// ErrUnavailable; 401/403 ErrDenied;
+// other 4xx ErrInvalid); ClassOf gives their retry.Class. Their text names
+// the HTTP status and the service's code only, never the connection string
+// or a key. The package imports no domain package: it stores plain records.
 package store

@@ -15,7 +15,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // ErrNotFound is returned (wrapped) when a row does not exist.
@@ -24,6 +24,40 @@ var ErrNotFound = errors.New("store: not found")
 // ErrExists is returned (wrapped) by create-if-absent writes when the row
 // already exists: someone else created it first.
 var ErrExists = errors.New("store: already exists")
+
+// The other failures, each wrapped with the operation, the tenant and what
+// the Table service said (test with errors.Is; retry.Class of one with
+// ClassOf):
+var (
+	// ErrInvalid: the request can never succeed as it is (a key the Table
+	// service does not allow, a row over its size limits, a bad argument).
+	ErrInvalid = errors.New("store: invalid request")
+	// ErrDenied: the store's identity may not use the table service
+	// (401/403): fix the connection string or the role assignment.
+	ErrDenied = errors.New("store: access denied")
+	// ErrBusy: the service throttled the request (429); try again after
+	// its delay.
+	ErrBusy = errors.New("store: busy")
+	// ErrUnavailable: the service or the network failed (5xx, 503
+	// ServerBusy included, timeouts, connection errors); try again later.
+	ErrUnavailable = errors.New("store: unavailable")
+)
+
+// ClassOf says what a caller should do with an error of this package:
+// retry.Permanent for ErrInvalid and ErrDenied, retry.Throttled for ErrBusy,
+// retry.Retryable otherwise (ErrUnavailable, and anything unknown). It is ""
+// for nil, ErrNotFound and ErrExists, which are answers, not failures.
+func ClassOf(err error) retry.Class {
+	switch {
+	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrExists):
+		return ""
+	case errors.Is(err, ErrInvalid), errors.Is(err, ErrDenied):
+		return retry.Permanent
+	case errors.Is(err, ErrBusy):
+		return retry.Throttled
+	}
+	return retry.Retryable
+}
 
 // DefaultTablePrefix is used when Config.TablePrefix is empty.
 const DefaultTablePrefix = "cpv"
@@ -195,42 +229,47 @@ type serviceError struct {
 func (e *serviceError) Error() string { return "HTTP " + strconv.Itoa(e.status) + " " + e.code }
 func (e *serviceError) Unwrap() error { return e.cause }
 
-// failure wraps err with the operation and tenant and classifies it.
-// Throttling (429, 503 ServerBusy) is Throttled, other 5xx and transport
-// errors are Retryable, other 4xx Permanent.
+// failure wraps err with the operation, the tenant and the sentinel error
+// that says what it means (retry.Classify decides: 429 is ErrBusy; 5xx
+// (503 ServerBusy included), 408 and transport errors ErrUnavailable;
+// 401/403 ErrDenied; other 4xx ErrInvalid). Its text never
+// carries the request URL or a key.
 func failure(op, tenant string, err error) error {
+	where := "store: " + op
+	if tenant != "" {
+		where += " (tenant " + tenant + ")"
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		if tenant != "" {
-			return fmt.Errorf("store: %s (tenant %s): %w", op, tenant, err)
-		}
-		return fmt.Errorf("store: %s: %w", op, err)
+		return fmt.Errorf("%s: %w", where, err)
 	}
-	e := &cpv.Error{Op: "store " + op, Tenant: tenant, Class: cpv.Retryable, Err: err}
 	var re *azcore.ResponseError
-	if errors.As(err, &re) {
-		e.Status, e.Code = re.StatusCode, re.ErrorCode
-		e.Err = &serviceError{status: re.StatusCode, code: re.ErrorCode, cause: err}
-		switch {
-		case re.StatusCode == http.StatusTooManyRequests || re.StatusCode == http.StatusServiceUnavailable:
-			e.Class = cpv.Throttled
-			if re.RawResponse != nil {
-				if secs, err := strconv.Atoi(re.RawResponse.Header.Get("Retry-After")); err == nil && secs > 0 {
-					e.RetryAfter = time.Duration(secs) * time.Second
-				}
-			}
-		case re.StatusCode == http.StatusRequestTimeout || re.StatusCode >= 500:
-			e.Class = cpv.Retryable
-		case re.StatusCode >= 400:
-			e.Class = cpv.Permanent
-			switch re.StatusCode {
-			case http.StatusForbidden, http.StatusUnauthorized:
-				e.Advice = "the store's identity may not use the table service: check the connection string or grant Storage Table Data Contributor"
-			case http.StatusRequestEntityTooLarge:
-				e.Advice = "a row exceeded the Table service's size limits"
-			}
-		}
+	if !errors.As(err, &re) {
+		return fmt.Errorf("%s: %w: %w", where, ErrUnavailable, retry.URLError(err))
 	}
-	return e
+	var h http.Header
+	if re.RawResponse != nil {
+		h = re.RawResponse.Header
+	}
+	se := &serviceError{status: re.StatusCode, code: re.ErrorCode, cause: err}
+	sentinel, advice := ErrUnavailable, ""
+	switch class, _ := retry.Classify(re.StatusCode, h); {
+	case class == retry.Throttled:
+		sentinel = ErrBusy
+	case class == retry.Retryable, class == "":
+		sentinel = ErrUnavailable
+	case re.StatusCode == http.StatusForbidden, re.StatusCode == http.StatusUnauthorized:
+		sentinel, advice = ErrDenied, " — the store's identity may not use the table service: check the connection string or grant Storage Table Data Contributor"
+	case re.StatusCode == http.StatusRequestEntityTooLarge:
+		sentinel, advice = ErrInvalid, " — a row exceeded the Table service's size limits"
+	default:
+		sentinel = ErrInvalid
+	}
+	return fmt.Errorf("%s: %w: %w%s", where, sentinel, se, advice)
+}
+
+// invalid is an ErrInvalid for op, refused before any request.
+func invalid(op string, format string, args ...any) error {
+	return fmt.Errorf("store: %s: %w: %s", op, ErrInvalid, fmt.Sprintf(format, args...))
 }
 
 // notFound and exists build the sentinel errors with their context.
@@ -241,14 +280,14 @@ func exists(op, what string) error   { return fmt.Errorf("%w: %s %s", ErrExists,
 // PartitionKey or RowKey (/, \, #, ?, control characters) and empty ones.
 func checkKey(op, kind, k string) error {
 	if k == "" {
-		return cpv.PermanentError("store "+op, fmt.Errorf("empty %s", kind), "")
+		return invalid(op, "empty %s", kind)
 	}
 	if len(k) > 512 {
-		return cpv.PermanentError("store "+op, fmt.Errorf("%s longer than 512 bytes", kind), "")
+		return invalid(op, "%s longer than 512 bytes", kind)
 	}
 	for _, r := range k {
 		if r == '/' || r == '\\' || r == '#' || r == '?' || r < 0x20 || (r >= 0x7f && r <= 0x9f) {
-			return cpv.PermanentError("store "+op, fmt.Errorf("%s %q contains a character the Table service does not allow in keys", kind, k), "")
+			return invalid(op, "%s %q contains a character the Table service does not allow in keys", kind, k)
 		}
 	}
 	return nil

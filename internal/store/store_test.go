@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
@@ -771,7 +771,7 @@ func TestNew(t *testing.T) {
 	}
 }
 
-// TestServiceErrors: a refused request is a classified *cpv.Error naming the
+// TestServiceErrors: a refused request is a classified store error naming the
 // operation, and neither the key nor the connection string leaks into it.
 func TestServiceErrors(t *testing.T) {
 	t.Parallel()
@@ -783,12 +783,8 @@ func TestServiceErrors(t *testing.T) {
 	if err == nil {
 		t.Fatal("New with a wrong account key succeeded")
 	}
-	var e *cpv.Error
-	if !errors.As(err, &e) {
-		t.Fatalf("error %v (%T) is not a *cpv.Error", err, err)
-	}
-	if e.Class != cpv.Permanent || e.Status != 403 {
-		t.Errorf("class %s status %d, want permanent 403", e.Class, e.Status)
+	if !errors.Is(err, store.ErrDenied) || store.ClassOf(err) != retry.Permanent || !strings.Contains(err.Error(), "HTTP 403") {
+		t.Errorf("error %v: want store.ErrDenied, permanent, HTTP 403", err)
 	}
 	for _, secret := range []string{wrongKey, cs} {
 		if strings.Contains(err.Error(), secret) {
@@ -802,8 +798,8 @@ func TestServiceErrors(t *testing.T) {
 	s := newStore(t)
 	if err := s.PutStatus(ctx, store.Status{TenantID: "a/b", State: store.StateFailed}); err == nil {
 		t.Error("PutStatus with a '/' in the tenant id succeeded")
-	} else if c, _ := cpv.ClassOf(err); c != cpv.Permanent {
-		t.Errorf("invalid key: class %s, want permanent", c)
+	} else if c := store.ClassOf(err); c != retry.Permanent || !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("invalid key: %v, class %s, want store.ErrInvalid, permanent", err, c)
 	}
 }
 

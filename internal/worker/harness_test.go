@@ -14,8 +14,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
@@ -166,18 +168,18 @@ func (w *world) newEngine(t testing.TB) *cpv.Engine {
 	t.Helper()
 	base := w.sim.HTTPClient().Transport
 	hc := &http.Client{Transport: cpv.CountingTransport(base, w.sim.GraphURL(), w.sim.PartnerCenterURL())}
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
+	cred, err := entra.NewCredential(entra.Config{
 		Mode: "secret", PartnerTenantID: w.sim.PartnerTenantID(), ClientID: w.sim.AppID(),
 		ClientSecret: w.sim.AppSecret(), AuthorityHost: w.sim.AuthorityHost(), HTTPClient: hc,
 	})
 	if err != nil {
-		t.Fatalf("cpv.NewCredential: %v", err)
+		t.Fatalf("entra.NewCredential: %v", err)
 	}
 	dir, err := graph.New(graph.Config{BaseURL: w.sim.GraphURL(), Credential: cred, HTTPClient: hc})
 	if err != nil {
 		t.Fatalf("graph.New: %v", err)
 	}
-	pc, err := cpv.NewPartnerCenter(cpv.PartnerCenterConfig{
+	pc, err := partnercenter.New(partnercenter.Config{
 		BaseURL: w.sim.PartnerCenterURL(), PartnerTenantID: w.sim.PartnerTenantID(), Credential: cred, HTTPClient: hc,
 	})
 	if err != nil {

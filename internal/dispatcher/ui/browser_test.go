@@ -26,8 +26,11 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher/ui"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
+	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
@@ -90,19 +93,19 @@ func newStack(t *testing.T) *stack {
 
 	// Credentials and clients as the daemons build them, trusting the simulator's CA.
 	hc := &http.Client{Transport: cpv.CountingTransport(sim.HTTPClient().Transport, sim.GraphURL(), sim.PartnerCenterURL())}
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
 		ClientSecret: sim.AppSecret(), AuthorityHost: sim.AuthorityHost(), HTTPClient: hc,
 	})
 	if err != nil {
-		t.Fatalf("cpv.NewCredential: %v", err)
+		t.Fatalf("entra.NewCredential: %v", err)
 	}
 
-	disc, err := dispatcher.NewDiscovery(dispatcher.DiscoveryConfig{
+	disc, err := gdap.New(gdap.Config{
 		GraphURL: sim.GraphURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: cred, HTTPClient: sim.HTTPClient(),
 	})
 	if err != nil {
-		t.Fatalf("dispatcher.NewDiscovery: %v", err)
+		t.Fatalf("gdap.New: %v", err)
 	}
 	s.disp, err = dispatcher.New(dispatcher.Config{
 		ID:         "dispatcher-ui-test",
@@ -138,7 +141,7 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatalf("graph.New: %v", err)
 	}
-	pc, err := cpv.NewPartnerCenter(cpv.PartnerCenterConfig{
+	pc, err := partnercenter.New(partnercenter.Config{
 		BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: cred, HTTPClient: hc,
 	})
 	if err != nil {

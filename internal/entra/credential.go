@@ -1,4 +1,4 @@
-package cpv
+package entra
 
 import (
 	"context"
@@ -17,6 +17,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"golang.org/x/oauth2"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // Credential modes accepted by NewCredential.
@@ -31,7 +34,7 @@ const (
 const DefaultAuthorityHost = "https://login.microsoftonline.com/"
 
 // DefaultTokenCacheSize is how many tokens a credential keeps when
-// CredentialConfig.CacheSize is 0: one per (tenant, scope), the least
+// Config.CacheSize is 0: one per (tenant, scope), the least
 // recently used dropped first. A worker needs a tenant's token only while it
 // refreshes that tenant (and the partner's Partner Center token for every
 // refresh), so a few thousand is far more than its concurrency needs. A
@@ -42,9 +45,9 @@ const DefaultTokenCacheSize = 2048
 // tokenRefreshMargin is how long before expiry a cached token is renewed.
 const tokenRefreshMargin = 5 * time.Minute
 
-// CredentialConfig selects and configures the partner's token source.
+// Config selects and configures the partner's token source.
 // Secrets in it are never logged nor put in error strings.
-type CredentialConfig struct {
+type Config struct {
 	// Mode is "secret", "certificate", "workload" or "refresh-token".
 	Mode string
 	// PartnerTenantID is the partner's own tenant: the credential's home
@@ -116,42 +119,42 @@ type CredentialConfig struct {
 // azidentity still parses certificates (ParseCertificates: PEM and PFX), and
 // its error type is still classified by ForTenant for credentials built
 // elsewhere.
-func NewCredential(cfg CredentialConfig) (azcore.TokenCredential, error) {
+func NewCredential(cfg Config) (azcore.TokenCredential, error) {
 	authority, err := normalizeAuthority(cfg.AuthorityHost)
 	if err != nil {
 		return nil, err
 	}
 	var errs []error
 	if strings.TrimSpace(cfg.PartnerTenantID) == "" {
-		errs = append(errs, errors.New("cpv: credential: partner tenant id is required"))
+		errs = append(errs, errors.New("entra: credential: partner tenant id is required"))
 	} else if !validTenant(cfg.PartnerTenantID) {
-		errs = append(errs, errors.New("cpv: credential: partner tenant id must be a GUID or a domain name"))
+		errs = append(errs, errors.New("entra: credential: partner tenant id must be a GUID or a domain name"))
 	}
-	if !IsGUID(cfg.ClientID) {
-		errs = append(errs, errors.New("cpv: credential: client id must be a GUID"))
+	if !cpv.IsGUID(cfg.ClientID) {
+		errs = append(errs, errors.New("entra: credential: client id must be a GUID"))
 	}
 	if cfg.CacheSize < 0 {
-		errs = append(errs, fmt.Errorf("cpv: credential: cache size %d is negative", cfg.CacheSize))
+		errs = append(errs, fmt.Errorf("entra: credential: cache size %d is negative", cfg.CacheSize))
 	}
 	switch cfg.Mode {
 	case ModeSecret:
 		if cfg.ClientSecret == "" {
-			errs = append(errs, errors.New("cpv: credential: secret mode needs a client secret"))
+			errs = append(errs, errors.New("entra: credential: secret mode needs a client secret"))
 		}
 	case ModeCertificate:
 		if cfg.CertificatePath == "" {
-			errs = append(errs, errors.New("cpv: credential: certificate mode needs a certificate path"))
+			errs = append(errs, errors.New("entra: credential: certificate mode needs a certificate path"))
 		}
 	case ModeWorkload:
 		if cfg.TokenFilePath == "" {
-			errs = append(errs, errors.New("cpv: credential: workload mode needs a token file path"))
+			errs = append(errs, errors.New("entra: credential: workload mode needs a token file path"))
 		}
 	case ModeRefreshToken:
 		if cfg.RefreshToken == "" {
-			errs = append(errs, errors.New("cpv: credential: refresh-token mode needs a refresh token"))
+			errs = append(errs, errors.New("entra: credential: refresh-token mode needs a refresh token"))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("cpv: credential: unknown mode %q (want secret, certificate, workload or refresh-token)", cfg.Mode))
+		errs = append(errs, fmt.Errorf("entra: credential: unknown mode %q (want secret, certificate, workload or refresh-token)", cfg.Mode))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -215,7 +218,7 @@ func normalizeAuthority(host string) (string, error) {
 	}
 	u, err := url.Parse(host)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return "", fmt.Errorf("cpv: credential: authority host %q must be an https URL", host)
+		return "", fmt.Errorf("entra: credential: authority host %q must be an https URL", host)
 	}
 	if !strings.HasSuffix(host, "/") {
 		host += "/"
@@ -241,8 +244,8 @@ func validTenant(tenant string) bool {
 
 // ForTenant returns a credential that asks cred for tokens in tenant (it
 // sets TokenRequestOptions.TenantID on every call) and turns token failures
-// into *Error: the Entra code (e.g. "AADSTS65001"), its class and the
-// operator's advice (see EntraCode). The error text never contains a token
+// into *cpv.Error: the Entra code (e.g. "AADSTS65001"), its class and the
+// operator's advice (see Code). The error text never contains a token
 // or a secret.
 func ForTenant(cred azcore.TokenCredential, tenant string) azcore.TokenCredential {
 	return &tenantCredential{cred: cred, tenant: tenant}
@@ -284,7 +287,7 @@ func (f *tokenFailure) Unwrap() error { return f.cause }
 
 // tokenError classifies a failed token request for tenant.
 func tokenError(tenant string, err error) error {
-	var ce *Error
+	var ce *cpv.Error
 	if errors.As(err, &ce) {
 		if ce.Tenant == "" {
 			c := *ce
@@ -293,7 +296,7 @@ func tokenError(tenant string, err error) error {
 		}
 		return err
 	}
-	e := &Error{Op: "get token", Tenant: tenant, Class: Retryable}
+	e := &cpv.Error{Op: "get token", Tenant: tenant, Class: retry.Retryable}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		e.Err = &tokenFailure{msg: "token request cancelled", cause: err}
 		return e
@@ -335,19 +338,19 @@ func tokenError(tenant string, err error) error {
 	}
 	e.Err = &tokenFailure{msg: msg, cause: err}
 
-	switch class, advice, known := EntraCode(e.Code); {
+	switch class, advice, known := Code(e.Code); {
 	case known:
 		e.Class, e.Advice = class, advice
 	case resp.StatusCode == http.StatusTooManyRequests:
-		e.Class = Throttled
-		e.RetryAfter = retryAfter(resp.Header, time.Now())
+		e.Class = retry.Throttled
+		e.RetryAfter, _ = retry.After(resp.Header, time.Now())
 		if e.RetryAfter <= 0 {
 			e.RetryAfter = time.Second
 		}
 	case resp.StatusCode >= 500:
-		e.Class = Retryable
+		e.Class = retry.Retryable
 	default:
-		e.Class = Permanent
+		e.Class = retry.Permanent
 		e.Advice = "Entra refused the token request: look the code up in Microsoft's AADSTS error reference"
 	}
 	return e
@@ -372,20 +375,33 @@ func firstLine(s string) string {
 	return strings.TrimSpace(s)
 }
 
-// retryAfter reads a Retry-After header (seconds or an HTTP date).
-func retryAfter(h http.Header, now time.Time) time.Duration {
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil {
-		if s < 0 {
-			return 0
-		}
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
+// entraAdvice maps Entra (AADSTS) error codes to what an operator should do.
+var entraAdvice = map[string]struct {
+	class  retry.Class
+	advice string
+}{
+	"AADSTS65001":   {retry.Permanent, "consent missing: the app is not consented in this tenant, run a CPV reset"},
+	"AADSTS50020":   {retry.Permanent, "the GDAP relationship with this tenant is gone: re-establish it in Partner Center"},
+	"AADSTS700016":  {retry.Permanent, "the app does not exist in this tenant: run a CPV reset to consent it again"},
+	"AADSTS7000215": {retry.Permanent, "the app's client secret is invalid: rotate the credential in the configuration"},
+	"AADSTS7000222": {retry.Permanent, "the app's client secret has expired: rotate the credential in the configuration"},
+	"AADSTS50173":   {retry.Permanent, "the refresh token was revoked: sign in again to issue a new one"},
+	"AADSTS70000":   {retry.Permanent, "the refresh token is invalid or expired: sign in again to issue a new one"},
+	"AADSTS700082":  {retry.Permanent, "the refresh token has expired: sign in again to issue a new one"},
+	"AADSTS70043":   {retry.Permanent, "the refresh token has expired under a conditional access policy: sign in again"},
+	"AADSTS90002":   {retry.Permanent, "the tenant does not exist or has been deleted: exclude it"},
+	"AADSTS90072":   {retry.Permanent, "the partner's user is not a guest or GDAP member of this tenant: check the GDAP relationship"},
+	"AADSTS53003":   {retry.Permanent, "blocked by a conditional access policy in the tenant"},
+}
+
+// Code classifies an Entra token error code (e.g. "AADSTS65001").
+// ok is false for a code this package knows nothing about.
+func Code(code string) (class retry.Class, advice string, ok bool) {
+	a, ok := entraAdvice[code]
+	return a.class, a.advice, ok
+}
+
+// errorf builds a classified error.
+func errorf(class retry.Class, op, tenant, code string, format string, args ...any) *cpv.Error {
+	return &cpv.Error{Op: op, Tenant: tenant, Class: class, Code: code, Err: fmt.Errorf(format, args...)}
 }

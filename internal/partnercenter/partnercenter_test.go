@@ -1,4 +1,4 @@
-package cpv_test
+package partnercenter_test
 
 import (
 	"context"
@@ -9,42 +9,47 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
 )
 
 func TestPartnerCenterConsent(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 31, Tenants: 12, Mix: everyKind})
-	r := newRig(t, sim, false)
+	sim := testenv.Sim(t, m365sim.Options{Seed: 31, Tenants: 12, Mix: testenv.EveryKind})
+	r := rig.New(t, sim, rig.Options{})
 	ctx := context.Background()
-	tenant := tenantsOf(t, sim, m365sim.KindNew)[0]
+	tenant := testenv.TenantsOf(t, sim, m365sim.KindNew)[0]
 	grants := sim.Manifest().Consent
 
-	if err := r.pc.Consent(ctx, tenant, sim.AppID(), grants); err != nil {
+	if err := r.PC.Consent(ctx, tenant, sim.AppID(), grants); err != nil {
 		t.Fatalf("Consent: %v", err)
 	}
-	app := appSP(tenantState(t, sim, tenant), sim.AppID())
+	app := testenv.AppSP(testenv.TenantState(t, sim, tenant), sim.AppID())
 	if app == nil {
 		t.Fatal("the consent did not add the app's service principal")
 	}
 	// Consenting again is success, and changes nothing.
-	if err := r.pc.Consent(ctx, tenant, sim.AppID(), grants); err != nil {
+	if err := r.PC.Consent(ctx, tenant, sim.AppID(), grants); err != nil {
 		t.Fatalf("second Consent: %v", err)
 	}
-	if again := appSP(tenantState(t, sim, tenant), sim.AppID()); again == nil || again.ID != app.ID {
+	if again := testenv.AppSP(testenv.TenantState(t, sim, tenant), sim.AppID()); again == nil || again.ID != app.ID {
 		t.Fatalf("the second consent replaced the service principal: %+v -> %+v", app, again)
 	}
-	if err := r.pc.RemoveConsent(ctx, tenant, sim.AppID()); err != nil {
+	if err := r.PC.RemoveConsent(ctx, tenant, sim.AppID()); err != nil {
 		t.Fatalf("RemoveConsent: %v", err)
 	}
-	if gone := appSP(tenantState(t, sim, tenant), sim.AppID()); gone != nil {
+	if gone := testenv.AppSP(testenv.TenantState(t, sim, tenant), sim.AppID()); gone != nil {
 		t.Fatalf("RemoveConsent left the service principal: %+v", gone)
 	}
 	// Removing an absent consent is success.
-	if err := r.pc.RemoveConsent(ctx, tenant, sim.AppID()); err != nil {
+	if err := r.PC.RemoveConsent(ctx, tenant, sim.AppID()); err != nil {
 		t.Fatalf("second RemoveConsent: %v", err)
 	}
 }
@@ -55,7 +60,7 @@ func TestPartnerCenterErrors(t *testing.T) {
 		name       string
 		kind       m365sim.Kind
 		faults     func(*m365sim.Sim)
-		cfg        func(*testing.T, *cpv.PartnerCenterConfig, *m365sim.Sim)
+		cfg        func(*testing.T, *partnercenter.Config, *m365sim.Sim)
 		wantClass  cpv.Class // "" = success
 		wantAdvice string
 		wantRetry  time.Duration
@@ -80,14 +85,14 @@ func TestPartnerCenterErrors(t *testing.T) {
 			name:      "5xx beyond the attempts is retryable",
 			kind:      m365sim.KindNew,
 			faults:    func(s *m365sim.Sim) { s.FailNext(m365sim.SurfacePartnerCenter, http.StatusBadGateway, 3) },
-			cfg:       func(_ *testing.T, c *cpv.PartnerCenterConfig, _ *m365sim.Sim) { c.MaxAttempts = 3 },
+			cfg:       func(_ *testing.T, c *partnercenter.Config, _ *m365sim.Sim) { c.MaxAttempts = 3 },
 			wantClass: cpv.Retryable,
 		},
 		{
 			name:      "429 beyond the attempts is throttled with the delay",
 			kind:      m365sim.KindNew,
 			faults:    func(s *m365sim.Sim) { s.FailNext(m365sim.SurfacePartnerCenter, http.StatusTooManyRequests, 2) },
-			cfg:       func(_ *testing.T, c *cpv.PartnerCenterConfig, _ *m365sim.Sim) { c.MaxAttempts = 2 },
+			cfg:       func(_ *testing.T, c *partnercenter.Config, _ *m365sim.Sim) { c.MaxAttempts = 2 },
 			wantClass: cpv.Throttled,
 			wantRetry: time.Second,
 		},
@@ -101,7 +106,7 @@ func TestPartnerCenterErrors(t *testing.T) {
 		{
 			name: "bad client secret: the token error, permanent",
 			kind: m365sim.KindNew,
-			cfg: func(t *testing.T, c *cpv.PartnerCenterConfig, s *m365sim.Sim) {
+			cfg: func(t *testing.T, c *partnercenter.Config, s *m365sim.Sim) {
 				c.Credential = badSecretCredential(t, s)
 			},
 			wantClass:  cpv.Permanent,
@@ -111,20 +116,20 @@ func TestPartnerCenterErrors(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			sim := newSim(t, m365sim.Options{Seed: int64(40 + i), Tenants: 12, Mix: everyKind})
-			r := newRig(t, sim, false)
-			cfg := cpv.PartnerCenterConfig{
+			sim := testenv.Sim(t, m365sim.Options{Seed: int64(40 + i), Tenants: 12, Mix: testenv.EveryKind})
+			r := rig.New(t, sim, rig.Options{})
+			cfg := partnercenter.Config{
 				BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(),
-				Credential: r.cred, HTTPClient: r.http, Backoff: 10 * time.Millisecond,
+				Credential: r.Cred, HTTPClient: r.HTTP, Backoff: 10 * time.Millisecond,
 			}
 			if tt.cfg != nil {
 				tt.cfg(t, &cfg, sim)
 			}
-			pc, err := cpv.NewPartnerCenter(cfg)
+			pc, err := partnercenter.New(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			tenant := tenantsOf(t, sim, tt.kind)[0]
+			tenant := testenv.TenantsOf(t, sim, tt.kind)[0]
 			if tt.faults != nil {
 				tt.faults(sim)
 			}
@@ -144,7 +149,7 @@ func TestPartnerCenterErrors(t *testing.T) {
 				t.Errorf("error leaks the secret: %v", err)
 			}
 			// Success means consented exactly once; failure means nothing changed.
-			app := appSP(tenantState(t, sim, tenant), sim.AppID())
+			app := testenv.AppSP(testenv.TenantState(t, sim, tenant), sim.AppID())
 			if (err == nil) != (app != nil) && tt.kind == m365sim.KindNew {
 				t.Errorf("consent error %v, but app service principal %+v", err, app)
 			}
@@ -155,8 +160,8 @@ func TestPartnerCenterErrors(t *testing.T) {
 // badSecretCredential is the app's credential with a wrong client secret.
 func badSecretCredential(t *testing.T, sim *m365sim.Sim) azcore.TokenCredential {
 	t.Helper()
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
 		ClientSecret: "wrong-" + secretLike, AuthorityHost: sim.AuthorityHost(), HTTPClient: sim.HTTPClient(),
 	})
 	if err != nil {
@@ -164,3 +169,42 @@ func badSecretCredential(t *testing.T, sim *m365sim.Sim) azcore.TokenCredential 
 	}
 	return cred
 }
+
+func TestNewPartnerCenterValidates(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  partnercenter.Config
+		want []string
+	}{
+		{name: "defaults", cfg: partnercenter.Config{PartnerTenantID: testTenant, Credential: failingCredential{}}},
+		{name: "nothing", want: []string{"partner tenant id is required", "credential is required"}},
+		{name: "bad url", cfg: partnercenter.Config{BaseURL: "ftp://x", PartnerTenantID: testTenant, Credential: failingCredential{}}, want: []string{"not an http(s) URL"}},
+		{name: "negative", cfg: partnercenter.Config{PartnerTenantID: testTenant, Credential: failingCredential{}, MaxAttempts: -1}, want: []string{"must not be negative"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := partnercenter.New(tt.cfg)
+			if (err != nil) != (tt.want != nil) {
+				t.Fatalf("NewPartnerCenter: error %v, want errors %q", err, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// failingCredential refuses every token: New must not ask for one.
+type failingCredential struct{}
+
+func (failingCredential) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{}, errors.New("no token in this test")
+}
+
+var testTenant = "00000000-0000-4000-8000-00000000007e"
+
+const secretLike = "s3cr3t-must-not-leak"

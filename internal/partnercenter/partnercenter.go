@@ -1,4 +1,7 @@
-package cpv
+// Package partnercenter is the client of Partner Center's Control Panel
+// Vendor (CPV) API: it consents the partner's app in a customer tenant and
+// removes that consent, and implements cpv.Consenter.
+package partnercenter
 
 import (
 	"bytes"
@@ -16,88 +19,92 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/google/uuid"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // Partner Center defaults.
 const (
-	DefaultPartnerCenterURL   = "https://api.partnercenter.microsoft.com"
-	DefaultPartnerCenterScope = "https://api.partnercenter.microsoft.com/.default"
+	DefaultURL   = "https://api.partnercenter.microsoft.com"
+	DefaultScope = "https://api.partnercenter.microsoft.com/.default"
 )
 
-// PartnerCenterConfig configures the Partner Center CPV client.
-type PartnerCenterConfig struct {
+// Config configures the Partner Center CPV client.
+type Config struct {
 	// BaseURL is Partner Center's API root (paths /v1/customers/...);
-	// empty means DefaultPartnerCenterURL.
+	// empty means DefaultURL.
 	BaseURL string
 	// PartnerTenantID is the tenant Partner Center tokens are issued in.
 	PartnerTenantID string
 	// Credential gets the partner's Partner Center tokens.
 	Credential azcore.TokenCredential
-	// Scope of the Partner Center token; empty means DefaultPartnerCenterScope.
+	// Scope of the Partner Center token; empty means DefaultScope.
 	Scope string
 	// HTTPClient carries the requests (nil: http.DefaultClient).
 	HTTPClient *http.Client
 	// MaxAttempts bounds the attempts of one operation on 429 and 5xx (default 4).
 	MaxAttempts int
 	// MaxRetryAfter is the longest Retry-After waited for in process; a
-	// longer one returns a Throttled *Error at once (default 30s).
+	// longer one returns a Throttled *cpv.Error at once (default 30s).
 	MaxRetryAfter time.Duration
-	// Backoff is the first delay after a 5xx or network failure, doubled
-	// per attempt (default 500ms).
+	// Backoff is the ceiling of the first delay after a 5xx or network
+	// failure, doubled per attempt up to 10s, with full jitter (default 500ms).
 	Backoff time.Duration
 	// Logger receives retry and failure records (nil: discard).
 	Logger *slog.Logger
 }
 
-// PartnerCenter grants and revokes the app's consent in customer tenants
+// Client grants and revokes the app's consent in customer tenants
 // through Partner Center's Control Panel Vendor API (applicationconsents).
-type PartnerCenter struct {
+type Client struct {
 	base          string
 	cred          azcore.TokenCredential
 	scope         string
 	client        *http.Client
 	maxAttempts   int
 	maxRetryAfter time.Duration
-	backoff       time.Duration
+	backoff       retry.Backoff
 	log           *slog.Logger
 }
 
-var _ Consenter = (*PartnerCenter)(nil)
+var _ cpv.Consenter = (*Client)(nil)
 
-// NewPartnerCenter validates cfg and builds the client.
-func NewPartnerCenter(cfg PartnerCenterConfig) (*PartnerCenter, error) {
+// New validates cfg and builds the client.
+func New(cfg Config) (*Client, error) {
 	var errs []error
 	base := cfg.BaseURL
 	if base == "" {
-		base = DefaultPartnerCenterURL
+		base = DefaultURL
 	}
 	if u, err := url.Parse(base); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("cpv: partner center: base URL %q is not an http(s) URL", base))
+		errs = append(errs, fmt.Errorf("partnercenter: base URL %q is not an http(s) URL", base))
 	}
 	if strings.TrimSpace(cfg.PartnerTenantID) == "" {
-		errs = append(errs, errors.New("cpv: partner center: partner tenant id is required"))
+		errs = append(errs, errors.New("partnercenter: partner tenant id is required"))
 	}
 	if cfg.Credential == nil {
-		errs = append(errs, errors.New("cpv: partner center: credential is required"))
+		errs = append(errs, errors.New("partnercenter: credential is required"))
 	}
 	if cfg.MaxAttempts < 0 || cfg.MaxRetryAfter < 0 || cfg.Backoff < 0 {
-		errs = append(errs, errors.New("cpv: partner center: MaxAttempts, MaxRetryAfter and Backoff must not be negative"))
+		errs = append(errs, errors.New("partnercenter: MaxAttempts, MaxRetryAfter and Backoff must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	pc := &PartnerCenter{
+	pc := &Client{
 		base:          strings.TrimRight(base, "/"),
-		cred:          ForTenant(cfg.Credential, cfg.PartnerTenantID),
+		cred:          entra.ForTenant(cfg.Credential, cfg.PartnerTenantID),
 		scope:         cfg.Scope,
 		client:        cfg.HTTPClient,
 		maxAttempts:   cfg.MaxAttempts,
 		maxRetryAfter: cfg.MaxRetryAfter,
-		backoff:       cfg.Backoff,
+		backoff:       retry.Backoff{Base: cfg.Backoff, Max: 10 * time.Second},
 		log:           cfg.Logger,
 	}
 	if pc.scope == "" {
-		pc.scope = DefaultPartnerCenterScope
+		pc.scope = DefaultScope
 	}
 	if pc.client == nil {
 		pc.client = http.DefaultClient
@@ -108,8 +115,8 @@ func NewPartnerCenter(cfg PartnerCenterConfig) (*PartnerCenter, error) {
 	if pc.maxRetryAfter == 0 {
 		pc.maxRetryAfter = 30 * time.Second
 	}
-	if pc.backoff == 0 {
-		pc.backoff = 500 * time.Millisecond
+	if pc.backoff.Base == 0 {
+		pc.backoff.Base = 500 * time.Millisecond
 	}
 	if pc.log == nil {
 		pc.log = slog.New(slog.DiscardHandler)
@@ -118,34 +125,34 @@ func NewPartnerCenter(cfg PartnerCenterConfig) (*PartnerCenter, error) {
 }
 
 type consentRequest struct {
-	ApplicationID     string         `json:"applicationId"`
-	ApplicationGrants []ConsentGrant `json:"applicationGrants"`
+	ApplicationID     string             `json:"applicationId"`
+	ApplicationGrants []cpv.ConsentGrant `json:"applicationGrants"`
 }
 
 // Consent adds the app to tenant with grants (POST
 // /v1/customers/{tenant}/applicationconsents). A consent that already
 // exists is success.
-func (pc *PartnerCenter) Consent(ctx context.Context, tenant, appID string, grants []ConsentGrant) error {
+func (pc *Client) Consent(ctx context.Context, tenant, appID string, grants []cpv.ConsentGrant) error {
 	const op = "add consent"
 	if err := validateIDs(op, tenant, appID); err != nil {
 		return err
 	}
 	if len(grants) == 0 {
-		return errorf(Permanent, op, tenant, "", "no grants to consent")
+		return &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: errors.New("no grants to consent")}
 	}
 	body, err := json.Marshal(consentRequest{ApplicationID: appID, ApplicationGrants: grants})
 	if err != nil {
-		return &Error{Op: op, Tenant: tenant, Class: Permanent, Err: err}
+		return &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: err}
 	}
 	u := pc.base + "/v1/customers/" + url.PathEscape(tenant) + "/applicationconsents"
-	return pc.do(ctx, op, tenant, http.MethodPost, u, body, func(status int, pe pcError) (bool, *Error) {
+	return pc.do(ctx, op, tenant, http.MethodPost, u, body, func(status int, pe pcError) (bool, *cpv.Error) {
 		switch {
 		case status == http.StatusOK || status == http.StatusCreated:
 			return true, nil
 		case status == http.StatusConflict || alreadyExists(pe):
 			return true, nil // consent present: the state we want
 		case status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound:
-			return false, &Error{Class: Permanent, Advice: "Partner Center refused the consent: check the GDAP relationship with this customer and that the app is registered as a CPV app"}
+			return false, &cpv.Error{Class: retry.Permanent, Advice: "Partner Center refused the consent: check the GDAP relationship with this customer and that the app is registered as a CPV app"}
 		}
 		return false, nil
 	})
@@ -154,31 +161,31 @@ func (pc *PartnerCenter) Consent(ctx context.Context, tenant, appID string, gran
 // RemoveConsent deletes the app's consent from tenant (DELETE
 // /v1/customers/{tenant}/applicationconsents/{appID}). A consent that is
 // already absent is success.
-func (pc *PartnerCenter) RemoveConsent(ctx context.Context, tenant, appID string) error {
+func (pc *Client) RemoveConsent(ctx context.Context, tenant, appID string) error {
 	const op = "remove consent"
 	if err := validateIDs(op, tenant, appID); err != nil {
 		return err
 	}
 	u := pc.base + "/v1/customers/" + url.PathEscape(tenant) + "/applicationconsents/" + url.PathEscape(appID)
-	return pc.do(ctx, op, tenant, http.MethodDelete, u, nil, func(status int, _ pcError) (bool, *Error) {
+	return pc.do(ctx, op, tenant, http.MethodDelete, u, nil, func(status int, _ pcError) (bool, *cpv.Error) {
 		switch {
 		case status == http.StatusOK || status == http.StatusNoContent || status == http.StatusAccepted:
 			return true, nil
 		case status == http.StatusNotFound:
 			return true, nil // gone already
 		case status == http.StatusUnauthorized || status == http.StatusForbidden:
-			return false, &Error{Class: Permanent, Advice: "Partner Center refused to remove the consent: check the GDAP relationship with this customer and the app's CPV registration"}
+			return false, &cpv.Error{Class: retry.Permanent, Advice: "Partner Center refused to remove the consent: check the GDAP relationship with this customer and the app's CPV registration"}
 		}
 		return false, nil
 	})
 }
 
 func validateIDs(op, tenant, appID string) error {
-	if !IsGUID(tenant) {
-		return &Error{Op: op, Class: Permanent, Err: fmt.Errorf("tenant id %q is not a GUID", tenant), Advice: "fix the tenant id: it must be the customer's directory (tenant) GUID"}
+	if !cpv.IsGUID(tenant) {
+		return &cpv.Error{Op: op, Class: retry.Permanent, Err: fmt.Errorf("tenant id %q is not a GUID", tenant), Advice: "fix the tenant id: it must be the customer's directory (tenant) GUID"}
 	}
-	if !IsGUID(appID) {
-		return &Error{Op: op, Tenant: tenant, Class: Permanent, Err: fmt.Errorf("app id %q is not a GUID", appID), Advice: "fix the app id in the configuration"}
+	if !cpv.IsGUID(appID) {
+		return &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: fmt.Errorf("app id %q is not a GUID", appID), Advice: "fix the app id in the configuration"}
 	}
 	return nil
 }
@@ -197,22 +204,22 @@ func alreadyExists(e pcError) bool {
 
 // verdict decides what a final answer means: done, or a classified error
 // (nil for "not decided here": 429, 5xx and other 4xx are handled by do).
-type verdict func(status int, pe pcError) (done bool, err *Error)
+type verdict func(status int, pe pcError) (done bool, err *cpv.Error)
 
 // do sends one logical operation, retrying 429 and 5xx answers and network
 // failures. Every attempt carries the same ms-requestid (Partner Center's
 // idempotency key) and ms-correlationid.
-func (pc *PartnerCenter) do(ctx context.Context, op, tenant, method, u string, body []byte, decide verdict) error {
+func (pc *Client) do(ctx context.Context, op, tenant, method, u string, body []byte, decide verdict) error {
 	requestID := uuid.NewString()
 	correlationID := uuid.NewString()
 	log := pc.log.With("op", op, "tenant", tenant, "request_id", requestID)
-	var last *Error
+	var last *cpv.Error
 	for attempt := 1; ; attempt++ {
 		tok, err := pc.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{pc.scope}})
 		if err != nil {
 			// The token is the partner's; the operation is about the customer.
-			e := wrapOp(op, tenant, err)
-			var ce *Error
+			e := cpv.WithOp(op, tenant, err)
+			var ce *cpv.Error
 			if errors.As(e, &ce) {
 				ce.Tenant = tenant
 				ce.Op = op + ": partner center token"
@@ -225,7 +232,7 @@ func (pc *PartnerCenter) do(ctx context.Context, op, tenant, method, u string, b
 		}
 		req, err := http.NewRequestWithContext(ctx, method, u, rdr)
 		if err != nil {
-			return &Error{Op: op, Tenant: tenant, Class: Permanent, Err: err}
+			return &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: err}
 		}
 		req.Header.Set("Authorization", "Bearer "+tok.Token)
 		req.Header.Set("Accept", "application/json")
@@ -239,11 +246,11 @@ func (pc *PartnerCenter) do(ctx context.Context, op, tenant, method, u string, b
 		resp, err := pc.client.Do(req)
 		if err != nil {
 			if ctx.Err() != nil {
-				return &Error{Op: op, Tenant: tenant, Class: Retryable, Err: ctx.Err()}
+				return &cpv.Error{Op: op, Tenant: tenant, Class: retry.Retryable, Err: ctx.Err()}
 			}
 			// The transport's error names the URL, never the token.
-			last = &Error{Op: op, Tenant: tenant, Class: Retryable, Err: fmt.Errorf("partner center request failed: %w", redactURLError(err))}
-			wait = pc.backoffFor(attempt)
+			last = &cpv.Error{Op: op, Tenant: tenant, Class: retry.Retryable, Err: fmt.Errorf("partner center request failed: %w", retry.URLError(err))}
+			wait = pc.backoff.Delay(attempt)
 		} else {
 			status := resp.StatusCode
 			raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -260,19 +267,19 @@ func (pc *PartnerCenter) do(ctx context.Context, op, tenant, method, u string, b
 				e.Class, e.Advice = verr.Class, verr.Advice
 				return e
 			}
-			switch {
-			case status == http.StatusTooManyRequests:
-				e.Class = Throttled
-				e.RetryAfter = max(retryAfter(resp.Header, time.Now()), time.Second)
+			class, after := retry.Classify(status, resp.Header)
+			e.Class = class
+			switch class {
+			case retry.Throttled:
+				e.RetryAfter = max(after, time.Second)
 				if e.RetryAfter > pc.maxRetryAfter {
 					return e
 				}
 				wait = e.RetryAfter
-			case status >= 500:
-				e.Class = Retryable
-				wait = pc.backoffFor(attempt)
+			case retry.Retryable:
+				wait = max(after, pc.backoff.Delay(attempt))
 			default:
-				e.Class = Permanent
+				e.Class = retry.Permanent
 				e.Advice = "Partner Center refused the request: see the code and description"
 				return e
 			}
@@ -282,20 +289,14 @@ func (pc *PartnerCenter) do(ctx context.Context, op, tenant, method, u string, b
 			return last
 		}
 		log.InfoContext(ctx, "partner center retry", "attempt", attempt, "class", string(last.Class), "wait", wait, "status", last.Status)
-		if err := sleep(ctx, wait); err != nil {
-			return &Error{Op: op, Tenant: tenant, Class: Retryable, Err: err}
+		if err := retry.Wait(ctx, wait); err != nil {
+			return &cpv.Error{Op: op, Tenant: tenant, Class: retry.Retryable, Err: err}
 		}
 	}
 }
 
-// backoffFor is the delay after a failed attempt: doubled per attempt, at most 10s.
-func (pc *PartnerCenter) backoffFor(attempt int) time.Duration {
-	d := pc.backoff << min(attempt-1, 16)
-	return min(d, 10*time.Second)
-}
-
-func pcFailure(op, tenant string, status int, pe pcError) *Error {
-	e := &Error{Op: op, Tenant: tenant, Status: status, Code: pe.code()}
+func pcFailure(op, tenant string, status int, pe pcError) *cpv.Error {
+	e := &cpv.Error{Op: op, Tenant: tenant, Status: status, Code: pe.code()}
 	msg := fmt.Sprintf("partner center answered HTTP %d", status)
 	if pe.Description != "" {
 		msg += ": " + firstLine(pe.Description)
@@ -304,48 +305,10 @@ func pcFailure(op, tenant string, status int, pe pcError) *Error {
 	return e
 }
 
-// wrapOp puts op on a classified error that has none, and classifies an
-// unclassified one as retryable.
-func wrapOp(op, tenant string, err error) error {
-	var ce *Error
-	if errors.As(err, &ce) {
-		c := *ce
-		if c.Tenant == "" {
-			c.Tenant = tenant
-		}
-		c.Op = op + ": " + c.Op
-		if c.Op == op+": " {
-			c.Op = op
-		}
-		return &c
+// firstLine is s up to its first line break, trimmed.
+func firstLine(s string) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
 	}
-	return &Error{Op: op, Tenant: tenant, Class: Retryable, Err: err}
-}
-
-// redactURLError drops the query of a failed request's URL (none of ours
-// carries a secret, but a transport error should not echo one if it did).
-func redactURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		if u, perr := url.Parse(ue.URL); perr == nil {
-			u.RawQuery = ""
-			return &url.Error{Op: ue.Op, URL: u.String(), Err: ue.Err}
-		}
-	}
-	return err
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return strings.TrimSpace(s)
 }

@@ -1,4 +1,4 @@
-package cpv
+package entra
 
 import (
 	"bytes"
@@ -20,6 +20,9 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // jwtBearer is the client_assertion_type of a signed or federated assertion.
@@ -93,16 +96,16 @@ type certificateAssertion struct {
 func newCertificateAssertion(path, password, clientID string, now func() time.Time) (*certificateAssertion, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("cpv: credential: read certificate: %w", err)
+		return nil, fmt.Errorf("entra: credential: read certificate: %w", err)
 	}
 	certs, pk, err := azidentity.ParseCertificates(data, []byte(password))
 	if err != nil {
 		// The parser's message names no secret, but keep it generic anyway.
-		return nil, errors.New("cpv: credential: the certificate file holds no usable certificate and private key (PEM, or PFX with the right password)")
+		return nil, errors.New("entra: credential: the certificate file holds no usable certificate and private key (PEM, or PFX with the right password)")
 	}
 	key, ok := pk.(*rsa.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("cpv: credential: the certificate's private key is %T; Entra's client assertions need an RSA key", pk)
+		return nil, fmt.Errorf("entra: credential: the certificate's private key is %T; Entra's client assertions need an RSA key", pk)
 	}
 	for _, c := range certs {
 		pub, ok := c.PublicKey.(*rsa.PublicKey)
@@ -119,7 +122,7 @@ func newCertificateAssertion(path, password, clientID string, now func() time.Ti
 			now:      now,
 		}, nil
 	}
-	return nil, errors.New("cpv: credential: no certificate in the file matches its private key")
+	return nil, errors.New("entra: credential: no certificate in the file matches its private key")
 }
 
 func (a *certificateAssertion) sign(tenant, tokenURL string) (string, error) {
@@ -137,7 +140,7 @@ func (a *certificateAssertion) sign(tenant, tokenURL string) (string, error) {
 	tok.Header["x5t#S256"] = a.x5tS256
 	s, err := tok.SignedString(a.key)
 	if err != nil {
-		return "", errorf(Retryable, "get token", tenant, "", "sign the client assertion: %v", err)
+		return "", errorf(retry.Retryable, "get token", tenant, "", "sign the client assertion: %v", err)
 	}
 	return s, nil
 }
@@ -153,7 +156,7 @@ type federatedTokenFile struct{ path string }
 func newFederatedTokenFile(path string) (*federatedTokenFile, error) {
 	f := &federatedTokenFile{path: path}
 	if _, err := f.content(); err != nil {
-		return nil, fmt.Errorf("cpv: credential: %w", err)
+		return nil, fmt.Errorf("entra: credential: %w", err)
 	}
 	return f, nil
 }
@@ -174,7 +177,7 @@ func (f *federatedTokenFile) content() (string, error) {
 func (f *federatedTokenFile) read(tenant, _ string) (string, error) {
 	s, err := f.content()
 	if err != nil {
-		return "", &Error{Op: "get token", Tenant: tenant, Class: Retryable, Err: err,
+		return "", &cpv.Error{Op: "get token", Tenant: tenant, Class: retry.Retryable, Err: err,
 			Advice: "check the workload identity's projected service account token (AZURE_FEDERATED_TOKEN_FILE)"}
 	}
 	return s, nil

@@ -1,4 +1,10 @@
-package dispatcher
+// Package gdap reads the partner's GDAP (granular delegated admin privileges)
+// relationships from Microsoft Graph
+// (tenantRelationships/delegatedAdminRelationships): every relationship, page
+// by page, and one by id. It uses plain net/http, not the Graph SDK, so that
+// the dispatcher stays small and fast to build; it sits beside internal/graph
+// because it is Graph code too.
+package gdap
 
 import (
 	"context"
@@ -16,6 +22,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // GraphScope is the scope of the partner-tenant token used to read GDAP
@@ -25,8 +33,8 @@ const GraphScope = "https://graph.microsoft.com/.default"
 // relationshipsPath is the Graph collection of the partner's GDAP relationships.
 const relationshipsPath = "/tenantRelationships/delegatedAdminRelationships"
 
-// relationshipPageSize is the largest $top Graph allows for relationships.
-const relationshipPageSize = 300
+// MaxPageSize is the largest $top Graph allows for relationships.
+const MaxPageSize = 300
 
 // maxGraphErrorBody bounds how much of an error response is read.
 const maxGraphErrorBody = 64 << 10
@@ -45,51 +53,21 @@ type Customer struct {
 	DisplayName string `json:"displayName"`
 }
 
-// Relationship statuses, as Graph spells them, grouped by what they mean for
-// a refresh.
-const (
-	// statusTerminated is what the tenants table records for a tenant whose
-	// relationships have all ended.
-	statusTerminated = "terminated"
-)
-
-// relationshipRank orders statuses: a tenant's row records its best
-// relationship. Ended (terminated, expired) ranks lowest, then not yet
-// usable (created, approval pending, approved, activating), then usable.
-func relationshipRank(status string) int {
-	switch strings.ToLower(status) {
-	case "terminated", "expired":
-		return 0
-	case "active", "expiring", "terminationrequested":
-		return 2
-	default:
-		return 1
-	}
-}
-
-// eligible reports whether a tenant with this stored relationship status is
-// refreshed by a run: its relationship grants access (or the status is not
-// known, e.g. a tenant added by an internal event).
-func eligible(status string) bool {
-	return status == "" || relationshipRank(status) == 2
-}
-
-// Discovery reads the partner's GDAP relationships from Microsoft Graph with
-// plain net/http (no SDK: the dispatcher stays small and fast to build).
-type Discovery struct {
+// Client reads the partner's GDAP relationships.
+type Client struct {
 	base     *url.URL
 	cred     azcore.TokenCredential
 	client   *http.Client
 	pageSize int
 }
 
-// DiscoveryConfig configures a Discovery.
-type DiscoveryConfig struct {
+// Config configures a Client.
+type Config struct {
 	// GraphURL is the Graph base URL, e.g. https://graph.microsoft.com/v1.0.
 	GraphURL string
 	// PartnerTenantID is the partner's own tenant, where the relationships live.
 	PartnerTenantID string
-	// Credential issues the partner-tenant token (cpv.NewCredential).
+	// Credential issues the partner-tenant token (entra.NewCredential).
 	Credential azcore.TokenCredential
 	// HTTPClient sends the requests; http.DefaultClient when nil.
 	HTTPClient *http.Client
@@ -97,32 +75,32 @@ type DiscoveryConfig struct {
 	PageSize int
 }
 
-// NewDiscovery checks cfg and returns a Discovery.
-func NewDiscovery(cfg DiscoveryConfig) (*Discovery, error) {
+// New checks cfg and returns a Client.
+func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(cfg.GraphURL, "/"))
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("dispatcher: graph URL %q is not an absolute http(s) URL", cfg.GraphURL)
+		return nil, fmt.Errorf("gdap: graph URL %q is not an absolute http(s) URL", cfg.GraphURL)
 	}
 	if !cpv.IsGUID(cfg.PartnerTenantID) {
-		return nil, fmt.Errorf("dispatcher: partner tenant id %q is not a GUID", cfg.PartnerTenantID)
+		return nil, fmt.Errorf("gdap: partner tenant id %q is not a GUID", cfg.PartnerTenantID)
 	}
 	if cfg.Credential == nil {
-		return nil, errors.New("dispatcher: discovery needs a credential")
+		return nil, errors.New("gdap: a credential is required")
 	}
 	size := cfg.PageSize
 	switch {
 	case size == 0:
-		size = relationshipPageSize
-	case size < 1 || size > relationshipPageSize:
-		return nil, fmt.Errorf("dispatcher: relationship page size %d: want 1..%d", size, relationshipPageSize)
+		size = MaxPageSize
+	case size < 1 || size > MaxPageSize:
+		return nil, fmt.Errorf("gdap: relationship page size %d: want 1..%d", size, MaxPageSize)
 	}
 	client := cfg.HTTPClient
 	if client == nil {
 		client = http.DefaultClient
 	}
-	return &Discovery{
+	return &Client{
 		base:     u,
-		cred:     cpv.ForTenant(cfg.Credential, cfg.PartnerTenantID),
+		cred:     entra.ForTenant(cfg.Credential, cfg.PartnerTenantID),
 		client:   client,
 		pageSize: size,
 	}, nil
@@ -132,7 +110,7 @@ func NewDiscovery(cfg DiscoveryConfig) (*Discovery, error) {
 // page at a time; fn must not keep the slice. Pages are decoded as they
 // arrive, and @odata.nextLink is followed only to the Graph host (the
 // request carries the partner's token).
-func (d *Discovery) Relationships(ctx context.Context, fn func([]Relationship) error) error {
+func (d *Client) Relationships(ctx context.Context, fn func([]Relationship) error) error {
 	next := d.base.String() + relationshipsPath + "?$top=" + strconv.Itoa(d.pageSize)
 	page := make([]Relationship, 0, d.pageSize)
 	for next != "" {
@@ -154,7 +132,7 @@ func (d *Discovery) Relationships(ctx context.Context, fn func([]Relationship) e
 }
 
 // listPage reads one page into *page and returns the next link.
-func (d *Discovery) listPage(ctx context.Context, pageURL string, page *[]Relationship) (string, error) {
+func (d *Client) listPage(ctx context.Context, pageURL string, page *[]Relationship) (string, error) {
 	const op = "list relationships"
 	resp, err := d.get(ctx, op, pageURL)
 	if err != nil {
@@ -202,9 +180,9 @@ func (d *Discovery) listPage(ctx context.Context, pageURL string, page *[]Relati
 }
 
 // Relationship reads one relationship by id (for webhooks).
-func (d *Discovery) Relationship(ctx context.Context, id string) (Relationship, error) {
+func (d *Client) Relationship(ctx context.Context, id string) (Relationship, error) {
 	op := "get relationship " + id
-	if !validRelationshipID(id) {
+	if !ValidRelationshipID(id) {
 		return Relationship{}, cpv.PermanentError(op, errors.New("not a relationship id"), "")
 	}
 	resp, err := d.get(ctx, op, d.base.String()+relationshipsPath+"/"+url.PathEscape(id))
@@ -222,46 +200,41 @@ func (d *Discovery) Relationship(ctx context.Context, id string) (Relationship, 
 // get sends an authenticated GET and returns a 200 response; any other
 // answer is a classified *cpv.Error.
 // Retries of one Graph request during discovery: throttling waits for the
-// server's Retry-After (at most maxDiscoveryWait), 5xx and network errors
+// server's Retry-After (at most maxWait), 5xx and network errors
 // back off exponentially. A run that gave up would enqueue only the tenants
 // already known, so a transient error is worth a few seconds.
 const (
-	discoveryAttempts = 5
-	maxDiscoveryWait  = 30 * time.Second
+	attempts = 5
+	maxWait  = 30 * time.Second
 )
 
-func (d *Discovery) get(ctx context.Context, op, u string) (*http.Response, error) {
-	backoff := 500 * time.Millisecond
+// backoff spaces retries of 5xx and network failures.
+var backoff = retry.Backoff{Base: time.Second, Max: 8 * time.Second}
+
+func (d *Client) get(ctx context.Context, op, u string) (*http.Response, error) {
 	for attempt := 1; ; attempt++ {
 		resp, err := d.getOnce(ctx, op, u)
 		if err == nil {
 			return resp, nil
 		}
 		class, wait := cpv.ClassOf(err)
-		if attempt >= discoveryAttempts || ctx.Err() != nil || class == cpv.Permanent {
+		if attempt >= attempts || ctx.Err() != nil || class == retry.Permanent {
 			return nil, err
 		}
-		if class != cpv.Throttled || wait <= 0 {
-			wait = backoff
-			backoff *= 2
-		}
-		if wait > maxDiscoveryWait {
+		wait = max(wait, backoff.Delay(attempt))
+		if wait > maxWait {
 			return nil, err
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("dispatcher: %s: %w", op, ctx.Err())
-		case <-t.C:
+		if err := retry.Wait(ctx, wait); err != nil {
+			return nil, fmt.Errorf("gdap: %s: %w", op, err)
 		}
 	}
 }
 
-func (d *Discovery) getOnce(ctx context.Context, op, u string) (*http.Response, error) {
+func (d *Client) getOnce(ctx context.Context, op, u string) (*http.Response, error) {
 	tok, err := d.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{GraphScope}})
 	if err != nil {
-		return nil, fmt.Errorf("dispatcher: %s: partner token: %w", op, err)
+		return nil, fmt.Errorf("gdap: %s: partner token: %w", op, err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -272,9 +245,9 @@ func (d *Discovery) getOnce(ctx context.Context, op, u string) (*http.Response, 
 	resp, err := d.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("dispatcher: %s: %w", op, ctx.Err())
+			return nil, fmt.Errorf("gdap: %s: %w", op, ctx.Err())
 		}
-		return nil, &cpv.Error{Op: op, Class: cpv.Retryable, Err: stripURL(err)}
+		return nil, &cpv.Error{Op: op, Class: cpv.Retryable, Err: retry.URLError(err)}
 	}
 	if resp.StatusCode == http.StatusOK {
 		return resp, nil
@@ -297,28 +270,16 @@ func graphError(op string, resp *http.Response) error {
 	if len(msg) > 300 {
 		msg = msg[:300]
 	}
-	e := &cpv.Error{Op: op, Status: resp.StatusCode, Code: env.Error.Code, Class: cpv.Permanent,
+	e := &cpv.Error{Op: op, Status: resp.StatusCode, Code: env.Error.Code,
 		Err: fmt.Errorf("HTTP %d %s", resp.StatusCode, strings.TrimSpace(msg))}
-	switch {
-	case resp.StatusCode == http.StatusTooManyRequests:
-		e.Class = cpv.Throttled
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-			e.RetryAfter = time.Duration(s) * time.Second
-		}
-	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusRequestTimeout:
-		e.Class = cpv.Retryable
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+	e.Class, e.RetryAfter = retry.Classify(resp.StatusCode, resp.Header)
+	switch resp.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden:
 		e.Advice = "the partner app cannot read GDAP relationships: grant it DelegatedAdminRelationship.Read.All in the partner tenant"
-	case resp.StatusCode == http.StatusNotFound:
+	case http.StatusNotFound:
 		e.Advice = "the relationship does not exist in the partner tenant"
 	}
 	return e
-}
-
-// IsNotFound reports whether err is Graph's answer that an object does not exist.
-func IsNotFound(err error) bool {
-	var e *cpv.Error
-	return errors.As(err, &e) && e.Status == http.StatusNotFound
 }
 
 func decodeError(op string, err error) error {
@@ -336,15 +297,6 @@ func expectDelim(dec *json.Decoder, want json.Delim) error {
 	return nil
 }
 
-// stripURL drops the URL from a transport error (it may carry a skip token).
-func stripURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
-	}
-	return err
-}
-
 func sameOrigin(u, base *url.URL) bool {
 	return strings.EqualFold(u.Scheme, base.Scheme) && strings.EqualFold(u.Host, base.Host)
 }
@@ -354,9 +306,9 @@ func drain(body io.ReadCloser) {
 	_ = body.Close()
 }
 
-// validRelationshipID accepts GDAP relationship ids (a GUID, or two GUIDs
+// ValidRelationshipID accepts GDAP relationship ids (a GUID, or two GUIDs
 // joined by a hyphen): letters, digits and hyphens, bounded.
-func validRelationshipID(id string) bool {
+func ValidRelationshipID(id string) bool {
 	if id == "" || len(id) > 128 {
 		return false
 	}

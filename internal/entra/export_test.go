@@ -1,4 +1,4 @@
-package cpv
+package entra
 
 import (
 	"strings"

@@ -1,4 +1,4 @@
-package cpv_test
+package entra_test
 
 import (
 	"context"
@@ -12,8 +12,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // BenchmarkTokenFanOut gets a Graph token for each of 1,000 customer
@@ -29,15 +30,15 @@ import (
 // token request, and it keeps every tenant's tokens and metadata.
 func BenchmarkTokenFanOut(b *testing.B) {
 	const tenants, callers = 1000, 100
-	sim := newSim(b, m365sim.Options{Seed: 70, Tenants: tenants, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1},
+	sim := testenv.Sim(b, m365sim.Options{Seed: 70, Tenants: tenants, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1},
 		Faults: m365sim.Faults{Latency: 20 * time.Millisecond}})
 	var fleet []string
 	for _, ft := range sim.Fleet() {
 		fleet = append(fleet, ft.ID)
 	}
 	direct := func(b *testing.B) azcore.TokenCredential {
-		cred, err := cpv.NewCredential(cpv.CredentialConfig{
-			Mode: cpv.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
+		cred, err := entra.NewCredential(entra.Config{
+			Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
 			AuthorityHost: sim.AuthorityHost(), HTTPClient: sim.HTTPClient(),
 		})
 		if err != nil {
@@ -62,7 +63,7 @@ func BenchmarkTokenFanOut(b *testing.B) {
 		for range callers {
 			wg.Go(func() {
 				for id := range work {
-					if _, err := cpv.ForTenant(cred, id).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}}); err != nil {
+					if _, err := entra.ForTenant(cred, id).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}}); err != nil {
 						b.Errorf("token for %s: %v", id, err)
 					}
 				}

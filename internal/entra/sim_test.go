@@ -1,4 +1,4 @@
-package cpv_test
+package entra_test
 
 import (
 	"bytes"
@@ -30,7 +30,10 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
 )
 
 const (
@@ -38,49 +41,27 @@ const (
 	pcScope    = "https://api.partnercenter.microsoft.com/.default"
 )
 
-// rotations records the refresh tokens handed to OnRefreshToken.
-type rotations struct {
-	mu     sync.Mutex
-	tokens []string
-}
-
-func (r *rotations) record(tok string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.tokens = append(r.tokens, tok)
-}
-
-func (r *rotations) list() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.tokens...)
-}
-
-func countingClient(sim *m365sim.Sim) *http.Client {
-	return &http.Client{Transport: cpv.CountingTransport(sim.HTTPClient().Transport, sim.GraphURL(), sim.PartnerCenterURL())}
-}
-
 func TestRefreshTokenCredential(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 51, Tenants: 12, Mix: everyKind})
-	rot := &rotations{}
+	sim := testenv.Sim(t, m365sim.Options{Seed: 51, Tenants: 12, Mix: testenv.EveryKind})
+	rot := &testenv.Strings{}
 	initial := sim.RefreshToken()
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode:            cpv.ModeRefreshToken,
+	cred, err := entra.NewCredential(entra.Config{
+		Mode:            entra.ModeRefreshToken,
 		PartnerTenantID: sim.PartnerTenantID(),
 		ClientID:        sim.AppID(),
 		RefreshToken:    initial,
-		OnRefreshToken:  rot.record,
+		OnRefreshToken:  rot.Add,
 		AuthorityHost:   sim.AuthorityHost(),
-		HTTPClient:      countingClient(sim),
+		HTTPClient:      rig.HTTPClient(sim),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	correct := tenantsOf(t, sim, m365sim.KindCorrect)
+	correct := testenv.TenantsOf(t, sim, m365sim.KindCorrect)
 	ctx, trips := cpv.WithTrips(context.Background())
 	get := func(tenant, scope string) (string, error) {
-		tok, err := cpv.ForTenant(cred, tenant).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}})
+		tok, err := entra.ForTenant(cred, tenant).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}})
 		return tok.Token, err
 	}
 
@@ -110,21 +91,21 @@ func TestRefreshTokenCredential(t *testing.T) {
 
 	// Every rotated refresh token was handed over, in order, and the latest
 	// is the one in use.
-	got := rot.list()
+	got := rot.All()
 	if len(got) != 3 || got[0] == initial || got[len(got)-1] != sim.RefreshToken() {
 		t.Errorf("rotations: %d tokens, first is the initial one: %v, last is the simulator's latest: %v",
 			len(got), len(got) > 0 && got[0] == initial, len(got) > 0 && got[len(got)-1] == sim.RefreshToken())
 	}
 
 	// A token for a tenant without the app: consent missing, permanent.
-	_, err = get(tenantsOf(t, sim, m365sim.KindNew)[0], graphScope)
+	_, err = get(testenv.TenantsOf(t, sim, m365sim.KindNew)[0], graphScope)
 	if code := codeOf(err); code != "AADSTS65001" {
 		t.Errorf("new tenant: code %q (%v), want AADSTS65001", code, err)
 	}
 
 	// Revoked refresh tokens: permanent, and the error leaks nothing.
 	sim.RevokeRefreshTokens()
-	_, err = get(tenantsOf(t, sim, m365sim.KindDrifted)[0], graphScope)
+	_, err = get(testenv.TenantsOf(t, sim, m365sim.KindDrifted)[0], graphScope)
 	if class, _ := cpv.ClassOf(err); class != cpv.Permanent || codeOf(err) != "AADSTS70000" || cpv.AdviceOf(err) == "" {
 		t.Errorf("revoked refresh token: class %q, code %q, advice %q", class, codeOf(err), cpv.AdviceOf(err))
 	}
@@ -147,30 +128,30 @@ func codeOf(err error) string {
 // credential, as CIPP does with the partner admin's GDAP access.
 func TestRefreshWithDelegatedGDAPToken(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 52, Tenants: 12, Mix: everyKind})
-	hc := countingClient(sim)
-	rot := &rotations{}
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeRefreshToken, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
-		ClientSecret: sim.AppSecret(), RefreshToken: sim.RefreshToken(), OnRefreshToken: rot.record,
+	sim := testenv.Sim(t, m365sim.Options{Seed: 52, Tenants: 12, Mix: testenv.EveryKind})
+	hc := rig.HTTPClient(sim)
+	rot := &testenv.Strings{}
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeRefreshToken, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
+		ClientSecret: sim.AppSecret(), RefreshToken: sim.RefreshToken(), OnRefreshToken: rot.Add,
 		AuthorityHost: sim.AuthorityHost(), HTTPClient: hc,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRigWith(t, sim, cred, hc, false)
+	r := rig.New(t, sim, rig.Options{Credential: cred, HTTP: hc})
 	for _, kind := range []m365sim.Kind{m365sim.KindCorrect, m365sim.KindDrifted} {
-		tenant := tenantsOf(t, sim, kind)[0]
-		res, err := r.engine.Refresh(context.Background(), tenant, cpv.Options{})
+		tenant := testenv.TenantsOf(t, sim, kind)[0]
+		res, err := r.Engine.Refresh(context.Background(), tenant, cpv.Options{})
 		if err != nil {
 			t.Fatalf("%s tenant: %v", kind, err)
 		}
-		conforms(t, sim, tenant)
+		testenv.Conforms(t, sim, tenant)
 		if kind == m365sim.KindCorrect && !res.NoChange {
 			t.Errorf("correct tenant: changes %+v", res.Changes)
 		}
 	}
-	if len(rot.list()) == 0 {
+	if len(rot.All()) == 0 {
 		t.Error("no rotated refresh token was handed over")
 	}
 }
@@ -218,13 +199,13 @@ func TestClientCredentialModes(t *testing.T) {
 		mode string
 		// config completes cfg; before is called before each token
 		// request (workload: the token file for that tenant).
-		config func(t *testing.T, sim *m365sim.Sim, cfg *cpv.CredentialConfig) (before func(tenant string), secrets func() []string)
+		config func(t *testing.T, sim *m365sim.Sim, cfg *entra.Config) (before func(tenant string), secrets func() []string)
 	}{
-		{mode: cpv.ModeSecret, config: func(t *testing.T, sim *m365sim.Sim, cfg *cpv.CredentialConfig) (func(string), func() []string) {
+		{mode: entra.ModeSecret, config: func(t *testing.T, sim *m365sim.Sim, cfg *entra.Config) (func(string), func() []string) {
 			cfg.ClientSecret = sim.AppSecret()
 			return func(string) {}, func() []string { return []string{sim.AppSecret()} }
 		}},
-		{mode: cpv.ModeCertificate, config: func(t *testing.T, sim *m365sim.Sim, cfg *cpv.CredentialConfig) (func(string), func() []string) {
+		{mode: entra.ModeCertificate, config: func(t *testing.T, sim *m365sim.Sim, cfg *entra.Config) (func(string), func() []string) {
 			cfg.CertificatePath = writeCertificate(t)
 			keyPEM, err := os.ReadFile(cfg.CertificatePath)
 			if err != nil {
@@ -233,7 +214,7 @@ func TestClientCredentialModes(t *testing.T) {
 			// A line of the private key's PEM.
 			return func(string) {}, func() []string { return []string{"PRIVATE KEY", string(keyPEM[len(keyPEM)-100 : len(keyPEM)-36])} }
 		}},
-		{mode: cpv.ModeWorkload, config: func(t *testing.T, sim *m365sim.Sim, cfg *cpv.CredentialConfig) (func(string), func() []string) {
+		{mode: entra.ModeWorkload, config: func(t *testing.T, sim *m365sim.Sim, cfg *entra.Config) (func(string), func() []string) {
 			cfg.TokenFilePath = filepath.Join(t.TempDir(), "azure-identity-token")
 			clientAssertionFile(t, sim, cfg.TokenFilePath, sim.PartnerTenantID())
 			return func(tenant string) { clientAssertionFile(t, sim, cfg.TokenFilePath, tenant) }, func() []string {
@@ -248,24 +229,24 @@ func TestClientCredentialModes(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
 			t.Parallel()
-			sim := newSim(t, m365sim.Options{Seed: 53 + int64(i), Tenants: 12, Mix: everyKind})
-			cfg := cpv.CredentialConfig{
+			sim := testenv.Sim(t, m365sim.Options{Seed: 53 + int64(i), Tenants: 12, Mix: testenv.EveryKind})
+			cfg := entra.Config{
 				Mode: tt.mode, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
-				AuthorityHost: sim.AuthorityHost(), HTTPClient: countingClient(sim),
+				AuthorityHost: sim.AuthorityHost(), HTTPClient: rig.HTTPClient(sim),
 			}
 			before, secrets := tt.config(t, sim, &cfg)
-			cred, err := cpv.NewCredential(cfg)
+			cred, err := entra.NewCredential(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ctx, trips := cpv.WithTrips(context.Background())
 			get := func(tenant, scope string) (string, error) {
 				before(tenant)
-				tok, err := cpv.ForTenant(cred, tenant).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}})
+				tok, err := entra.ForTenant(cred, tenant).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}})
 				return tok.Token, err
 			}
 
-			correct := tenantsOf(t, sim, m365sim.KindCorrect)[:2]
+			correct := testenv.TenantsOf(t, sim, m365sim.KindCorrect)[:2]
 			asked := append(slices.Clone(correct), sim.PartnerTenantID())
 			var issued []string
 			for _, tenant := range asked {
@@ -302,7 +283,7 @@ func TestClientCredentialModes(t *testing.T) {
 				kind m365sim.Kind
 				code string
 			}{{m365sim.KindTerminated, "AADSTS50020"}, {m365sim.KindNew, "AADSTS700016"}} {
-				_, err := get(tenantsOf(t, sim, c.kind)[0], graphScope)
+				_, err := get(testenv.TenantsOf(t, sim, c.kind)[0], graphScope)
 				if class, _ := cpv.ClassOf(err); codeOf(err) != c.code || class != cpv.Permanent || cpv.AdviceOf(err) == "" {
 					t.Errorf("%s tenant: code %q, class %q (%v), want %s, permanent, with advice", c.kind, codeOf(err), class, err, c.code)
 				}
@@ -320,19 +301,19 @@ func TestClientCredentialModes(t *testing.T) {
 // afresh for each token request, so a rotated file is used at once.
 func TestWorkloadTokenFileIsReadForEveryRequest(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 57, Tenants: 12, Mix: everyKind})
+	sim := testenv.Sim(t, m365sim.Options{Seed: 57, Tenants: 12, Mix: testenv.EveryKind})
 	path := filepath.Join(t.TempDir(), "token")
-	correct := tenantsOf(t, sim, m365sim.KindCorrect)
+	correct := testenv.TenantsOf(t, sim, m365sim.KindCorrect)
 	clientAssertionFile(t, sim, path, correct[0])
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeWorkload, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeWorkload, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
 		TokenFilePath: path, AuthorityHost: sim.AuthorityHost(), HTTPClient: sim.HTTPClient(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	get := func(tenant string) error {
-		_, err := cpv.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}})
+		_, err := entra.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}})
 		return err
 	}
 	// The file still holds the first tenant's assertion: the second tenant
@@ -352,7 +333,7 @@ func TestWorkloadTokenFileIsReadForEveryRequest(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	drifted := tenantsOf(t, sim, m365sim.KindDrifted)[0]
+	drifted := testenv.TenantsOf(t, sim, m365sim.KindDrifted)[0]
 	err = get(drifted)
 	if class, _ := cpv.ClassOf(err); class != cpv.Retryable || cpv.AdviceOf(err) == "" || !strings.Contains(err.Error(), drifted) {
 		t.Errorf("missing token file: class %q, advice %q, error %v; want retryable with advice, naming the tenant", class, cpv.AdviceOf(err), err)
@@ -394,7 +375,7 @@ func (r *formRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 // for ten minutes; and no client secret beside it.
 func TestCertificateAssertion(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 58, Tenants: 12, Mix: everyKind})
+	sim := testenv.Sim(t, m365sim.Options{Seed: 58, Tenants: 12, Mix: testenv.EveryKind})
 	path := writeCertificate(t)
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -407,17 +388,17 @@ func TestCertificateAssertion(t *testing.T) {
 	}
 	rec := &formRecorder{base: sim.HTTPClient().Transport}
 	now := time.Now().Truncate(time.Second)
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeCertificate, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeCertificate, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
 		CertificatePath: path, AuthorityHost: sim.AuthorityHost(), HTTPClient: &http.Client{Transport: rec},
 		Now: func() time.Time { return now },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenants := tenantsOf(t, sim, m365sim.KindCorrect)[:2]
+	tenants := testenv.TenantsOf(t, sim, m365sim.KindCorrect)[:2]
 	for _, tenant := range tenants {
-		if _, err := cpv.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}}); err != nil {
+		if _, err := entra.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}}); err != nil {
 			t.Fatalf("token for %s: %v", tenant, err)
 		}
 	}
@@ -468,15 +449,15 @@ func TestCertificateAssertion(t *testing.T) {
 func TestTokenSingleFlight(t *testing.T) {
 	t.Parallel()
 	// Latency keeps the request on the wire while the callers pile up.
-	sim := newSim(t, m365sim.Options{Seed: 59, Tenants: 12, Mix: everyKind, Faults: m365sim.Faults{Latency: 20 * time.Millisecond}})
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
+	sim := testenv.Sim(t, m365sim.Options{Seed: 59, Tenants: 12, Mix: testenv.EveryKind, Faults: m365sim.Faults{Latency: 20 * time.Millisecond}})
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
 		AuthorityHost: sim.AuthorityHost(), HTTPClient: sim.HTTPClient(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenant := tenantsOf(t, sim, m365sim.KindCorrect)[0]
+	tenant := testenv.TenantsOf(t, sim, m365sim.KindCorrect)[0]
 	const callers = 100
 	tokens := make([]string, callers)
 	errs := make([]error, callers)
@@ -485,7 +466,7 @@ func TestTokenSingleFlight(t *testing.T) {
 	for i := range callers {
 		wg.Go(func() {
 			<-start
-			tok, err := cpv.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}})
+			tok, err := entra.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}})
 			tokens[i], errs[i] = tok.Token, err
 		})
 	}
@@ -535,11 +516,11 @@ func (b *barrier) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func TestTokensInParallelAcrossTenants(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 60, Tenants: 24, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}})
+	sim := testenv.Sim(t, m365sim.Options{Seed: 60, Tenants: 24, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}})
 	fleet := sim.Fleet()
 	b := &barrier{base: sim.HTTPClient().Transport, n: len(fleet), released: make(chan struct{})}
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
 		AuthorityHost: sim.AuthorityHost(), HTTPClient: &http.Client{Transport: b},
 	})
 	if err != nil {
@@ -553,7 +534,7 @@ func TestTokensInParallelAcrossTenants(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, ft := range fleet {
 		wg.Go(func() {
-			_, errs[i] = cpv.ForTenant(cred, ft.ID).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{graphScope}})
+			_, errs[i] = entra.ForTenant(cred, ft.ID).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{graphScope}})
 		})
 	}
 	wg.Wait()
@@ -589,17 +570,17 @@ func (c *clock) Set(t time.Time) {
 // expired.
 func TestTokenRenewal(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 61, Tenants: 12, Mix: everyKind})
+	sim := testenv.Sim(t, m365sim.Options{Seed: 61, Tenants: 12, Mix: testenv.EveryKind})
 	start := time.Now()
 	clk := &clock{now: start}
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
 		AuthorityHost: sim.AuthorityHost(), HTTPClient: sim.HTTPClient(), Now: clk.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenant := tenantsOf(t, sim, m365sim.KindCorrect)[0]
+	tenant := testenv.TenantsOf(t, sim, m365sim.KindCorrect)[0]
 	steps := []struct {
 		name     string
 		at       time.Duration // since start
@@ -621,7 +602,7 @@ func TestTokenRenewal(t *testing.T) {
 		clk.Set(start.Add(s.at))
 		sim.FailNext(m365sim.SurfaceToken, http.StatusServiceUnavailable, s.fail)
 		before := sim.TenantCounts(tenant).Token
-		tok, err := cpv.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}})
+		tok, err := entra.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}})
 		class, _ := cpv.ClassOf(err)
 		got := struct {
 			Requests int
@@ -685,18 +666,18 @@ func waitFor(t *testing.T, cond func() bool) {
 // does not inherit the cancellation: it asks for the token itself.
 func TestTokenCancellation(t *testing.T) {
 	t.Parallel()
-	sim := newSim(t, m365sim.Options{Seed: 62, Tenants: 12, Mix: everyKind})
+	sim := testenv.Sim(t, m365sim.Options{Seed: 62, Tenants: 12, Mix: testenv.EveryKind})
 	hold := &holdFirst{base: sim.HTTPClient().Transport, entered: make(chan struct{})}
-	cred, err := cpv.NewCredential(cpv.CredentialConfig{
-		Mode: cpv.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
 		AuthorityHost: sim.AuthorityHost(), HTTPClient: &http.Client{Transport: hold},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenant := tenantsOf(t, sim, m365sim.KindCorrect)[0]
+	tenant := testenv.TenantsOf(t, sim, m365sim.KindCorrect)[0]
 	get := func(ctx context.Context) error {
-		_, err := cpv.ForTenant(cred, tenant).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{graphScope}})
+		_, err := entra.ForTenant(cred, tenant).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{graphScope}})
 		return err
 	}
 
@@ -707,7 +688,7 @@ func TestTokenCancellation(t *testing.T) {
 	secondErr := make(chan error, 1)
 	go func() { secondErr <- get(context.Background()) }()
 	// Cancel the first caller once the second is waiting for its request.
-	waitFor(t, func() bool { return cpv.TokenWaiters(cred, tenant, graphScope) == 1 })
+	waitFor(t, func() bool { return entra.TokenWaiters(cred, tenant, graphScope) == 1 })
 	cancel()
 
 	err1, err2 := <-firstErr, <-secondErr
@@ -727,8 +708,8 @@ func TestTokenCancellation(t *testing.T) {
 	// A caller whose context is already done makes no request.
 	done, cancelDone := context.WithCancel(context.Background())
 	cancelDone()
-	other := tenantsOf(t, sim, m365sim.KindCorrect)[1]
-	_, err = cpv.ForTenant(cred, other).GetToken(done, policy.TokenRequestOptions{Scopes: []string{graphScope}})
+	other := testenv.TenantsOf(t, sim, m365sim.KindCorrect)[1]
+	_, err = entra.ForTenant(cred, other).GetToken(done, policy.TokenRequestOptions{Scopes: []string{graphScope}})
 	if !errors.Is(err, context.Canceled) || sim.TenantCounts(other).Token != 0 {
 		t.Errorf("cancelled caller: error %v, %d requests; want context.Canceled and none", err, sim.TenantCounts(other).Token)
 	}

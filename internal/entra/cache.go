@@ -1,4 +1,4 @@
-package cpv
+package entra
 
 import (
 	"context"
@@ -11,6 +11,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"golang.org/x/oauth2"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // credential is the token source of every mode: a bounded per-(tenant,
@@ -37,10 +40,10 @@ func (c *credential) GetToken(ctx context.Context, opts policy.TokenRequestOptio
 		tenant = c.partner
 	}
 	if len(opts.Scopes) == 0 {
-		return azcore.AccessToken{}, errorf(Permanent, "get token", tenant, "", "no scope requested")
+		return azcore.AccessToken{}, errorf(retry.Permanent, "get token", tenant, "", "no scope requested")
 	}
 	if !validTenant(tenant) {
-		return azcore.AccessToken{}, errorf(Permanent, "get token", truncateTenant(tenant), "", "tenant id is not a GUID or a domain name")
+		return azcore.AccessToken{}, errorf(retry.Permanent, "get token", truncateTenant(tenant), "", "tenant id is not a GUID or a domain name")
 	}
 	key := tokenKey{tenant: strings.ToLower(tenant), scope: strings.Join(opts.Scopes, " ")}
 	if opts.Claims != "" {
@@ -106,7 +109,7 @@ func (c *credential) GetToken(ctx context.Context, opts policy.TokenRequestOptio
 		close(f.done)
 
 		if f.err != nil {
-			if class, _ := ClassOf(f.err); valid && class != Permanent && c.now().Before(cached.ExpiresOn) {
+			if class, _ := cpv.ClassOf(f.err); valid && class != retry.Permanent && c.now().Before(cached.ExpiresOn) {
 				// Entra is unwell but the cached token has minutes left.
 				return cached, nil
 			}
@@ -151,10 +154,10 @@ func cancelled(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// copyError gives each caller of a flight its own *Error, so that one
+// copyError gives each caller of a flight its own *cpv.Error, so that one
 // caller adding context to it does not change another's.
 func copyError(err error) error {
-	var ce *Error
+	var ce *cpv.Error
 	if errors.As(err, &ce) {
 		c := *ce
 		return &c

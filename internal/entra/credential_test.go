@@ -1,4 +1,4 @@
-package cpv_test
+package entra_test
 
 import (
 	"context"
@@ -31,6 +31,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 )
 
 // failingCredential answers every token request with err.
@@ -60,7 +61,7 @@ const secretLike = "s3cr3t-must-not-leak"
 func TestForTenantSetsTenant(t *testing.T) {
 	t.Parallel()
 	rec := &tenantRecorder{}
-	cred := cpv.ForTenant(rec, testTenant)
+	cred := entra.ForTenant(rec, testTenant)
 	if _, err := cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"x/.default"}, TenantID: "other"}); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,13 @@ func TestForTenantSetsTenant(t *testing.T) {
 	}
 }
 
-var testTenant = gid(0x7e, 1)
+// gid makes a deterministic GUID for tests.
+func gid(kind, n int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", kind, n) }
+
+var (
+	testTenant = gid(0x7e, 1)
+	testAppID  = gid(6, 1)
+)
 
 func TestForTenantClassifiesTokenFailures(t *testing.T) {
 	t.Parallel()
@@ -160,7 +167,7 @@ func TestForTenantClassifiesTokenFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := cpv.ForTenant(failingCredential{tt.err}, testTenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"x/.default"}})
+			_, err := entra.ForTenant(failingCredential{tt.err}, testTenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"x/.default"}})
 			var ce *cpv.Error
 			if !errors.As(err, &ce) {
 				t.Fatalf("error %v (%T) is not a *cpv.Error", err, err)
@@ -195,7 +202,7 @@ func TestForTenantClassifiesTokenFailures(t *testing.T) {
 
 func TestNewCredentialValidates(t *testing.T) {
 	t.Parallel()
-	good := cpv.CredentialConfig{Mode: cpv.ModeSecret, PartnerTenantID: testTenant, ClientID: testAppID, ClientSecret: secretLike}
+	good := entra.Config{Mode: entra.ModeSecret, PartnerTenantID: testTenant, ClientID: testAppID, ClientSecret: secretLike}
 	dir := t.TempDir()
 	ecdsaCert := writeKeyPair(t, filepath.Join(dir, "ecdsa.pem"), ecdsaKey(t), nil)
 	rsaA, rsaB := rsaKey(t), rsaKey(t)
@@ -208,34 +215,34 @@ func TestNewCredentialValidates(t *testing.T) {
 	if err := os.WriteFile(emptyToken, []byte("\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	certificate := func(path string) func(*cpv.CredentialConfig) {
-		return func(c *cpv.CredentialConfig) { c.Mode, c.CertificatePath = cpv.ModeCertificate, path }
+	certificate := func(path string) func(*entra.Config) {
+		return func(c *entra.Config) { c.Mode, c.CertificatePath = entra.ModeCertificate, path }
 	}
-	workload := func(path string) func(*cpv.CredentialConfig) {
-		return func(c *cpv.CredentialConfig) { c.Mode, c.TokenFilePath = cpv.ModeWorkload, path }
+	workload := func(path string) func(*entra.Config) {
+		return func(c *entra.Config) { c.Mode, c.TokenFilePath = entra.ModeWorkload, path }
 	}
 	tests := []struct {
 		name string
-		edit func(*cpv.CredentialConfig)
+		edit func(*entra.Config)
 		want string // substring of the error; "" = no error
 	}{
 		{name: "secret"},
-		{name: "refresh token", edit: func(c *cpv.CredentialConfig) { c.Mode = cpv.ModeRefreshToken; c.RefreshToken = secretLike }},
-		{name: "unknown mode", edit: func(c *cpv.CredentialConfig) { c.Mode = "password" }, want: "unknown mode"},
-		{name: "no secret", edit: func(c *cpv.CredentialConfig) { c.ClientSecret = "" }, want: "needs a client secret"},
-		{name: "client id not a GUID", edit: func(c *cpv.CredentialConfig) { c.ClientID = "app" }, want: "client id must be a GUID"},
-		{name: "no partner tenant", edit: func(c *cpv.CredentialConfig) { c.PartnerTenantID = "" }, want: "partner tenant id is required"},
-		{name: "http authority", edit: func(c *cpv.CredentialConfig) { c.AuthorityHost = "http://login.example/" }, want: "must be an https URL"},
-		{name: "certificate mode needs a path", edit: func(c *cpv.CredentialConfig) { c.Mode = cpv.ModeCertificate }, want: "needs a certificate path"},
-		{name: "unreadable certificate", edit: func(c *cpv.CredentialConfig) {
-			c.Mode = cpv.ModeCertificate
+		{name: "refresh token", edit: func(c *entra.Config) { c.Mode = entra.ModeRefreshToken; c.RefreshToken = secretLike }},
+		{name: "unknown mode", edit: func(c *entra.Config) { c.Mode = "password" }, want: "unknown mode"},
+		{name: "no secret", edit: func(c *entra.Config) { c.ClientSecret = "" }, want: "needs a client secret"},
+		{name: "client id not a GUID", edit: func(c *entra.Config) { c.ClientID = "app" }, want: "client id must be a GUID"},
+		{name: "no partner tenant", edit: func(c *entra.Config) { c.PartnerTenantID = "" }, want: "partner tenant id is required"},
+		{name: "http authority", edit: func(c *entra.Config) { c.AuthorityHost = "http://login.example/" }, want: "must be an https URL"},
+		{name: "certificate mode needs a path", edit: func(c *entra.Config) { c.Mode = entra.ModeCertificate }, want: "needs a certificate path"},
+		{name: "unreadable certificate", edit: func(c *entra.Config) {
+			c.Mode = entra.ModeCertificate
 			c.CertificatePath = "/nonexistent/cert.pem"
 		}, want: "read certificate"},
-		{name: "workload mode needs a token file", edit: func(c *cpv.CredentialConfig) { c.Mode = cpv.ModeWorkload }, want: "needs a token file path"},
-		{name: "refresh-token mode needs a token", edit: func(c *cpv.CredentialConfig) { c.Mode = cpv.ModeRefreshToken }, want: "needs a refresh token"},
-		{name: "partner tenant is not a tenant id", edit: func(c *cpv.CredentialConfig) { c.PartnerTenantID = "../common" }, want: "must be a GUID or a domain name"},
-		{name: "partner tenant as a domain", edit: func(c *cpv.CredentialConfig) { c.PartnerTenantID = "contoso.onmicrosoft.com" }},
-		{name: "negative cache size", edit: func(c *cpv.CredentialConfig) { c.CacheSize = -1 }, want: "cache size -1 is negative"},
+		{name: "workload mode needs a token file", edit: func(c *entra.Config) { c.Mode = entra.ModeWorkload }, want: "needs a token file path"},
+		{name: "refresh-token mode needs a token", edit: func(c *entra.Config) { c.Mode = entra.ModeRefreshToken }, want: "needs a refresh token"},
+		{name: "partner tenant is not a tenant id", edit: func(c *entra.Config) { c.PartnerTenantID = "../common" }, want: "must be a GUID or a domain name"},
+		{name: "partner tenant as a domain", edit: func(c *entra.Config) { c.PartnerTenantID = "contoso.onmicrosoft.com" }},
+		{name: "negative cache size", edit: func(c *entra.Config) { c.CacheSize = -1 }, want: "cache size -1 is negative"},
 		{name: "certificate without a key", edit: certificate(noKey), want: "no usable certificate and private key"},
 		{name: "certificate with an ECDSA key", edit: certificate(ecdsaCert), want: "need an RSA key"},
 		{name: "certificate for another key", edit: certificate(mismatched), want: "no certificate in the file matches its private key"},
@@ -249,7 +256,7 @@ func TestNewCredentialValidates(t *testing.T) {
 			if tt.edit != nil {
 				tt.edit(&cfg)
 			}
-			_, err := cpv.NewCredential(cfg)
+			_, err := entra.NewCredential(cfg)
 			switch {
 			case tt.want == "" && err != nil:
 				t.Fatalf("NewCredential: %v", err)
@@ -259,52 +266,6 @@ func TestNewCredentialValidates(t *testing.T) {
 				t.Fatalf("error leaks the secret: %v", err)
 			}
 		})
-	}
-}
-
-func TestCountingTransport(t *testing.T) {
-	t.Parallel()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
-	defer srv.Close()
-	tr := cpv.CountingTransport(srv.Client().Transport, srv.URL+"/v1.0", srv.URL+"/v1")
-	client := &http.Client{Transport: tr}
-	ctx, trips := cpv.WithTrips(context.Background())
-	paths := []string{
-		"/" + testTenant + "/oauth2/v2.0/token",                     // token
-		"/" + testTenant + "/v2.0/.well-known/openid-configuration", // discovery (MSAL's metadata)
-		"/v1.0/$batch",                        // graph
-		"/v1.0",                               // graph
-		"/v1/customers/x/applicationconsents", // partner center
-		"/v1",                                 // partner center
-		"/v10/other",                          // neither: "/v1" must match whole segments
-		"/_sim/stats",                         // neither
-	}
-	for _, p := range paths {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+p, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-	}
-	// A request without Trips in its context passes uncounted.
-	resp, err := client.Get(srv.URL + "/v1.0/x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	want := cpv.TripCounts{Token: 1, Discovery: 1, Graph: 2, PartnerCenter: 2}
-	if diff := cmp.Diff(want, trips.Snapshot()); diff != "" {
-		t.Errorf("trips (-want +got):\n%s", diff)
-	}
-	if got := cpv.TripsFrom(ctx); got != trips {
-		t.Errorf("TripsFrom returned %p, want %p", got, trips)
-	}
-	if cpv.TripsFrom(context.Background()) != nil {
-		t.Error("TripsFrom of a bare context is not nil")
 	}
 }
 
@@ -420,7 +381,7 @@ func TestTokenCacheBound(t *testing.T) {
 		tenants   int
 		wantKept  int
 	}{
-		{name: "10,000 tenants, default size", tenants: 10_000, wantKept: cpv.DefaultTokenCacheSize},
+		{name: "10,000 tenants, default size", tenants: 10_000, wantKept: entra.DefaultTokenCacheSize},
 		{name: "100 tenants, 10 kept", cacheSize: 10, tenants: 100, wantKept: 10},
 		{name: "fewer tenants than the bound", cacheSize: 10, tenants: 4, wantKept: 4},
 	}
@@ -428,8 +389,8 @@ func TestTokenCacheBound(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			ep := newTokenEndpoint(t)
-			cred, err := cpv.NewCredential(cpv.CredentialConfig{
-				Mode: cpv.ModeSecret, PartnerTenantID: testTenant, ClientID: testAppID, ClientSecret: secretLike,
+			cred, err := entra.NewCredential(entra.Config{
+				Mode: entra.ModeSecret, PartnerTenantID: testTenant, ClientID: testAppID, ClientSecret: secretLike,
 				AuthorityHost: ep.srv.URL, HTTPClient: ep.client, CacheSize: tt.cacheSize,
 			})
 			if err != nil {
@@ -440,7 +401,7 @@ func TestTokenCacheBound(t *testing.T) {
 				tenants[n] = gid(0x7c00+i, n)
 			}
 			get := func(tenant string) {
-				if _, err := cpv.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"https://graph.microsoft.com/.default"}}); err != nil {
+				if _, err := entra.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"https://graph.microsoft.com/.default"}}); err != nil {
 					t.Errorf("token for %s: %v", tenant, err)
 				}
 			}
@@ -463,14 +424,14 @@ func TestTokenCacheBound(t *testing.T) {
 			// tenant's was dropped if the cache overflowed, and asking for it
 			// again costs one request.
 			last, first := tenants[len(tenants)-1], tenants[0]
-			kept := cpv.CachedTokens(cred)
+			kept := entra.CachedTokens(cred)
 			get(last)
 			get(first)
 			wantFirst := 1
 			if tt.tenants > tt.wantKept {
 				wantFirst = 2
 			}
-			got := []int{kept, ep.requests(last), ep.requests(first), cpv.CachedTokens(cred)}
+			got := []int{kept, ep.requests(last), ep.requests(first), entra.CachedTokens(cred)}
 			if diff := cmp.Diff([]int{tt.wantKept, 1, wantFirst, tt.wantKept}, got); diff != "" {
 				t.Errorf("tokens kept, requests for the last and the first tenant, tokens kept after (-want +got):\n%s", diff)
 			}

@@ -1,0 +1,18 @@
+// Package entra issues the partner app's Microsoft Entra ID tokens: for the
+// partner tenant (Partner Center, GDAP discovery) and for every customer
+// tenant (Graph), behind azcore.TokenCredential so the Azure and Graph SDKs
+// use them as they are.
+//
+//   - NewCredential (credential.go, grant.go, cache.go): one OAuth2 grant per
+//     token posted straight to the tenant's token endpoint with
+//     golang.org/x/oauth2 (client secret, certificate assertion, workload
+//     identity federated token, or the partner admin's GDAP refresh token),
+//     cached per (tenant, scope) in a bounded LRU with one request in flight
+//     per key. Why not azidentity's credentials: see NewCredential.
+//   - ForTenant: the per-tenant wrapper that asks for a customer tenant's
+//     token and turns Entra's AADSTS errors into classified *cpv.Error
+//     values with the operator's advice (Code).
+//
+// Tokens, secrets and refresh tokens never reach a log line or an error.
+// BenchmarkTokenFanOut's figures are in docs/benchmarks.md.
+package entra
