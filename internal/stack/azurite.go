@@ -229,15 +229,8 @@ func (a *Azurite) Stop() error {
 	}
 	pid := a.cmd.Process.Pid
 	a.peak = max(a.peak, PeakRSS(pid))
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	t := time.NewTimer(azuriteStopTimeout)
-	defer t.Stop()
 	var err error
-	select {
-	case <-a.done:
-	case <-t.C:
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		<-a.done
+	if terminate(-pid, a.done, azuriteStopTimeout) {
 		err = fmt.Errorf("stack: azurite did not stop within %s and was killed", azuriteStopTimeout)
 	}
 	a.peak = max(a.peak, maxRSS(a.cmd.ProcessState))

@@ -102,19 +102,29 @@ func (p *Process) Stop() error {
 		return nil
 	}
 	p.peak = max(p.peak, PeakRSS(p.cmd.Process.Pid))
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(stopTimeout)
-	defer t.Stop()
 	var err error
-	select {
-	case <-p.done:
-	case <-t.C:
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	if terminate(p.cmd.Process.Pid, p.done, stopTimeout) {
 		err = fmt.Errorf("stack: %s did not stop within %s and was killed", p.Name, stopTimeout)
 	}
 	p.reap()
 	return err
+}
+
+// terminate sends SIGTERM to pid (a negative pid: its process group) and
+// waits until done is closed, sending SIGKILL after timeout; it reports
+// whether it had to kill.
+func terminate(pid int, done <-chan struct{}, timeout time.Duration) (killed bool) {
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return false
+	case <-t.C:
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		<-done
+		return true
+	}
 }
 
 func (p *Process) reap() {
