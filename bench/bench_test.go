@@ -13,16 +13,17 @@ import (
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/stack"
 )
 
 // binDir holds the daemons built for this test binary (see binaries).
 var binDir string
 
 // buildOnce builds the daemons the first time a test or benchmark needs them.
-var buildOnce = sync.OnceValues(func() (Binaries, error) {
+var buildOnce = sync.OnceValues(func() (stack.Binaries, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	return Build(ctx, binDir)
+	return stack.Build(ctx, binDir)
 })
 
 func TestMain(m *testing.M) {
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 }
 
 // binaries returns the worker and dispatcher built for this test binary.
-func binaries(tb testing.TB) Binaries {
+func binaries(tb testing.TB) stack.Binaries {
 	tb.Helper()
 	bin, err := buildOnce()
 	if err != nil {
@@ -113,7 +114,7 @@ func BenchmarkFleet(b *testing.B) {
 
 // runFleet starts a stack for sp, refreshes every tenant, waits for the
 // run to drain, checks the fleet and measures.
-func runFleet(b *testing.B, bin Binaries, sp Spec) Report {
+func runFleet(b *testing.B, bin stack.Binaries, sp Spec) Report {
 	b.StopTimer()
 	mix, err := FleetMix(sp.Fleet)
 	if err != nil {

@@ -16,8 +16,10 @@
 //     faults can be chosen and its counters, directories and Conforms read
 //     directly. Its memory is the harness's, not the daemons';
 //   - the dispatcher and W workers as separate processes, built once with
-//     `go build` (Build) and configured through their CPV_* environment,
-//     exactly as deploy/demo starts them.
+//     `go build` and configured through their CPV_* environment.
+//
+// Azurite and the daemons are started and stopped by internal/stack, the
+// local-stack supervisor deploy/demo uses too.
 //
 // The dispatcher's nightly schedule is set to a date that never comes
 // ("0 0 31 2 *"), so the only run is the one the harness asks for with
@@ -46,5 +48,6 @@
 // a duplicated object. The scenarios in faults_test.go (worker SIGKILL,
 // Azurite restart, 429s, 5xx, Partner Center's rate limit, poison messages,
 // dispatcher SIGKILL mid-enqueue) run at CI size by default and at full
-// size with BENCH_FULL=1.
+// size with BENCH_FULL=1 (or BENCH_TENANTS=n). The benchmark knobs are all
+// BENCH_*: see docs/benchmarks.md.
 package bench

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/stack"
 )
 
 // faultEnv makes the workers recover within seconds rather than minutes: a
@@ -49,8 +50,14 @@ type faultRun struct {
 func (r *faultRun) waitStarted(ctx context.Context, t *testing.T, share float64) {
 	t.Helper()
 	want := int(share * float64(r.n))
-	err := poll(ctx, 10*time.Minute, 20*time.Millisecond, func() (bool, error) {
-		return r.st.Sim.TotalCounts().Token >= want, r.st.exited()
+	err := stack.Poll(ctx, 10*time.Minute, 20*time.Millisecond, func() error {
+		if err := r.st.exited(); err != nil {
+			return stack.Permanent(err)
+		}
+		if got := r.st.Sim.TotalCounts().Token; got < want {
+			return fmt.Errorf("%d token requests", got)
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("the run did not get to %d tenants: %v", want, err)
@@ -231,7 +238,7 @@ func pcLimit() int {
 	return 10
 }
 
-func runScenario(t *testing.T, bin Binaries, sc scenario) {
+func runScenario(t *testing.T, bin stack.Binaries, sc scenario) {
 	n := faultSize(t, sc.ci, sc.full)
 	mix, err := FleetMix(sc.fleet)
 	if err != nil {

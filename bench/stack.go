@@ -1,19 +1,12 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,8 +14,8 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/stack"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
-	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // Defaults of Options.
@@ -34,36 +27,13 @@ const (
 	// neverSchedule is a cron expression that never fires (31 February),
 	// so the dispatcher starts no nightly run of its own.
 	neverSchedule = "0 0 31 2 *"
-	readyTimeout  = 2 * time.Minute
 )
-
-// Binaries are the daemons' executables (see Build).
-type Binaries struct {
-	Worker     string
-	Dispatcher string
-}
-
-// Build compiles cmd/worker and cmd/dispatcher into dir with `go build`
-// (run from the module root). The worker links msgraph-sdk-go: a cold
-// build takes minutes, a warm one seconds.
-func Build(ctx context.Context, dir string) (Binaries, error) {
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		return Binaries{}, fmt.Errorf("bench: build: %w", err)
-	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(os.PathSeparator), "./cmd/worker", "./cmd/dispatcher")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return Binaries{}, fmt.Errorf("bench: go build ./cmd/worker ./cmd/dispatcher: %w\n%s", err, out)
-	}
-	return Binaries{Worker: filepath.Join(dir, "worker"), Dispatcher: filepath.Join(dir, "dispatcher")}, nil
-}
 
 // Options describe one stack: the fleet, the faults and the daemons.
 type Options struct {
 	// Dir holds Azurite's data, the simulator's CA and every process's log.
 	Dir string
-	Bin Binaries
+	Bin stack.Binaries
 	// Tenants is the fleet size; Mix its kinds (nil: m365sim.DefaultMix).
 	Tenants int
 	Mix     map[m365sim.Kind]float64
@@ -92,20 +62,15 @@ type Stack struct {
 	opts    Options
 	log     *slog.Logger
 	Sim     *m365sim.Sim
-	Azurite *Azurite
+	Azurite *stack.Azurite
 	// Store and Queue are the harness's own clients of the tables and the
 	// work queue (for measuring and for poison messages).
 	Store *store.Store
 	Queue *queue.StorageQueue
 
-	gate       *gate
-	dispatcher *process
-	workers    []*process
-	api        *apiClient
-	common     []string
-	dispAddr   string
-	caFile     string
-	started    time.Time
+	gate    *gate
+	daemons *stack.Daemons
+	started time.Time
 }
 
 // Start brings the stack up and waits until every daemon is ready. On
@@ -130,7 +95,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 	}()
 
-	s.Azurite, err = StartAzurite(ctx, filepath.Join(o.Dir, "azurite"))
+	s.Azurite, err = stack.StartAzurite(ctx, filepath.Join(o.Dir, "azurite"))
 	if err != nil {
 		return nil, err
 	}
@@ -141,8 +106,8 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := s.Sim.Start(); err != nil {
 		return nil, fmt.Errorf("bench: simulator: %w", err)
 	}
-	s.caFile = filepath.Join(o.Dir, "ca.pem")
-	if err := s.Sim.WriteCA(s.caFile); err != nil {
+	caFile := filepath.Join(o.Dir, "ca.pem")
+	if err := s.Sim.WriteCA(caFile); err != nil {
 		return nil, err
 	}
 	s.Store, err = store.New(ctx, store.Config{ConnectionString: s.Azurite.ConnectionString})
@@ -157,56 +122,29 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("bench: queue: %w", err)
 	}
 
-	key := make([]byte, 24)
-	_, _ = rand.Read(key)
-	apiKey := hex.EncodeToString(key)
-	s.common = []string{
-		"SSL_CERT_FILE=" + s.caFile,
-		"CPV_PARTNER_TENANT_ID=" + s.Sim.PartnerTenantID(),
-		"CPV_CLIENT_ID=" + s.Sim.AppID(),
-		"CPV_CLIENT_SECRET=" + s.Sim.AppSecret(),
-		"CPV_AUTHORITY_HOST=" + s.Sim.AuthorityHost(),
-		"CPV_GRAPH_URL=" + s.Sim.GraphURL(),
-		"CPV_PARTNER_CENTER_URL=" + s.Sim.PartnerCenterURL(),
-		"CPV_QUEUE=" + QueueName,
-		"CPV_LOG_FORMAT=json",
-	}
-	ports, err := freePorts(1 + o.Workers)
-	if err != nil {
-		return nil, err
-	}
-	s.dispAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
-	s.api = &apiClient{base: "http://" + s.dispAddr, key: apiKey, http: &http.Client{Timeout: 2 * time.Minute}}
-
-	connection := s.Azurite.ConnectionString
+	// The dispatcher's first run may go through the gate; the workers, and
+	// the dispatcher after a restart, talk to Azurite directly.
+	var dispatcherStorage []string
 	if o.GateAfter > 0 {
 		s.gate, err = startGate(s.Azurite.QueueURL(), o.GateAfter)
 		if err != nil {
 			return nil, err
 		}
-		connection = testenv.ConnectionString(s.gate.url, s.Azurite.TableURL())
+		dispatcherStorage = []string{"CPV_STORAGE_CONNECTION_STRING=" + stack.ConnectionString(s.gate.url, s.Azurite.TableURL())}
 	}
-	s.dispatcher = &process{name: "dispatcher", bin: o.Bin.Dispatcher, log: filepath.Join(o.Dir, "dispatcher.log"),
-		env: append(append(s.dispatcherEnv(apiKey), "CPV_STORAGE_CONNECTION_STRING="+connection), o.DispatcherEnv...)}
-	if err := s.dispatcher.start(); err != nil {
-		return nil, err
-	}
-	for i := range o.Workers {
-		addr := "127.0.0.1:" + strconv.Itoa(ports[1+i])
-		p := &process{name: fmt.Sprintf("worker-%d", i+1), bin: o.Bin.Worker,
-			log: filepath.Join(o.Dir, fmt.Sprintf("worker-%d.log", i+1)),
-			env: append(append(append([]string(nil), s.common...),
-				"CPV_STORAGE_CONNECTION_STRING="+s.Azurite.ConnectionString,
-				"CPV_WORKER_LISTEN="+addr,
-				fmt.Sprintf("CPV_WORKER_ID=bench-worker-%d", i+1),
-				"CPV_CONCURRENCY="+strconv.Itoa(o.Concurrency),
-				"CPV_POLL_MAX=1s"), o.WorkerEnv...)}
-		s.workers = append(s.workers, p)
-		if err := p.start(); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.waitReady(ctx); err != nil {
+	s.daemons, err = stack.StartDaemons(ctx, stack.DaemonsOptions{
+		Bin: o.Bin,
+		Dir: o.Dir,
+		ID:  "bench",
+		Env: append(stack.SimEnv(s.Sim.Config(), caFile),
+			"CPV_STORAGE_CONNECTION_STRING="+s.Azurite.ConnectionString,
+			"CPV_QUEUE="+QueueName,
+			"CPV_LOG_FORMAT=json"),
+		DispatcherEnv: append(append(dispatcherStorage, "CPV_SCHEDULE="+neverSchedule), o.DispatcherEnv...),
+		Workers:       o.Workers,
+		WorkerEnv:     append([]string{"CPV_CONCURRENCY=" + strconv.Itoa(o.Concurrency)}, o.WorkerEnv...),
+	})
+	if err != nil {
 		return nil, err
 	}
 	s.log.Info("stack ready", "tenants", o.Tenants, "workers", o.Workers, "concurrency", o.Concurrency,
@@ -214,92 +152,38 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	return s, nil
 }
 
-func (s *Stack) dispatcherEnv(apiKey string) []string {
-	return append(append([]string(nil), s.common...),
-		"CPV_DISPATCHER_LISTEN="+s.dispAddr,
-		"CPV_DISPATCHER_ID=bench-dispatcher",
-		"CPV_API_KEYS="+apiKey,
-		"CPV_SCHEDULE="+neverSchedule,
-	)
-}
-
-// waitReady waits for the dispatcher's and every running worker's /readyz.
-func (s *Stack) waitReady(ctx context.Context) error {
-	bases := map[*process]string{s.dispatcher: s.api.base}
-	for _, w := range s.workers {
-		bases[w] = workerBase(w)
-	}
-	for _, p := range append([]*process{s.dispatcher}, s.workers...) {
-		if !p.running() {
-			continue
-		}
-		c := &apiClient{base: bases[p], http: &http.Client{Timeout: 5 * time.Second}}
-		err := poll(ctx, readyTimeout, 100*time.Millisecond, func() (bool, error) {
-			if err := p.exited(); err != nil {
-				return false, err
-			}
-			return c.get(ctx, "/readyz", nil) == nil, nil
-		})
-		if err != nil {
-			return fmt.Errorf("bench: %s not ready (see %s): %w", p.name, p.log, err)
-		}
-	}
-	return nil
-}
-
-// workerBase is the base URL of a worker's health and metrics listener.
-func workerBase(w *process) string { return "http://" + envValue(w.env, "CPV_WORKER_LISTEN") }
-
-func envValue(env []string, key string) string {
-	v := ""
-	for _, kv := range env {
-		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
-			v = val
-		}
-	}
-	return v
-}
-
 // Refresh asks the dispatcher to refresh every tenant (POST /api/refresh)
 // and returns the run's id.
-func (s *Stack) Refresh(ctx context.Context) (string, error) {
-	var out struct {
-		RunID string `json:"runId"`
-	}
-	if err := s.api.do(ctx, http.MethodPost, "/api/refresh", nil, &out); err != nil {
-		return "", fmt.Errorf("bench: refresh all: %w", err)
-	}
-	if out.RunID == "" {
-		return "", errors.New("bench: refresh all: no run id in the answer")
-	}
-	return out.RunID, nil
-}
+func (s *Stack) Refresh(ctx context.Context) (string, error) { return s.daemons.API.Refresh(ctx) }
 
 // PauseWorkers sets the workers' pause switch through the dispatcher's API
 // and waits until every running worker reports it (and, when pausing, has
 // nothing in flight).
 func (s *Stack) PauseWorkers(ctx context.Context, paused bool) error {
 	body := map[string]any{"component": "workers", "paused": paused}
-	if err := s.api.do(ctx, http.MethodPost, "/api/pause", body, nil); err != nil {
+	if err := s.daemons.API.Do(ctx, http.MethodPost, "/api/pause", body, nil); err != nil {
 		return fmt.Errorf("bench: pause workers: %w", err)
 	}
-	for _, w := range s.workers {
-		if !w.running() {
+	for i, w := range s.daemons.Workers {
+		if !w.Running() {
 			continue
 		}
-		c := &apiClient{base: workerBase(w), http: &http.Client{Timeout: 5 * time.Second}}
-		err := poll(ctx, time.Minute, 100*time.Millisecond, func() (bool, error) {
+		health := s.daemons.WorkerHealth(i)
+		err := stack.Poll(ctx, time.Minute, 100*time.Millisecond, func() error {
 			var v struct {
 				Paused   bool  `json:"paused"`
 				InFlight int64 `json:"inFlight"`
 			}
-			if err := c.get(ctx, "/readyz", &v); err != nil {
-				return false, nil
+			if err := health.Get(ctx, "/readyz", &v); err != nil {
+				return err
 			}
-			return v.Paused == paused && (!paused || v.InFlight == 0), nil
+			if v.Paused != paused || (paused && v.InFlight > 0) {
+				return fmt.Errorf("paused=%t with %d in flight", v.Paused, v.InFlight)
+			}
+			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("bench: %s did not see paused=%t: %w", w.name, paused, err)
+			return fmt.Errorf("bench: %s did not see paused=%t: %w", w.Name, paused, err)
 		}
 	}
 	return nil
@@ -307,67 +191,35 @@ func (s *Stack) PauseWorkers(ctx context.Context, paused bool) error {
 
 // WaitEnqueued polls the run until its record says it is finished.
 func (s *Stack) WaitEnqueued(ctx context.Context, id string, limit time.Duration) error {
-	return poll(ctx, limit, 200*time.Millisecond, func() (bool, error) {
+	return stack.Poll(ctx, limit, 200*time.Millisecond, func() error {
 		if err := s.exited(); err != nil {
-			return false, err
+			return stack.Permanent(err)
 		}
 		v, err := s.Run(ctx, id)
-		return err == nil && v.Finished != nil, nil
+		if err != nil {
+			return err
+		}
+		if v.Finished == nil {
+			return errors.New("run not finished")
+		}
+		return nil
 	})
 }
 
-// RunView is what GET /api/runs/{id} answers.
-type RunView struct {
-	ID       string     `json:"id"`
-	Started  *time.Time `json:"started"`
-	Finished *time.Time `json:"finished"`
-	Enqueued int        `json:"enqueued"`
-	Total    int        `json:"total"`
-	Progress *struct {
-		Enqueued  int `json:"enqueued"`
-		Succeeded int `json:"succeeded"`
-		Partial   int `json:"partial"`
-		Failed    int `json:"failed"`
-		Running   int `json:"running"`
-		Pending   int `json:"pending"`
-	} `json:"progress"`
-}
-
 // Run reads a run and its progress through the dispatcher's API.
-func (s *Stack) Run(ctx context.Context, id string) (RunView, error) {
-	var v RunView
-	err := s.api.get(ctx, "/api/runs/"+url.PathEscape(id), &v)
-	return v, err
+func (s *Stack) Run(ctx context.Context, id string) (stack.RunView, error) {
+	return s.daemons.API.Run(ctx, id)
 }
 
 // WaitDrained polls the run through the API every `every` until it is
 // enqueued and its progress has nothing pending, and returns when that
 // was first seen.
 func (s *Stack) WaitDrained(ctx context.Context, id string, limit, every time.Duration) (time.Time, error) {
-	var seen time.Time
-	last := ""
-	err := poll(ctx, limit, every, func() (bool, error) {
-		if err := s.exited(); err != nil {
-			return false, err
-		}
-		v, err := s.Run(ctx, id)
-		if err != nil || v.Progress == nil {
-			return false, nil // the dispatcher may be restarting
-		}
-		p := v.Progress
-		line := fmt.Sprintf("enqueued=%d succeeded=%d partial=%d failed=%d running=%d pending=%d",
-			p.Enqueued, p.Succeeded, p.Partial, p.Failed, p.Running, p.Pending)
-		if line != last {
-			s.log.Info("run progress", "run", id, "progress", line)
-			last = line
-		}
-		if v.Finished == nil || p.Enqueued == 0 || p.Pending > 0 {
-			return false, nil
-		}
-		seen = time.Now()
-		return true, nil
+	return s.daemons.WaitDrained(ctx, id, limit, every, func(p stack.RunProgress) {
+		s.log.Info("run progress", "run", id, "progress", fmt.Sprintf(
+			"enqueued=%d succeeded=%d partial=%d failed=%d running=%d pending=%d",
+			p.Enqueued, p.Succeeded, p.Partial, p.Failed, p.Running, p.Pending))
 	})
-	return seen, err
 }
 
 // Settle waits until the run is finished, the work queue is empty
@@ -376,23 +228,26 @@ func (s *Stack) WaitDrained(ctx context.Context, id string, limit, every time.Du
 func (s *Stack) Settle(ctx context.Context, id string, limit time.Duration) error {
 	eligible := s.Eligible()
 	lastWhy := ""
-	err := poll(ctx, limit, time.Second, func() (bool, error) {
+	err := stack.Poll(ctx, limit, time.Second, func() error {
 		if err := s.exited(); err != nil {
-			return false, err
+			return stack.Permanent(err)
 		}
 		why, err := s.unsettled(ctx, id, eligible)
 		var missed *missedError
 		switch {
 		case errors.As(err, &missed):
-			return false, err
+			return stack.Permanent(err)
 		case err != nil:
-			return false, nil // Azurite may be restarting
+			return err // Azurite may be restarting
 		}
 		if why != lastWhy {
 			s.log.Info("settling", "run", id, "waiting_for", why)
 			lastWhy = why
 		}
-		return why == "", nil
+		if why != "" {
+			return errors.New(why)
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("bench: run %s did not settle (%s): %w", id, lastWhy, err)
@@ -410,7 +265,7 @@ func (s *Stack) unsettled(ctx context.Context, id string, eligible map[string]bo
 	}
 	if run.Total < len(eligible) {
 		// Nothing will ever enqueue the others: fail now, not at the deadline.
-		return "", &missedError{run: id, found: run.Total, eligible: len(eligible), log: s.dispatcher.log}
+		return "", &missedError{run: id, found: run.Total, eligible: len(eligible), log: s.daemons.Dispatcher.Log}
 	}
 	work, _, err := s.Queue.Depth(ctx)
 	if err != nil {
@@ -450,11 +305,8 @@ func (e *missedError) Error() string {
 // LogTail returns the last n warnings and errors of each daemon's log.
 func (s *Stack) LogTail(n int) string {
 	var b strings.Builder
-	for _, p := range append([]*process{s.dispatcher}, s.workers...) {
-		if p == nil {
-			continue
-		}
-		data, err := os.ReadFile(p.log)
+	for _, p := range append([]*stack.Process{s.daemons.Dispatcher}, s.daemons.Workers...) {
+		data, err := os.ReadFile(p.Log)
 		if err != nil {
 			continue
 		}
@@ -468,7 +320,7 @@ func (s *Stack) LogTail(n int) string {
 			lines = lines[len(lines)-n:]
 		}
 		if len(lines) > 0 {
-			fmt.Fprintf(&b, "%s (last %d warnings and errors):\n  %s\n", p.name, len(lines), strings.Join(lines, "\n  "))
+			fmt.Fprintf(&b, "%s (last %d warnings and errors):\n  %s\n", p.Name, len(lines), strings.Join(lines, "\n  "))
 		}
 	}
 	return b.String()
@@ -487,61 +339,48 @@ func (s *Stack) Eligible() map[string]bool {
 }
 
 // exited reports a daemon that ended without being asked to.
-func (s *Stack) exited() error {
-	for _, p := range append([]*process{s.dispatcher}, s.workers...) {
-		if p != nil {
-			if err := p.exited(); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
+func (s *Stack) exited() error { return s.daemons.Exited() }
 
 // KillWorker ends worker i (0-based) with SIGKILL, as a crash would. The
 // messages it held become visible again after their visibility timeout.
 func (s *Stack) KillWorker(i int) error {
-	s.log.Info("killing worker", "worker", s.workers[i].name)
-	return s.workers[i].kill()
+	s.log.Info("killing worker", "worker", s.daemons.Workers[i].Name)
+	return s.daemons.Workers[i].Kill()
 }
 
 // RestartWorkers stops every worker gracefully and starts it again (fresh
 // token and metadata caches, as after a scale from zero), forgetting the
 // memory peaks of the earlier processes.
 func (s *Stack) RestartWorkers(ctx context.Context) error {
-	for _, w := range s.workers {
-		if err := w.stop(); err != nil {
+	for _, w := range s.daemons.Workers {
+		if err := w.Stop(); err != nil {
 			return err
 		}
-		w.peak = 0
-		if err := w.start(); err != nil {
+		w.ForgetPeak()
+		if err := w.Start(); err != nil {
 			return err
 		}
 	}
-	return s.waitReady(ctx)
+	return s.daemons.WaitReady(ctx)
 }
 
 // KillDispatcher ends the dispatcher with SIGKILL.
 func (s *Stack) KillDispatcher() error {
 	s.log.Info("killing the dispatcher")
-	return s.dispatcher.kill()
+	return s.daemons.Dispatcher.Kill()
 }
 
 // StartDispatcher starts the dispatcher again (same id, so it takes over
 // its own runs' leases), talking to Azurite directly, and waits until it
 // is ready.
 func (s *Stack) StartDispatcher(ctx context.Context) error {
-	env := make([]string, 0, len(s.dispatcher.env))
-	for _, kv := range s.dispatcher.env {
-		if !strings.HasPrefix(kv, "CPV_STORAGE_CONNECTION_STRING=") {
-			env = append(env, kv)
-		}
-	}
-	s.dispatcher.env = append(env, "CPV_STORAGE_CONNECTION_STRING="+s.Azurite.ConnectionString)
-	if err := s.dispatcher.start(); err != nil {
+	d := s.daemons.Dispatcher
+	// The last setting of a key wins: this one replaces the gate's.
+	d.Env = append(d.Env, "CPV_STORAGE_CONNECTION_STRING="+s.Azurite.ConnectionString)
+	if err := d.Start(); err != nil {
 		return err
 	}
-	return s.waitReady(ctx)
+	return s.daemons.WaitReady(ctx)
 }
 
 // GateHeld is closed when the gate (Options.GateAfter) holds its first
@@ -576,11 +415,8 @@ func (s *Stack) RestartAzurite(ctx context.Context) error {
 // simulator and Azurite.
 func (s *Stack) Close() error {
 	var errs []error
-	for _, w := range s.workers {
-		errs = append(errs, w.stop())
-	}
-	if s.dispatcher != nil {
-		errs = append(errs, s.dispatcher.stop())
+	if s.daemons != nil {
+		errs = append(errs, s.daemons.Stop())
 	}
 	if s.gate != nil {
 		errs = append(errs, s.gate.Close())
@@ -598,86 +434,14 @@ func (s *Stack) Close() error {
 // name: dispatcher, worker-1..W, azurite, and harness (this process, with
 // the simulator in it).
 func (s *Stack) Memory() map[string]int64 {
-	out := map[string]int64{"harness": vmHWM(os.Getpid())}
-	if s.dispatcher != nil {
-		out[s.dispatcher.name] = s.dispatcher.peakRSS()
-	}
-	for _, w := range s.workers {
-		out[w.name] = w.peakRSS()
+	out := map[string]int64{"harness": stack.PeakRSS(os.Getpid())}
+	if s.daemons != nil {
+		for _, p := range append([]*stack.Process{s.daemons.Dispatcher}, s.daemons.Workers...) {
+			out[p.Name] = p.PeakRSS()
+		}
 	}
 	if s.Azurite != nil {
 		out["azurite"] = s.Azurite.PeakRSS()
 	}
 	return out
-}
-
-// poll calls check every `every` until it reports done, returns an error,
-// or limit (or ctx) ends.
-func poll(ctx context.Context, limit, every time.Duration, check func() (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		ok, err := check()
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-// apiClient calls the dispatcher's JSON API (and the daemons' health).
-type apiClient struct {
-	base string
-	key  string
-	http *http.Client
-}
-
-func (c *apiClient) get(ctx context.Context, path string, out any) error {
-	return c.do(ctx, http.MethodGet, path, nil, out)
-}
-
-func (c *apiClient) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.key != "" {
-		req.Header.Set("Authorization", "Bearer "+c.key)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(b))
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/stack"
 )
 
 func TestParseSpecs(t *testing.T) {
@@ -198,16 +200,6 @@ func TestDuplicates(t *testing.T) {
 	}
 }
 
-func TestParseKB(t *testing.T) {
-	t.Parallel()
-	tests := map[string]int64{"   123 kB": 123 << 10, "0 kB": 0, "": 0, "x kB": 0}
-	for in, want := range tests {
-		if got := parseKB(in); got != want {
-			t.Errorf("parseKB(%q) = %d, want %d", in, got, want)
-		}
-	}
-}
-
 // TestGate checks that the gate lets the first messages through, holds the
 // next one until it is opened, and drops a held one whose client left.
 func TestGate(t *testing.T) {
@@ -255,7 +247,13 @@ func TestGate(t *testing.T) {
 	if err := <-errs; err == nil {
 		t.Fatal("held request answered before the gate opened")
 	}
-	if err := poll(ctx, time.Minute, 10*time.Millisecond, func() (bool, error) { return g.dropped.Load() == 1, nil }); err != nil {
+	err = stack.Poll(ctx, time.Minute, 10*time.Millisecond, func() error {
+		if n := g.dropped.Load(); n != 1 {
+			return fmt.Errorf("%d dropped", n)
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatalf("the abandoned request was not dropped: %v", err)
 	}
 	// A later one waits for Open and then goes through.

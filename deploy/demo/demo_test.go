@@ -3,13 +3,12 @@ package main
 import (
 	"context"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
+	"github.com/cpvrefresh/cpvrefresh/internal/stack"
 )
 
 // TestDemo runs `make demo`'s program end to end with the real binaries as
@@ -18,15 +17,9 @@ import (
 // onboarded through a signed Partner Center webhook ends up consented and
 // exactly permissioned with no human action (checked by the simulator).
 func TestDemo(t *testing.T) {
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/worker", "./cmd/dispatcher", "./cmd/m365sim")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if _, err := stack.Build(t.Context(), bin); err != nil {
+		t.Fatal(err)
 	}
 	o := options{
 		tenants:    12,

@@ -11,7 +11,7 @@ func TestAzuriteStarts(t *testing.T) {
 		t.Fatal("no endpoints")
 	}
 	if s.QueueURL == "" {
-		return // an external Azurite named by CPVREFRESH_AZURITE
+		return // an external Azurite named by TESTENV_AZURITE
 	}
 	resp, err := http.Get(s.QueueURL + "/devstoreaccount1?comp=list")
 	if err != nil {

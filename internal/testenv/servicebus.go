@@ -42,8 +42,8 @@ var (
 // ServiceBus returns the test binary's Service Bus peer, starting it on the
 // first call. It fails (never skips) when node or deploy/sbpeer/node_modules
 // is missing. The peer exits with the test binary: its standard input
-// closes (and Pdeathsig as well). SBPEER_LOG=1 shows the peer's standard
-// error (with DEBUG=rhea:frames, every AMQP frame).
+// closes (and Pdeathsig as well). TESTENV_SBPEER_LOG=1 shows the peer's
+// standard error (with DEBUG=rhea:frames, every AMQP frame).
 func ServiceBus(t testing.TB) *ServiceBusPeer {
 	t.Helper()
 	sbOnce.Do(func() { sb, sbErr = startServiceBusPeer() })
@@ -82,7 +82,7 @@ func startServiceBusPeer() (*ServiceBusPeer, error) {
 	// Read only after Wait, when the copying has ended.
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if os.Getenv("SBPEER_LOG") != "" {
+	if os.Getenv("TESTENV_SBPEER_LOG") != "" {
 		cmd.Stderr = os.Stderr
 	}
 	if err := cmd.Start(); err != nil {

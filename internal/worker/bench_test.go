@@ -73,11 +73,11 @@ func BenchmarkWorkerThroughput(b *testing.B) {
 // tenant's directory is built before the baseline is taken and does not
 // grow during the run, so the retained growth is the worker's and the
 // engine's (the token cache: see the package documentation). The sizes
-// are 1,000 and 3,000 tenants; CPVREFRESH_BENCH_FULL=1 makes them 1,000
-// and 10,000 (several minutes).
+// are 1,000 and 3,000 tenants; BENCH_FULL=1 makes them 1,000 and 10,000
+// (several minutes).
 func BenchmarkWorkerMemory(b *testing.B) {
 	sizes := []int{1000, 3000}
-	if os.Getenv("CPVREFRESH_BENCH_FULL") == "1" {
+	if os.Getenv("BENCH_FULL") == "1" {
 		sizes = []int{1000, 10000}
 	}
 	for _, tenants := range sizes {

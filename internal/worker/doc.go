@@ -85,6 +85,6 @@
 // but the process retains about 7-10 KB per tenant refreshed: MSAL's token
 // cache inside azidentity keeps every tenant's token and authority metadata
 // and searches its tokens linearly under that same mutex. At 10,000 tenants
-// (CPVREFRESH_BENCH_FULL=1) this makes token acquisition, and so the whole
-// run, several times slower per tenant than at 1,000.
+// (BENCH_FULL=1) this makes token acquisition, and so the whole run,
+// several times slower per tenant than at 1,000.
 package worker

@@ -1,0 +1,35 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestPoll(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	calls := 0
+	if err := Poll(ctx, time.Minute, time.Millisecond, func() error {
+		calls++
+		if calls < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	}); err != nil || calls != 3 {
+		t.Fatalf("Poll = %v after %d calls, want nil after 3", err, calls)
+	}
+
+	final := errors.New("final")
+	calls = 0
+	err := Poll(ctx, time.Minute, time.Millisecond, func() error { calls++; return Permanent(final) })
+	if err != final || calls != 1 {
+		t.Fatalf("Poll = %v after %d calls, want the permanent error after 1", err, calls)
+	}
+
+	err = Poll(ctx, 20*time.Millisecond, time.Millisecond, func() error { return errors.New("still waiting") })
+	if !errors.Is(err, context.DeadlineExceeded) || err.Error() != "context deadline exceeded (last: still waiting)" {
+		t.Fatalf("Poll = %v, want the deadline quoting the last error", err)
+	}
+}
