@@ -168,9 +168,9 @@ const maxListed = 25
 
 func printChanges(w io.Writer, changes []cpv.Detail) {
 	var shown []cpv.Detail
-	tally := map[cpv.DetailOutcome]int{}
+	tally := map[cpv.Verdict]int{}
 	for _, d := range changes {
-		if d.Outcome == cpv.DetailAlreadyPresent {
+		if d.Outcome == cpv.AlreadyPresent {
 			continue
 		}
 		tally[d.Outcome]++
@@ -178,8 +178,8 @@ func printChanges(w io.Writer, changes []cpv.Detail) {
 	}
 	if len(shown) > maxListed {
 		fmt.Fprintf(w, "changes: %d applied, %d unavailable, %d failed, %d not attempted (--json lists them)\n",
-			tally[cpv.DetailApplied], tally[cpv.DetailUnavailable], tally[cpv.DetailFailed], tally[cpv.DetailPlanned])
-		shown = slices.DeleteFunc(shown, func(d cpv.Detail) bool { return d.Outcome == cpv.DetailApplied })
+			tally[cpv.Applied], tally[cpv.Unavailable], tally[cpv.Failed], tally[cpv.Planned])
+		shown = slices.DeleteFunc(shown, func(d cpv.Detail) bool { return d.Outcome == cpv.Applied })
 	}
 	for _, d := range shown {
 		parts := []string{"  " + string(d.Kind), nameOr(d.ResourceName, d.ResourceAppID)}

@@ -92,27 +92,31 @@ type Change struct {
 	Scope         string     `json:"scope,omitempty"`
 }
 
-// OutcomeStatus says what became of one Change.
-type OutcomeStatus string
+// Verdict says what became of one Change: the Directory reports one of the
+// first four for each change it was given, and a Result's Detail carries the
+// same, or Planned for a change that was not written.
+type Verdict string
 
 const (
 	// Applied: the write succeeded.
-	Applied OutcomeStatus = "applied"
+	Applied Verdict = "applied"
 	// AlreadyPresent: the directory answered that the object already exists
 	// (a concurrent refresh or replication lag); the desired state holds.
-	AlreadyPresent OutcomeStatus = "alreadyPresent"
+	AlreadyPresent Verdict = "alreadyPresent"
 	// Unavailable: the resource cannot exist in this tenant (no licence for the
 	// service); reported as a notice, not a failure.
-	Unavailable OutcomeStatus = "unavailable"
+	Unavailable Verdict = "unavailable"
 	// Failed: the write failed; Err says why.
-	Failed OutcomeStatus = "failed"
+	Failed Verdict = "failed"
+	// Planned: not written (a dry run, or the refresh stopped first).
+	Planned Verdict = "planned"
 )
 
 // Outcome is the result of one Change. For an applied CreateServicePrincipal,
 // ServicePrincipal holds the new object (its id and published roles and scopes).
 type Outcome struct {
 	Change           Change
-	Status           OutcomeStatus
+	Status           Verdict
 	ServicePrincipal *ServicePrincipal
 	Err              error
 }

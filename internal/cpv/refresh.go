@@ -126,7 +126,7 @@ func (e *Engine) Refresh(ctx context.Context, tenant string, opts Options) (Resu
 			Started:         start.UTC(),
 			DryRun:          opts.DryRun,
 		},
-		outcomes: map[changeKey]OutcomeStatus{},
+		outcomes: map[changeKey]Verdict{},
 		log:      e.log.With("tenant", tenant),
 	}
 	if opts.Reset {
@@ -167,7 +167,7 @@ type run struct {
 	res      Result
 	log      *slog.Logger
 	tenant   string
-	outcomes map[changeKey]OutcomeStatus
+	outcomes map[changeKey]Verdict
 	// unavailable resource app ids (no licence) and failed creations.
 	unavailable  map[string]bool
 	createFailed map[string]bool
@@ -334,7 +334,7 @@ func (r *run) applyOutcomes(ctx context.Context, appSP string, changes []Change)
 			if i < len(outs) {
 				r.record(outs[i])
 			} else {
-				r.res.Changes = append(r.res.Changes, r.detail(c, DetailPlanned, ""))
+				r.res.Changes = append(r.res.Changes, r.detail(c, Planned, ""))
 			}
 		}
 		return outs, WithOp("apply changes", r.tenant, err)
@@ -358,15 +358,15 @@ func (r *run) record(o Outcome) {
 	c := o.Change
 	r.outcomes[keyOf(c)] = o.Status
 	msg := ""
-	var d DetailOutcome
+	var d Verdict
 	switch o.Status {
 	case Applied:
-		d = DetailApplied
+		d = Applied
 		r.written++
 	case AlreadyPresent:
-		d = DetailAlreadyPresent
+		d = AlreadyPresent
 	case Unavailable:
-		d = DetailUnavailable
+		d = Unavailable
 		if c.Kind == CreateServicePrincipal {
 			if r.unavailable == nil {
 				r.unavailable = map[string]bool{}
@@ -375,7 +375,7 @@ func (r *run) record(o Outcome) {
 			r.res.Notices = append(r.res.Notices, fmt.Sprintf("%s (%s) is not available in this tenant (no licence)", r.resourceName(c.ResourceAppID), c.ResourceAppID))
 		}
 	default:
-		d = DetailFailed
+		d = Failed
 		err := o.Err
 		if err == nil {
 			err = errorf(Retryable, string(c.Kind), r.tenant, "", "failed without an error")
@@ -396,7 +396,7 @@ func (r *run) record(o Outcome) {
 	r.res.Changes = append(r.res.Changes, r.detail(c, d, msg))
 }
 
-func (r *run) detail(c Change, d DetailOutcome, msg string) Detail {
+func (r *run) detail(c Change, d Verdict, msg string) Detail {
 	perm := c.Value
 	switch c.Kind {
 	case CreateGrant, UpdateGrant:
@@ -479,7 +479,7 @@ func (r *run) dryRun(ctx context.Context) error {
 	plan = append(plan, Plan(st, r.e.m, r.e.appID, r.e.popts)...)
 	r.res.Plan = plan
 	for _, c := range plan {
-		r.res.Changes = append(r.res.Changes, r.detail(c, DetailPlanned, ""))
+		r.res.Changes = append(r.res.Changes, r.detail(c, Planned, ""))
 	}
 	r.final = st
 	r.log.InfoContext(ctx, "dry run planned", "changes", len(plan))
@@ -575,7 +575,7 @@ func (r *run) tally() {
 	}
 }
 
-func (r *run) count(c *Counts, st OutcomeStatus, n int) {
+func (r *run) count(c *Counts, st Verdict, n int) {
 	switch st {
 	case Applied:
 		c.Applied += n

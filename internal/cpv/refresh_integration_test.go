@@ -467,7 +467,7 @@ func TestDryRunOfNewTenant(t *testing.T) {
 		t.Errorf("dry run of a new tenant: plan %d changes, notices %q", len(res.Plan), res.Notices)
 	}
 	for _, d := range res.Changes {
-		if d.Outcome != cpv.DetailPlanned {
+		if d.Outcome != cpv.Planned {
 			t.Errorf("dry-run detail %+v is not 'planned'", d)
 		}
 	}
@@ -522,7 +522,7 @@ func TestResultJSONRoundTrip(t *testing.T) {
 	res := cpv.Result{
 		Tenant: testTenant, Op: cpv.OpRefresh, Status: cpv.StatusFailed, ManifestVersion: "v",
 		Started: time.Date(2026, 11, 22, 0, 0, 3, 0, time.UTC), Duration: 1500 * time.Millisecond,
-		Changes:  []cpv.Detail{{Kind: cpv.AddAppRole, ResourceAppID: resA, ResourceName: "A", Permission: "A.One", Outcome: cpv.DetailFailed, Message: "m"}},
+		Changes:  []cpv.Detail{{Kind: cpv.AddAppRole, ResourceAppID: resA, ResourceName: "A", Permission: "A.One", Outcome: cpv.Failed, Message: "m"}},
 		AppRoles: cpv.Counts{Wanted: 2, Applied: 1, Failed: 1}, Notices: []string{"n"},
 		Error: "e", ErrorCode: "TooManyRequests", Class: cpv.Throttled, RetryAfter: 30 * time.Second,
 		Trips: cpv.TripCounts{Token: 1, Graph: 2, PartnerCenter: 3},

@@ -26,18 +26,6 @@ const (
 	OpReset   = "reset"
 )
 
-// DetailOutcome is what became of one change in a Result.
-type DetailOutcome string
-
-const (
-	DetailApplied        DetailOutcome = "applied"
-	DetailAlreadyPresent DetailOutcome = "alreadyPresent"
-	DetailUnavailable    DetailOutcome = "unavailable"
-	DetailFailed         DetailOutcome = "failed"
-	// DetailPlanned: not written (a dry run, or the refresh stopped first).
-	DetailPlanned DetailOutcome = "planned"
-)
-
 // Detail is one change of a refresh, as the history shows it.
 type Detail struct {
 	Kind          ChangeKind `json:"kind"`
@@ -45,7 +33,7 @@ type Detail struct {
 	ResourceName  string     `json:"resourceName,omitempty"`
 	// Permission is the app role's value, or the grant's scopes.
 	Permission string        `json:"permission,omitempty"`
-	Outcome    DetailOutcome `json:"outcome"`
+	Outcome    Verdict `json:"outcome"`
 	Message    string        `json:"message,omitempty"`
 }
 

@@ -393,11 +393,11 @@ func unavailable(outcomes []cpv.Outcome, ch cpv.Change) bool {
 	})
 }
 
-func statuses(outcomes []cpv.Outcome) map[cpv.ChangeKind]map[cpv.OutcomeStatus]int {
-	got := map[cpv.ChangeKind]map[cpv.OutcomeStatus]int{}
+func statuses(outcomes []cpv.Outcome) map[cpv.ChangeKind]map[cpv.Verdict]int {
+	got := map[cpv.ChangeKind]map[cpv.Verdict]int{}
 	for _, o := range outcomes {
 		if got[o.Change.Kind] == nil {
-			got[o.Change.Kind] = map[cpv.OutcomeStatus]int{}
+			got[o.Change.Kind] = map[cpv.Verdict]int{}
 		}
 		got[o.Change.Kind][o.Status]++
 	}
@@ -433,9 +433,9 @@ func TestApplyConverges(t *testing.T) {
 			before := graphTrips(sim, tenant)
 			out = converge(t, c, sim, tenant)
 			after := graphTrips(sim, tenant)
-			want, wantTrips := map[cpv.ChangeKind]map[cpv.OutcomeStatus]int{}, 1
+			want, wantTrips := map[cpv.ChangeKind]map[cpv.Verdict]int{}, 1
 			if kind == m365sim.KindUnlicensed {
-				want[cpv.CreateServicePrincipal] = map[cpv.OutcomeStatus]int{cpv.Unavailable: 2}
+				want[cpv.CreateServicePrincipal] = map[cpv.Verdict]int{cpv.Unavailable: 2}
 				wantTrips = 3
 			}
 			if diff := cmp.Diff(want, statuses(out)); diff != "" {
@@ -600,7 +600,7 @@ func TestApplyDuplicatesAreAlreadyPresent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	var got []cpv.OutcomeStatus
+	var got []cpv.Verdict
 	for i, o := range out {
 		if o.Change != changes[i] {
 			t.Errorf("outcome %d is for %+v, want %+v", i, o.Change, changes[i])
@@ -610,7 +610,7 @@ func TestApplyDuplicatesAreAlreadyPresent(t *testing.T) {
 		}
 		got = append(got, o.Status)
 	}
-	want := slices.Repeat([]cpv.OutcomeStatus{cpv.AlreadyPresent}, len(changes))
+	want := slices.Repeat([]cpv.Verdict{cpv.AlreadyPresent}, len(changes))
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("statuses (-want +got):\n%s", diff)
 	}

@@ -421,7 +421,7 @@ func (s *stack) appliedInHistory(t *testing.T, tenant, requestID string) []strin
 		}
 		var out []string
 		for _, c := range res.Changes {
-			if c.Outcome == cpv.DetailApplied {
+			if c.Outcome == cpv.Applied {
 				out = append(out, fmt.Sprintf("%s|%s|%s", c.Kind, c.ResourceName, c.Permission))
 			}
 		}
