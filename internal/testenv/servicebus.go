@@ -149,3 +149,38 @@ func (p *ServiceBusPeer) ConfigureQueue(t testing.TB, name string, lock time.Dur
 		t.Fatalf("testenv: configure peer queue %s: %s %s", name, resp.Status, msg)
 	}
 }
+
+// PeerQueue is one queue's state on the peer, as its control endpoint
+// reports it: messages by state, and the operations clients asked of the
+// queue (Ops) and of its dead-letter queue (DeadLetterOps) by kind ("send",
+// "completed", "abandoned", "released", "dead-letter", "renew-lock",
+// "peek-message", "update-disposition", ...). A receive only adds link
+// credit, which the peer does not count.
+type PeerQueue struct {
+	Active, Scheduled, Locked, DeadLetter int
+	Ops, DeadLetterOps                    map[string]int
+}
+
+// Queue reads a queue's state from the peer (creating the queue if it is
+// new).
+func (p *ServiceBusPeer) Queue(t testing.TB, name string) PeerQueue {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, p.Control+"/queues/"+name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("testenv: read peer queue %s: %v", name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		t.Fatalf("testenv: read peer queue %s: %s %s", name, resp.Status, msg)
+	}
+	var q PeerQueue
+	if err := json.NewDecoder(resp.Body).Decode(&q); err != nil {
+		t.Fatalf("testenv: read peer queue %s: %v", name, err)
+	}
+	return q
+}
