@@ -135,18 +135,30 @@ func (p *ServiceBusPeer) ConfigureQueue(t testing.TB, name string, lock time.Dur
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPut, p.Control+"/queues/"+name, bytes.NewReader(body))
+	p.control(t, http.MethodPut, name, body, http.StatusNoContent, nil)
+}
+
+// control makes one request to the peer's control endpoint about queue
+// name, wants status, and decodes the JSON answer into out (unless nil).
+func (p *ServiceBusPeer) control(t testing.TB, method, name string, body []byte, status int, out any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, p.Control+"/queues/"+name, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("testenv: configure peer queue %s: %v", name, err)
+		t.Fatalf("testenv: %s peer queue %s: %v", method, name, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
+	if resp.StatusCode != status {
 		msg, _ := io.ReadAll(resp.Body)
-		t.Fatalf("testenv: configure peer queue %s: %s %s", name, resp.Status, msg)
+		t.Fatalf("testenv: %s peer queue %s: %s %s", method, name, resp.Status, msg)
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("testenv: %s peer queue %s: %v", method, name, err)
+		}
 	}
 }
 
@@ -165,22 +177,7 @@ type PeerQueue struct {
 // new).
 func (p *ServiceBusPeer) Queue(t testing.TB, name string) PeerQueue {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, p.Control+"/queues/"+name, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("testenv: read peer queue %s: %v", name, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(resp.Body)
-		t.Fatalf("testenv: read peer queue %s: %s %s", name, resp.Status, msg)
-	}
 	var q PeerQueue
-	if err := json.NewDecoder(resp.Body).Decode(&q); err != nil {
-		t.Fatalf("testenv: read peer queue %s: %v", name, err)
-	}
+	p.control(t, http.MethodGet, name, nil, http.StatusOK, &q)
 	return q
 }
