@@ -40,7 +40,12 @@
 //   Control (plain HTTP, for tests): PUT /queues/<name> with JSON
 //   {"lockDurationMs":60000,"maxDeliveryCount":10,"duplicateWindowMs":600000}
 //   sets a queue's properties (creating it); GET /queues/<name> returns its
-//   counts. Exits when its standard input closes, so a test binary that dies
+//   counts and the operations clients asked of it ("ops", and
+//   "deadLetterOps" for its dead-letter queue) by kind: send (a message
+//   transferred in), completed / abandoned / released / dead-letter / reject
+//   (a disposition of a delivery), and each management operation (renew-lock,
+//   peek-message, update-disposition, schedule-message, ...). A receive adds
+//   link credit at most, which is no operation of its own here. Exits when its standard input closes, so a test binary that dies
 //   takes its peer with it.
 'use strict';
 
@@ -84,6 +89,13 @@ class Entity {
     this.seen = new Map(); // message id -> time first seen (duplicate detection)
     this.dlq = isDLQ ? null : new Entity(name + '/' + DLQ, props, true);
     this.nextSeq = 1;
+    // Operations clients asked of this entity, by kind, for tests that
+    // count round trips on the wire (GET /queues/<name>).
+    this.ops = {};
+  }
+
+  count(op) {
+    this.ops[op] = (this.ops[op] || 0) + 1;
   }
 
   enqueue(msg, now, scheduledAt) {
@@ -342,6 +354,7 @@ function mgmt(entity, request, now) {
   const ap = request.application_properties || {};
   const op = ap.operation;
   const body = request.body || {};
+  if (op && op !== 'put-token') entity.count(String(op).replace(/^com\.microsoft:/, ''));
   switch (op) {
     case 'put-token':
       return reply(request, 202, 'Accepted');
@@ -482,6 +495,7 @@ container.on('message', (context) => {
     return;
   }
   const at = msg.message_annotations && msg.message_annotations['x-opt-scheduled-enqueue-time'];
+  link.sbEntity.count('send');
   link.sbEntity.enqueue(msg, now, at ? new Date(at).getTime() : 0);
   pump(link.sbEntity, now);
 });
@@ -506,6 +520,7 @@ function onOutcome(status) {
         st = 'abandoned';
       }
     }
+    d.sbEntity.count(status === 'rejected' ? (st === 'suspended' ? 'dead-letter' : 'reject') : status);
     const lost = settle(d.sbEntity, d.sbToken, st, now, opts);
     if (lost) {
       d.update(true, amqpMessage.rejected({ error: lost }).described());
@@ -571,7 +586,7 @@ function control(req, res) {
     const now = Date.now();
     const c = q.counts(now);
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(Object.assign(c, { deadLetter: q.dlq.messages.size }, q.props)));
+    res.end(JSON.stringify(Object.assign(c, { deadLetter: q.dlq.messages.size, ops: q.ops, deadLetterOps: q.dlq.ops }, q.props)));
     return;
   }
   if (req.method !== 'PUT') {

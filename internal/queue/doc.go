@@ -1,5 +1,10 @@
 // Package queue carries refresh requests from the dispatcher to the workers:
-// the message envelope (version 1) and the Azure Storage Queue transport.
+// the message envelope (version 1) and two transports behind one interface,
+// Transport: Azure Storage Queue (StorageQueue) and Azure Service Bus
+// (ServiceBusQueue). Open picks one by configuration. One contract test
+// suite runs against both; where they differ, each says so in its Features
+// (Service Bus renews a lock for the queue's lock duration whatever Extend
+// asks; Storage Queue carries a body that is not XML text base64 encoded).
 //
 // # The envelope
 //
@@ -31,7 +36,21 @@
 // one: delivery is at least once, and refreshes are idempotent. After a
 // Delivery is settled, further calls on it return ErrSettled.
 //
+// The diagram is Storage Queue's; ServiceBusQueue documents how each step
+// maps onto Service Bus (peek-lock, abandon, scheduled copies, the
+// dead-letter sub-queue).
+//
 // Messages and poison records never expire (time-to-live -1): the Storage
 // Queue default of seven days would silently drop a tenant's request or an
 // operator's evidence.
+//
+// # Round trips
+//
+// Each transport counts the requests it makes on the wire: a caller that
+// wants them puts a *Trips in the context (WithTrips) and reads it after
+// the call. Storage Queue counts every HTTP request its pipeline sends, SDK
+// retries included; Service Bus counts every AMQP operation it asks of the
+// SDK (a receive, a send, a settlement, a lock renewal, a management peek).
+// Features().Costs says in advance what each settlement costs when it
+// succeeds at the first try, for a record written before the settlement.
 package queue

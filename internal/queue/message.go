@@ -12,8 +12,6 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 )
 
 // Op is what a message asks a worker to do with its tenant.
@@ -91,7 +89,7 @@ func (m Message) Validate() error {
 	if m.TenantID == "" {
 		return poison("tenantId missing")
 	}
-	if !cpv.IsGUID(m.TenantID) {
+	if !isGUID(m.TenantID) {
 		return poison("tenantId %s is not a GUID", quote(m.TenantID))
 	}
 	switch m.Op {
@@ -273,4 +271,27 @@ func quote(s string) string {
 		return strconv.Quote(s)
 	}
 	return strconv.Quote(strings.TrimSuffix(clip(s), "…")) + "…"
+}
+
+// isGUID reports whether s is a GUID in its 8-4-4-4-12 hexadecimal form, as
+// Microsoft writes tenant ids (either case, no braces). The queue checks it
+// itself: it imports no domain package.
+func isGUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -65,7 +65,8 @@ type ServiceBusConfig struct {
 	Queue string
 	// LockDuration is the queue's lock duration (default 60s, 5s..5m on
 	// Service Bus): the queue Ensure creates has it, and the worker should
-	// extend a message every LockDuration/2 (see LockDuration()).
+	// extend a message every LockDuration/2 (Features().ExtendSetsVisibility
+	// is false: a renewal lasts the lock duration).
 	LockDuration time.Duration
 	// MaxDeliveryCount for a queue Ensure creates (default 10).
 	MaxDeliveryCount int32
@@ -247,9 +248,18 @@ func checkServiceBusName(name string) error {
 // Name returns the queue's name.
 func (q *ServiceBusQueue) Name() string { return q.name }
 
-// LockDuration returns the configured lock duration: the visibility the
-// worker should extend by, every half of it.
-func (q *ServiceBusQueue) LockDuration() time.Duration { return q.lock }
+// Features says how Service Bus behaves where transports differ: Extend
+// renews the lock for the queue's lock duration, whatever visibility it is
+// given; bodies travel as they are. Each AMQP operation counts one: a
+// receive, a send, a settlement (complete, abandon, dead-letter), a lock
+// renewal, a peek. Retry with a delay and Snooze send a scheduled copy and
+// then complete the original (two).
+func (q *ServiceBusQueue) Features() Features {
+	return Features{
+		RawBodies: true,
+		Costs:     Costs{Receive: 1, Send: 1, Extend: 1, Complete: 1, Retry: 1, RetryLater: 2, Snooze: 2, Poison: 1},
+	}
+}
 
 // Close closes the links and the connection. The queue is unusable after.
 func (q *ServiceBusQueue) Close(ctx context.Context) error {
@@ -277,6 +287,7 @@ func (q *ServiceBusQueue) Ensure(ctx context.Context) error {
 	q.peekMu.Lock()
 	defer q.peekMu.Unlock()
 	from := int64(0)
+	countTrip(ctx)
 	if _, err := q.work.PeekMessages(ctx, 1, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &from}); err != nil {
 		return fmt.Errorf("queue: check %s: %w", q.name, sbCompact(err))
 	}
@@ -285,6 +296,7 @@ func (q *ServiceBusQueue) Ensure(ctx context.Context) error {
 
 // create creates the queue unless it exists.
 func (q *ServiceBusQueue) create(ctx context.Context) error {
+	countTrip(ctx)
 	got, err := q.admin.GetQueue(ctx, q.name, nil)
 	if err != nil || got != nil {
 		return err
@@ -292,6 +304,7 @@ func (q *ServiceBusQueue) create(ctx context.Context) error {
 	dup := true
 	lock, window := isoDuration(q.lock), isoDuration(q.window)
 	maxCount := q.maxCount
+	countTrip(ctx)
 	_, err = q.admin.CreateQueue(ctx, q.name, &admin.CreateQueueOptions{Properties: &admin.QueueProperties{
 		LockDuration:                        &lock,
 		MaxDeliveryCount:                    &maxCount,
@@ -329,6 +342,7 @@ func (q *ServiceBusQueue) Send(ctx context.Context, m Message, delay time.Durati
 	id := m.ID()
 	msg := &azservicebus.Message{Body: body, MessageID: &id, ContentType: ptr("application/json")}
 	schedule(msg, delay)
+	countTrip(ctx)
 	if err := q.sender.SendMessage(ctx, msg, nil); err != nil {
 		return fmt.Errorf("queue: send to %s (tenant %s): %w", q.name, m.TenantID, sbCompact(err))
 	}
@@ -368,6 +382,7 @@ func (q *ServiceBusQueue) SendBatch(ctx context.Context, ms []Message, delay tim
 // tests and re-drives.
 func (q *ServiceBusQueue) SendRaw(ctx context.Context, body []byte) error {
 	id := uuid.NewString()
+	countTrip(ctx)
 	if err := q.sender.SendMessage(ctx, &azservicebus.Message{Body: body, MessageID: &id}, nil); err != nil {
 		return fmt.Errorf("queue: send raw to %s: %w", q.name, sbCompact(err))
 	}
@@ -382,6 +397,7 @@ func (q *ServiceBusQueue) Receive(ctx context.Context, limit int) ([]*Delivery, 
 	n := min(max(limit, 1), MaxReceive)
 	q.recvMu.Lock()
 	rctx, cancel := context.WithTimeout(ctx, q.wait)
+	countTrip(ctx)
 	msgs, err := q.work.ReceiveMessages(rctx, n, nil)
 	cancel()
 	q.recvMu.Unlock()
@@ -484,6 +500,7 @@ func (q *ServiceBusQueue) Extend(ctx context.Context, d *Delivery, visibility ti
 	if visibility < 0 {
 		return fmt.Errorf("queue: extend message %s in %s: visibility %s is negative", d.ID, q.name, visibility)
 	}
+	countTrip(ctx)
 	err = q.work.RenewMessageLock(ctx, m, nil)
 	switch {
 	case err == nil:
@@ -514,6 +531,7 @@ func (q *ServiceBusQueue) Complete(ctx context.Context, d *Delivery) error {
 // complete completes m; a lost lock on a message that is gone is success.
 // d is held.
 func (q *ServiceBusQueue) complete(ctx context.Context, d *Delivery, m *azservicebus.ReceivedMessage) error {
+	countTrip(ctx)
 	err := q.work.CompleteMessage(ctx, m, nil)
 	if err == nil {
 		return nil
@@ -540,6 +558,7 @@ func (q *ServiceBusQueue) gone(ctx context.Context, m *azservicebus.ReceivedMess
 	seq := *m.SequenceNumber
 	q.peekMu.Lock()
 	defer q.peekMu.Unlock()
+	countTrip(ctx)
 	ps, err := q.work.PeekMessages(ctx, 1, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &seq})
 	if err != nil {
 		return false, sbCompact(err)
@@ -561,6 +580,7 @@ func (q *ServiceBusQueue) Retry(ctx context.Context, d *Delivery, delay time.Dur
 		return fmt.Errorf("queue: retry message %s in %s: %w", d.ID, q.name, err)
 	}
 	if delay == 0 {
+		countTrip(ctx)
 		err := q.work.AbandonMessage(ctx, m, nil)
 		switch {
 		case err == nil:
@@ -603,6 +623,7 @@ func (q *ServiceBusQueue) Snooze(ctx context.Context, d *Delivery, delay time.Du
 func (q *ServiceBusQueue) moveLater(ctx context.Context, d *Delivery, m *azservicebus.ReceivedMessage, attempts int, delay time.Duration) error {
 	cp := copyOf(m, d.EnqueuedAt, attempts)
 	schedule(cp, delay)
+	countTrip(ctx)
 	if err := q.sender.SendMessage(ctx, cp, nil); err != nil {
 		return fmt.Errorf("send copy: %w", sbCompact(err))
 	}
@@ -659,6 +680,7 @@ func (q *ServiceBusQueue) Poison(ctx context.Context, d *Delivery, reason string
 		reason = strings.ToValidUTF8(reason[:maxReasonBytes], "") + "…"
 	}
 	desc := fmt.Sprintf("poisoned by cpvrefresh at attempt %d", d.Attempt)
+	countTrip(ctx)
 	err = q.work.DeadLetterMessage(ctx, m, &azservicebus.DeadLetterOptions{
 		Reason:           &reason,
 		ErrorDescription: &desc,
@@ -684,6 +706,7 @@ func (q *ServiceBusQueue) Poison(ctx context.Context, d *Delivery, reason string
 // right, it counts by peeking, which reads every message.
 func (q *ServiceBusQueue) Depth(ctx context.Context) (work, poison int, err error) {
 	if q.admin != nil {
+		countTrip(ctx)
 		p, err := q.admin.GetQueueRuntimeProperties(ctx, q.name, nil)
 		switch {
 		case err == nil && p == nil:
@@ -714,6 +737,7 @@ func countByPeek(ctx context.Context, r *azservicebus.Receiver) (int, error) {
 	n := 0
 	from := int64(0)
 	for {
+		countTrip(ctx)
 		ps, err := r.PeekMessages(ctx, peekPage, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &from})
 		if err != nil {
 			return 0, sbCompact(err)
@@ -738,6 +762,7 @@ func (q *ServiceBusQueue) PeekPoison(ctx context.Context, limit int) ([]PoisonRe
 	n := min(max(limit, 1), MaxReceive)
 	from := int64(0)
 	q.deadMu.Lock()
+	countTrip(ctx)
 	ps, err := q.dead.PeekMessages(ctx, n, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &from})
 	q.deadMu.Unlock()
 	if err != nil {
@@ -793,6 +818,7 @@ func (q *ServiceBusQueue) Redrive(ctx context.Context, limit int) (int, error) {
 	moved := 0
 	for moved < limit {
 		rctx, cancel := context.WithTimeout(ctx, q.wait)
+		countTrip(ctx)
 		ms, err := q.dead.ReceiveMessages(rctx, min(limit-moved, MaxReceive), nil)
 		cancel()
 		if err != nil && (ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded)) {
@@ -808,9 +834,11 @@ func (q *ServiceBusQueue) Redrive(ctx context.Context, limit int) (int, error) {
 			} else if m.EnqueuedTime != nil {
 				first = *m.EnqueuedTime
 			}
+			countTrip(ctx)
 			if err := q.sender.SendMessage(ctx, copyOf(m, first, 0), nil); err != nil {
 				return moved, fmt.Errorf("queue: redrive message %s from %s dead-letter queue: send: %w", originalID(m), q.name, sbCompact(err))
 			}
+			countTrip(ctx)
 			if err := q.dead.CompleteMessage(ctx, m, nil); err != nil && !lockLost(err) {
 				return moved, fmt.Errorf("queue: redrive message %s from %s dead-letter queue: complete: %w", originalID(m), q.name, sbCompact(err))
 			}

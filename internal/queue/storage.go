@@ -97,6 +97,7 @@ func NewStorageQueue(cfg StorageQueueConfig) (*StorageQueue, error) {
 			RetryDelay:    500 * time.Millisecond,
 			MaxRetryDelay: 8 * time.Second,
 		},
+		PerRetryPolicies: []policy.Policy{tripPolicy{}},
 	}}
 	var svc *azqueue.ServiceClient
 	var err error
@@ -150,6 +151,17 @@ func checkQueueName(name string) error {
 
 // Name returns the work queue's name.
 func (q *StorageQueue) Name() string { return q.name }
+
+// Features says how Storage Queue behaves where transports differ: Extend
+// sets the visibility it is given; a body that is not XML text travels
+// base64 encoded; every operation is one HTTP request, except Snooze and
+// Poison, which write a copy (or a record) and then delete the original.
+func (q *StorageQueue) Features() Features {
+	return Features{
+		ExtendSetsVisibility: true,
+		Costs:                Costs{Receive: 1, Send: 1, Extend: 1, Complete: 1, Retry: 1, RetryLater: 1, Snooze: 2, Poison: 2},
+	}
+}
 
 // Close releases nothing: a Storage Queue holds no connection of its own
 // (its HTTP client's idle connections close with the process).

@@ -16,6 +16,8 @@ import (
 // returns and what the shared contract suite checks.
 type Transport interface {
 	Name() string
+	// Features says where this transport differs from the others.
+	Features() Features
 	Ensure(ctx context.Context) error
 	Send(ctx context.Context, m Message, delay time.Duration) error
 	SendBatch(ctx context.Context, ms []Message, delay time.Duration) error

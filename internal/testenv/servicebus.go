@@ -135,17 +135,49 @@ func (p *ServiceBusPeer) ConfigureQueue(t testing.TB, name string, lock time.Dur
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPut, p.Control+"/queues/"+name, bytes.NewReader(body))
+	p.control(t, http.MethodPut, name, body, http.StatusNoContent, nil)
+}
+
+// control makes one request to the peer's control endpoint about queue
+// name, wants status, and decodes the JSON answer into out (unless nil).
+func (p *ServiceBusPeer) control(t testing.TB, method, name string, body []byte, status int, out any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, p.Control+"/queues/"+name, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("testenv: configure peer queue %s: %v", name, err)
+		t.Fatalf("testenv: %s peer queue %s: %v", method, name, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
+	if resp.StatusCode != status {
 		msg, _ := io.ReadAll(resp.Body)
-		t.Fatalf("testenv: configure peer queue %s: %s %s", name, resp.Status, msg)
+		t.Fatalf("testenv: %s peer queue %s: %s %s", method, name, resp.Status, msg)
 	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("testenv: %s peer queue %s: %v", method, name, err)
+		}
+	}
+}
+
+// PeerQueue is one queue's state on the peer, as its control endpoint
+// reports it: messages by state, and the operations clients asked of the
+// queue (Ops) and of its dead-letter queue (DeadLetterOps) by kind ("send",
+// "completed", "abandoned", "released", "dead-letter", "renew-lock",
+// "peek-message", "update-disposition", ...). A receive only adds link
+// credit, which the peer does not count.
+type PeerQueue struct {
+	Active, Scheduled, Locked, DeadLetter int
+	Ops, DeadLetterOps                    map[string]int
+}
+
+// Queue reads a queue's state from the peer (creating the queue if it is
+// new).
+func (p *ServiceBusPeer) Queue(t testing.TB, name string) PeerQueue {
+	t.Helper()
+	var q PeerQueue
+	p.control(t, http.MethodGet, name, nil, http.StatusOK, &q)
+	return q
 }

@@ -2,8 +2,9 @@
 // requests from a queue, reconcile each tenant with the manifest (the cpv
 // engine) and write the result to the store. It is shaped like net/http
 // servers and job-queue workers (asynq, river): New with a Config and three
-// small interfaces — a Source of deliveries, a Refresher, a Results store —
-// then Run until the context is done, and Shutdown for a graceful stop.
+// small interfaces — a Source of deliveries (either queue transport), a
+// Refresher, a Results store — then Run until the context is done, and
+// Shutdown for a graceful stop.
 //
 // # A message's life
 //
@@ -36,17 +37,50 @@
 // (store.PauseWorkers) is read every PauseCheck: while it is on, nothing is
 // received and refreshes in flight finish.
 //
+// # Settlements
+//
+// Every way out is a settlement value (settle.go): complete, retry after a
+// delay (an attempt spent), snooze after a delay (no attempt spent),
+// poison with a reason, or release (visible again at once, for another
+// replica). finish decides it from the refresh's error class (decide);
+// one method, settle, carries it out and records its metrics
+// (cpv_messages_processed_total, cpv_messages_poisoned_total,
+// cpv_throttled_total).
+//
 // # Round trips
 //
 // An already-correct tenant costs: the status read (coalescing, and the
 // counters the row carries over), the token (cached per tenant), one Graph
-// $batch, the status write and the queue delete. That is five with a fresh
-// token. The "running" mark would be a sixth; it is written only when a
-// refresh is still at work after MarkRunningAfter (1 s by default), which
-// an already-correct tenant rarely is. An attempt that changed nothing
-// does not add a history row: it counts a check on the status row
-// (store.Fold). Every status row records its attempt's round trips,
-// counting the settlement that follows it.
+// $batch, the status write and the queue's settlement (one delete on
+// either transport). That is five with a fresh token. The "running" mark
+// would be a sixth; it is written only when a refresh is still at work
+// after MarkRunningAfter (1 s by default), which an already-correct tenant
+// rarely is. An attempt that changed nothing does not add a history row:
+// it counts a check on the status row (store.Fold).
+//
+// Round trips are counted by decorators around the worker's Source,
+// Results and Refresher (count.go), never inline: each call adds to
+// cpv_round_trips_total{service} and to the tally of the attempt its
+// context belongs to. What a queue call costs comes from the transport
+// itself (queue.WithTrips): Storage Queue counts its HTTP requests,
+// retries included; Service Bus counts its AMQP operations (receive,
+// send, settlement, lock renewal, peek). A Results call is one table
+// request; Microsoft's calls are the engine's count (cpv.Result.Trips).
+//
+// Every status row records its attempt's round trips, and it is written
+// before the message is settled (so that a crash between the two repeats
+// a refresh and never loses a result). The row therefore counts the
+// settlement in advance, at the cost its transport declares for it
+// (queue.Features.Costs: a Storage Queue poison is a record and a delete,
+// a Service Bus poison one dead-letter disposition; a retry with a delay
+// is one update on Storage Queue and a scheduled copy and a completion on
+// Service Bus), while the metric counts what the settlement really did.
+// The two agree exactly when the settlement succeeds at its first try;
+// when it fails or is retried, the row is off by the difference and the
+// metric is right. The row counts the extensions made before it was
+// written, not the receive that brought the message (one receive serves up
+// to 32 messages); the metric counts every receive, empty ones included.
+// TestRoundTripsCounted checks both against the wire on both transports.
 //
 // # Shutdown
 //
@@ -65,26 +99,9 @@
 // cpv_throttled_total. Each replica records a heartbeat every
 // HeartbeatEvery for the backend page.
 //
-// # Throughput and memory (benchmarks)
+// # Throughput and memory
 //
-// BenchmarkWorkerThroughput (simulator at 50 ms per call, the default
-// fleet mix, Azurite for the queue and tables; 2-core machine, -benchtime 1x):
-//
-//	                 concurrency 1    4     16    64
-//	1 worker  (tenants/s)      3.1   6.1   7.3   7.9
-//	2 workers (tenants/s)      5.9  10.6  13.6  13.3
-//
-// A replica levels off near 8 tenants/s because azidentity serializes every
-// GetToken of one credential behind a mutex, and a tenant's first token
-// costs two Entra round trips (the tenant's OpenID metadata, then the
-// token): at 50 ms each, at most 10 tenants/s per credential, whatever the
-// concurrency. Replicas (each with its own credential) add up.
-//
-// BenchmarkWorkerMemory (already-correct tenants, concurrency 32): the
-// worker itself holds nothing per tenant (its memory follows Concurrency),
-// but the process retains about 7-10 KB per tenant refreshed: MSAL's token
-// cache inside azidentity keeps every tenant's token and authority metadata
-// and searches its tokens linearly under that same mutex. At 10,000 tenants
-// (BENCH_FULL=1) this makes token acquisition, and so the whole run,
-// several times slower per tenant than at 1,000.
+// The figures (tenants per second by replicas and concurrency, round trips
+// per tenant, memory per tenant) are measured by the bench fleet runs and
+// live in docs/benchmarks.md only.
 package worker

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
@@ -26,39 +25,17 @@ type attempt struct {
 	hasPrev bool
 	marked  bool // MarkRunning was (or may have been) written
 
-	// Round trips to the store and the queue on behalf of this message.
-	table, queue atomic.Int64
+	// trips are the round trips to the store and the queue on behalf of
+	// this message, added by the counting decorators (withTally).
+	trips tally
 
 	stopExtend func() // stops the visibility renewals; idempotent
 }
 
-// settlement is how a message is settled after its attempt.
-type settlement int
-
-const (
-	settleComplete settlement = iota
-	settleRetry
-	settlePoison
-)
-
-func (s settlement) String() string {
-	switch s {
-	case settleComplete:
-		return "complete"
-	case settleRetry:
-		return "retry"
-	default:
-		return "poison"
-	}
-}
-
-// queueTrips is what a settlement costs in queue round trips (a poison
-// writes the record, then deletes the original).
-func (s settlement) queueTrips() int {
-	if s == settlePoison {
-		return 2
-	}
-	return 1
+// newAttempt starts the attempt on d; ctx carries its tally.
+func (w *Worker) newAttempt(ctx context.Context, d *queue.Delivery) (context.Context, *attempt) {
+	a := &attempt{d: d, start: w.cfg.Now(), stopExtend: func() {}, log: w.log.With("message_id", d.ID, "attempt", d.Attempt)}
+	return withTally(ctx, &a.trips), a
 }
 
 // handle processes one delivery from receipt to settlement. ctx is the
@@ -72,9 +49,8 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		w.processed.Add(1)
 	}()
 
-	a := &attempt{d: d, start: w.cfg.Now(), stopExtend: func() {}}
+	ctx, a := w.newAttempt(ctx, d)
 	if d.Err != nil {
-		a.log = w.log.With("message_id", d.ID, "attempt", d.Attempt)
 		w.poisonInvalid(ctx, a)
 		return
 	}
@@ -82,25 +58,18 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	a.log = w.log.With("tenant", a.m.TenantID, "op", a.m.Op, "reason", a.m.Reason, "run_id", a.m.RunID,
 		"request_id", a.m.RequestID, "message_id", d.ID, "attempt", d.Attempt)
 	a.stopExtend = w.keepInvisible(ctx, a)
-	defer func() {
-		a.stopExtend()
-		w.countTrips(a)
-	}()
+	defer a.stopExtend()
 
 	// One read serves coalescing and carries the status row's counters over.
 	prev, err := w.results.GetStatus(ctx, a.m.TenantID)
-	a.table.Add(1)
 	switch {
 	case err == nil:
 		a.prev, a.hasPrev = prev, true
-		w.storeCall(nil)
 	case errors.Is(err, store.ErrNotFound):
-		w.storeCall(nil)
 	case ctx.Err() != nil:
 		w.release(ctx, a)
 		return
 	default:
-		w.storeCall(err)
 		w.deferMessage(ctx, a, "read status", err)
 		return
 	}
@@ -109,7 +78,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 			"last_success", a.prev.LastSuccess, "requested_at", a.m.RequestedAt)
 		sctx, cancel := w.settleContext(ctx)
 		defer cancel()
-		w.settle(sctx, a, settleComplete, 0, "", "", OutcomeCoalesced)
+		w.settle(sctx, a, complete(OutcomeCoalesced))
 		return
 	}
 
@@ -119,9 +88,6 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
 	a.marked = mark.wait()
-	w.met.trips(ServiceToken, res.Trips.Token+res.Trips.Discovery)
-	w.met.trips(ServiceGraph, res.Trips.Graph)
-	w.met.trips(ServicePartnerCenter, res.Trips.PartnerCenter)
 
 	if err != nil && ctx.Err() != nil {
 		// Shutdown (or the caller) cancelled the refresh: it is not a
@@ -148,11 +114,21 @@ func (w *Worker) coalesces(a *attempt) bool {
 }
 
 // finish records the result of a refresh and settles its message by the
-// error's class.
+// error's class: the settlement is decided (decide), its cost recorded in
+// the status row with the attempt's other round trips, the row and history
+// written, and then the settlement carried out.
 func (w *Worker) finish(ctx context.Context, a *attempt, res cpv.Result, err error) {
 	sctx, cancel := w.settleContext(ctx)
 	defer cancel()
-	class, retryAfter := cpv.ClassOf(err)
+	class, wait := cpv.ClassOf(err)
+	if err != nil && class == cpv.Throttled {
+		// Throttling is not a failure: put the status row back as it was
+		// and delay by the server's Retry-After without spending an attempt.
+		w.restoreStatus(sctx, a)
+		a.log.InfoContext(sctx, "refresh throttled: delayed", "retry_after", wait, "error", err)
+		w.settle(sctx, a, snooze(min(max(wait, time.Second), queue.MaxDelay), OutcomeThrottled))
+		return
+	}
 	status := store.StateFailed
 	if err == nil {
 		status = store.StateSucceeded
@@ -160,43 +136,21 @@ func (w *Worker) finish(ctx context.Context, a *attempt, res cpv.Result, err err
 			status = store.StatePartial
 		}
 	}
-	if err != nil && class == cpv.Throttled {
-		w.throttled(sctx, a, retryAfter, err)
-		return
-	}
 	w.met.duration.WithLabelValues(status).Observe(res.Duration.Seconds())
-
-	how, outcome, reasonClass, poisonReason := settleComplete, status, "", ""
-	switch {
-	case err == nil:
-	case class == cpv.Permanent:
-		how, outcome, reasonClass, poisonReason = settlePoison, OutcomeFailed, PoisonPermanent, err.Error()
-	case a.d.Attempt >= w.cfg.MaxAttempts:
-		how, outcome, reasonClass = settlePoison, OutcomeFailed, PoisonMaxAttempts
-		poisonReason = fmt.Sprintf("failed on attempt %d of %d: %v", a.d.Attempt, w.cfg.MaxAttempts, err)
-	default:
-		how, outcome = settleRetry, OutcomeRetried
-	}
+	s := w.decide(a, status, class, err)
 
 	st, history := store.Fold(a.prev, w.status(a, res, status, err), err == nil && !res.NoChange)
 	writes := 1
 	if history {
 		writes++
 	}
-	st.RoundTrips = res.Trips.Total() + int(a.table.Load()) + writes + int(a.queue.Load()) + how.queueTrips()
+	st.RoundTrips = res.Trips.Total() + int(a.trips.table.Load()) + writes + int(a.trips.queue.Load()) + s.cost(w.costs)
 	if err := w.results.PutStatus(sctx, st); err != nil {
-		a.table.Add(1)
-		w.storeCall(err)
 		w.deferMessage(sctx, a, "write status", err)
 		return
 	}
-	a.table.Add(1)
-	w.storeCall(nil)
 	if history {
-		err := w.results.AddHistory(sctx, w.historyEntry(a, res, st))
-		a.table.Add(1)
-		w.storeCall(err)
-		if err != nil {
+		if err := w.results.AddHistory(sctx, w.historyEntry(a, res, st)); err != nil {
 			// The status row holds the outcome; the attempt's detail is lost.
 			a.log.WarnContext(sctx, "history not written", "error", err)
 		}
@@ -207,17 +161,30 @@ func (w *Worker) finish(ctx context.Context, a *attempt, res cpv.Result, err err
 		a.log.InfoContext(sctx, "tenant refreshed", "status", status, "no_change", res.NoChange,
 			"app_roles_applied", res.AppRoles.Applied, "delegated_applied", res.Delegated.Applied,
 			"notices", len(res.Notices), "round_trips", st.RoundTrips, "duration", res.Duration)
-	case how == settlePoison:
+	case s.kind == settlePoison:
 		a.log.ErrorContext(sctx, "refresh failed: message poisoned", "class", class, "error", err,
-			"advice", st.Advice, "reason_class", reasonClass)
+			"advice", st.Advice, "reason_class", s.reasonClass)
 	default:
 		a.log.WarnContext(sctx, "refresh failed: will retry", "class", class, "error", err)
 	}
-	var delay time.Duration
-	if how == settleRetry {
-		delay = backoff(a.d.Attempt, w.cfg.RetryBase, w.cfg.RetryMax, jitter())
+	w.settle(sctx, a, s)
+}
+
+// decide picks the settlement of an attempt that produced a result (not
+// throttled): complete on success, poison a permanent failure or the last
+// allowed attempt, otherwise retry after a backoff.
+func (w *Worker) decide(a *attempt, status string, class cpv.Class, err error) settlement {
+	switch {
+	case err == nil:
+		return complete(status)
+	case class == cpv.Permanent:
+		return poison(err.Error(), PoisonPermanent, OutcomeFailed)
+	case a.d.Attempt >= w.cfg.MaxAttempts:
+		return poison(fmt.Sprintf("failed on attempt %d of %d: %v", a.d.Attempt, w.cfg.MaxAttempts, err),
+			PoisonMaxAttempts, OutcomeFailed)
+	default:
+		return retryAfter(backoff(a.d.Attempt, w.cfg.RetryBase, w.cfg.RetryMax, jitter()))
 	}
-	w.settle(sctx, a, how, delay, poisonReason, reasonClass, outcome)
 }
 
 // status builds the status row of an attempt that produced a result.
@@ -281,17 +248,6 @@ func (w *Worker) historyEntry(a *attempt, res cpv.Result, st store.Status) store
 	return h
 }
 
-// throttled delays the message by the server's Retry-After without counting
-// an attempt, and puts the status row back as it was if it was marked
-// running: throttling is not a failure.
-func (w *Worker) throttled(ctx context.Context, a *attempt, retryAfter time.Duration, err error) {
-	w.met.throttled.Inc()
-	w.restoreStatus(ctx, a)
-	delay := min(max(retryAfter, time.Second), queue.MaxDelay)
-	a.log.InfoContext(ctx, "refresh throttled: delayed", "retry_after", retryAfter, "error", err)
-	w.snooze(ctx, a, delay, OutcomeThrottled)
-}
-
 // release hands the message back at once (visible to every replica) after
 // a shutdown cancelled its refresh, putting the status row back as it was.
 func (w *Worker) release(ctx context.Context, a *attempt) {
@@ -299,17 +255,16 @@ func (w *Worker) release(ctx context.Context, a *attempt) {
 	defer cancel()
 	w.restoreStatus(sctx, a)
 	a.log.InfoContext(sctx, "refresh interrupted by shutdown: message released")
-	w.settle(sctx, a, settleRetry, 0, "", "", OutcomeReleased)
+	w.settle(sctx, a, release())
 }
 
 // releaseUnstarted hands back a message received while the worker was
 // stopping.
 func (w *Worker) releaseUnstarted(ctx context.Context, d *queue.Delivery) {
-	a := &attempt{d: d, log: w.log.With("message_id", d.ID), stopExtend: func() {}}
+	ctx, a := w.newAttempt(ctx, d)
 	sctx, cancel := w.settleContext(ctx)
 	defer cancel()
-	w.settle(sctx, a, settleRetry, 0, "", "", OutcomeReleased)
-	w.countTrips(a)
+	w.settle(sctx, a, release())
 }
 
 // deferMessage delays a message whose status could not be read or written
@@ -320,7 +275,7 @@ func (w *Worker) deferMessage(ctx context.Context, a *attempt, op string, err er
 	defer cancel()
 	delay := backoff(1, w.cfg.RetryBase, w.cfg.RetryMax, jitter())
 	a.log.WarnContext(sctx, "store unavailable: message delayed", "operation", op, "error", err, "retry_in", delay)
-	w.snooze(sctx, a, delay, OutcomeDeferred)
+	w.settle(sctx, a, snooze(delay, OutcomeDeferred))
 }
 
 // restoreStatus puts back the status row this attempt marked running.
@@ -330,50 +285,9 @@ func (w *Worker) restoreStatus(ctx context.Context, a *attempt) {
 	if !a.marked || !a.hasPrev {
 		return
 	}
-	err := w.results.PutStatus(ctx, a.prev)
-	a.table.Add(1)
-	w.storeCall(err)
-	if err != nil {
+	if err := w.results.PutStatus(ctx, a.prev); err != nil {
 		a.log.WarnContext(ctx, "status not restored", "error", err)
 	}
-}
-
-// snooze delays the message without counting an attempt.
-func (w *Worker) snooze(ctx context.Context, a *attempt, delay time.Duration, outcome string) {
-	a.stopExtend()
-	err := w.src.Snooze(ctx, a.d, delay)
-	a.queue.Add(2)
-	w.queueCall(err)
-	if err != nil {
-		a.log.ErrorContext(ctx, "message not delayed: it returns when its visibility lapses", "error", err)
-	}
-	w.met.processed.WithLabelValues(outcome).Inc()
-}
-
-// settle completes, retries (after delay) or poisons (with reason) the
-// message, after stopping the visibility renewals. A failed settle is
-// logged: the message becomes visible again when its visibility lapses (at
-// least once), and the refresh is idempotent.
-func (w *Worker) settle(ctx context.Context, a *attempt, how settlement, delay time.Duration, reason, reasonClass, outcome string) {
-	a.stopExtend()
-	var err error
-	switch how {
-	case settleComplete:
-		err = w.src.Complete(ctx, a.d)
-	case settleRetry:
-		err = w.src.Retry(ctx, a.d, delay)
-	case settlePoison:
-		err = w.src.Poison(ctx, a.d, reason)
-		if err == nil {
-			w.met.poisoned.WithLabelValues(reasonClass).Inc()
-		}
-	}
-	a.queue.Add(int64(how.queueTrips()))
-	w.queueCall(err)
-	if err != nil {
-		a.log.ErrorContext(ctx, "message not settled: it returns when its visibility lapses", "settlement", how, "error", err)
-	}
-	w.met.processed.WithLabelValues(outcome).Inc()
 }
 
 // poisonInvalid moves a body that is not a valid envelope to the poison
@@ -387,8 +301,7 @@ func (w *Worker) poisonInvalid(ctx context.Context, a *attempt) {
 	sctx, cancel := w.settleContext(ctx)
 	defer cancel()
 	a.log.WarnContext(sctx, "invalid message: poisoned", "reason", reason)
-	w.settle(sctx, a, settlePoison, 0, reason, PoisonInvalid, OutcomeInvalid)
-	w.countTrips(a)
+	w.settle(sctx, a, poison(reason, PoisonInvalid, OutcomeInvalid))
 }
 
 // keepInvisible extends the message's visibility every Visibility/2 until
@@ -412,11 +325,9 @@ func (w *Worker) keepInvisible(ctx context.Context, a *attempt) func() {
 			ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), every)
 			err := w.src.Extend(ectx, a.d, w.cfg.Visibility)
 			cancel()
-			a.queue.Add(1)
 			if errors.Is(err, queue.ErrSettled) {
 				return
 			}
-			w.queueCall(err)
 			if err != nil {
 				a.log.WarnContext(ctx, "visibility not extended: another worker may take the message", "error", err)
 			}
@@ -444,13 +355,9 @@ func (w *Worker) markRunning(ctx context.Context, a *attempt) *marker {
 	mark := func() {
 		defer close(mk.done)
 		err := w.results.MarkRunning(ctx, a.m.TenantID, a.m.RunID, a.m.RequestID, w.cfg.WorkerID, a.start)
-		a.table.Add(1)
 		mk.attempted = true
-		if ctx.Err() == nil {
-			w.storeCall(err)
-			if err != nil {
-				a.log.WarnContext(ctx, "status not marked running", "error", err)
-			}
+		if err != nil && ctx.Err() == nil {
+			a.log.WarnContext(ctx, "status not marked running", "error", err)
 		}
 	}
 	if w.cfg.MarkRunningAfter < 0 {
@@ -469,10 +376,4 @@ func (mk *marker) wait() bool {
 	}
 	<-mk.done
 	return mk.attempted
-}
-
-// countTrips adds the message's store and queue round trips to the metrics.
-func (w *Worker) countTrips(a *attempt) {
-	w.met.trips(ServiceTable, int(a.table.Swap(0)))
-	w.met.trips(ServiceQueue, int(a.queue.Swap(0)))
 }

@@ -18,9 +18,12 @@ import (
 
 // Source is where refresh requests come from: a queue with at-least-once
 // delivery that the worker settles one Delivery at a time. It is transport
-// neutral: *queue.StorageQueue is one, a Service Bus transport would be
-// another.
+// neutral: *queue.StorageQueue and *queue.ServiceBusQueue are both Sources
+// (queue.Open returns either). A transport counts its own round trips
+// (queue.WithTrips) and declares what each settlement costs (Features).
 type Source interface {
+	// Features says what the transport's operations cost on the wire.
+	Features() queue.Features
 	// Receive takes up to max messages without waiting; an empty slice
 	// means the queue is empty.
 	Receive(ctx context.Context, max int) ([]*queue.Delivery, error)
@@ -206,9 +209,10 @@ func (c *Config) defaults() error {
 // message and the failure story.
 type Worker struct {
 	cfg     Config
-	src     Source
-	refresh Refresher
-	results Results
+	src     Source    // counted (countedSource)
+	refresh Refresher // counted (countedRefresher)
+	results Results   // counted (countedResults)
+	costs   queue.Costs
 	log     *slog.Logger
 	met     *Metrics
 
@@ -241,16 +245,18 @@ func New(cfg Config, src Source, refresh Refresher, results Results) (*Worker, e
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	return &Worker{
-		cfg:     cfg,
-		src:     src,
-		refresh: refresh,
-		results: results,
-		log:     cfg.Logger.With("worker", cfg.WorkerID),
-		met:     cfg.Metrics,
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-	}, nil
+	w := &Worker{
+		cfg:   cfg,
+		costs: src.Features().Costs,
+		log:   cfg.Logger.With("worker", cfg.WorkerID),
+		met:   cfg.Metrics,
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	w.src = countedSource{src: src, met: cfg.Metrics, probe: w.queueCall}
+	w.results = countedResults{res: results, met: cfg.Metrics, probe: w.storeCall}
+	w.refresh = countedRefresher{r: refresh, met: cfg.Metrics}
+	return w, nil
 }
 
 // Run receives and processes messages until ctx is done or Shutdown is
@@ -381,8 +387,6 @@ func (w *Worker) receive(ctx, workCtx context.Context, handlers *sync.WaitGroup)
 			}
 		}
 		ds, err := w.src.Receive(ctx, n)
-		w.queueCall(err)
-		w.met.trips(ServiceQueue, 1)
 		for range n - len(ds) {
 			<-slots
 		}
@@ -433,8 +437,6 @@ func nextPoll(cur, limit time.Duration) time.Duration {
 // checkPause reads the pause switch. A failed read keeps the last answer.
 func (w *Worker) checkPause(ctx context.Context) {
 	p, err := w.results.Paused(ctx, store.PauseWorkers)
-	w.storeCall(err)
-	w.met.trips(ServiceTable, 1)
 	if err != nil {
 		if ctx.Err() == nil {
 			w.log.WarnContext(ctx, "pause switch unreadable", "error", err)
@@ -475,8 +477,6 @@ func (w *Worker) heartbeat(ctx context.Context) {
 		InFlight:  int(w.inFlight.Load()),
 		Processed: int(w.processed.Load()),
 	})
-	w.storeCall(err)
-	w.met.trips(ServiceTable, 1)
 	if err != nil && ctx.Err() == nil {
 		w.log.WarnContext(ctx, "heartbeat failed", "error", err)
 	}

@@ -1,0 +1,180 @@
+package worker_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/worker"
+)
+
+// wireCounter counts the HTTP requests a Storage Queue client sends, by
+// kind: a receive (GET .../messages) or anything else (a delete, an update,
+// an enqueue: what a message's settlement and extensions cost).
+type wireCounter struct {
+	base                http.RoundTripper
+	receives, messageOp atomic.Int64
+}
+
+func (c *wireCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/messages") {
+		c.receives.Add(1)
+	} else {
+		c.messageOp.Add(1)
+	}
+	return c.base.RoundTrip(r)
+}
+
+// receiveCounter counts the receives a worker asks of its transport. A
+// Service Bus receive on a link that already holds credit sends nothing on
+// the wire, so the peer cannot see it: receives are counted here, at the
+// transport's edge, and everything else by the peer.
+type receiveCounter struct {
+	queue.Transport
+	n atomic.Int64
+}
+
+func (r *receiveCounter) Receive(ctx context.Context, limit int) ([]*queue.Delivery, error) {
+	r.n.Add(1)
+	return r.Transport.Receive(ctx, limit)
+}
+
+// TestRoundTripsCounted runs one already-correct tenant through a worker on
+// each transport and checks, against the requests seen on the wire (by the
+// HTTP client on Storage Queue, by the AMQP peer on Service Bus), that the
+// status row counts exactly the queue operations made for its message and
+// that cpv_round_trips_total{service="queue"} counts exactly every queue
+// operation the worker made.
+func TestRoundTripsCounted(t *testing.T) {
+	t.Parallel()
+	onEachTransport(t, roundTripsCounted)
+}
+
+func roundTripsCounted(t *testing.T, transport string) {
+	w := newWorld(t, transport, m365sim.Options{Seed: 14, Tenants: 1, Mix: onlyKind(m365sim.KindCorrect)})
+	tenant := w.sim.Fleet()[0].ID
+	ctx := context.Background()
+
+	// The worker's own transport, apart from the one the test sends and
+	// looks with, so that only the worker's requests are counted.
+	const visibility = time.Minute // no extension during the test
+	cfg := queue.OpenConfig{Transport: transport, Queue: w.qname, Visibility: visibility,
+		StorageConnectionString: w.storage.ConnectionString}
+	wire := &wireCounter{base: http.DefaultTransport}
+	if w.bus != nil {
+		w.bus.ConfigureQueue(t, w.qname, visibility, 0)
+		cfg.ServiceBusConnectionString = w.bus.ConnectionString
+	} else {
+		cfg.HTTPClient = &http.Client{Transport: wire}
+	}
+	q, err := queue.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = q.Close(cctx)
+	})
+	src := &receiveCounter{Transport: q}
+
+	w.enqueue(t, []string{tenant})
+	var before map[string]int
+	if w.bus != nil {
+		before = w.bus.Queue(t, w.qname).Ops
+	}
+
+	reg := prometheus.NewRegistry()
+	metrics, err := worker.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wcfg := w.config(2)
+	wcfg.Visibility = visibility
+	wcfg.MarkRunningAfter = time.Minute // no "running" mark: the row's table share is the read and the write
+	wcfg.Metrics = metrics
+	wk, err := worker.New(wcfg, src, w.engine, w.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- wk.Run(ctx) }()
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			wk.Shutdown(0)
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+
+	// Wait for the result and for the message to be gone, looking at the
+	// store and at the queue's own state (not through the worker's
+	// transport, whose requests are being counted).
+	var st store.Status
+	waitFor(t, time.Minute, "the tenant's result and an empty queue", func() (bool, error) {
+		st, err = w.store.GetStatus(ctx, tenant)
+		if err != nil || !final(st) {
+			return false, errNotYet
+		}
+		if w.bus != nil {
+			pq := w.bus.Queue(t, w.qname)
+			return pq.Active+pq.Locked+pq.Scheduled == 0, errNotYet
+		}
+		work, _, err := w.queue.Depth(ctx)
+		return err == nil && work == 0, err
+	})
+	stop() // no receive after this
+
+	// What the worker asked of the queue, seen on the wire.
+	var forMessage, all int
+	if w.bus != nil {
+		after := w.bus.Queue(t, w.qname).Ops
+		ops := map[string]int{}
+		for k, n := range after {
+			if d := n - before[k]; d != 0 && k != "released" {
+				// "released": the SDK hands back, by itself, a message that
+				// arrives between two receives; no operation of the worker's.
+				ops[k] = d
+			}
+		}
+		if diff := cmp.Diff(map[string]int{"completed": 1}, ops); diff != "" {
+			t.Errorf("operations on the peer's queue (-want +got):\n%s", diff)
+		}
+		for _, n := range ops {
+			forMessage += n
+		}
+		all = forMessage + int(src.n.Load())
+	} else {
+		forMessage = int(wire.messageOp.Load())
+		all = forMessage + int(wire.receives.Load())
+		if forMessage != 1 || int(wire.receives.Load()) < 1 {
+			t.Errorf("HTTP requests: %d receives, %d others; want at least one receive and one other (the delete)",
+				wire.receives.Load(), forMessage)
+		}
+	}
+
+	// The status row: Microsoft's share (the simulator's counts), the
+	// table's (the status read and write), and the queue's.
+	c := w.sim.TenantCounts(tenant)
+	const table = 2
+	if got, want := st.RoundTrips, c.RoundTrips()+table+forMessage; got != want {
+		t.Errorf("status row round trips = %d, want %d (Microsoft %d + table %d + queue %d)",
+			got, want, c.RoundTrips(), table, forMessage)
+	}
+	if got := counterValues(t, reg, "cpv_round_trips_total", "service")["queue"]; int(got) != all {
+		t.Errorf(`cpv_round_trips_total{service="queue"} = %v, want %d (the queue operations seen on the wire)`, got, all)
+	}
+}
