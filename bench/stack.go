@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -134,7 +135,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.Sim, err = m365sim.New(m365sim.Options{Seed: o.Seed, Tenants: o.Tenants, Mix: o.Mix, Faults: o.Faults})
+	s.Sim, err = m365sim.New(m365sim.Options{Seed: o.Seed, Tenants: o.Tenants, Mix: o.Mix, Faults: o.Faults, Permissions: testenv.SimPermissions(cpv.DefaultManifest())})
 	if err != nil {
 		return nil, fmt.Errorf("bench: simulator: %w", err)
 	}
