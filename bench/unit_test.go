@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/stack"
 )
@@ -163,12 +162,12 @@ func TestFleetMixAndName(t *testing.T) {
 
 func TestDuplicates(t *testing.T) {
 	t.Parallel()
-	sp := func(id, app string) cpv.ServicePrincipal { return cpv.ServicePrincipal{ID: id, AppID: app} }
-	role := func(id, res, r string) cpv.AppRoleAssignment {
-		return cpv.AppRoleAssignment{ID: id, PrincipalID: "app", ResourceID: res, AppRoleID: r}
+	sp := func(id, app string) m365sim.ServicePrincipal { return m365sim.ServicePrincipal{ID: id, AppID: app} }
+	role := func(id, res, r string) m365sim.AppRoleAssignment {
+		return m365sim.AppRoleAssignment{ID: id, PrincipalID: "app", ResourceID: res, AppRoleID: r}
 	}
-	grant := func(id, res string) cpv.Grant {
-		return cpv.Grant{ID: id, ClientID: "app", ConsentType: "AllPrincipals", ResourceID: res, Scope: "a"}
+	grant := func(id, res string) m365sim.Grant {
+		return m365sim.Grant{ID: id, ClientID: "app", ConsentType: "AllPrincipals", ResourceID: res, Scope: "a"}
 	}
 	tests := []struct {
 		name string
@@ -176,14 +175,14 @@ func TestDuplicates(t *testing.T) {
 		want []string
 	}{
 		{name: "clean", in: m365sim.TenantState{
-			ServicePrincipals:  []cpv.ServicePrincipal{sp("1", "a"), sp("2", "b")},
-			AppRoleAssignments: []cpv.AppRoleAssignment{role("x", "r1", "p"), role("y", "r1", "q"), role("z", "r2", "p")},
-			Grants:             []cpv.Grant{grant("g1", "r1"), grant("g2", "r2")},
+			ServicePrincipals:  []m365sim.ServicePrincipal{sp("1", "a"), sp("2", "b")},
+			AppRoleAssignments: []m365sim.AppRoleAssignment{role("x", "r1", "p"), role("y", "r1", "q"), role("z", "r2", "p")},
+			Grants:             []m365sim.Grant{grant("g1", "r1"), grant("g2", "r2")},
 		}},
 		{name: "everything twice", in: m365sim.TenantState{
-			ServicePrincipals:  []cpv.ServicePrincipal{sp("1", "a"), sp("2", "a")},
-			AppRoleAssignments: []cpv.AppRoleAssignment{role("x", "r1", "p"), role("y", "r1", "p")},
-			Grants:             []cpv.Grant{grant("g1", "r1"), grant("g2", "r1"), grant("g3", "r1")},
+			ServicePrincipals:  []m365sim.ServicePrincipal{sp("1", "a"), sp("2", "a")},
+			AppRoleAssignments: []m365sim.AppRoleAssignment{role("x", "r1", "p"), role("y", "r1", "p")},
+			Grants:             []m365sim.Grant{grant("g1", "r1"), grant("g2", "r1"), grant("g3", "r1")},
 		}, want: []string{
 			"2 app role assignments: role p to app on r1",
 			"2 service principals for app a",

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/google/uuid"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
@@ -52,7 +53,7 @@ func TestRefreshNewTenant(t *testing.T) {
 		t.Fatalf("Refresh: %v\n%s", err, resultJSON(t, res))
 	}
 	testenv.Conforms(t, sim, tenant)
-	roles, scopes := sim.Manifest().Counts()
+	roles, scopes := cpv.DefaultManifest().Counts()
 	got := struct {
 		Status              cpv.Status
 		Consented, NoChange bool
@@ -113,7 +114,7 @@ func TestRefreshDriftedTenantWritesExactlyTheDifference(t *testing.T) {
 	ctx := context.Background()
 	tenant := testenv.TenantsOf(t, sim, m365sim.KindDrifted)[0]
 	before := testenv.TenantState(t, sim, tenant)
-	if len(sim.Conforms(tenant, sim.Manifest())) == 0 {
+	if len(sim.Conforms(tenant, testenv.SimPermissions(cpv.DefaultManifest()))) == 0 {
 		t.Fatal("the drifted tenant already conforms")
 	}
 
@@ -159,7 +160,7 @@ func TestRefreshDriftedTenantWritesExactlyTheDifference(t *testing.T) {
 	// Objects that were right were left alone (same ids).
 	after := testenv.TenantState(t, sim, tenant)
 	for _, a := range before.AppRoleAssignments {
-		if !slices.ContainsFunc(after.AppRoleAssignments, func(b cpv.AppRoleAssignment) bool { return b.ID == a.ID }) {
+		if !slices.ContainsFunc(after.AppRoleAssignments, func(b m365sim.AppRoleAssignment) bool { return b.ID == a.ID }) {
 			t.Errorf("assignment %s was removed", a.ID)
 		}
 	}
@@ -191,8 +192,8 @@ func TestRefreshUnlicensedTenantIsPartial(t *testing.T) {
 	}
 	// Everything else is applied.
 	testenv.Conforms(t, sim, tenant)
-	atp, _ := sim.Manifest().Resource("fc780465-2017-40d4-a0c5-307022471b92")
-	mtp, _ := sim.Manifest().Resource("8ee8fdad-f234-4243-8f3b-15c294843740")
+	atp, _ := cpv.DefaultManifest().Resource("fc780465-2017-40d4-a0c5-307022471b92")
+	mtp, _ := cpv.DefaultManifest().Resource("8ee8fdad-f234-4243-8f3b-15c294843740")
 	if got, want := res.AppRoles.Unavailable, len(atp.AppRoles)+len(mtp.AppRoles); got != want {
 		t.Errorf("unavailable app roles = %d, want %d", got, want)
 	}
@@ -433,7 +434,9 @@ func TestRefreshRefusesNonGUIDTenants(t *testing.T) {
 			}
 		}
 		for name, call := range map[string]func() error{
-			"Consent":       func() error { return r.PC.Consent(context.Background(), tenant, sim.AppID(), sim.Manifest().Consent) },
+			"Consent": func() error {
+				return r.PC.Consent(context.Background(), tenant, sim.AppID(), cpv.DefaultManifest().Consent)
+			},
 			"RemoveConsent": func() error { return r.PC.RemoveConsent(context.Background(), tenant, sim.AppID()) },
 		} {
 			if class, _ := cpv.ClassOf(call()); class != cpv.Permanent {
@@ -486,7 +489,7 @@ func TestExactModeRemovesUnlistedRoles(t *testing.T) {
 	app := testenv.AppSP(ts, sim.AppID())
 	var extra cpv.Change
 	for _, sp := range ts.ServicePrincipals {
-		res, ok := sim.Manifest().Resource(sp.AppID)
+		res, ok := cpv.DefaultManifest().Resource(sp.AppID)
 		if !ok {
 			continue
 		}
@@ -602,7 +605,7 @@ func BenchmarkRefresh(b *testing.B) {
 func TestRefreshUnpublishedRoleIsPartial(t *testing.T) {
 	t.Parallel()
 	sim := testenv.Sim(t, m365sim.Options{Seed: 61, Tenants: 12, Mix: testenv.EveryKind})
-	b, err := json.Marshal(sim.Manifest())
+	b, err := json.Marshal(cpv.DefaultManifest())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -646,6 +649,78 @@ func TestRefreshUnpublishedRoleIsPartial(t *testing.T) {
 		t.Errorf("notices (-want +got):\n%s", diff)
 	}
 	testenv.Conforms(t, sim, tenant)
+}
+
+// TestRefreshWrongRoleIDIsNotSucceeded shows why the simulator keeps its own
+// catalog: a manifest whose Microsoft Graph role carries a wrong id (a random
+// GUID instead of Application.Read.All's) is not published by the simulator,
+// so a refresh with it cannot end succeeded, on a new tenant or a correct
+// one, and the real role stays missing where it was never assigned. (When
+// the simulator built its catalog from the manifest, it published any id the
+// manifest named and such a refresh succeeded.)
+func TestRefreshWrongRoleIDIsNotSucceeded(t *testing.T) {
+	t.Parallel()
+	sim := testenv.Sim(t, m365sim.Options{Seed: 63, Tenants: 12, Mix: testenv.EveryKind})
+	var raw struct {
+		Consent   []cpv.ConsentGrant `json:"consent"`
+		Resources []cpv.Resource     `json:"resources"`
+	}
+	b, err := json.Marshal(cpv.DefaultManifest())
+	if err == nil {
+		err = json.Unmarshal(b, &raw)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	const realID = "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30" // Application.Read.All
+	wrongID := uuid.NewString()
+	replaced := 0
+	for i := range raw.Resources {
+		for j, p := range raw.Resources[i].AppRoles {
+			if raw.Resources[i].AppID == cpv.GraphAppID && p.ID == realID {
+				raw.Resources[i].AppRoles[j].ID = wrongID
+				replaced++
+			}
+		}
+	}
+	if replaced != 1 {
+		t.Fatalf("the default manifest has %d Application.Read.All roles on Graph, want 1", replaced)
+	}
+	if b, err = json.Marshal(raw); err != nil {
+		t.Fatal(err)
+	}
+	wrong, err := cpv.LoadManifest(strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rig.New(t, sim, rig.Options{})
+	engine, err := cpv.New(cpv.Config{Manifest: wrong, AppID: sim.AppID(), Directory: r.Dir, Consenter: r.PC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notice := "Microsoft Graph (" + cpv.GraphAppID + ") does not publish app role Application.Read.All (" + wrongID + ") in this tenant"
+	for _, tc := range []struct {
+		kind        m365sim.Kind
+		realMissing bool // the real role is still not assigned afterwards
+	}{
+		{m365sim.KindNew, true},
+		{m365sim.KindCorrect, false},
+	} {
+		tenant := testenv.TenantsOf(t, sim, tc.kind)[0]
+		res, err := engine.Refresh(context.Background(), tenant, cpv.Options{})
+		if err != nil {
+			t.Fatalf("%s tenant: Refresh: %v", tc.kind, err)
+		}
+		got := []any{res.Status, res.AppRoles.Unavailable, res.Notices}
+		if diff := cmp.Diff([]any{cpv.StatusPartial, 1, []string{notice}}, got); diff != "" {
+			t.Errorf("%s tenant: status, unavailable app roles, notices (-want +got):\n%s", tc.kind, diff)
+		}
+		diffs := sim.Conforms(tenant, nil)
+		missing := slices.ContainsFunc(diffs, func(d string) bool { return strings.Contains(d, realID+") not assigned") })
+		if missing != tc.realMissing || len(diffs) != map[bool]int{true: 1, false: 0}[tc.realMissing] {
+			t.Errorf("%s tenant: against the simulator's own set: %q; want the real role missing: %v, nothing else", tc.kind, diffs, tc.realMissing)
+		}
+	}
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers.
@@ -694,7 +769,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine, err := cpv.New(cpv.Config{Manifest: sim.Manifest(), AppID: sim.AppID(), Directory: dir, Consenter: pc, Logger: log})
+	engine, err := cpv.New(cpv.Config{Manifest: cpv.DefaultManifest(), AppID: sim.AppID(), Directory: dir, Consenter: pc, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,9 +32,9 @@ type Detail struct {
 	ResourceAppID string     `json:"resourceAppId,omitempty"`
 	ResourceName  string     `json:"resourceName,omitempty"`
 	// Permission is the app role's value, or the grant's scopes.
-	Permission string        `json:"permission,omitempty"`
+	Permission string  `json:"permission,omitempty"`
 	Outcome    Verdict `json:"outcome"`
-	Message    string        `json:"message,omitempty"`
+	Message    string  `json:"message,omitempty"`
 }
 
 // Counts tallies one kind of permission (application roles, or delegated

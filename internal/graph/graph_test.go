@@ -19,6 +19,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // Resource apps the simulator's unlicensed tenants cannot have.
@@ -38,7 +39,7 @@ func startSim(t testing.TB, n int, faults m365sim.Faults) *m365sim.Sim {
 		m365sim.KindUnlicensed, m365sim.KindRevoked, m365sim.KindTerminated} {
 		mix[k] = 1
 	}
-	sim, err := m365sim.New(m365sim.Options{Seed: 1, Tenants: n, Mix: mix, Faults: faults})
+	sim, err := m365sim.New(m365sim.Options{Seed: 1, Tenants: n, Mix: mix, Faults: faults, Permissions: testenv.SimPermissions(cpv.DefaultManifest())})
 	if err != nil {
 		t.Fatalf("m365sim.New: %v", err)
 	}
@@ -111,10 +112,11 @@ func tenantOf(t testing.TB, sim *m365sim.Sim, kind m365sim.Kind) string {
 // restricted to the app and the manifest's resources.
 func wantState(t testing.TB, sim *m365sim.Sim, tenant string) cpv.State {
 	t.Helper()
-	ts, ok := sim.Tenant(tenant)
+	simTenant, ok := sim.Tenant(tenant)
 	if !ok {
 		t.Fatalf("sim.Tenant(%s): not found", tenant)
 	}
+	ts := testenv.CPVDirectory(simTenant)
 	m := cpv.DefaultManifest()
 	var st cpv.State
 	for _, sp := range ts.ServicePrincipals {
@@ -159,7 +161,8 @@ func TestListServicePrincipalsPages(t *testing.T) {
 	sim := startSim(t, 6, m365sim.Faults{})
 	c := newClient(t, sim, graph.Config{})
 	tenant := tenantOf(t, sim, m365sim.KindCorrect)
-	ts, _ := sim.Tenant(tenant)
+	simTenant, _ := sim.Tenant(tenant)
+	ts := testenv.CPVDirectory(simTenant)
 	var want []string
 	for _, sp := range ts.ServicePrincipals {
 		want = append(want, sp.ID)
@@ -535,7 +538,8 @@ func TestApplyUnlicensed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	ts, _ := sim.Tenant(tenant)
+	simTenant, _ := sim.Tenant(tenant)
+	ts := testenv.CPVDirectory(simTenant)
 	for _, o := range out {
 		want := cpv.Applied
 		if o.Change.ResourceAppID == defenderATP || o.Change.ResourceAppID == threatProtection {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // TestReadFollowsNextLinks reads with pages of 5 instead of 999, so the
@@ -53,7 +54,8 @@ func TestReadFollowsNextLinks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Read: %v", err)
 	}
-	ts, _ := sim.Tenant(tenant)
+	simTenant, _ := sim.Tenant(tenant)
+	ts := testenv.CPVDirectory(simTenant)
 	var want cpv.State
 	for _, sp := range ts.ServicePrincipals {
 		if sp.AppID == sim.AppID() {

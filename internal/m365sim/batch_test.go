@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 )
 
@@ -64,7 +63,7 @@ func TestBatchReadState(t *testing.T) {
 	ft := tenantOf(t, sim, m365sim.KindCorrect)
 	tok := graphToken(t, sim, ft.ID)
 	sim.ResetStats()
-	ids := cpv.DefaultManifest().ResourceAppIDs()
+	ids := defaultAppIDs()
 	in := ""
 	for i, id := range ids {
 		if i > 0 {

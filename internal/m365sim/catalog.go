@@ -1,14 +1,18 @@
 package m365sim
 
 import (
+	"bytes"
+	_ "embed"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/google/uuid"
-
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 )
+
+// GraphAppID is the application id of Microsoft Graph.
+const GraphAppID = "00000003-0000-0000-c000-000000000000"
 
 // Well-known Microsoft application ids.
 const (
@@ -22,133 +26,122 @@ const (
 )
 
 // newTenantResources are the resource service principals a new tenant has.
-var newTenantResources = []string{cpv.GraphAppID, aadGraphAppID, exchangeAppID, sharePointAppID}
+var newTenantResources = []string{GraphAppID, aadGraphAppID, exchangeAppID, sharePointAppID}
 
 // unlicensedResources cannot be created in an unlicensed tenant.
 var unlicensedResources = []string{defenderAppID, mtpAppID}
 
-var wellKnownNames = map[string]string{
-	cpv.GraphAppID:  "Microsoft Graph",
-	aadGraphAppID:   "Windows Azure Active Directory",
-	exchangeAppID:   "Office 365 Exchange Online",
-	sharePointAppID: "Office 365 SharePoint Online",
+// catalogJSON is what the simulator's resource apps publish: for each, its
+// appId, display name, app roles and delegated scopes with their ids. The
+// data is the simulator's own (see the file's "source"): it was written once
+// from what the simulator published when its catalog was still derived from
+// internal/cpv/manifest.json (Microsoft's real app role ids, plus ids the
+// simulator synthesized for scopes and for a few extra permissions per
+// resource), and no longer follows the manifest, so that a wrong id in a
+// manifest fails a test instead of being published by the simulator.
+//
+//go:embed catalog.json
+var catalogJSON []byte
+
+// catalogFile is the format of catalog.json.
+type catalogFile struct {
+	Source    string `json:"source"`
+	Resources []struct {
+		AppID       string       `json:"appId"`
+		DisplayName string       `json:"displayName"`
+		AppRoles    []Permission `json:"appRoles"`
+		Scopes      []Permission `json:"oauth2PermissionScopes"`
+	} `json:"resources"`
 }
 
-// Extra permissions every resource publishes beyond what the manifest asks
-// (so "correct" is a subset of what is published, as in Microsoft).
-var (
-	extraRoleValues  = []string{"Tasks.Read.All", "Place.Read.All", "Bookings.Read.All", "Sim.Extra.Role1", "Sim.Extra.Role2"}
-	extraScopeValues = []string{"Tasks.ReadWrite", "Presence.Read", "Notes.Read.All", "Sim.Extra.Scope1", "Sim.Extra.Scope2"}
-	permNamespace    = uuid.MustParse("6f1d2a70-5c1e-4c39-9a0b-8d54a3c1e2f7")
-)
-
-// appDef is an application the simulator knows: a resource app (from the
-// manifest or well known) or the partner's app. Its published permissions
-// and their JSON are shared by every service principal of the app.
+// appDef is an application the simulator knows: a resource app of the
+// catalog or the partner's app. Its published permissions and their JSON are
+// shared by every service principal of the app.
 type appDef struct {
-	index       int
 	appID       string
 	displayName string
 	owner       string
-	roles       []cpv.Permission
-	scopes      []cpv.Permission
+	roles       []Permission
+	scopes      []Permission
 	roleByID    map[uuid.UUID]string
 	scopeValues map[string]bool
 	rolesJSON   json.RawMessage
 	scopesJSON  json.RawMessage
 
-	// From the manifest: the roles and scopes "correct" means.
-	inManifest     bool
-	manifestRoles  []uuid.UUID
-	manifestScopes []string
-	scopeString    string // manifest scopes, space-separated (shared by every correct grant)
+	// From the simulator's permission set: the roles and scopes "correct" means.
+	wanted      bool
+	wantRoles   []uuid.UUID
+	wantScopes  []string
+	scopeString string // wanted scopes, space-separated (shared by every correct grant)
 }
 
 // catalog holds every app the simulator knows, by lower-case appId.
 type catalog struct {
-	apps    []*appDef // resources in manifest order, then well-known extras
+	apps    []*appDef // resources in catalog.json's order
 	byAppID map[string]*appDef
 	app     *appDef // the partner's app
 }
 
-func newCatalog(m *cpv.Manifest, appID, partnerID string) *catalog {
-	c := &catalog{byAppID: map[string]*appDef{}}
-	consentScopes := map[string][]string{}
-	for _, g := range m.Consent {
-		for _, sc := range strings.Split(g.Scope, ",") {
-			if sc = strings.TrimSpace(sc); sc != "" {
-				consentScopes[g.EnterpriseApplicationID] = append(consentScopes[g.EnterpriseApplicationID], sc)
-			}
-		}
+// newCatalog reads catalog.json, adds the partner's app and marks what the
+// permission set want asks for; it fails if want names a resource, role or
+// scope the catalog does not publish.
+func newCatalog(want *Permissions, appID, partnerID string) (*catalog, error) {
+	var f catalogFile
+	dec := json.NewDecoder(bytes.NewReader(catalogJSON))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		panic("m365sim: embedded catalog.json is invalid: " + err.Error())
 	}
-	add := func(d *appDef) {
-		d.index = len(c.apps)
+	c := &catalog{byAppID: map[string]*appDef{}}
+	for _, r := range f.Resources {
+		d := &appDef{appID: strings.ToLower(r.AppID), displayName: r.DisplayName, owner: microsoftTenantID,
+			roles: r.AppRoles, scopes: r.Scopes}
+		d.finish()
 		c.apps = append(c.apps, d)
 		c.byAppID[d.appID] = d
-	}
-	for _, r := range m.Resources {
-		d := &appDef{appID: r.AppID, displayName: r.DisplayName, owner: microsoftTenantID, inManifest: true}
-		for _, p := range r.AppRoles {
-			d.roles = append(d.roles, cpv.Permission{ID: p.ID, Value: p.Value})
-			d.manifestRoles = append(d.manifestRoles, uuid.MustParse(p.ID))
-		}
-		d.manifestScopes = append([]string(nil), r.Scopes...)
-		d.scopeString = strings.Join(d.manifestScopes, " ")
-		scopes := append(append([]string(nil), r.Scopes...), consentScopes[r.AppID]...)
-		d.finish(scopes)
-		add(d)
-	}
-	for _, id := range newTenantResources {
-		if c.byAppID[id] != nil {
-			continue
-		}
-		d := &appDef{appID: id, displayName: wellKnownNames[id], owner: microsoftTenantID}
-		d.finish(consentScopes[id])
-		add(d)
 	}
 	c.app = &appDef{appID: appID, displayName: "CPV Refresh SAM (simulated)", owner: partnerID,
 		roleByID: map[uuid.UUID]string{}, scopeValues: map[string]bool{},
 		rolesJSON: json.RawMessage("[]"), scopesJSON: json.RawMessage("[]")}
 	c.byAppID[appID] = c.app
-	return c
+	for i, r := range want.Resources {
+		d := c.byAppID[strings.ToLower(r.AppID)]
+		if d == nil || d == c.app {
+			return nil, fmt.Errorf("m365sim: options: permissions: resources[%d]: app %q is not in the catalog", i, r.AppID)
+		}
+		if d.wanted {
+			return nil, fmt.Errorf("m365sim: options: permissions: resources[%d]: app %s listed twice", i, r.AppID)
+		}
+		d.wanted = true
+		for _, id := range r.Roles {
+			u, err := uuid.Parse(id)
+			if _, ok := d.roleByID[u]; err != nil || !isGUID(id) || !ok {
+				return nil, fmt.Errorf("m365sim: options: permissions: %s publishes no app role %q", d.displayName, id)
+			}
+			d.wantRoles = append(d.wantRoles, u)
+		}
+		for _, sc := range r.Scopes {
+			if !d.scopeValues[sc] {
+				return nil, fmt.Errorf("m365sim: options: permissions: %s publishes no scope %q", d.displayName, sc)
+			}
+		}
+		d.wantScopes = append([]string(nil), r.Scopes...)
+		d.scopeString = strings.Join(d.wantScopes, " ")
+	}
+	return c, nil
 }
 
-// finish adds the extra published permissions, deterministic scope ids, and
-// precomputes the lookup tables and JSON.
-func (d *appDef) finish(scopes []string) {
+// finish sorts the published permissions and precomputes the lookup tables
+// and JSON.
+func (d *appDef) finish() {
 	d.roleByID = map[uuid.UUID]string{}
 	d.scopeValues = map[string]bool{}
-	roleValues := map[string]bool{}
-	for _, p := range d.roles {
-		roleValues[p.Value] = true
+	for i := range d.roles {
+		d.roles[i].ID = strings.ToLower(d.roles[i].ID)
 	}
-	added := 0
-	for _, v := range extraRoleValues {
-		if added == 2 {
-			break
-		}
-		if !roleValues[v] {
-			d.roles = append(d.roles, cpv.Permission{ID: permID(d.appID, "role", v), Value: v})
-			roleValues[v] = true
-			added++
-		}
-	}
-	for _, sc := range scopes {
-		if !d.scopeValues[sc] {
-			d.scopeValues[sc] = true
-			d.scopes = append(d.scopes, cpv.Permission{ID: permID(d.appID, "scope", sc), Value: sc})
-		}
-	}
-	added = 0
-	for _, v := range extraScopeValues {
-		if added == 2 {
-			break
-		}
-		if !d.scopeValues[v] {
-			d.scopeValues[v] = true
-			d.scopes = append(d.scopes, cpv.Permission{ID: permID(d.appID, "scope", v), Value: v})
-			added++
-		}
+	for i := range d.scopes {
+		d.scopes[i].ID = strings.ToLower(d.scopes[i].ID)
+		d.scopeValues[d.scopes[i].Value] = true
 	}
 	sort.Slice(d.roles, func(a, b int) bool { return d.roles[a].Value < d.roles[b].Value })
 	sort.Slice(d.scopes, func(a, b int) bool { return d.scopes[a].Value < d.scopes[b].Value })
@@ -184,11 +177,6 @@ func (d *appDef) finish(scopes []string) {
 	}
 	d.rolesJSON = mustJSON(roles)
 	d.scopesJSON = mustJSON(scs)
-}
-
-// permID derives a stable permission id from the app, the kind and the value.
-func permID(appID, kind, value string) string {
-	return uuid.NewSHA1(permNamespace, []byte(appID+"/"+kind+"/"+value)).String()
 }
 
 // isUnlicensedResource reports whether appID is one of the resources an

@@ -3,9 +3,17 @@
 // Microsoft Graph v1.0, and Partner Center's Control Panel Vendor (CPV)
 // application consents and webhooks. Tests, benchmarks and the local demo run
 // the real SDK clients (azidentity, msgraph-sdk-go, net/http) against it, so
-// it answers the way Microsoft's services answer (see shared/MICROSOFT.md):
-// the same status codes, error envelopes, error codes and messages, paging
-// and throttling.
+// it answers the way Microsoft's services answer, as their documentation and
+// recorded responses show: the same status codes, error envelopes, error
+// codes and messages, paging and throttling.
+//
+// The simulator shares no code with what it tests: it imports no package of
+// cpvrefresh, and keeps its own types (TenantState, ServicePrincipal, ...),
+// its own GUID check and its own data. What its resource apps publish (app
+// roles and scopes with their ids) is its catalog, catalog.json; what a
+// correct tenant holds is a permission set (Permissions; by default
+// permissions.json, given by Options.Permissions). A manifest with a wrong
+// id therefore fails against the simulator instead of being published by it.
 //
 // # Surfaces
 //
@@ -42,7 +50,7 @@
 //     SendWebhook signs Partner Center events (RSA PKCS#1 v1.5 SHA-256) and
 //     POSTs them; the signing certificate is served at WebhookCertURL.
 //   - Inspection at /_sim/... (no authentication, JSON): fleet, tenants/{id},
-//     conforms/{id} (against the simulator's manifest), stats, stats/reset,
+//     conforms/{id} (against the simulator's permission set), stats, stats/reset,
 //     faults (GET, POST merges), failnext, onboard, config (without
 //     credentials), ca.pem and the webhook certificate.
 //
@@ -57,7 +65,7 @@
 //   - KindNew: relationship active, the app not consented; only the Microsoft
 //     Graph, Windows Azure Active Directory, Exchange Online and SharePoint
 //     Online service principals exist, the other resources can be created.
-//   - KindCorrect: the manifest fully applied.
+//   - KindCorrect: the simulator's permission set fully applied.
 //   - KindDrifted: consented, but some app roles missing, one grant with
 //     extra and missing scopes, a duplicate grant on one resource and the
 //     grant on another resource missing.
@@ -72,7 +80,7 @@
 //
 // A tenant's directory is built on first use, so a fleet of 10,000 tenants
 // costs little until it is touched; resource service principals share their
-// published app roles and scopes with a catalog built from the manifest.
+// published app roles and scopes with the catalog.
 //
 // # Knobs and counters
 //

@@ -12,8 +12,6 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
-
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 )
 
 // Audiences the simulator knows.
@@ -38,7 +36,7 @@ type entraError struct {
 
 func (s *Sim) writeEntraError(w http.ResponseWriter, r *http.Request, e *entraError) {
 	trace, corr := uuid.NewString(), uuid.NewString()
-	if c := r.Header.Get("client-request-id"); c != "" && cpv.IsGUID(c) {
+	if c := r.Header.Get("client-request-id"); c != "" && isGUID(c) {
 		corr = c
 	}
 	now := s.now().UTC()
@@ -383,12 +381,12 @@ func (s *Sim) issuer(r *http.Request, tid string) string {
 // rolesFor lists the values of the app roles the app holds on the resource
 // the audience names (Graph only; other audiences carry none).
 func (s *Sim) rolesFor(t *tenant, appSP uuid.UUID, aud string) []string {
-	if aud != graphAudience && aud != cpv.GraphAppID {
+	if aud != graphAudience && aud != GraphAppID {
 		return nil
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	g := t.spByAppID(cpv.GraphAppID)
+	g := t.spByAppID(GraphAppID)
 	if g == nil {
 		return nil
 	}

@@ -20,7 +20,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 )
 
@@ -95,8 +94,8 @@ func TestAzidentityTenantIsolation(t *testing.T) {
 		}
 	}
 
-	spA := spID(t, sim, a.ID, cpv.GraphAppID)
-	spB := spID(t, sim, b.ID, cpv.GraphAppID)
+	spA := spID(t, sim, a.ID, m365sim.GraphAppID)
+	spB := spID(t, sim, b.ID, m365sim.GraphAppID)
 	if r := call(t, sim, "GET", "/v1.0/servicePrincipals/"+spA, tokA, nil); r.Status != 200 || r.Body["id"] != spA {
 		t.Errorf("A's token on A's service principal: %d %s", r.Status, r.Raw)
 	}
@@ -109,7 +108,7 @@ func TestAzidentityTenantIsolation(t *testing.T) {
 	if r := call(t, sim, "GET", "/v1.0/servicePrincipals/"+spA, pcTok, nil); r.Status != 401 || r.errorCode() != "InvalidAuthenticationToken" {
 		t.Errorf("Partner Center token on Graph: got %d %s, want 401 InvalidAuthenticationToken", r.Status, r.errorCode())
 	}
-	consent := map[string]any{"applicationId": sim.AppID(), "applicationGrants": []any{map[string]any{"enterpriseApplicationId": cpv.GraphAppID, "scope": "Directory.ReadWrite.All"}}}
+	consent := map[string]any{"applicationId": sim.AppID(), "applicationGrants": []any{map[string]any{"enterpriseApplicationId": m365sim.GraphAppID, "scope": "Directory.ReadWrite.All"}}}
 	newT := tenantOf(t, sim, m365sim.KindNew)
 	if r := call(t, sim, "POST", "/v1/customers/"+newT.ID+"/applicationconsents", tokA, consent); r.Status != 401 {
 		t.Errorf("customer token on Partner Center: got %d, want 401", r.Status)

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 )
 
 // companyWords name the fleet's fictional companies.
@@ -121,7 +119,7 @@ func newID(r *rand.Rand) uuid.UUID {
 }
 
 func parseGUID(s string) (uuid.UUID, bool) {
-	if !cpv.IsGUID(s) {
+	if !isGUID(s) {
 		return uuid.Nil, false
 	}
 	u, err := uuid.Parse(s)
@@ -266,7 +264,10 @@ func (s *Sim) buildNew(t *tenant) {
 
 func (s *Sim) buildCorrect(t *tenant, created int64) {
 	// Exact capacities: a 10,000-tenant fleet keeps these slices for its life.
-	roles, _ := s.manifest.Counts()
+	roles := 0
+	for _, d := range s.cat.apps {
+		roles += len(d.wantRoles)
+	}
 	t.sps = make([]spObj, 0, len(s.cat.apps)+1)
 	t.assigns = make([]assignObj, 0, roles)
 	t.grants = make([]grantObj, 0, len(s.cat.apps)+1)
@@ -276,10 +277,10 @@ func (s *Sim) buildCorrect(t *tenant, created int64) {
 			continue
 		}
 		res := t.addSP(d)
-		if !d.inManifest {
+		if !d.wanted {
 			continue
 		}
-		for _, role := range d.manifestRoles {
+		for _, role := range d.wantRoles {
 			t.addAssignment(app, res, role, created)
 		}
 		if d.scopeString != "" {
@@ -316,7 +317,7 @@ func (s *Sim) drift(t *tenant) {
 	r.Shuffle(len(scopes), func(a, b int) { scopes[a], scopes[b] = scopes[b], scopes[a] })
 	scopes = scopes[remove:]
 	for _, p := range d.scopes {
-		if !contains(d.manifestScopes, p.Value) {
+		if !contains(d.wantScopes, p.Value) {
 			scopes = append(scopes, p.Value)
 			break
 		}
@@ -424,11 +425,46 @@ type TenantState struct {
 	ConsentRevoked bool   `json:"consentRevoked"`
 	// Unavailable lists the resource app ids whose service principals cannot
 	// be created in this tenant (no licence).
-	Unavailable        []string                `json:"unavailable,omitempty"`
-	Relationship       *Relationship           `json:"relationship,omitempty"`
-	ServicePrincipals  []cpv.ServicePrincipal  `json:"servicePrincipals"`
-	AppRoleAssignments []cpv.AppRoleAssignment `json:"appRoleAssignments"`
-	Grants             []cpv.Grant             `json:"oauth2PermissionGrants"`
+	Unavailable        []string            `json:"unavailable,omitempty"`
+	Relationship       *Relationship       `json:"relationship,omitempty"`
+	ServicePrincipals  []ServicePrincipal  `json:"servicePrincipals"`
+	AppRoleAssignments []AppRoleAssignment `json:"appRoleAssignments"`
+	Grants             []Grant             `json:"oauth2PermissionGrants"`
+}
+
+// Permission is an app role or a delegated scope as a resource's service
+// principal publishes it.
+type Permission struct {
+	ID    string `json:"id"`
+	Value string `json:"value"`
+}
+
+// ServicePrincipal is a service principal of a tenant's directory with the
+// app roles and scopes its application publishes.
+type ServicePrincipal struct {
+	ID          string       `json:"id"`
+	AppID       string       `json:"appId"`
+	DisplayName string       `json:"displayName,omitempty"`
+	AppRoles    []Permission `json:"appRoles,omitempty"`
+	Scopes      []Permission `json:"oauth2PermissionScopes,omitempty"`
+}
+
+// AppRoleAssignment is an app role held by a service principal.
+type AppRoleAssignment struct {
+	ID          string `json:"id"`
+	PrincipalID string `json:"principalId"`
+	ResourceID  string `json:"resourceId"`
+	AppRoleID   string `json:"appRoleId"`
+}
+
+// Grant is an oauth2PermissionGrant; Scope is space-separated, as Graph keeps it.
+type Grant struct {
+	ID          string `json:"id"`
+	ClientID    string `json:"clientId"`
+	ConsentType string `json:"consentType"`
+	PrincipalID string `json:"principalId,omitempty"`
+	ResourceID  string `json:"resourceId"`
+	Scope       string `json:"scope"`
 }
 
 // Relationship is a GDAP relationship as the simulator holds it.
@@ -470,9 +506,9 @@ func (s *Sim) Tenant(id string) (TenantState, bool) {
 	s.materialize(t)
 	st := TenantState{ID: t.idStr, DisplayName: t.displayName, DefaultDomain: t.domain, Kind: t.kind,
 		Partner: t.partner, ConsentRevoked: t.revoked, Relationship: rel,
-		ServicePrincipals:  make([]cpv.ServicePrincipal, 0, len(t.sps)),
-		AppRoleAssignments: make([]cpv.AppRoleAssignment, 0, len(t.assigns)),
-		Grants:             make([]cpv.Grant, 0, len(t.grants))}
+		ServicePrincipals:  make([]ServicePrincipal, 0, len(t.sps)),
+		AppRoleAssignments: make([]AppRoleAssignment, 0, len(t.assigns)),
+		Grants:             make([]Grant, 0, len(t.grants))}
 	if t.unlicensed {
 		st.Unavailable = append([]string(nil), unlicensedResources...)
 	}
@@ -481,7 +517,7 @@ func (s *Sim) Tenant(id string) (TenantState, bool) {
 	}
 	for i := range t.assigns {
 		a := &t.assigns[i]
-		st.AppRoleAssignments = append(st.AppRoleAssignments, cpv.AppRoleAssignment{ID: a.id(),
+		st.AppRoleAssignments = append(st.AppRoleAssignments, AppRoleAssignment{ID: a.id(),
 			PrincipalID: a.principal.String(), ResourceID: a.resource.String(), AppRoleID: a.role.String()})
 	}
 	for i := range t.grants {
@@ -493,13 +529,13 @@ func (s *Sim) Tenant(id string) (TenantState, bool) {
 	return st, true
 }
 
-func (sp spObj) public() cpv.ServicePrincipal {
-	return cpv.ServicePrincipal{ID: sp.id.String(), AppID: sp.def.appID, DisplayName: sp.def.displayName,
-		AppRoles: append([]cpv.Permission(nil), sp.def.roles...), Scopes: append([]cpv.Permission(nil), sp.def.scopes...)}
+func (sp spObj) public() ServicePrincipal {
+	return ServicePrincipal{ID: sp.id.String(), AppID: sp.def.appID, DisplayName: sp.def.displayName,
+		AppRoles: append([]Permission(nil), sp.def.roles...), Scopes: append([]Permission(nil), sp.def.scopes...)}
 }
 
-func (g *grantObj) public() cpv.Grant {
-	pg := cpv.Grant{ID: g.idString(), ClientID: g.client.String(), ConsentType: g.consentType,
+func (g *grantObj) public() Grant {
+	pg := Grant{ID: g.idString(), ClientID: g.client.String(), ConsentType: g.consentType,
 		ResourceID: g.resource.String(), Scope: g.scope}
 	if g.principal != uuid.Nil {
 		pg.PrincipalID = g.principal.String()
@@ -507,17 +543,17 @@ func (g *grantObj) public() cpv.Grant {
 	return pg
 }
 
-// Conforms lists the differences between a tenant's directory and "manifest
-// m fully applied for AppID" (nil m means the simulator's manifest): a
-// missing or duplicated app service principal, missing or duplicated
-// resource service principals, missing or duplicated app role assignments,
-// missing, duplicated or wrong AllPrincipals grants, and a revoked consent.
-// Resources the tenant cannot have (no licence) are not differences. The
-// result is sorted; empty means exactly right. An unknown tenant gives one
-// difference saying so.
-func (s *Sim) Conforms(tenantID string, m *cpv.Manifest) []string {
-	if m == nil {
-		m = s.manifest
+// Conforms lists the differences between a tenant's directory and "the
+// permission set want fully applied for AppID" (nil want means the
+// simulator's own set, Options.Permissions): a missing or duplicated app
+// service principal, missing or duplicated resource service principals,
+// missing or duplicated app role assignments, missing, duplicated or wrong
+// AllPrincipals grants, and a revoked consent. Resources the tenant cannot
+// have (no licence) are not differences. The result is sorted; empty means
+// exactly right. An unknown tenant gives one difference saying so.
+func (s *Sim) Conforms(tenantID string, want *Permissions) []string {
+	if want == nil {
+		want = s.want
 	}
 	t := s.lookupTenant(tenantID)
 	if t == nil {
@@ -546,14 +582,18 @@ func (s *Sim) Conforms(tenantID string, m *cpv.Manifest) []string {
 		return diffs
 	}
 	app := apps[0]
-	for _, r := range m.Resources {
-		name := r.DisplayName
-		if t.unlicensed && isUnlicensedResource(r.AppID) {
+	for _, r := range want.Resources {
+		appID := strings.ToLower(r.AppID)
+		name, roleValue := appID, map[uuid.UUID]string(nil)
+		if d := s.cat.byAppID[appID]; d != nil {
+			name, roleValue = d.displayName, d.roleByID
+		}
+		if t.unlicensed && isUnlicensedResource(appID) {
 			continue
 		}
-		ress := byApp[r.AppID]
+		ress := byApp[appID]
 		if len(ress) == 0 {
-			diffs = append(diffs, fmt.Sprintf("resource %s (%s): no service principal", name, r.AppID))
+			diffs = append(diffs, fmt.Sprintf("resource %s (%s): no service principal", name, appID))
 			continue
 		}
 		res := ress[0]
@@ -563,13 +603,17 @@ func (s *Sim) Conforms(tenantID string, m *cpv.Manifest) []string {
 				held[a.role]++
 			}
 		}
-		for _, p := range r.AppRoles {
-			u, _ := uuid.Parse(p.ID)
+		for _, id := range r.Roles {
+			u, _ := uuid.Parse(id)
+			value, ok := roleValue[u]
+			if !ok {
+				value = "(not published)"
+			}
 			switch n := held[u]; {
 			case n == 0:
-				diffs = append(diffs, fmt.Sprintf("resource %s: app role %s (%s) not assigned", name, p.Value, p.ID))
+				diffs = append(diffs, fmt.Sprintf("resource %s: app role %s (%s) not assigned", name, value, id))
 			case n > 1:
-				diffs = append(diffs, fmt.Sprintf("resource %s: app role %s (%s) assigned %d times", name, p.Value, p.ID, n))
+				diffs = append(diffs, fmt.Sprintf("resource %s: app role %s (%s) assigned %d times", name, value, id, n))
 			}
 		}
 		var grants []*grantObj

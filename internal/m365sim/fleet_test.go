@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 )
 
@@ -103,7 +102,7 @@ func TestFleetKinds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := cpv.DefaultManifest()
+	m := m365sim.DefaultPermissions()
 	contains := func(diffs []string, part string) bool {
 		for _, d := range diffs {
 			if strings.Contains(d, part) {
@@ -172,7 +171,7 @@ func sortedKeys(m map[string]bool) []string {
 // reconcile applies the manifest to a tenant with plain Graph and Partner
 // Center calls (no batching): the simulator's write API and its Conforms
 // must agree on what "correct" is.
-func reconcile(t *testing.T, sim *m365sim.Sim, tenant string, m *cpv.Manifest) {
+func reconcile(t *testing.T, sim *m365sim.Sim, tenant string, m *m365sim.Permissions) {
 	t.Helper()
 	if spID(t, sim, tenant, sim.AppID()) == "" {
 		if r := call(t, sim, "POST", "/v1/customers/"+tenant+"/applicationconsents", pcToken(t, sim), consentBody(sim)); r.Status != 201 {
@@ -200,22 +199,22 @@ func reconcile(t *testing.T, sim *m365sim.Sim, tenant string, m *cpv.Manifest) {
 			}
 		}
 		if r.Status != 200 && r.Status != 201 {
-			t.Fatalf("resource %s: %d %s", res.DisplayName, r.Status, r.Raw)
+			t.Fatalf("resource %s: %d %s", res.AppID, r.Status, r.Raw)
 		}
 		rid := r.Body["id"].(string)
-		for _, role := range res.AppRoles {
-			if held[rid+"/"+role.ID] {
+		for _, role := range res.Roles {
+			if held[rid+"/"+role] {
 				continue
 			}
-			if a := call(t, sim, "POST", "/v1.0/servicePrincipals/"+app+"/appRoleAssignments", tok, map[string]any{"principalId": app, "resourceId": rid, "appRoleId": role.ID}); a.Status != 201 {
-				t.Fatalf("assign %s: %d %s", role.Value, a.Status, a.Raw)
+			if a := call(t, sim, "POST", "/v1.0/servicePrincipals/"+app+"/appRoleAssignments", tok, map[string]any{"principalId": app, "resourceId": rid, "appRoleId": role}); a.Status != 201 {
+				t.Fatalf("assign %s: %d %s", role, a.Status, a.Raw)
 			}
 		}
 		want := strings.Join(res.Scopes, " ")
 		gs := grants[rid]
 		if len(gs) == 0 {
 			if g := call(t, sim, "POST", "/v1.0/oauth2PermissionGrants", tok, map[string]any{"clientId": app, "consentType": "AllPrincipals", "resourceId": rid, "scope": want}); g.Status != 201 {
-				t.Fatalf("grant on %s: %d %s", res.DisplayName, g.Status, g.Raw)
+				t.Fatalf("grant on %s: %d %s", res.AppID, g.Status, g.Raw)
 			}
 			continue
 		}
@@ -239,7 +238,7 @@ func reconcile(t *testing.T, sim *m365sim.Sim, tenant string, m *cpv.Manifest) {
 func TestReconcileConforms(t *testing.T) {
 	t.Parallel()
 	sim := start(t, m365sim.Options{Seed: 52, Tenants: 40})
-	m := cpv.DefaultManifest()
+	m := m365sim.DefaultPermissions()
 	for _, kind := range []m365sim.Kind{m365sim.KindNew, m365sim.KindCorrect, m365sim.KindDrifted, m365sim.KindUnlicensed} {
 		fts := tenantsOf(sim, kind)
 		for _, ft := range fts[:min(2, len(fts))] {
@@ -285,5 +284,47 @@ func BenchmarkFleetMemory10k(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/1e6, "MB-heap")
 		runtime.KeepAlive(sim)
+	}
+}
+
+// TestPermissionsOption checks that Options.Permissions decides what a
+// correct tenant holds, and that a set naming something the catalog does not
+// publish is refused (the catalog is the simulator's own, not the caller's).
+func TestPermissionsOption(t *testing.T) {
+	t.Parallel()
+	graph := m365sim.Resource{AppID: m365sim.GraphAppID, Roles: []string{"9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30"}, Scopes: []string{"AuditLog.Read.All"}}
+	one := &m365sim.Permissions{Resources: []m365sim.Resource{graph}}
+	sim, err := m365sim.New(m365sim.Options{Seed: 53, Tenants: 1, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}, Permissions: one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft := sim.Fleet()[0]
+	if diffs := sim.Conforms(ft.ID, nil); len(diffs) != 0 {
+		t.Errorf("against its own set: %q", diffs)
+	}
+	st, _ := sim.Tenant(ft.ID)
+	if len(st.AppRoleAssignments) != 1 || st.AppRoleAssignments[0].AppRoleID != graph.Roles[0] {
+		t.Errorf("assignments %+v, want the one role of the set", st.AppRoleAssignments)
+	}
+	if diffs := sim.Conforms(ft.ID, m365sim.DefaultPermissions()); len(diffs) == 0 {
+		t.Error("a tenant built from a one-role set conforms to the default set")
+	}
+	if diff := cmp.Diff(one, sim.Permissions()); diff != "" {
+		t.Errorf("Permissions (-want +got):\n%s", diff)
+	}
+
+	bad := []m365sim.Resource{
+		{AppID: m365sim.GraphAppID, Roles: []string{"0f0f0f0f-0000-4000-8000-000000000000"}},
+		{AppID: m365sim.GraphAppID, Roles: []string{"not-a-guid"}},
+		{AppID: m365sim.GraphAppID, Scopes: []string{"Nope.All"}},
+		{AppID: "0f0f0f0f-0000-4000-8000-000000000000", Scopes: []string{"User.Read"}},
+	}
+	for _, r := range bad {
+		if _, err := m365sim.New(m365sim.Options{Permissions: &m365sim.Permissions{Resources: []m365sim.Resource{r}}}); err == nil {
+			t.Errorf("New with %+v: no error", r)
+		}
+	}
+	if _, err := m365sim.New(m365sim.Options{Permissions: &m365sim.Permissions{Resources: []m365sim.Resource{graph, graph}}}); err == nil {
+		t.Error("New with a resource listed twice: no error")
 	}
 }

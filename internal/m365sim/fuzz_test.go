@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 )
 
@@ -82,13 +81,13 @@ func FuzzRouter(f *testing.F) {
 	seeds := []struct {
 		method, path, query, body string
 	}{
-		{"GET", "/v1.0/servicePrincipals", "$filter=appId in ('" + cpv.GraphAppID + "')&$top=2", ""},
-		{"GET", "/v1.0/servicePrincipals(appId='" + cpv.GraphAppID + "')/appRoleAssignments", "", ""},
+		{"GET", "/v1.0/servicePrincipals", "$filter=appId in ('" + m365sim.GraphAppID + "')&$top=2", ""},
+		{"GET", "/v1.0/servicePrincipals(appId='" + m365sim.GraphAppID + "')/appRoleAssignments", "", ""},
 		{"GET", "/v1.0/servicePrincipals('" + app + "')", "", ""},
 		{"GET", "/v1.0/servicePrincipals", "$filter=appId eq 'a'' b'&$select=id,appId", ""},
 		{"GET", "/v1.0/servicePrincipals", "$filter=(appId eq 'x')", ""},
 		{"GET", "/v1.0/servicePrincipals", "$skiptoken=RFNwdAIAAQAAA_w", ""},
-		{"POST", "/v1.0/servicePrincipals", "", `{"appId":"` + cpv.GraphAppID + `"}`},
+		{"POST", "/v1.0/servicePrincipals", "", `{"appId":"` + m365sim.GraphAppID + `"}`},
 		{"POST", "/v1.0/servicePrincipals/" + app + "/appRoleAssignments", "", `{"principalId":"` + app + `","resourceId":"` + app + `","appRoleId":"` + app + `"}`},
 		{"POST", "/v1.0/oauth2PermissionGrants", "", `{"clientId":"` + app + `","consentType":"Principal","resourceId":"` + app + `","scope":"a"}`},
 		{"PATCH", "/v1.0/oauth2PermissionGrants/abc", "", `{"scope":7}`},

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 )
 
 // graphError is a Graph error before it gets its innerError.
@@ -116,7 +114,7 @@ func fail(e *graphError) gRes                 { return gRes{status: e.Status, er
 
 // graphAudiences are the token audiences Graph accepts.
 func graphAudienceOK(aud string) bool {
-	return aud == graphAudience || strings.EqualFold(aud, cpv.GraphAppID) || aud == "https://graph.microsoft.com/"
+	return aud == graphAudience || strings.EqualFold(aud, GraphAppID) || aud == "https://graph.microsoft.com/"
 }
 
 func (s *Sim) serveGraph(w http.ResponseWriter, r *http.Request) {
@@ -300,7 +298,7 @@ func resolveSP(t *tenant, segs []string) (*spObj, []string, *graphError) {
 		v = v[1 : len(v)-1]
 		switch strings.TrimSpace(k) {
 		case "appId":
-			if !cpv.IsGUID(v) {
+			if !isGUID(v) {
 				return nil, nil, errBadID(v)
 			}
 			sp := t.spByAppID(v)
@@ -475,7 +473,7 @@ func (s *Sim) createSP(q *gReq) gRes {
 		return fail(gErr(http.StatusBadRequest, "Request_BadRequest", "One or more properties contains invalid values."))
 	}
 	appID := strings.ToLower(*in.AppID)
-	if !cpv.IsGUID(appID) {
+	if !isGUID(appID) {
 		return fail(gErr(http.StatusBadRequest, "Request_BadRequest", "Invalid value specified for property 'appId' of resource 'ServicePrincipal'."))
 	}
 	t := q.t
@@ -616,7 +614,7 @@ func (s *Sim) createAssignment(q *gReq, sp *spObj) gRes {
 		return fail(errBadJSON())
 	}
 	for name, v := range map[string]*string{"principalId": in.PrincipalID, "resourceId": in.ResourceID, "appRoleId": in.AppRoleID} {
-		if v == nil || !cpv.IsGUID(*v) {
+		if v == nil || !isGUID(*v) {
 			return fail(gErr(http.StatusBadRequest, "Request_BadRequest", "Invalid value specified for property '"+name+"' of resource 'AppRoleAssignment'."))
 		}
 	}
@@ -753,10 +751,10 @@ func (s *Sim) createGrant(q *gReq) gRes {
 	invalid := func(p string) gRes {
 		return fail(gErr(http.StatusBadRequest, "Request_BadRequest", "Invalid value specified for property '"+p+"' of resource 'OAuth2PermissionGrant'."))
 	}
-	if in.ClientID == nil || !cpv.IsGUID(*in.ClientID) {
+	if in.ClientID == nil || !isGUID(*in.ClientID) {
 		return invalid("clientId")
 	}
-	if in.ResourceID == nil || !cpv.IsGUID(*in.ResourceID) {
+	if in.ResourceID == nil || !isGUID(*in.ResourceID) {
 		return invalid("resourceId")
 	}
 	ct := "AllPrincipals"
@@ -770,7 +768,7 @@ func (s *Sim) createGrant(q *gReq) gRes {
 			return invalid("principalId")
 		}
 	case "Principal":
-		if in.PrincipalID == nil || !cpv.IsGUID(*in.PrincipalID) {
+		if in.PrincipalID == nil || !isGUID(*in.PrincipalID) {
 			return invalid("principalId")
 		}
 		principal, _ = parseGUID(*in.PrincipalID)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 )
 
@@ -79,8 +78,7 @@ func TestServicePrincipalQueries(t *testing.T) {
 	sim := start(t, m365sim.Options{Seed: 12, Tenants: 6})
 	ft := tenantOf(t, sim, m365sim.KindCorrect)
 	tok := graphToken(t, sim, ft.ID)
-	m := cpv.DefaultManifest()
-	ids := m.ResourceAppIDs()
+	ids := defaultAppIDs()
 	in := func(appIDs []string) string {
 		q := make([]string, len(appIDs))
 		for i, id := range appIDs {
@@ -100,9 +98,9 @@ func TestServicePrincipalQueries(t *testing.T) {
 		count    int
 		firstApp string
 	}{
-		{"eq", "/v1.0/servicePrincipals?$filter=" + url.QueryEscape("appId eq '"+cpv.GraphAppID+"'"), 200, "", 1, cpv.GraphAppID},
+		{"eq", "/v1.0/servicePrincipals?$filter=" + url.QueryEscape("appId eq '"+m365sim.GraphAppID+"'"), 200, "", 1, m365sim.GraphAppID},
 		{"in", in(ids), 200, "", len(ids), ""},
-		{"in upper case", in([]string{strings.ToUpper(cpv.GraphAppID)}), 200, "", 1, cpv.GraphAppID},
+		{"in upper case", in([]string{strings.ToUpper(m365sim.GraphAppID)}), 200, "", 1, m365sim.GraphAppID},
 		{"in 16 values", in(many), 400, "Request_UnsupportedQuery", 0, ""},
 		{"unparseable", "/v1.0/servicePrincipals?$filter=" + url.QueryEscape("appId eq"), 400, "BadRequest", 0, ""},
 		{"unterminated", "/v1.0/servicePrincipals?$filter=" + url.QueryEscape("appId eq 'x"), 400, "BadRequest", 0, ""},
@@ -113,13 +111,13 @@ func TestServicePrincipalQueries(t *testing.T) {
 		{"bad skiptoken", "/v1.0/servicePrincipals?$skiptoken=xyz", 400, "Directory_ExpiredPageToken", 0, ""},
 		{"bad select", "/v1.0/servicePrincipals?$select=nonsense", 400, "BadRequest", 0, ""},
 		{"unknown option", "/v1.0/servicePrincipals?$frobnicate=1", 400, "BadRequest", 0, ""},
-		{"alternate key", "/v1.0/servicePrincipals(appId='" + cpv.GraphAppID + "')", 200, "", -1, cpv.GraphAppID},
+		{"alternate key", "/v1.0/servicePrincipals(appId='" + m365sim.GraphAppID + "')", 200, "", -1, m365sim.GraphAppID},
 		{"alternate key unknown", "/v1.0/servicePrincipals(appId='" + defenderAppID[:35] + "0')", 404, "Request_ResourceNotFound", 0, ""},
 		{"alternate key not a GUID", "/v1.0/servicePrincipals(appId='graph')", 400, "Request_BadRequest", 0, ""},
 		{"alternate key syntax", "/v1.0/servicePrincipals(appId=graph", 400, "BadRequest", 0, ""},
 		{"id not a GUID", "/v1.0/servicePrincipals/not-a-guid", 400, "Request_BadRequest", 0, ""},
 		{"unknown segment", "/v1.0/applications", 400, "BadRequest", 0, ""},
-		{"unknown navigation", "/v1.0/servicePrincipals(appId='" + cpv.GraphAppID + "')/owners", 400, "BadRequest", 0, ""},
+		{"unknown navigation", "/v1.0/servicePrincipals(appId='" + m365sim.GraphAppID + "')/owners", 400, "BadRequest", 0, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,9 +158,8 @@ func TestDirectoryWrites(t *testing.T) {
 	ft := tenantOf(t, sim, m365sim.KindCorrect)
 	tok := graphToken(t, sim, ft.ID)
 	app := spID(t, sim, ft.ID, sim.AppID())
-	graph := spID(t, sim, ft.ID, cpv.GraphAppID)
-	m := cpv.DefaultManifest()
-	graphRes, _ := m.Resource(cpv.GraphAppID)
+	graph := spID(t, sim, ft.ID, m365sim.GraphAppID)
+	graphRes := defaultResource(t, m365sim.GraphAppID)
 
 	// Service principals.
 	defender := spID(t, sim, ft.ID, defenderAppID)
@@ -198,7 +195,7 @@ func TestDirectoryWrites(t *testing.T) {
 	}
 
 	// App role assignments.
-	role := graphRes.AppRoles[0].ID
+	role := graphRes.Roles[0]
 	st, _ := sim.Tenant(ft.ID)
 	var aid string
 	for _, a := range st.AppRoleAssignments {
@@ -233,7 +230,7 @@ func TestDirectoryWrites(t *testing.T) {
 	}
 
 	// Delegated grants.
-	var grant cpv.Grant
+	var grant m365sim.Grant
 	for _, g := range st.Grants {
 		if g.ResourceID == graph {
 			grant = g
@@ -292,7 +289,7 @@ func consentedUnlicensed(t *testing.T, sim *m365sim.Sim) string {
 	t.Helper()
 	ft := tenantOf(t, sim, m365sim.KindUnlicensed)
 	if spID(t, sim, ft.ID, sim.AppID()) == "" {
-		consent := map[string]any{"applicationId": sim.AppID(), "applicationGrants": []any{map[string]any{"enterpriseApplicationId": cpv.GraphAppID, "scope": "Directory.ReadWrite.All"}}}
+		consent := map[string]any{"applicationId": sim.AppID(), "applicationGrants": []any{map[string]any{"enterpriseApplicationId": m365sim.GraphAppID, "scope": "Directory.ReadWrite.All"}}}
 		if r := call(t, sim, "POST", "/v1/customers/"+ft.ID+"/applicationconsents", pcToken(t, sim), consent); r.Status != 201 {
 			t.Fatalf("consent: %d %s", r.Status, r.Raw)
 		}

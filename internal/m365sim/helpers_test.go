@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"testing"
 
@@ -196,4 +197,27 @@ func jwkToRSA(k map[string]any) (*rsa.PublicKey, error) {
 		return nil, err
 	}
 	return &rsa.PublicKey{N: new(big.Int).SetBytes(nb), E: int(new(big.Int).SetBytes(eb).Int64())}, nil
+}
+
+// defaultAppIDs lists the resource apps of the simulator's default
+// permission set, sorted.
+func defaultAppIDs() []string {
+	var ids []string
+	for _, r := range m365sim.DefaultPermissions().Resources {
+		ids = append(ids, r.AppID)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// defaultResource is appID's entry in the simulator's default permission set.
+func defaultResource(t *testing.T, appID string) m365sim.Resource {
+	t.Helper()
+	for _, r := range m365sim.DefaultPermissions().Resources {
+		if r.AppID == appID {
+			return r
+		}
+	}
+	t.Fatalf("no resource %s in the default permission set", appID)
+	return m365sim.Resource{}
 }

@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
-
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 )
 
 // Partner Center error codes the simulator answers with. 600041 is the code
@@ -51,7 +49,7 @@ func (s *Sim) servePartnerCenter(w http.ResponseWriter, r *http.Request) {
 	s.stats.endpoint(label)
 	var t *tenant
 	attr := ""
-	if len(segs) >= 3 && cpv.IsGUID(segs[2]) {
+	if len(segs) >= 3 && isGUID(segs[2]) {
 		if t = s.lookupTenant(segs[2]); t != nil && !t.partner {
 			attr = t.idStr
 		} else {
@@ -97,7 +95,7 @@ func (s *Sim) servePartnerCenter(w http.ResponseWriter, r *http.Request) {
 		writePCError(w, http.StatusNotFound, pcCodeNotFound, "The requested resource was not found.")
 		return
 	}
-	if !cpv.IsGUID(segs[2]) {
+	if !isGUID(segs[2]) {
 		writePCError(w, http.StatusBadRequest, pcCodeBadRequest, "The customer id '"+truncate(segs[2], 64)+"' is not valid.")
 		return
 	}
@@ -143,10 +141,17 @@ func (s *Sim) pcAllow(appID string, f Faults) bool {
 	return win.n <= limit
 }
 
+// consentGrant is one of a consent's applicationGrants: a resource app and
+// its scopes, comma-separated.
+type consentGrant struct {
+	EnterpriseApplicationID string `json:"enterpriseApplicationId"`
+	Scope                   string `json:"scope"`
+}
+
 type consentBody struct {
-	ApplicationID     *string            `json:"applicationId"`
-	ApplicationGrants []cpv.ConsentGrant `json:"applicationGrants"`
-	DisplayName       string             `json:"displayName,omitempty"`
+	ApplicationID     *string        `json:"applicationId"`
+	ApplicationGrants []consentGrant `json:"applicationGrants"`
+	DisplayName       string         `json:"displayName,omitempty"`
 }
 
 func (s *Sim) pcConsent(w http.ResponseWriter, r *http.Request, t *tenant, callerApp, attr string) {
@@ -160,7 +165,7 @@ func (s *Sim) pcConsent(w http.ResponseWriter, r *http.Request, t *tenant, calle
 		writePCError(w, http.StatusBadRequest, pcCodeBadRequest, "The request body is not a valid application consent.")
 		return
 	}
-	if in.ApplicationID == nil || !cpv.IsGUID(*in.ApplicationID) {
+	if in.ApplicationID == nil || !isGUID(*in.ApplicationID) {
 		writePCError(w, http.StatusBadRequest, pcCodeBadRequest, "applicationId must be a GUID.")
 		return
 	}
@@ -179,7 +184,7 @@ func (s *Sim) pcConsent(w http.ResponseWriter, r *http.Request, t *tenant, calle
 	var grants []grant
 	for _, g := range in.ApplicationGrants {
 		d := s.cat.byAppID[strings.ToLower(g.EnterpriseApplicationID)]
-		if !cpv.IsGUID(g.EnterpriseApplicationID) || d == nil || d == s.cat.app {
+		if !isGUID(g.EnterpriseApplicationID) || d == nil || d == s.cat.app {
 			writePCError(w, http.StatusBadRequest, pcCodeBadRequest, "The enterprise application '"+truncate(g.EnterpriseApplicationID, 64)+"' is not a known resource application.")
 			return
 		}
@@ -237,7 +242,7 @@ func (s *Sim) pcConsent(w http.ResponseWriter, r *http.Request, t *tenant, calle
 			resID = res.id
 		}
 		t.addGrant(app, resID, strings.Join(g.scopes, " "))
-		out.ApplicationGrants = append(out.ApplicationGrants, cpv.ConsentGrant{EnterpriseApplicationID: g.def.appID, Scope: strings.Join(g.scopes, ",")})
+		out.ApplicationGrants = append(out.ApplicationGrants, consentGrant{EnterpriseApplicationID: g.def.appID, Scope: strings.Join(g.scopes, ",")})
 	}
 	t.mu.Unlock()
 	s.stats.add(attr, cWrites)
@@ -254,7 +259,7 @@ func (s *Sim) pcConsent(w http.ResponseWriter, r *http.Request, t *tenant, calle
 }
 
 func (s *Sim) pcRemoveConsent(w http.ResponseWriter, t *tenant, appID, attr string) {
-	if !cpv.IsGUID(appID) {
+	if !isGUID(appID) {
 		writePCError(w, http.StatusBadRequest, pcCodeBadRequest, "The application id '"+truncate(appID, 64)+"' is not valid.")
 		return
 	}

@@ -9,13 +9,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 )
 
+// cpvConsentScope is what cpvrefresh's CPV consent grants on Microsoft Graph.
+const cpvConsentScope = "DelegatedPermissionGrant.ReadWrite.All,Directory.ReadWrite.All,AppRoleAssignment.ReadWrite.All"
+
 func consentBody(sim *m365sim.Sim) map[string]any {
-	g := cpv.DefaultManifest().Consent[0]
-	return map[string]any{"applicationId": sim.AppID(), "applicationGrants": []any{map[string]any{"enterpriseApplicationId": g.EnterpriseApplicationID, "scope": g.Scope}}}
+	return map[string]any{"applicationId": sim.AppID(), "applicationGrants": []any{map[string]any{"enterpriseApplicationId": m365sim.GraphAppID, "scope": cpvConsentScope}}}
 }
 
 // TestConsent grants the CPV consent in a new tenant and checks the
@@ -36,12 +37,12 @@ func TestConsent(t *testing.T) {
 		t.Fatalf("consent: %d %s", r.Status, r.Raw)
 	}
 	app := spID(t, sim, ft.ID, sim.AppID())
-	graph := spID(t, sim, ft.ID, cpv.GraphAppID)
+	graph := spID(t, sim, ft.ID, m365sim.GraphAppID)
 	if app == "" {
 		t.Fatal("consent created no service principal")
 	}
 	st, _ := sim.Tenant(ft.ID)
-	want := []cpv.Grant{{ClientID: app, ConsentType: "AllPrincipals", ResourceID: graph, Scope: strings.ReplaceAll(cpv.DefaultManifest().Consent[0].Scope, ",", " ")}}
+	want := []m365sim.Grant{{ClientID: app, ConsentType: "AllPrincipals", ResourceID: graph, Scope: strings.ReplaceAll(cpvConsentScope, ",", " ")}}
 	if d := cmp.Diff(want, st.Grants, cmpIgnoreID()); d != "" {
 		t.Errorf("grants after consent (-want +got):\n%s", d)
 	}
@@ -116,7 +117,7 @@ func TestConsentErrors(t *testing.T) {
 		{"customer id not a GUID", "contoso", consentBody(sim), pc, 400},
 		{"garbage body", newT.ID, "{{", pc, 400},
 		{"other application", newT.ID, map[string]any{"applicationId": "0f0f0f0f-0000-4000-8000-000000000000", "applicationGrants": consentBody(sim)["applicationGrants"]}, pc, 400},
-		{"unpublished scope", newT.ID, map[string]any{"applicationId": sim.AppID(), "applicationGrants": []any{map[string]any{"enterpriseApplicationId": cpv.GraphAppID, "scope": "Nope.All"}}}, pc, 400},
+		{"unpublished scope", newT.ID, map[string]any{"applicationId": sim.AppID(), "applicationGrants": []any{map[string]any{"enterpriseApplicationId": m365sim.GraphAppID, "scope": "Nope.All"}}}, pc, 400},
 		{"no grants", newT.ID, map[string]any{"applicationId": sim.AppID()}, pc, 400},
 		{"Graph token", newT.ID, consentBody(sim), graphToken(t, sim, sim.PartnerTenantID()), 401},
 		{"no token", newT.ID, consentBody(sim), "", 401},

@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 )
 
 // Kind is the state a fleet tenant starts in.
@@ -32,8 +30,8 @@ const (
 	// KindNew: GDAP relationship active, app not consented (no app service
 	// principal), some resource service principals missing.
 	KindNew Kind = "new"
-	// KindCorrect: app service principal, every manifest role, one
-	// AllPrincipals grant per resource with exactly the manifest scopes.
+	// KindCorrect: app service principal, every role of the permission set, one
+	// AllPrincipals grant per resource with exactly the set's scopes.
 	KindCorrect Kind = "correct"
 	// KindDrifted: consented, but missing some app roles, a grant with extra
 	// and missing scopes, a duplicate grant for one resource, one resource
@@ -67,9 +65,12 @@ type Options struct {
 	Tenants int
 	// Mix weighs the kinds; nil means DefaultMix.
 	Mix map[Kind]float64
-	// Manifest defines the resource apps' published roles and scopes and what
-	// "correct" means; nil means cpv.DefaultManifest().
-	Manifest *cpv.Manifest
+	// Permissions is what "correct" means: the permission set KindCorrect
+	// tenants hold (and the other kinds drift from) and Conforms checks by
+	// default; nil means DefaultPermissions(). Every role and scope must be
+	// published by the simulator's catalog (catalog.json), which does not
+	// depend on it.
+	Permissions *Permissions
 	// PartnerTenantID is the partner's tenant; "" derives it from Seed.
 	PartnerTenantID string
 	// AppID is the partner's multi-tenant app; "" derives it from Seed.
@@ -103,11 +104,11 @@ type Options struct {
 // Sim is a running (or ready to run) simulator. All methods are safe for
 // concurrent use.
 type Sim struct {
-	opts     Options
-	log      *slog.Logger
-	now      func() time.Time
-	manifest *cpv.Manifest
-	cat      *catalog
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+	want *Permissions
+	cat  *catalog
 
 	partnerID     uuid.UUID
 	appID         string
@@ -189,12 +190,12 @@ func New(opts Options) (*Sim, error) {
 	if err := opts.Faults.validate(); err != nil {
 		return nil, err
 	}
-	m := opts.Manifest
-	if m == nil {
-		m = cpv.DefaultManifest()
+	want := DefaultPermissions()
+	if opts.Permissions != nil {
+		want = opts.Permissions.clone()
 	}
 	for _, id := range []string{opts.PartnerTenantID, opts.AppID} {
-		if id != "" && !cpv.IsGUID(id) {
+		if id != "" && !isGUID(id) {
 			return nil, fmt.Errorf("m365sim: options: %q is not a GUID", id)
 		}
 	}
@@ -202,7 +203,7 @@ func New(opts Options) (*Sim, error) {
 		opts:      opts,
 		log:       opts.Logger,
 		now:       opts.Now,
-		manifest:  m,
+		want:      want,
 		seed:      uint64(opts.Seed),
 		tenants:   map[uuid.UUID]*tenant{},
 		domains:   map[string]*tenant{},
@@ -251,7 +252,11 @@ func New(opts Options) (*Sim, error) {
 	s.latestRT = rt
 	s.partnerDomain = "partner" + s.partnerID.String()[:8] + ".onmicrosoft.com"
 
-	s.cat = newCatalog(m, s.appID, s.partnerID.String())
+	cat, err := newCatalog(want, s.appID, s.partnerID.String())
+	if err != nil {
+		return nil, err
+	}
+	s.cat = cat
 
 	if err := s.initCrypto(); err != nil {
 		return nil, err
@@ -262,7 +267,7 @@ func New(opts Options) (*Sim, error) {
 	p.rng = rand.New(rand.NewPCG(s.seed, 0xffff_ffff))
 	p.ready = true
 	p.addSP(s.cat.app)
-	if g := s.cat.byAppID[cpv.GraphAppID]; g != nil {
+	if g := s.cat.byAppID[GraphAppID]; g != nil {
 		p.addSP(g)
 	}
 	s.partner = p
@@ -440,8 +445,9 @@ func (s *Sim) newRefreshTokenLocked() string {
 	return rt
 }
 
-// Manifest is the manifest the simulator's catalog and fleet were built from.
-func (s *Sim) Manifest() *cpv.Manifest { return s.manifest }
+// Permissions returns (a copy of) the permission set the fleet was built
+// from and Conforms checks by default.
+func (s *Sim) Permissions() *Permissions { return s.want.clone() }
 
 // Surface names one of the simulated services, for FailNext.
 type Surface string
@@ -517,7 +523,7 @@ func (s *Sim) AddTenant(nt NewTenant) FleetTenant {
 	s.nextIndex++
 	r := rand.New(rand.NewPCG(s.seed^0x0a0d_d7e0, uint64(idx)))
 	id := newID(r)
-	if cpv.IsGUID(nt.ID) {
+	if isGUID(nt.ID) {
 		if u, err := uuid.Parse(nt.ID); err == nil {
 			if _, taken := s.tenants[u]; !taken {
 				id = u

@@ -26,7 +26,7 @@ func TestPartnerCenterConsent(t *testing.T) {
 	r := rig.New(t, sim, rig.Options{})
 	ctx := context.Background()
 	tenant := testenv.TenantsOf(t, sim, m365sim.KindNew)[0]
-	grants := sim.Manifest().Consent
+	grants := cpv.DefaultManifest().Consent
 
 	if err := r.PC.Consent(ctx, tenant, sim.AppID(), grants); err != nil {
 		t.Fatalf("Consent: %v", err)
@@ -133,7 +133,7 @@ func TestPartnerCenterErrors(t *testing.T) {
 			if tt.faults != nil {
 				tt.faults(sim)
 			}
-			err = pc.Consent(context.Background(), tenant, sim.AppID(), sim.Manifest().Consent)
+			err = pc.Consent(context.Background(), tenant, sim.AppID(), cpv.DefaultManifest().Consent)
 			class, retry := cpv.ClassOf(err)
 			if diff := cmp.Diff([]any{tt.wantClass, tt.wantRetry}, []any{class, retry}); diff != "" {
 				t.Errorf("Consent error %v: class and delay (-want +got):\n%s", err, diff)

@@ -9,9 +9,13 @@ import (
 )
 
 // Sim starts a Microsoft 365 simulator for the test, over HTTPS with its own
-// CA, and closes it when the test ends.
+// CA, and closes it when the test ends. Unless opts says otherwise, a tenant
+// is "correct" when it holds what cpv.DefaultManifest asks for.
 func Sim(t testing.TB, opts m365sim.Options) *m365sim.Sim {
 	t.Helper()
+	if opts.Permissions == nil {
+		opts.Permissions = SimPermissions(cpv.DefaultManifest())
+	}
 	sim, err := m365sim.New(opts)
 	if err != nil {
 		t.Fatalf("m365sim.New: %v", err)
@@ -58,7 +62,7 @@ func TenantState(t testing.TB, sim *m365sim.Sim, id string) m365sim.TenantState 
 }
 
 // AppSP is the service principal of appID in ts, or nil.
-func AppSP(ts m365sim.TenantState, appID string) *cpv.ServicePrincipal {
+func AppSP(ts m365sim.TenantState, appID string) *m365sim.ServicePrincipal {
 	for _, sp := range ts.ServicePrincipals {
 		if strings.EqualFold(sp.AppID, appID) {
 			return &sp
@@ -67,11 +71,59 @@ func AppSP(ts m365sim.TenantState, appID string) *cpv.ServicePrincipal {
 	return nil
 }
 
-// Conforms fails the test unless tenant id holds what the simulator's
-// manifest asks for.
+// Conforms fails the test unless tenant id holds the simulator's permission
+// set (Options.Permissions).
 func Conforms(t testing.TB, sim *m365sim.Sim, id string) {
 	t.Helper()
-	if diffs := sim.Conforms(id, sim.Manifest()); len(diffs) != 0 {
+	if diffs := sim.Conforms(id, nil); len(diffs) != 0 {
 		t.Fatalf("tenant %s does not conform to the manifest:\n%s", id, strings.Join(diffs, "\n"))
 	}
+}
+
+// SimPermissions converts a manifest into the simulator's permission set
+// (per resource: app role ids and scope values), for a test whose engine
+// runs m and whose simulator must call the same permissions "correct": pass
+// it as m365sim.Options.Permissions and to Sim.Conforms. The simulator's
+// catalog (what resources publish) does not follow: a manifest id the
+// catalog does not publish makes m365sim.New fail.
+func SimPermissions(m *cpv.Manifest) *m365sim.Permissions {
+	p := &m365sim.Permissions{Resources: make([]m365sim.Resource, 0, len(m.Resources))}
+	for _, r := range m.Resources {
+		res := m365sim.Resource{AppID: r.AppID, Scopes: append([]string(nil), r.Scopes...)}
+		for _, role := range r.AppRoles {
+			res.Roles = append(res.Roles, role.ID)
+		}
+		p.Resources = append(p.Resources, res)
+	}
+	return p
+}
+
+// SimDirectory is a simulator tenant's directory in the engine's types, for a
+// test that compares what a Directory read with what the simulator holds.
+type SimDirectory struct {
+	ServicePrincipals  []cpv.ServicePrincipal
+	AppRoleAssignments []cpv.AppRoleAssignment
+	Grants             []cpv.Grant
+}
+
+// CPVDirectory converts the directory of ts into the engine's types.
+func CPVDirectory(ts m365sim.TenantState) SimDirectory {
+	var d SimDirectory
+	for _, sp := range ts.ServicePrincipals {
+		c := cpv.ServicePrincipal{ID: sp.ID, AppID: sp.AppID, DisplayName: sp.DisplayName}
+		for _, p := range sp.AppRoles {
+			c.AppRoles = append(c.AppRoles, cpv.Permission{ID: p.ID, Value: p.Value})
+		}
+		for _, p := range sp.Scopes {
+			c.Scopes = append(c.Scopes, cpv.Permission{ID: p.ID, Value: p.Value})
+		}
+		d.ServicePrincipals = append(d.ServicePrincipals, c)
+	}
+	for _, a := range ts.AppRoleAssignments {
+		d.AppRoleAssignments = append(d.AppRoleAssignments, cpv.AppRoleAssignment(a))
+	}
+	for _, g := range ts.Grants {
+		d.Grants = append(d.Grants, cpv.Grant(g))
+	}
+	return d
 }

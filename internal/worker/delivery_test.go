@@ -166,8 +166,8 @@ func duplicateDelivery(t *testing.T, transport string) {
 
 	send(body)
 	firstStatus := drain(store.Status{}, true)
-	if firstStatus.State != store.StateSucceeded || len(w.sim.Conforms(tenant, w.manifest)) != 0 {
-		t.Fatalf("first delivery: status %+v, conforms %q", firstStatus, w.sim.Conforms(tenant, w.manifest))
+	if firstStatus.State != store.StateSucceeded || len(w.sim.Conforms(tenant, w.want)) != 0 {
+		t.Fatalf("first delivery: status %+v, conforms %q", firstStatus, w.sim.Conforms(tenant, w.want))
 	}
 
 	t.Run("same message again costs one read", func(t *testing.T) {
@@ -207,8 +207,8 @@ func duplicateDelivery(t *testing.T, transport string) {
 		if c := w.sim.TenantCounts(tenant); c.Writes == 0 || c.PartnerCenter == 0 {
 			t.Errorf("reset wrote nothing: %+v", c)
 		}
-		if got.State != store.StateSucceeded || got.Op != "reset" || len(w.sim.Conforms(tenant, w.manifest)) != 0 {
-			t.Errorf("after reset: status %+v, conforms %q", got, w.sim.Conforms(tenant, w.manifest))
+		if got.State != store.StateSucceeded || got.Op != "reset" || len(w.sim.Conforms(tenant, w.want)) != 0 {
+			t.Errorf("after reset: status %+v, conforms %q", got, w.sim.Conforms(tenant, w.want))
 		}
 	})
 }

@@ -77,6 +77,7 @@ type world struct {
 	store     *store.Store
 	engine    *cpv.Engine
 	manifest  *cpv.Manifest
+	want      *m365sim.Permissions // the manifest in the simulator's terms
 	qname     string
 	prefix    string
 }
@@ -93,6 +94,10 @@ func newWorld(t testing.TB, transport string, opts m365sim.Options) *world {
 	default:
 		t.Fatalf("unknown transport %q", transport)
 	}
+	manifest := cpv.DefaultManifest()
+	if opts.Permissions == nil {
+		opts.Permissions = testenv.SimPermissions(manifest)
+	}
 	sim, err := m365sim.New(opts)
 	if err != nil {
 		t.Fatalf("m365sim.New: %v", err)
@@ -102,7 +107,7 @@ func newWorld(t testing.TB, transport string, opts m365sim.Options) *world {
 	}
 	t.Cleanup(func() { _ = sim.Close() })
 
-	w := &world{sim: sim, storage: az, transport: transport, bus: bus, manifest: sim.Manifest(),
+	w := &world{sim: sim, storage: az, transport: transport, bus: bus, manifest: manifest, want: opts.Permissions,
 		qname: testenv.Name("wq"), prefix: testenv.Name("wt")}
 	w.queue = w.openQueue(t)
 	ctx := context.Background()

@@ -129,7 +129,7 @@ func (w *world) checkHealthy(t *testing.T, fleet []m365sim.FleetTenant) {
 		if st.State != store.StateSucceeded && st.State != store.StatePartial {
 			t.Errorf("tenant %s (%s): status %q %s", ft.ID, ft.Kind, st.State, st.LastError)
 		}
-		if diffs := w.sim.Conforms(ft.ID, w.manifest); len(diffs) != 0 {
+		if diffs := w.sim.Conforms(ft.ID, w.want); len(diffs) != 0 {
 			t.Errorf("tenant %s (%s) differs from the manifest: %q", ft.ID, ft.Kind, diffs)
 		}
 	}

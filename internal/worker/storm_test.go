@@ -39,7 +39,7 @@ func throttleStorm(t *testing.T, transport string) {
 		statuses := w.statuses(t)
 		for _, ft := range fleet {
 			st := statuses[ft.ID]
-			if (st.State != store.StateSucceeded && st.State != store.StatePartial) || len(w.sim.Conforms(ft.ID, w.manifest)) != 0 {
+			if (st.State != store.StateSucceeded && st.State != store.StatePartial) || len(w.sim.Conforms(ft.ID, w.want)) != 0 {
 				out.unfinished = append(out.unfinished, ft.ID+" ("+string(ft.Kind)+"): "+st.State+" "+st.LastError)
 			}
 		}

@@ -105,10 +105,10 @@ func TestFleet(t *testing.T) {
 			Poisoned: isPoisoned, ErrorClass: st.ErrorClass,
 		}
 		if healthy(ft.Kind) {
-			got.Conforms = len(w.sim.Conforms(ft.ID, w.manifest)) == 0
+			got.Conforms = len(w.sim.Conforms(ft.ID, w.want)) == 0
 		}
 		if diff := cmp.Diff(want[ft.Kind], got); diff != "" {
-			t.Errorf("tenant %s (%s) (-want +got):\n%s\nstatus: %+v\nconforms: %q", ft.ID, ft.Kind, diff, st, w.sim.Conforms(ft.ID, w.manifest))
+			t.Errorf("tenant %s (%s) (-want +got):\n%s\nstatus: %+v\nconforms: %q", ft.ID, ft.Kind, diff, st, w.sim.Conforms(ft.ID, w.want))
 		}
 		if st.ManifestVersion != w.manifest.Version() || st.RunID != "test-run" || st.Worker == "" || st.RoundTrips == 0 {
 			t.Errorf("tenant %s: status row lacks its provenance: %+v", ft.ID, st)

@@ -57,6 +57,7 @@ type stack struct {
 	srv      *httptest.Server
 	worker   *worker.Worker
 	manifest *cpv.Manifest
+	want     *m365sim.Permissions // the manifest in the simulator's terms
 }
 
 func newStack(t *testing.T) *stack {
@@ -66,7 +67,7 @@ func newStack(t *testing.T) *stack {
 	sim, err := m365sim.New(m365sim.Options{Seed: 7, Tenants: 8, Mix: map[m365sim.Kind]float64{
 		m365sim.KindNew: 2, m365sim.KindCorrect: 1, m365sim.KindDrifted: 2, m365sim.KindUnlicensed: 1,
 		m365sim.KindRevoked: 1, m365sim.KindTerminated: 1,
-	}})
+	}, Permissions: testenv.SimPermissions(cpv.DefaultManifest())})
 	if err != nil {
 		t.Fatalf("m365sim.New: %v", err)
 	}
@@ -74,7 +75,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatalf("sim.Start: %v", err)
 	}
 	t.Cleanup(func() { _ = sim.Close() })
-	s := &stack{sim: sim, manifest: sim.Manifest()}
+	s := &stack{sim: sim, manifest: cpv.DefaultManifest(), want: sim.Permissions()}
 
 	qname := testenv.Name("uiq")
 	s.queue, err = queue.NewStorageQueue(queue.StorageQueueConfig{
@@ -496,7 +497,7 @@ func TestBrowser(t *testing.T) {
 
 	// Refresh a drifted tenant: confirm, see it pending, then succeeded with the applied permissions.
 	drifted := s.fleetTenant(t, m365sim.KindDrifted)
-	if missing := s.sim.Conforms(drifted.ID, s.manifest); len(missing) == 0 {
+	if missing := s.sim.Conforms(drifted.ID, s.want); len(missing) == 0 {
 		t.Fatalf("the drifted tenant %s already conforms", drifted.ID)
 	}
 	b.recordStates(drifted.ID)
@@ -511,7 +512,7 @@ func TestBrowser(t *testing.T) {
 	if diff := cmp.Diff(s.appliedInHistory(t, drifted.ID, reqID), b.applied(requestItem(drifted.ID))); diff != "" {
 		t.Errorf("applied permissions shown vs the history row (-want +got):\n%s", diff)
 	}
-	if missing := s.sim.Conforms(drifted.ID, s.manifest); len(missing) != 0 {
+	if missing := s.sim.Conforms(drifted.ID, s.want); len(missing) != 0 {
 		t.Errorf("after the refresh, the drifted tenant still lacks %v", missing)
 	}
 	if st, err := s.store.GetStatus(ctx, drifted.ID); err != nil || st.State != store.StateSucceeded || st.RequestID != reqID {
@@ -552,7 +553,7 @@ func TestBrowser(t *testing.T) {
 	if got := b.states(revoked.ID); len(got) < 2 || got[0] != "pending" {
 		t.Errorf("the reset's badge went through %q; want pending first", got)
 	}
-	if missing := s.sim.Conforms(revoked.ID, s.manifest); len(missing) != 0 {
+	if missing := s.sim.Conforms(revoked.ID, s.want); len(missing) != 0 {
 		t.Errorf("after the reset, the revoked tenant still lacks %v", missing)
 	}
 	if st, err := s.store.GetStatus(ctx, revoked.ID); err != nil || st.State != store.StateSucceeded || st.Op != cpv.OpReset {

@@ -31,7 +31,7 @@ type Rig struct {
 
 // Options change the stack from its defaults.
 type Options struct {
-	// Manifest is the engine's; nil means the simulator's.
+	// Manifest is the engine's; nil means cpv.DefaultManifest().
 	Manifest *cpv.Manifest
 	// Exact removes role assignments the manifest does not list.
 	Exact bool
@@ -91,7 +91,7 @@ func New(t testing.TB, sim *m365sim.Sim, opts Options) *Rig {
 	}
 	m := opts.Manifest
 	if m == nil {
-		m = sim.Manifest()
+		m = cpv.DefaultManifest()
 	}
 	engine, err := cpv.New(cpv.Config{Manifest: m, AppID: sim.AppID(), Directory: dir, Consenter: pc, Exact: opts.Exact})
 	if err != nil {
