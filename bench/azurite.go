@@ -80,12 +80,12 @@ func (a *Azurite) start(ctx context.Context) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		logf.Close()
+		_ = logf.Close()
 		return fmt.Errorf("bench: azurite: %w", err)
 	}
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
-		logf.Close()
+		_ = logf.Close()
 		return fmt.Errorf("bench: start azurite: %w", err)
 	}
 	listening := make(chan struct{})
@@ -94,7 +94,7 @@ func (a *Azurite) start(ctx context.Context) error {
 		// Copies Azurite's output to its log until it exits, and says when
 		// both services listen.
 		defer close(exited)
-		defer logf.Close()
+		defer func() { _ = logf.Close() }() // Azurite's log; nothing to do if closing it fails
 		sc := bufio.NewScanner(out)
 		queue, table, said := false, false, false
 		for sc.Scan() {

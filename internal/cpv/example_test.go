@@ -23,7 +23,7 @@ func ExampleEngine_Refresh() {
 	if err := sim.Start(); err != nil {
 		log.Fatal(err)
 	}
-	defer sim.Close()
+	defer func() { _ = sim.Close() }()
 
 	// One HTTP client for every service, counting round trips per refresh.
 	hc := &http.Client{Transport: cpv.CountingTransport(sim.HTTPClient().Transport, sim.GraphURL(), sim.PartnerCenterURL())}
