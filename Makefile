@@ -7,7 +7,7 @@ LINT := deploy/dockerfile-lint/node_modules/.bin/dockerfile-utils
 SBPEER := deploy/sbpeer/node_modules/rhea/package.json
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all deps chromium build bench-fleet faults-full test vet unit fuzz bench bench-full demo docs clean
+.PHONY: all deps chromium build bench-fleet faults-full lint test vet unit fuzz bench bench-full demo docs clean
 
 all: build
 
@@ -35,6 +35,14 @@ $(LINT): deploy/dockerfile-lint/package.json deploy/dockerfile-lint/package-lock
 ## build: the three binaries into bin/
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+## lint: gofmt, a tidy go.mod, golangci-lint (pinned in go.mod; .golangci.yml holds the architecture's import rules)
+lint:
+	@files=$$(git ls-files '*.go') && [ -n "$$files" ] || { echo "lint: no tracked .go files (not a git checkout?)"; exit 1; }; \
+	  unformatted=$$(gofmt -l $$files) || exit 1; \
+	  if [ -n "$$unformatted" ]; then echo "gofmt -l: run gofmt -w on:"; echo "$$unformatted"; exit 1; fi
+	$(GO) mod tidy -diff
+	$(GO) tool golangci-lint run ./...
 
 ## test: vet + every test with the race detector (Azurite and the simulator start by themselves)
 test: deps

@@ -203,8 +203,11 @@ func writeReport(b *testing.B, path string, sp Spec, rep Report) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
 	if _, err := f.Write(append(line, '\n')); err != nil {
+		_ = f.Close()
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
 		b.Fatal(err)
 	}
 }

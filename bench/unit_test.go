@@ -215,7 +215,7 @@ func TestGate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.Close()
+	defer func() { _ = g.Close() }()
 	post := func(ctx context.Context, path string) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.url+path, strings.NewReader("<QueueMessage/>"))
 		if err != nil {

@@ -40,7 +40,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	rows, err := read(f)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)

@@ -113,7 +113,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if c.logFormat == "json" {
 		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl})
 	} else {
-		h = tint.NewHandler(stderr, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly})
+		h = tint.NewTextHandler(stderr, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly})
 	}
 	log := slog.New(h)
 

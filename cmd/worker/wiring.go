@@ -34,7 +34,7 @@ func loadManifest(path string) (*cpv.Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	m, err := cpv.LoadManifest(f)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", path, err)

@@ -26,7 +26,7 @@ func ExampleEngine_Refresh() {
 	if err := sim.Start(); err != nil {
 		log.Fatal(err)
 	}
-	defer sim.Close()
+	defer func() { _ = sim.Close() }()
 
 	// One HTTP client for every service, counting round trips per refresh.
 	hc := &http.Client{Transport: rig.HTTPClient(sim).Transport}

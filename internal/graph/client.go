@@ -97,7 +97,7 @@ func New(cfg Config) (*Client, error) {
 		problems = append(problems, fmt.Errorf("BaseURL %q: must have no query or fragment", cfg.BaseURL))
 	}
 	if cfg.Credential == nil {
-		problems = append(problems, errors.New("Credential is required"))
+		problems = append(problems, errors.New("credential is required"))
 	}
 	if cfg.MaxAttempts < 0 {
 		problems = append(problems, fmt.Errorf("MaxAttempts %d: must not be negative", cfg.MaxAttempts))

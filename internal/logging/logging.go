@@ -32,7 +32,7 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("logging: format %q: want auto, text or json", format)
 	}
 	if format == "text" {
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly, NoColor: !isTerminal(w)})), nil
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly, NoColor: !isTerminal(w)})), nil
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})), nil
 }

@@ -21,7 +21,7 @@ func Example() {
 	if err := sim.Start(); err != nil {
 		panic(err)
 	}
-	defer sim.Close()
+	defer func() { _ = sim.Close() }()
 	customer := sim.Fleet()[0]
 	client := sim.HTTPClient() // trusts the simulator's CA
 

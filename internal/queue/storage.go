@@ -574,7 +574,7 @@ func compact(err error) error {
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		where := ue.URL
+		var where string
 		if u, perr := url.Parse(ue.URL); perr == nil {
 			where = u.Scheme + "://" + u.Host + u.EscapedPath()
 		} else {

@@ -250,7 +250,9 @@ func TestErrorsAreShortAndSecretFree(t *testing.T) {
 		t.Fatal(err)
 	}
 	closed := l.Addr().String()
-	l.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	missing := testenv.Name("missing")
 
 	tests := []struct {

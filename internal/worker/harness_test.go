@@ -397,7 +397,7 @@ func (w *world) deadLetters(t testing.TB) map[string]deadLetter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close(ctx)
+	defer func() { _ = client.Close(ctx) }()
 	r, err := client.NewReceiverForQueue(w.qname, &azservicebus.ReceiverOptions{SubQueue: azservicebus.SubQueueDeadLetter})
 	if err != nil {
 		t.Fatal(err)
