@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if errors.As(err, &ee) {
 			code = ee.code
 		}
-		log.Error("dispatcher stopped", "err", err, "exit_code", code)
+		log.Error("dispatcher stopped", "error", err, "exit_code", code)
 		return code
 	}
 	log.Info("dispatcher stopped")
@@ -192,7 +192,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 	go func() {
 		defer wg.Done()
 		if err := d.Run(ctx); err != nil {
-			log.Error("scheduler stopped", "err", err)
+			log.Error("scheduler stopped", "error", err)
 		}
 	}()
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "id", id,
@@ -212,13 +212,13 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 	sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer scancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown cut short", "err", err)
+		log.Warn("http shutdown cut short", "error", err)
 	}
 	wg.Wait()
 	// Bulk runs in progress get the rest of the grace period; a run cut
 	// short is resumed by a scheduler (here after a restart, or elsewhere).
 	if err := d.Shutdown(sctx); err != nil {
-		log.Warn("bulk runs cancelled at shutdown; they will be resumed", "err", err)
+		log.Warn("bulk runs cancelled at shutdown; they will be resumed", "error", err)
 	}
 	return failure
 }
@@ -263,7 +263,7 @@ func backendFacts(cfg *config.Dispatcher, st *store.Store) map[string]string {
 	facts := map[string]string{
 		"transport":     cfg.Transport,
 		"queue":         cfg.Queue,
-		"poisonQueue":   poisonQueueName(cfg),
+		"poisonQueue":   queue.PoisonName(cfg.Transport, cfg.Queue),
 		"tables":        strings.Join(st.Tables(), ","),
 		"graph":         cfg.GraphURL,
 		"partnerCenter": cfg.PartnerCenterURL,
@@ -290,12 +290,4 @@ func accountName(cfg *config.Dispatcher) string {
 		return host
 	}
 	return ""
-}
-
-// poisonQueueName is where parked messages go on the configured transport.
-func poisonQueueName(cfg *config.Dispatcher) string {
-	if cfg.Transport == queue.TransportServiceBus {
-		return cfg.Queue + "/$DeadLetterQueue"
-	}
-	return cfg.Queue + "-poison"
 }

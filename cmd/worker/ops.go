@@ -270,7 +270,7 @@ func runPoison(ctx context.Context, e *env) int {
 		return exitFailure
 	}
 	if len(recs) == 0 {
-		fmt.Fprintf(e.stdout, "no poison messages in %s-poison\n", q.Name())
+		fmt.Fprintf(e.stdout, "no poison messages in %s\n", queue.PoisonName(e.cfg.Transport, q.Name()))
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -304,7 +304,7 @@ func runRedrive(ctx context.Context, e *env) int {
 	}
 	defer e.closeQueue(q)
 	n, err := q.Redrive(ctx, e.opts.max)
-	fmt.Fprintf(e.stdout, "moved %d message(s) from %s-poison back to %s\n", n, q.Name(), q.Name())
+	fmt.Fprintf(e.stdout, "moved %d message(s) from %s back to %s\n", n, queue.PoisonName(e.cfg.Transport, q.Name()), q.Name())
 	if err != nil {
 		e.fail(err)
 		return exitFailure

@@ -77,14 +77,14 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	defer az.Stop()
+	defer func() { _ = az.Stop() }() // a failed stop leaves nothing to do: the process exits
 
 	fmt.Println("starting the Microsoft 365 simulator ...")
 	sim, err := stack.StartSim(ctx, bin.Sim, dir, o.simAddr, o.tenants)
 	if err != nil {
 		return err
 	}
-	defer sim.Stop()
+	defer func() { _ = sim.Stop() }()
 	certURL, err := url.Parse(sim.Config.WebhookCertURL)
 	if err != nil {
 		return err
@@ -113,7 +113,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	defer d.Stop()
+	defer func() { _ = d.Stop() }()
 	api := d.API
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)

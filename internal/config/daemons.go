@@ -10,6 +10,7 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 )
 
 // DevStorage is Azurite's explicit development connection string on its
@@ -91,22 +92,22 @@ type Dispatcher struct {
 func (c *Common) Validate() error {
 	var errs []error
 	switch c.Transport {
-	case "storagequeue":
+	case queue.TransportStorageQueue:
 		if c.StorageConnectionString == "" && c.QueueServiceURL == "" {
 			errs = append(errs, errors.New("CPV_STORAGE_CONNECTION_STRING or CPV_QUEUE_SERVICE_URL is required"))
 		}
-	case "servicebus":
+	case queue.TransportServiceBus:
 		if c.ServiceBusConnection == "" && c.ServiceBusNamespace == "" {
 			errs = append(errs, errors.New("transport servicebus needs CPV_SERVICEBUS_CONNECTION_STRING or CPV_SERVICEBUS_NAMESPACE"))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("CPV_TRANSPORT %q: want storagequeue or servicebus", c.Transport))
+		errs = append(errs, fmt.Errorf("CPV_TRANSPORT %q: want %s or %s", c.Transport, queue.TransportStorageQueue, queue.TransportServiceBus))
 	}
 	if c.StorageConnectionString == "" && c.TableServiceURL == "" {
 		errs = append(errs, errors.New("CPV_STORAGE_CONNECTION_STRING or CPV_TABLE_SERVICE_URL is required"))
 	}
-	if !validQueueName(c.Queue) {
-		errs = append(errs, fmt.Errorf("CPV_QUEUE %q: 3-56 lower-case letters, digits and single hyphens", c.Queue))
+	if err := queue.CheckName(c.Transport, c.Queue); err != nil {
+		errs = append(errs, fmt.Errorf("CPV_QUEUE: %w", err))
 	}
 	switch c.AuthMode {
 	case "secret":
@@ -161,10 +162,10 @@ func (w *Worker) Validate() error {
 	if w.ReceiveBatch < 1 || w.ReceiveBatch > 32 {
 		errs = append(errs, fmt.Errorf("CPV_RECEIVE_BATCH %d: want 1..32", w.ReceiveBatch))
 	}
-	if w.Visibility < 5*time.Second || w.Visibility > 7*24*time.Hour {
-		errs = append(errs, fmt.Errorf("CPV_VISIBILITY %s: want 5s..168h", w.Visibility))
-	} else if w.Transport == "servicebus" && w.Visibility > 5*time.Minute {
-		errs = append(errs, fmt.Errorf("CPV_VISIBILITY %s: Service Bus locks last at most 5m", w.Visibility))
+	if w.Visibility < minWorkerVisibility {
+		errs = append(errs, fmt.Errorf("CPV_VISIBILITY %s: want at least %s (the worker extends a message before it lapses)", w.Visibility, minWorkerVisibility))
+	} else if err := queue.CheckVisibility(w.Transport, w.Visibility); err != nil {
+		errs = append(errs, fmt.Errorf("CPV_VISIBILITY %w", err))
 	}
 	if w.MessageTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("CPV_MESSAGE_TIMEOUT %s: must be positive", w.MessageTimeout))
@@ -212,18 +213,6 @@ func (d *Dispatcher) Validate() error {
 	return errors.Join(errs...)
 }
 
-func validQueueName(s string) bool {
-	if len(s) < 3 || len(s) > 56 || s[0] == '-' || s[len(s)-1] == '-' || strings.Contains(s, "--") {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // Credential is the partner app's token source configuration for
 // entra.NewCredential. Rotated refresh tokens (refresh-token mode) are kept in
 // memory; the configured one stays valid until revoked, so a restart does
@@ -243,3 +232,9 @@ func (c *Common) Credential(hc *http.Client, onRotate func(string)) entra.Config
 		HTTPClient:          hc,
 	}
 }
+
+// minWorkerVisibility is the shortest visibility a worker is configured
+// with: it extends a message well before it lapses, and a shorter one would
+// spend more round trips extending than refreshing. The transports accept
+// down to queue.MinVisibility (tests use that).
+const minWorkerVisibility = 5 * time.Second

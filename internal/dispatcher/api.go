@@ -74,7 +74,7 @@ func (d *Dispatcher) StartBulk(ctx context.Context, requestedBy string) (string,
 	go func() {
 		defer d.wg.Done()
 		if _, err := d.execute(d.base, id, requestedBy); err != nil && d.base.Err() == nil {
-			d.log.ErrorContext(d.base, "bulk run failed; a scheduler will resume it", "run", id, "err", err)
+			d.log.ErrorContext(d.base, "bulk run failed; a scheduler will resume it", "run", id, "error", err)
 		}
 	}()
 	d.log.InfoContext(ctx, "bulk run started", "run", id, "by", requestedBy)
@@ -124,7 +124,7 @@ func (d *Dispatcher) handleRefreshAll(w http.ResponseWriter, r *http.Request, p 
 }
 
 func (d *Dispatcher) unavailable(w http.ResponseWriter, r *http.Request, err error) {
-	d.log.ErrorContext(r.Context(), "API request failed", "route", r.Pattern, "err", err)
+	d.log.ErrorContext(r.Context(), "API request failed", "route", r.Pattern, "error", err)
 	writeError(w, http.StatusServiceUnavailable, "unavailable", "the store or the queue did not answer; try again")
 }
 
@@ -318,7 +318,7 @@ func (d *Dispatcher) handleCIPPPermissions(w http.ResponseWriter, r *http.Reques
 	tenant := strings.ToLower(req.TenantFilter)
 	reqID, err := d.Enqueue(r.Context(), tenant, op, queue.ReasonManual, p.Name)
 	if err != nil {
-		d.log.ErrorContext(r.Context(), "API request failed", "route", r.Pattern, "err", err)
+		d.log.ErrorContext(r.Context(), "API request failed", "route", r.Pattern, "error", err)
 		writeCIPPError(w, http.StatusServiceUnavailable, "unavailable", "the queue did not answer; try again")
 		return
 	}
@@ -346,7 +346,7 @@ func (d *Dispatcher) cippBulk(w http.ResponseWriter, r *http.Request, p principa
 	case errors.Is(err, ErrPaused):
 		writeCIPPError(w, http.StatusConflict, "dispatchPaused", "Dispatching is paused: run "+id+" was recorded as skipped.")
 	case err != nil:
-		d.log.ErrorContext(r.Context(), "API request failed", "route", r.Pattern, "err", err)
+		d.log.ErrorContext(r.Context(), "API request failed", "route", r.Pattern, "error", err)
 		writeCIPPError(w, http.StatusServiceUnavailable, "unavailable", "the store did not answer; try again")
 	default:
 		writeJSON(w, http.StatusAccepted, cippResult{

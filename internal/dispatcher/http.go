@@ -199,11 +199,11 @@ func (d *Dispatcher) Ready(ctx context.Context) error {
 	var errs []error
 	if _, err := d.cfg.Store.Paused(ctx, ComponentDispatch); err != nil {
 		errs = append(errs, errors.New("store unreachable"))
-		d.log.WarnContext(ctx, "readiness: store check failed", "err", err)
+		d.log.WarnContext(ctx, "readiness: store check failed", "error", err)
 	}
 	if _, _, err := d.cfg.Queue.Depth(ctx); err != nil {
 		errs = append(errs, errors.New("queue unreachable"))
-		d.log.WarnContext(ctx, "readiness: queue check failed", "err", err)
+		d.log.WarnContext(ctx, "readiness: queue check failed", "error", err)
 	}
 	d.ready.checked, d.ready.err = now, errors.Join(errs...)
 	return d.ready.err

@@ -86,7 +86,7 @@ func (d *Dispatcher) execute(ctx context.Context, id, requestedBy string) (bool,
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := d.cfg.Store.ReleaseLease(rctx, lease, d.cfg.ID); err != nil {
-			d.log.WarnContext(ctx, "run lease not released", "run", id, "err", err)
+			d.log.WarnContext(ctx, "run lease not released", "run", id, "error", err)
 		}
 	}()
 
@@ -141,7 +141,7 @@ func (d *Dispatcher) keepLease(ctx context.Context, lease string, stop context.C
 		case err != nil:
 			// Two more chances before the lease can have expired.
 			failures++
-			d.log.WarnContext(ctx, "run lease not renewed", "lease", lease, "err", err)
+			d.log.WarnContext(ctx, "run lease not renewed", "lease", lease, "error", err)
 			if failures >= 2 {
 				stop(errLeaseLost)
 				return
@@ -167,7 +167,7 @@ func (d *Dispatcher) enqueueRun(ctx context.Context, run store.Run, kind, reques
 				return fmt.Errorf("dispatcher: run %s: %w", run.ID, err)
 			}
 			// A run still refreshes the tenants already known.
-			d.log.WarnContext(ctx, "tenant discovery failed; enqueuing the known tenants", "run", run.ID, "err", err)
+			d.log.WarnContext(ctx, "tenant discovery failed; enqueuing the known tenants", "run", run.ID, "error", err)
 		}
 	}
 	requestedAt := run.Scheduled
@@ -187,7 +187,7 @@ func (d *Dispatcher) enqueueRun(ctx context.Context, run store.Run, kind, reques
 		d.metrics.enqueued.WithLabelValues(string(reason)).Add(float64(len(batch)))
 		batch = batch[:0]
 		if err := d.cfg.Store.UpdateRun(ctx, store.Run{ID: run.ID, Enqueued: sent}); err != nil && ctx.Err() == nil {
-			d.log.WarnContext(ctx, "run progress not recorded", "run", run.ID, "err", err)
+			d.log.WarnContext(ctx, "run progress not recorded", "run", run.ID, "error", err)
 		}
 		return nil
 	}

@@ -157,7 +157,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			d.log.ErrorContext(ctx, "scheduled work failed; retrying", "err", err)
+			d.log.ErrorContext(ctx, "scheduled work failed; retrying", "error", err)
 		}
 		now := d.now()
 		wait := d.cfg.Recheck

@@ -195,7 +195,7 @@ func (d *Dispatcher) handleListTenants(w http.ResponseWriter, r *http.Request, _
 	if err != nil {
 		// Headers are gone: end the array so the client sees a complete
 		// document only when everything was written; log the failure.
-		d.log.ErrorContext(ctx, "tenant list cut short", "err", err)
+		d.log.ErrorContext(ctx, "tenant list cut short", "error", err)
 		return
 	}
 	if first {
@@ -375,13 +375,13 @@ func (d *Dispatcher) handleBackend(w http.ResponseWriter, r *http.Request, _ pri
 	}
 	if work, poison, err := d.cfg.Queue.Depth(ctx); err != nil {
 		v.Problems = append(v.Problems, "queue depth unavailable")
-		d.log.WarnContext(ctx, "backend: queue depth failed", "err", err)
+		d.log.WarnContext(ctx, "backend: queue depth failed", "error", err)
 	} else {
 		v.Queue = QueueView{Depth: work, Poison: poison}
 	}
 	if ws, err := d.cfg.Store.ListWorkers(ctx, now.Add(-workersSeenWindow)); err != nil {
 		v.Problems = append(v.Problems, "workers unavailable")
-		d.log.WarnContext(ctx, "backend: list workers failed", "err", err)
+		d.log.WarnContext(ctx, "backend: list workers failed", "error", err)
 	} else {
 		for _, wk := range ws {
 			v.Workers = append(v.Workers, WorkerView{ID: wk.ID, Host: wk.Host, Started: timePtr(wk.Started),

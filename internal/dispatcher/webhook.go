@@ -99,7 +99,7 @@ func (d *Dispatcher) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	outcome, status, err := d.handleEvent(ctx, ev, at)
 	d.metrics.webhooks.WithLabelValues(outcome).Inc()
 	if err != nil {
-		d.log.ErrorContext(ctx, "webhook not handled", "event", ev.EventName, "err", err)
+		d.log.ErrorContext(ctx, "webhook not handled", "event", ev.EventName, "error", err)
 		writeError(w, status, "eventNotHandled", "the event could not be handled; Partner Center will deliver it again")
 		return
 	}
@@ -268,7 +268,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, ev Event, at time.Time) (s
 		rel, err := d.cfg.Discovery.Relationship(ctx, relID)
 		if err != nil {
 			if class, _ := cpv.ClassOf(err); class == cpv.Permanent {
-				d.log.WarnContext(ctx, "webhook relationship not resolved", "relationship", relID, "err", err)
+				d.log.WarnContext(ctx, "webhook relationship not resolved", "relationship", relID, "error", err)
 				return "ignored", http.StatusOK, nil
 			}
 			return "failed", http.StatusServiceUnavailable, err

@@ -328,7 +328,7 @@ func (s *Sim) Start() error {
 	go func() {
 		defer close(s.done)
 		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("serve failed", "err", err)
+			s.log.Error("serve failed", "error", err)
 		}
 	}()
 	s.log.Info("simulator listening", "url", s.url, "tenants", len(s.fleet), "partner_tenant", s.partnerID.String(), "app_id", s.appID)

@@ -24,8 +24,6 @@ import (
 // on the messages it copies (retries with a delay, snoozes, re-drives) and
 // dead-letters.
 const (
-	// DefaultLockDuration is the lock duration of a queue Ensure creates.
-	DefaultLockDuration = 60 * time.Second
 	// DefaultMaxDeliveryCount is the max delivery count of a queue Ensure
 	// creates: Service Bus dead-letters a message delivered that often
 	// without a settlement (worker crashes), whatever the worker's own
@@ -37,8 +35,6 @@ const (
 	// DefaultReceiveWait is how long Receive waits for a first message.
 	DefaultReceiveWait = time.Second
 
-	// maxLockDuration is Service Bus's longest lock duration.
-	maxLockDuration = 5 * time.Minute
 	// peekPage is how many messages one peek asks for when Depth counts.
 	peekPage = 250
 
@@ -154,10 +150,10 @@ func NewServiceBusQueue(cfg ServiceBusConfig) (*ServiceBusQueue, error) {
 		wait:     cfg.ReceiveWait,
 	}
 	if q.lock == 0 {
-		q.lock = DefaultLockDuration
+		q.lock = DefaultVisibility
 	}
-	if q.lock < time.Second || q.lock > maxLockDuration {
-		return nil, fmt.Errorf("queue: open %s: lock duration %s is outside 1s..%s", cfg.Queue, cfg.LockDuration, maxLockDuration)
+	if err := CheckVisibility(TransportServiceBus, q.lock); err != nil {
+		return nil, fmt.Errorf("queue: open %s: lock duration %w", cfg.Queue, err)
 	}
 	if q.maxCount == 0 {
 		q.maxCount = DefaultMaxDeliveryCount

@@ -25,7 +25,7 @@ func newPeerQueue(t testing.TB, visibility time.Duration, maxDelivery int) *Serv
 	t.Helper()
 	p := testenv.ServiceBus(t)
 	if visibility == 0 {
-		visibility = DefaultLockDuration
+		visibility = DefaultVisibility
 	}
 	if maxDelivery == 0 {
 		maxDelivery = DefaultMaxDeliveryCount

@@ -20,9 +20,6 @@ import (
 
 // Storage Queue limits and this transport's defaults.
 const (
-	// DefaultVisibility is how long a received message stays invisible
-	// unless the configuration says otherwise.
-	DefaultVisibility = 60 * time.Second
 	// MaxDelay is the longest visibility delay Storage Queue accepts.
 	MaxDelay = 7 * 24 * time.Hour
 	// MaxReceive is the most messages one receive returns.
@@ -78,8 +75,8 @@ func NewStorageQueue(cfg StorageQueueConfig) (*StorageQueue, error) {
 	if vis == 0 {
 		vis = DefaultVisibility
 	}
-	if vis < time.Second || vis > MaxDelay {
-		return nil, fmt.Errorf("queue: open %s: visibility %s is outside 1s..%s", cfg.Queue, cfg.Visibility, MaxDelay)
+	if err := CheckVisibility(TransportStorageQueue, vis); err != nil {
+		return nil, fmt.Errorf("queue: open %s: visibility %w", cfg.Queue, err)
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {

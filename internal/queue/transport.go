@@ -46,6 +46,54 @@ const (
 	TransportServiceBus   = "servicebus"
 )
 
+// Visibility: how long a received message stays invisible (Storage Queue)
+// or locked (Service Bus) before it is extended, on every transport.
+const (
+	// DefaultVisibility is the visibility timeout, and the lock duration of a
+	// Service Bus queue Ensure creates, unless configured.
+	DefaultVisibility = 60 * time.Second
+	// MinVisibility is the shortest a transport accepts.
+	MinVisibility = time.Second
+	// maxLock is Service Bus's longest lock duration.
+	maxLock = 5 * time.Minute
+)
+
+// MaxVisibility is the longest visibility transport allows: MaxDelay (7
+// days) on Storage Queue, 5 minutes (the longest lock) on Service Bus.
+func MaxVisibility(transport string) time.Duration {
+	if transport == TransportServiceBus {
+		return maxLock
+	}
+	return MaxDelay
+}
+
+// CheckVisibility says whether transport accepts d as a visibility timeout
+// or lock duration; its error names the value and the bounds.
+func CheckVisibility(transport string, d time.Duration) error {
+	if hi := MaxVisibility(transport); d < MinVisibility || d > hi {
+		return fmt.Errorf("%s is outside %s..%s", d, MinVisibility, hi)
+	}
+	return nil
+}
+
+// CheckName applies transport's queue-name rule (Storage Queue's leaves room
+// for the poison queue's suffix): the one rule configuration and Open share.
+func CheckName(transport, name string) error {
+	if transport == TransportServiceBus {
+		return checkServiceBusName(name)
+	}
+	return checkQueueName(name)
+}
+
+// PoisonName names where transport parks the poison messages of queue name:
+// "<name>-poison" on Storage Queue, the dead-letter sub-queue on Service Bus.
+func PoisonName(transport, name string) string {
+	if transport == TransportServiceBus {
+		return name + "/$DeadLetterQueue"
+	}
+	return name + poisonSuffix
+}
+
 // OpenConfig selects and configures a transport. A service URL or
 // namespace with Credential (a managed or workload identity) wins over a
 // connection string, so a deployment that sets one need not clear the

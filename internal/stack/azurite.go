@@ -118,7 +118,7 @@ func (a *Azurite) start(ctx context.Context) error {
 		}
 		defer func() {
 			if a.cmd == nil { // not started: the copier below never runs
-				f.Close()
+				_ = f.Close() // a log file: nothing to do about a failed close
 			}
 		}()
 		logw = f
@@ -146,7 +146,7 @@ func (a *Azurite) start(ctx context.Context) error {
 		// Copies Azurite's output to its log until it exits, and reports
 		// the ports it listens on.
 		if c, ok := logw.(io.Closer); ok {
-			defer c.Close()
+			defer func() { _ = c.Close() }() // the log file: nothing to do about a failed close
 		}
 		sc := bufio.NewScanner(out)
 		var head []string // the first lines, for an error when there is no log

@@ -48,13 +48,13 @@ func (p *Process) Start() error {
 	// It dies with this process, whatever happens to it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		logf.Close()
+		_ = logf.Close() // the process's log: nothing to do about a failed close
 		return fmt.Errorf("stack: start %s: %w", p.Name, err)
 	}
 	done := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
-		logf.Close()
+		_ = logf.Close()
 		close(done)
 	}()
 	p.cmd, p.done = cmd, done
@@ -151,7 +151,7 @@ func PeakRSS(pid int) int64 {
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {

@@ -251,7 +251,8 @@ func failure(op, tenant string, err error) error {
 		h = re.RawResponse.Header
 	}
 	se := &serviceError{status: re.StatusCode, code: re.ErrorCode, cause: err}
-	sentinel, advice := ErrUnavailable, ""
+	var sentinel error
+	advice := ""
 	switch class, _ := retry.Classify(re.StatusCode, h); {
 	case class == retry.Throttled:
 		sentinel = ErrBusy
