@@ -7,7 +7,7 @@ LINT := deploy/dockerfile-lint/node_modules/.bin/dockerfile-utils
 SBPEER := deploy/sbpeer/node_modules/rhea/package.json
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all deps chromium build bench-fleet faults-full lint test vet unit fuzz bench bench-full demo docs clean
+.PHONY: all deps chromium build bench-fleet faults-full lint test unit fuzz bench demo docs clean
 
 all: build
 
@@ -44,7 +44,8 @@ lint:
 	$(GO) mod tidy -diff
 	$(GO) tool golangci-lint run ./...
 
-## test: vet + every test with the race detector (Azurite and the simulator start by themselves)
+## test: vet + every test with the race detector; first installs what the tests need (make deps: the pinned npm
+## packages, and Debian's chromium with apt-get when it is missing). Azurite and the simulator start by themselves.
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...

@@ -101,14 +101,14 @@ func TestRedactedHidesSecrets(t *testing.T) {
 	}
 }
 
-func TestDefaultStorageIsDevStorage(t *testing.T) {
+func TestDefaultStorageIsdevStorage(t *testing.T) {
 	t.Parallel()
 	var w Worker
 	if err := Load(&w, nil, env(nil), "worker"); err != nil {
 		t.Fatal(err)
 	}
-	if w.StorageConnectionString != DevStorage {
-		t.Fatalf("default storage = %q, want DevStorage", w.StorageConnectionString)
+	if w.StorageConnectionString != devStorage {
+		t.Fatalf("default storage = %q, want devStorage", w.StorageConnectionString)
 	}
 }
 
@@ -128,3 +128,10 @@ func TestFallbackVariable(t *testing.T) {
 		t.Fatalf("token file = %q, want CPV_FEDERATED_TOKEN_FILE to win", w.TokenFile)
 	}
 }
+
+// devStorage is Azurite's explicit development connection string on its
+// default ports (the Go SDKs refuse UseDevelopmentStorage=true). The account
+// key is Azurite's public, documented development key.
+const devStorage = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;" +
+	"AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;" +
+	"QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"

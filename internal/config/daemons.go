@@ -13,13 +13,6 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 )
 
-// DevStorage is Azurite's explicit development connection string on its
-// default ports (the Go SDKs refuse UseDevelopmentStorage=true). The account
-// key is Azurite's public, documented development key.
-const DevStorage = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;" +
-	"AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;" +
-	"QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-
 // Common holds the settings both daemons share: storage, queue transport,
 // Microsoft endpoints and the partner app's credentials. The defaults point
 // at the local stack (Azurite and the Microsoft 365 simulator).

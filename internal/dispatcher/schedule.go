@@ -25,9 +25,6 @@ func (d *Dispatcher) NextRun(t time.Time) time.Time {
 	return d.sched.Next(t.In(d.cfg.Location))
 }
 
-// Location is the schedule's time zone.
-func (d *Dispatcher) Location() *time.Location { return d.cfg.Location }
-
 // RunID names the run of a scheduled instant: nightly-YYYY-MM-DD in the
 // schedule's zone, with the local time (nightly-YYYY-MM-DDTHHMM) when the
 // schedule fires more than once a day.

@@ -156,79 +156,6 @@ func graphTrips(sim *m365sim.Sim, tenant string) m365sim.Counts {
 	return sim.Stats().Tenants[tenant]
 }
 
-func TestListServicePrincipalsPages(t *testing.T) {
-	t.Parallel()
-	sim := startSim(t, 6, m365sim.Faults{})
-	c := newClient(t, sim, graph.Config{})
-	tenant := tenantOf(t, sim, m365sim.KindCorrect)
-	simTenant, _ := sim.Tenant(tenant)
-	ts := testenv.CPVDirectory(simTenant)
-	var want []string
-	for _, sp := range ts.ServicePrincipals {
-		want = append(want, sp.ID)
-	}
-
-	for _, pageSize := range []int{1, 3, 7, 999} {
-		t.Run(fmt.Sprint("page size ", pageSize), func(t *testing.T) {
-			before := graphTrips(sim, tenant).Graph
-			seen := map[string]int{}
-			var got []string
-			err := c.ListServicePrincipals(context.Background(), tenant, pageSize, func(sp cpv.ServicePrincipal) error {
-				seen[sp.ID]++
-				got = append(got, sp.ID)
-				return nil
-			})
-			if err != nil {
-				t.Fatalf("ListServicePrincipals: %v", err)
-			}
-			if diff := cmp.Diff(want, got, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
-				t.Errorf("service principals (-want +got):\n%s", diff)
-			}
-			for id, n := range seen {
-				if n != 1 {
-					t.Errorf("service principal %s seen %d times", id, n)
-				}
-			}
-			pages := (len(want) + pageSize - 1) / pageSize
-			if got := graphTrips(sim, tenant).Graph - before; got != pages {
-				t.Errorf("Graph round trips = %d, want %d pages", got, pages)
-			}
-		})
-	}
-
-	t.Run("callback error stops the listing", func(t *testing.T) {
-		stop := errors.New("enough")
-		n := 0
-		err := c.ListServicePrincipals(context.Background(), tenant, 2, func(cpv.ServicePrincipal) error {
-			n++
-			if n == 3 {
-				return stop
-			}
-			return nil
-		})
-		if !errors.Is(err, stop) {
-			t.Fatalf("err = %v, want %v", err, stop)
-		}
-		if n != 3 {
-			t.Errorf("callback called %d times, want 3", n)
-		}
-	})
-
-	t.Run("published roles and scopes", func(t *testing.T) {
-		var got []cpv.ServicePrincipal
-		err := c.ListServicePrincipals(context.Background(), tenant, 0, func(sp cpv.ServicePrincipal) error {
-			got = append(got, sp)
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("ListServicePrincipals: %v", err)
-		}
-		if diff := cmp.Diff(ts.ServicePrincipals, got, sortState); diff != "" {
-			t.Errorf("service principals (-want +got):\n%s", diff)
-		}
-	})
-}
-
 func TestRead(t *testing.T) {
 	t.Parallel()
 	sim := startSim(t, 12, m365sim.Faults{})
@@ -854,9 +781,6 @@ func TestTokenFailures(t *testing.T) {
 				_, err := c.Apply(ctx, tenant, unknownObjectGUID, []cpv.Change{{Kind: cpv.CreateServicePrincipal, ResourceAppID: defenderATP}})
 				return err
 			},
-			"list": func() error {
-				return c.ListServicePrincipals(ctx, tenant, 10, func(cpv.ServicePrincipal) error { return nil })
-			},
 		}
 		for name, call := range calls {
 			t.Run(string(tt.kind)+" "+name, func(t *testing.T) {
@@ -904,9 +828,6 @@ func TestInvalidIDsMakeNoRequest(t *testing.T) {
 		"apply: tenant": func() error {
 			_, err := c.Apply(ctx, "../"+tenant, sim.AppID(), []cpv.Change{{Kind: cpv.CreateServicePrincipal, ResourceAppID: defenderATP}})
 			return err
-		},
-		"list: tenant": func() error {
-			return c.ListServicePrincipals(ctx, "", 10, func(cpv.ServicePrincipal) error { return nil })
 		},
 	}
 	for name, call := range tests {

@@ -3,10 +3,12 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // A worker's refresh of one tenant: mark it running, and at the end write
@@ -15,7 +17,8 @@ import (
 // already makes to coalesce duplicate messages.
 func Example() {
 	ctx := context.Background()
-	s, err := store.New(ctx, store.Config{ConnectionString: "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=...;TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"})
+	az := testenv.MustAzurite() // in production: the storage account's connection string or URLs
+	s, err := store.New(ctx, store.Config{ConnectionString: az.ConnectionString, TablePrefix: testenv.Name("ex")})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -44,4 +47,14 @@ func Example() {
 			log.Fatal(err)
 		}
 	}
+
+	got, err := s.GetStatus(ctx, tenant)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("state:", got.State)
+	fmt.Println("history row added:", addHistory)
+	// Output:
+	// state: succeeded
+	// history row added: false
 }

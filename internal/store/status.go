@@ -175,17 +175,6 @@ func (s *Store) EachStatus(ctx context.Context, fn func(Status) error) error {
 	return nil
 }
 
-// ListStatuses returns every status row (for small fleets and the UI;
-// EachStatus streams).
-func (s *Store) ListStatuses(ctx context.Context) ([]Status, error) {
-	var out []Status
-	err := s.EachStatus(ctx, func(st Status) error {
-		out = append(out, st)
-		return nil
-	})
-	return out, err
-}
-
 func statusFrom(r row) Status {
 	return Status{
 		TenantID:         r.PartitionKey,

@@ -235,14 +235,14 @@ func TestStatus(t *testing.T) {
 	if err := s.MarkRunning(ctx, "33333333-3333-3333-3333-333333333333", "run", "req", "w", at(7)); err != nil {
 		t.Fatal(err)
 	}
-	all, err := s.ListStatuses(ctx)
-	if err != nil {
+	var all []store.Status
+	if err := s.EachStatus(ctx, func(st store.Status) error { all = append(all, st); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	wantAll := []store.Status{final, failed,
 		{TenantID: "33333333-3333-3333-3333-333333333333", State: store.StateRunning, LastAttempt: at(7), RunID: "run", RequestID: "req", Worker: "w"}}
 	if d := cmp.Diff(wantAll, all); d != "" {
-		t.Errorf("ListStatuses (-want +got):\n%s", d)
+		t.Errorf("EachStatus (-want +got):\n%s", d)
 	}
 
 	if _, err := s.GetStatus(ctx, "44444444-4444-4444-4444-444444444444"); !errors.Is(err, store.ErrNotFound) {
