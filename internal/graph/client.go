@@ -16,7 +16,6 @@ import (
 	khttp "github.com/microsoft/kiota-http-go"
 	msgraphsdk "github.com/microsoftgraph/msgraph-sdk-go"
 	msgraphcore "github.com/microsoftgraph/msgraph-sdk-go-core"
-	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
@@ -76,9 +75,6 @@ type Client struct {
 }
 
 var _ cpv.Directory = (*Client)(nil)
-
-// errorMapping makes kiota parse every 4xx/5xx body as Graph's error envelope.
-var errorMapping = abs.ErrorMappings{"XXX": odataerrors.CreateODataErrorFromDiscriminatorValue}
 
 // New validates cfg and returns a Client. It makes no request.
 func New(cfg Config) (*Client, error) {
