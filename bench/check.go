@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
@@ -48,14 +49,14 @@ func (s *Stack) Check(ctx context.Context) ([]string, error) {
 			switch {
 			case !has:
 				problems = append(problems, fmt.Sprintf("%s (%s): no status row", t.ID, t.Kind))
-			case st.State != store.StateFailed || st.Advice == "":
+			case st.State != cpvtype.StatusFailed || st.Advice == "":
 				problems = append(problems, fmt.Sprintf("%s (%s): state %s, advice %q; want failed with advice", t.ID, t.Kind, st.State, st.Advice))
 			}
 		default:
 			switch {
 			case !has:
 				problems = append(problems, fmt.Sprintf("%s (%s): no status row", t.ID, t.Kind))
-			case st.State != store.StateSucceeded && st.State != store.StatePartial:
+			case st.State != cpvtype.StatusSucceeded && st.State != cpvtype.StatusPartial:
 				problems = append(problems, fmt.Sprintf("%s (%s): state %s: %s", t.ID, t.Kind, st.State, st.LastError))
 			}
 			for _, d := range s.Sim.Conforms(t.ID, nil) {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
@@ -156,8 +157,8 @@ func (s *Stack) Measure(ctx context.Context, id string, requested, observed time
 		if st.RunID != id {
 			return nil
 		}
-		r.States[st.State]++
-		if st.State == store.StateRunning {
+		r.States[string(st.State)]++
+		if st.State == cpvtype.StatusRunning {
 			return nil
 		}
 		durations = append(durations, st.Duration)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/stack"
@@ -276,7 +277,7 @@ func (s *Stack) unsettled(ctx context.Context, id string, eligible map[string]bo
 	}
 	done := 0
 	err = s.Store.EachStatus(ctx, func(st store.Status) error {
-		if eligible[st.TenantID] && st.State != store.StateRunning {
+		if eligible[st.TenantID] && st.State != cpvtype.StatusRunning {
 			done++
 		}
 		return nil

@@ -30,7 +30,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 )
 
 // The custom resources below have no Go types cheap enough to import (KEDA's
@@ -603,7 +603,7 @@ func checkDeployment(t *testing.T, c *cluster, name string, d daemon, transport 
 	sa, ok := c.serviceAccounts[pod.ServiceAccountName]
 	if !ok {
 		t.Errorf("%s: service account %q is not in the kustomization", name, pod.ServiceAccountName)
-	} else if id := sa.Annotations["azure.workload.identity/client-id"]; !cpv.IsGUID(id) {
+	} else if id := sa.Annotations["azure.workload.identity/client-id"]; !cpvtype.IsGUID(id) {
 		t.Errorf("service account %s: azure.workload.identity/client-id %q is not a GUID", sa.Name, id)
 	}
 
@@ -721,7 +721,7 @@ func checkScaling(t *testing.T, c *cluster, w *config.Worker) {
 		t.Errorf("TriggerAuthentication %q is not in the kustomization", tr.AuthenticationRef.Name)
 	case ta.Spec.PodIdentity == nil || ta.Spec.PodIdentity.Provider != "azure-workload":
 		t.Errorf("TriggerAuthentication %s: want podIdentity provider azure-workload", ta.Name)
-	case !cpv.IsGUID(ta.Spec.PodIdentity.IdentityID):
+	case !cpvtype.IsGUID(ta.Spec.PodIdentity.IdentityID):
 		t.Errorf("TriggerAuthentication %s: identityId %q is not a GUID", ta.Name, ta.Spec.PodIdentity.IdentityID)
 	}
 }

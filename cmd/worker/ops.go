@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 )
 
@@ -77,7 +78,7 @@ func maxFlag(def int) func(fs *flag.FlagSet, o *opts) {
 // writes nothing to the store: the status row is the workers' business.
 func runRefresh(ctx context.Context, e *env) int {
 	o := e.opts
-	if len(o.tenants) != 1 || !cpv.IsGUID(o.tenants[0]) {
+	if len(o.tenants) != 1 || !cpvtype.IsGUID(o.tenants[0]) {
 		e.fail(errors.New("refresh: exactly one --tenant <guid> is required"))
 		return exitConfig
 	}
@@ -121,7 +122,7 @@ func printResult(e *env, r cpv.Result) {
 	switch {
 	case r.DryRun:
 		what = "dry run"
-	case r.NoChange && r.Status != cpv.StatusFailed:
+	case r.NoChange && r.Status != cpvtype.StatusFailed:
 		what += ", nothing to change"
 	}
 	fmt.Fprintf(w, "tenant %s: %s %s (manifest %s) in %s\n", r.Tenant, r.Op, what, r.ManifestVersion, r.Duration.Round(time.Millisecond))
@@ -218,9 +219,9 @@ func runEnqueue(ctx context.Context, e *env) int {
 		e.fail(errors.New("enqueue: at least one --tenant <guid> is required"))
 		return exitConfig
 	}
-	op := queue.OpRefresh
+	op := cpvtype.OpRefresh
 	if o.reset {
-		op = queue.OpReset
+		op = cpvtype.OpReset
 	}
 	now := time.Now().UTC()
 	msgs := make([]queue.Message, 0, len(o.tenants))

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 )
@@ -119,10 +119,10 @@ func (c *Common) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("CPV_AUTH_MODE %q: want secret, certificate, workload or refresh-token", c.AuthMode))
 	}
-	if !cpv.IsGUID(c.PartnerTenantID) {
+	if !cpvtype.IsGUID(c.PartnerTenantID) {
 		errs = append(errs, fmt.Errorf("CPV_PARTNER_TENANT_ID %q is not a GUID", c.PartnerTenantID))
 	}
-	if !cpv.IsGUID(c.ClientID) {
+	if !cpvtype.IsGUID(c.ClientID) {
 		errs = append(errs, fmt.Errorf("CPV_CLIENT_ID %q is not a GUID", c.ClientID))
 	}
 	for _, u := range []struct{ env, val string }{

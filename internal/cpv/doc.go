@@ -17,7 +17,7 @@
 //     account for every change in a Result.
 //   - WithTrips, CountingTransport (roundtrips.go): round trips per refresh,
 //     counted in the HTTP transport from the request context.
-//   - Error, Class (errors.go): classified failures (the classes are
+//   - Error, retry.Class (errors.go): classified failures (the classes are
 //     package retry's) with the operator's advice.
 //
 // The package is the domain only: it imports no client of an outside

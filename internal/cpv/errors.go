@@ -8,24 +8,13 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
-// Class tells a caller what to do with an error: retry.Permanent,
-// retry.Retryable or retry.Throttled (see package retry).
-type Class = retry.Class
-
-// The classes, as the domain names them.
-const (
-	Retryable = retry.Retryable
-	Permanent = retry.Permanent
-	Throttled = retry.Throttled
-)
-
 // Error is a classified error from a refresh. Code is the service's own code
 // (e.g. "AADSTS65001", "Request_ResourceNotFound", "TooManyRequests") and
 // Advice is what an operator should do about it. Err is never a secret.
 type Error struct {
 	Op         string
 	Tenant     string
-	Class      Class
+	Class      retry.Class
 	Code       string
 	Status     int
 	RetryAfter time.Duration
@@ -58,7 +47,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // ClassOf returns the class of err and, for throttling, the server's delay.
 // Errors that carry no classification are Retryable: an unknown failure is
 // worth another attempt, bounded by the queue's maximum delivery count.
-func ClassOf(err error) (Class, time.Duration) {
+func ClassOf(err error) (retry.Class, time.Duration) {
 	if err == nil {
 		return "", 0
 	}
@@ -66,7 +55,7 @@ func ClassOf(err error) (Class, time.Duration) {
 	if errors.As(err, &e) {
 		return e.Class, e.RetryAfter
 	}
-	return Retryable, 0
+	return retry.Retryable, 0
 }
 
 // AdviceOf returns the operator advice carried by err, if any.
@@ -81,11 +70,11 @@ func AdviceOf(err error) string {
 // PermanentError marks err as permanent with advice, for callers outside
 // this package (for example a message that fails validation).
 func PermanentError(op string, err error, advice string) error {
-	return &Error{Op: op, Class: Permanent, Advice: advice, Err: err}
+	return &Error{Op: op, Class: retry.Permanent, Advice: advice, Err: err}
 }
 
 // errorf builds a classified error.
-func errorf(class Class, op, tenant, code string, format string, args ...any) *Error {
+func errorf(class retry.Class, op, tenant, code string, format string, args ...any) *Error {
 	return &Error{Op: op, Tenant: tenant, Class: class, Code: code, Err: fmt.Errorf(format, args...)}
 }
 

@@ -11,6 +11,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 )
 
 //go:embed manifest.json
@@ -73,7 +75,7 @@ func (m *Manifest) validate() error {
 		errs = append(errs, errors.New("cpv: manifest: no consent grants"))
 	}
 	for i, g := range m.Consent {
-		if !IsGUID(g.EnterpriseApplicationID) {
+		if !cpvtype.IsGUID(g.EnterpriseApplicationID) {
 			errs = append(errs, fmt.Errorf("cpv: manifest: consent[%d]: enterpriseApplicationId %q is not a GUID", i, g.EnterpriseApplicationID))
 		}
 		if strings.TrimSpace(g.Scope) == "" {
@@ -83,7 +85,7 @@ func (m *Manifest) validate() error {
 	seen := map[string]bool{}
 	for i, r := range m.Resources {
 		at := fmt.Sprintf("resources[%d] (%s)", i, r.DisplayName)
-		if !IsGUID(r.AppID) {
+		if !cpvtype.IsGUID(r.AppID) {
 			errs = append(errs, fmt.Errorf("cpv: manifest: %s: appId %q is not a GUID", at, r.AppID))
 		}
 		key := strings.ToLower(r.AppID)
@@ -93,7 +95,7 @@ func (m *Manifest) validate() error {
 		seen[key] = true
 		roles := map[string]bool{}
 		for _, p := range r.AppRoles {
-			if !IsGUID(p.ID) {
+			if !cpvtype.IsGUID(p.ID) {
 				errs = append(errs, fmt.Errorf("cpv: manifest: %s: app role %q: id %q is not a GUID", at, p.Value, p.ID))
 			}
 			if roles[strings.ToLower(p.ID)] {
@@ -188,27 +190,4 @@ func uniqueSorted(in []string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// IsGUID reports whether s is a GUID in its canonical 8-4-4-4-12 hex form.
-// Tenant and app ids are checked with it before they reach a URL or an
-// OData filter.
-func IsGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }

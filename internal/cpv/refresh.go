@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // Config configures an Engine.
@@ -56,7 +59,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Manifest == nil {
 		errs = append(errs, errors.New("cpv: engine: manifest is required"))
 	}
-	if !IsGUID(cfg.AppID) {
+	if !cpvtype.IsGUID(cfg.AppID) {
 		errs = append(errs, fmt.Errorf("cpv: engine: app id %q is not a GUID", cfg.AppID))
 	}
 	if cfg.Directory == nil {
@@ -95,7 +98,7 @@ func New(cfg Config) (*Engine, error) {
 
 // Refresh brings tenant to the state the manifest asks for and reports what
 // it did. The returned error is non-nil (and classified, see ClassOf) exactly
-// when the Result's Status is StatusFailed.
+// when the Result's Status is cpvtype.StatusFailed.
 //
 // The steps: read the tenant's state; if the app is not there (no service
 // principal, or its token request says AADSTS700016 / AADSTS65001), consent
@@ -121,7 +124,7 @@ func (e *Engine) Refresh(ctx context.Context, tenant string, opts Options) (Resu
 		opts: opts,
 		res: Result{
 			Tenant:          tenant,
-			Op:              OpRefresh,
+			Op:              cpvtype.OpRefresh,
 			ManifestVersion: e.m.Version(),
 			Started:         start.UTC(),
 			DryRun:          opts.DryRun,
@@ -130,7 +133,7 @@ func (e *Engine) Refresh(ctx context.Context, tenant string, opts Options) (Resu
 		log:      e.log.With("tenant", tenant),
 	}
 	if opts.Reset {
-		r.res.Op = OpReset
+		r.res.Op = cpvtype.OpReset
 	}
 	err := r.run(ctx, tenant)
 	r.finish(err)
@@ -177,8 +180,8 @@ type run struct {
 }
 
 func (r *run) run(ctx context.Context, tenant string) error {
-	if !IsGUID(tenant) {
-		return &Error{Op: "refresh", Class: Permanent, Err: fmt.Errorf("tenant id %q is not a GUID", tenant),
+	if !cpvtype.IsGUID(tenant) {
+		return &Error{Op: "refresh", Class: retry.Permanent, Err: fmt.Errorf("tenant id %q is not a GUID", tenant),
 			Advice: "fix the tenant id: it must be the customer's directory (tenant) GUID"}
 	}
 	r.tenant = strings.ToLower(tenant)
@@ -236,7 +239,7 @@ func (r *run) consented(ctx context.Context) (State, error) {
 		return State{}, err
 	}
 	if st.App == nil {
-		return State{}, errorf(Retryable, "read state", r.tenant, "",
+		return State{}, errorf(retry.Retryable, "read state", r.tenant, "",
 			"the app's service principal is not visible yet after consent (replication)")
 	}
 	r.res.Consented = true
@@ -291,7 +294,7 @@ func (r *run) apply(ctx context.Context, st State) error {
 				return err
 			}
 			if fresh.App == nil {
-				return errorf(Retryable, "read state", r.tenant, "", "the app's service principal disappeared during the refresh")
+				return errorf(retry.Retryable, "read state", r.tenant, "", "the app's service principal disappeared during the refresh")
 			}
 			st, appSP = fresh, fresh.App.ID
 		}
@@ -340,7 +343,7 @@ func (r *run) applyOutcomes(ctx context.Context, appSP string, changes []Change)
 		return outs, WithOp("apply changes", r.tenant, err)
 	}
 	if len(outs) != len(changes) {
-		return outs, errorf(Retryable, "apply changes", r.tenant, "", "directory reported %d outcomes for %d changes", len(outs), len(changes))
+		return outs, errorf(retry.Retryable, "apply changes", r.tenant, "", "directory reported %d outcomes for %d changes", len(outs), len(changes))
 	}
 	applied := 0
 	for _, o := range outs {
@@ -378,11 +381,11 @@ func (r *run) record(o Outcome) {
 		d = Failed
 		err := o.Err
 		if err == nil {
-			err = errorf(Retryable, string(c.Kind), r.tenant, "", "failed without an error")
+			err = errorf(retry.Retryable, string(c.Kind), r.tenant, "", "failed without an error")
 		}
 		var ce *Error
 		if !errors.As(err, &ce) {
-			err = &Error{Op: string(c.Kind), Tenant: r.tenant, Class: Retryable, Err: err}
+			err = &Error{Op: string(c.Kind), Tenant: r.tenant, Class: retry.Retryable, Err: err}
 		}
 		r.failures = append(r.failures, err)
 		msg = err.Error()
@@ -429,7 +432,7 @@ func (r *run) resourceName(appID string) string {
 // stopOnPermanent returns the first permanent failure recorded so far.
 func (r *run) stopOnPermanent() error {
 	for _, err := range r.failures {
-		if c, _ := ClassOf(err); c == Permanent {
+		if c, _ := ClassOf(err); c == retry.Permanent {
 			return err
 		}
 	}
@@ -442,7 +445,7 @@ func (r *run) failure() error {
 	if len(r.failures) == 0 {
 		return nil
 	}
-	for _, want := range []Class{Permanent, Retryable, Throttled} {
+	for _, want := range []retry.Class{retry.Permanent, retry.Retryable, retry.Throttled} {
 		for _, err := range r.failures {
 			if c, _ := ClassOf(err); c == want {
 				return err
@@ -497,7 +500,7 @@ func (r *run) finish(err error) {
 	r.res.NoChange = r.written == 0 && !r.res.Consented
 	switch {
 	case err != nil:
-		r.res.Status = StatusFailed
+		r.res.Status = cpvtype.StatusFailed
 		r.res.Error = err.Error()
 		var ce *Error
 		if errors.As(err, &ce) {
@@ -506,9 +509,9 @@ func (r *run) finish(err error) {
 		}
 		r.res.Class, r.res.RetryAfter = ClassOf(err)
 	case r.res.AppRoles.Unavailable > 0 || r.res.Delegated.Unavailable > 0 || len(r.unavailable) > 0:
-		r.res.Status = StatusPartial
+		r.res.Status = cpvtype.StatusPartial
 	default:
-		r.res.Status = StatusSucceeded
+		r.res.Status = cpvtype.StatusSucceeded
 	}
 }
 

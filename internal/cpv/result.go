@@ -3,27 +3,9 @@ package cpv
 import (
 	"encoding/json"
 	"time"
-)
 
-// Status is the outcome of one refresh.
-type Status string
-
-const (
-	// StatusSucceeded: the tenant holds everything the manifest asks for.
-	StatusSucceeded Status = "succeeded"
-	// StatusPartial: everything was applied except what the tenant cannot
-	// have (a service without a licence, a role its service does not
-	// publish); Notices say what.
-	StatusPartial Status = "partial"
-	// StatusFailed: the refresh stopped on an error; Error, Class and
-	// Advice say why and what to do.
-	StatusFailed Status = "failed"
-)
-
-// Ops of a Result.
-const (
-	OpRefresh = "refresh"
-	OpReset   = "reset"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // Detail is one change of a refresh, as the history shows it.
@@ -55,11 +37,11 @@ type Counts struct {
 // Result is the full account of one refresh. It is JSON-serializable and
 // becomes the history row's detail.
 type Result struct {
-	Tenant          string    `json:"tenant"`
-	Op              string    `json:"op"`
-	Status          Status    `json:"status"`
-	ManifestVersion string    `json:"manifestVersion"`
-	Started         time.Time `json:"started"`
+	Tenant          string         `json:"tenant"`
+	Op              cpvtype.Op     `json:"op"`
+	Status          cpvtype.Status `json:"status"`
+	ManifestVersion string         `json:"manifestVersion"`
+	Started         time.Time      `json:"started"`
 	// Duration is serialized as "durationMs".
 	Duration time.Duration `json:"-"`
 	DryRun   bool          `json:"dryRun,omitempty"`
@@ -73,10 +55,10 @@ type Result struct {
 	Delegated Counts   `json:"delegated"`
 	Notices   []string `json:"notices,omitempty"`
 
-	Error     string `json:"error,omitempty"`
-	ErrorCode string `json:"errorCode,omitempty"`
-	Advice    string `json:"advice,omitempty"`
-	Class     Class  `json:"class,omitempty"`
+	Error     string      `json:"error,omitempty"`
+	ErrorCode string      `json:"errorCode,omitempty"`
+	Advice    string      `json:"advice,omitempty"`
+	Class     retry.Class `json:"class,omitempty"`
 	// RetryAfter is the server's delay for a throttled failure,
 	// serialized as "retryAfterSeconds".
 	RetryAfter time.Duration `json:"-"`

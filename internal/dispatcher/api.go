@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -27,7 +27,7 @@ var ErrPaused = errors.New("dispatcher: dispatching is paused")
 const workersSeenWindow = 10 * time.Minute
 
 // Enqueue sends one refresh or reset of tenant now and returns its request id.
-func (d *Dispatcher) Enqueue(ctx context.Context, tenant string, op queue.Op, reason queue.Reason, requestedBy string) (string, error) {
+func (d *Dispatcher) Enqueue(ctx context.Context, tenant string, op cpvtype.Op, reason queue.Reason, requestedBy string) (string, error) {
 	m := queue.Message{
 		V: queue.Version, TenantID: strings.ToLower(tenant), Op: op, Reason: reason,
 		RequestID: uuid.NewString(), RequestedBy: clipText(requestedBy, 200), RequestedAt: d.now().UTC(),
@@ -48,7 +48,7 @@ func (d *Dispatcher) Enqueue(ctx context.Context, tenant string, op queue.Op, re
 func (d *Dispatcher) StartBulk(ctx context.Context, requestedBy string) (string, error) {
 	now := d.now()
 	id := KindBulk + "-" + uuid.NewString()
-	paused, err := d.cfg.Store.Paused(ctx, ComponentDispatch)
+	paused, err := d.cfg.Store.Paused(ctx, cpvtype.ComponentDispatch)
 	if err != nil {
 		return "", fmt.Errorf("dispatcher: bulk run: read pause switch: %w", err)
 	}
@@ -83,9 +83,9 @@ func (d *Dispatcher) StartBulk(ctx context.Context, requestedBy string) (string,
 
 // handleTenantOp serves POST /api/tenants/{id}/refresh and .../reset.
 func (d *Dispatcher) handleTenantOp(reset bool) func(http.ResponseWriter, *http.Request, principal) {
-	op := queue.OpRefresh
+	op := cpvtype.OpRefresh
 	if reset {
-		op = queue.OpReset
+		op = cpvtype.OpReset
 	}
 	return func(w http.ResponseWriter, r *http.Request, p principal) {
 		if _, err := readBody(w, r, d.cfg.MaxBody); err != nil {
@@ -93,7 +93,7 @@ func (d *Dispatcher) handleTenantOp(reset bool) func(http.ResponseWriter, *http.
 			return
 		}
 		id := r.PathValue("id")
-		if !cpv.IsGUID(id) {
+		if !cpvtype.IsGUID(id) {
 			writeError(w, http.StatusBadRequest, "invalidTenant", "the tenant id must be a GUID")
 			return
 		}
@@ -160,7 +160,7 @@ func (d *Dispatcher) handleEvents(w http.ResponseWriter, r *http.Request, p prin
 		}
 	}
 	m := queue.Message{
-		V: queue.Version, TenantID: ev.TenantID, Op: queue.OpRefresh, Reason: reason,
+		V: queue.Version, TenantID: ev.TenantID, Op: cpvtype.OpRefresh, Reason: reason,
 		RequestID: uuid.NewString(), RequestedBy: clipText(p.Name, 200), RequestedAt: d.now().UTC(),
 	}
 	if ev.ID != "" {
@@ -198,7 +198,7 @@ func decodeInternalEvent(body []byte) (internalEvent, error) {
 	default:
 		return ev, fmt.Errorf("unknown event type %q (want tenant.added or gdap.roles.changed)", clipText(ev.Type, 60))
 	}
-	if !cpv.IsGUID(ev.TenantID) {
+	if !cpvtype.IsGUID(ev.TenantID) {
 		return ev, errors.New("tenantId must be a GUID")
 	}
 	ev.TenantID = strings.ToLower(ev.TenantID)
@@ -233,14 +233,14 @@ func (d *Dispatcher) handlePause(w http.ResponseWriter, r *http.Request, p princ
 		return
 	}
 	var req struct {
-		Component string `json:"component"`
-		Paused    *bool  `json:"paused"`
+		Component cpvtype.Component `json:"component"`
+		Paused    *bool             `json:"paused"`
 	}
 	if err := decodeJSON(body, &req); err != nil {
 		writeError(w, http.StatusBadRequest, "invalidBody", err.Error())
 		return
 	}
-	if req.Component != ComponentDispatch && req.Component != ComponentWorkers {
+	if req.Component != cpvtype.ComponentDispatch && req.Component != cpvtype.ComponentWorkers {
 		writeError(w, http.StatusBadRequest, "invalidComponent", `component must be "dispatch" or "workers"`)
 		return
 	}
@@ -307,13 +307,13 @@ func (d *Dispatcher) handleCIPPPermissions(w http.ResponseWriter, r *http.Reques
 		d.cippBulk(w, r, p)
 		return
 	}
-	if !cpv.IsGUID(req.TenantFilter) {
+	if !cpvtype.IsGUID(req.TenantFilter) {
 		writeCIPPError(w, http.StatusBadRequest, "invalidTenant", "tenantFilter must be a tenant id (GUID)")
 		return
 	}
-	op := queue.OpRefresh
+	op := cpvtype.OpRefresh
 	if req.ResetSP {
-		op = queue.OpReset
+		op = cpvtype.OpReset
 	}
 	tenant := strings.ToLower(req.TenantFilter)
 	reqID, err := d.Enqueue(r.Context(), tenant, op, queue.ReasonManual, p.Name)
@@ -323,7 +323,7 @@ func (d *Dispatcher) handleCIPPPermissions(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	msg := "Queued a CPV permissions refresh of " + tenant + "; the result appears in its status."
-	if op == queue.OpReset {
+	if op == cpvtype.OpReset {
 		msg = "Queued a CPV reset of " + tenant + ": the service principal will be removed and added again; the result appears in its status."
 	}
 	writeJSON(w, http.StatusAccepted, cippResult{Results: msg, Metadata: map[string]string{

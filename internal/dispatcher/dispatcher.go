@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
@@ -53,8 +54,8 @@ type Results interface {
 
 // Switches are the pause switches.
 type Switches interface {
-	Paused(ctx context.Context, component string) (bool, error)
-	SetPaused(ctx context.Context, component string, paused bool) error
+	Paused(ctx context.Context, component cpvtype.Component) (bool, error)
+	SetPaused(ctx context.Context, component cpvtype.Component, paused bool) error
 }
 
 // Store is everything the dispatcher reads and writes in the store.
@@ -64,12 +65,6 @@ type Store interface {
 	Results
 	Switches
 }
-
-// Pause switch components.
-const (
-	ComponentDispatch = "dispatch"
-	ComponentWorkers  = "workers"
-)
 
 // Config configures a Dispatcher. Store, Queue and ID are required; the
 // rest have defaults.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 )
 
 // Readiness: checked with a short timeout, the answer kept for a while.
@@ -197,7 +199,7 @@ func (d *Dispatcher) Ready(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	var errs []error
-	if _, err := d.cfg.Store.Paused(ctx, ComponentDispatch); err != nil {
+	if _, err := d.cfg.Store.Paused(ctx, cpvtype.ComponentDispatch); err != nil {
 		errs = append(errs, errors.New("store unreachable"))
 		d.log.WarnContext(ctx, "readiness: store check failed", "error", err)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -98,7 +98,7 @@ func (d *Dispatcher) execute(ctx context.Context, id, requestedBy string) (bool,
 		return true, nil
 	}
 	kind := strings.TrimSuffix(run.Kind, SkippedSuffix)
-	paused, err := d.cfg.Store.Paused(runCtx, ComponentDispatch)
+	paused, err := d.cfg.Store.Paused(runCtx, cpvtype.ComponentDispatch)
 	if err != nil {
 		return false, fmt.Errorf("dispatcher: run %s: read pause switch: %w", id, err)
 	}
@@ -192,12 +192,12 @@ func (d *Dispatcher) enqueueRun(ctx context.Context, run store.Run, kind, reques
 		return nil
 	}
 	err := d.cfg.Store.EachTenant(ctx, func(t store.Tenant) error {
-		if t.Excluded || !eligible(t.RelationshipStatus) || !cpv.IsGUID(t.ID) {
+		if t.Excluded || !eligible(t.RelationshipStatus) || !cpvtype.IsGUID(t.ID) {
 			return nil
 		}
 		total++
 		batch = append(batch, queue.Message{
-			V: queue.Version, TenantID: t.ID, Op: queue.OpRefresh, Reason: reason,
+			V: queue.Version, TenantID: t.ID, Op: cpvtype.OpRefresh, Reason: reason,
 			RunID: run.ID, RequestID: run.ID, RequestedBy: requestedBy, RequestedAt: requestedAt,
 		})
 		if len(batch) >= d.cfg.BatchSize {
@@ -254,7 +254,7 @@ func (d *Dispatcher) Mirror(ctx context.Context) error {
 		clear(best)
 		for _, r := range page {
 			id := strings.ToLower(r.Customer.TenantID)
-			if !cpv.IsGUID(id) {
+			if !cpvtype.IsGUID(id) {
 				d.log.WarnContext(ctx, "relationship without a customer tenant id skipped", "relationship", r.ID)
 				continue
 			}
@@ -327,7 +327,7 @@ func (x *mirrorIndex) hash(s string) uint64 {
 // refreshed, and are left out.
 func (x *mirrorIndex) put(id, relationshipID, status, name string) {
 	u, err := uuid.Parse(id)
-	if err != nil || !cpv.IsGUID(id) {
+	if err != nil || !cpvtype.IsGUID(id) {
 		return
 	}
 	x.rows[u] = mirrorRow{rel: x.hash(strings.ToLower(relationshipID)), name: x.hash(name), status: internStatus(status)}

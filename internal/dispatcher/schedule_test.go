@@ -10,9 +10,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
-	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
 // midnight is a scheduled instant of the default schedule (0 0 * * *, UTC).
@@ -43,7 +43,7 @@ func TestTwoDispatchersSameInstant(t *testing.T) {
 		t.Errorf("messages per tenant (-want +got):\n%s", diff)
 	}
 	for _, m := range msgs {
-		want := queue.Message{V: 1, TenantID: m.TenantID, Op: queue.OpRefresh, Reason: queue.ReasonNightly,
+		want := queue.Message{V: 1, TenantID: m.TenantID, Op: cpvtype.OpRefresh, Reason: queue.ReasonNightly,
 			RunID: "nightly-2026-11-22", RequestID: "nightly-2026-11-22", RequestedBy: "scheduler", RequestedAt: midnight}
 		if diff := cmp.Diff(want, m); diff != "" {
 			t.Fatalf("message (-want +got):\n%s", diff)
@@ -246,7 +246,7 @@ func TestPausedScheduleSkipsRun(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 5)
 	ctx := context.Background()
-	if err := h.store.SetPaused(ctx, store.PauseDispatch, true); err != nil {
+	if err := h.store.SetPaused(ctx, cpvtype.ComponentDispatch, true); err != nil {
 		t.Fatal(err)
 	}
 	clk := newClock(midnight.Add(time.Minute))
@@ -264,7 +264,7 @@ func TestPausedScheduleSkipsRun(t *testing.T) {
 	if run.Kind != dispatcher.KindNightly+dispatcher.SkippedSuffix || run.Finished.IsZero() {
 		t.Errorf("run = %+v, want a finished, skipped nightly run", run)
 	}
-	if err := h.store.SetPaused(ctx, store.PauseDispatch, false); err != nil {
+	if err := h.store.SetPaused(ctx, cpvtype.ComponentDispatch, false); err != nil {
 		t.Fatal(err)
 	}
 	restarted := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
@@ -30,35 +30,35 @@ type TenantView struct {
 
 // StatusView is a tenant's latest refresh result.
 type StatusView struct {
-	State            string     `json:"state"`
-	LastAttempt      *time.Time `json:"lastAttempt,omitempty"`
-	LastSuccess      *time.Time `json:"lastSuccess,omitempty"`
-	RequestedAt      *time.Time `json:"requestedAt,omitempty"`
-	ManifestVersion  string     `json:"manifestVersion,omitempty"`
-	AppRolesApplied  int        `json:"appRolesApplied"`
-	DelegatedApplied int        `json:"delegatedApplied"`
-	AppRolesTotal    int        `json:"appRolesTotal"`
-	DelegatedTotal   int        `json:"delegatedTotal"`
-	Notices          []string   `json:"notices,omitempty"`
-	LastError        string     `json:"lastError,omitempty"`
-	Advice           string     `json:"advice,omitempty"`
-	ErrorClass       string     `json:"errorClass,omitempty"`
-	Attempts         int        `json:"attempts"`
-	Checks           int        `json:"checks"`
-	RunID            string     `json:"runId,omitempty"`
-	RequestID        string     `json:"requestId,omitempty"`
-	Op               string     `json:"op,omitempty"`
-	Reason           string     `json:"reason,omitempty"`
-	DurationMS       int64      `json:"durationMs"`
-	RoundTrips       int        `json:"roundTrips"`
-	Worker           string     `json:"worker,omitempty"`
+	State            cpvtype.Status `json:"state"`
+	LastAttempt      *time.Time     `json:"lastAttempt,omitempty"`
+	LastSuccess      *time.Time     `json:"lastSuccess,omitempty"`
+	RequestedAt      *time.Time     `json:"requestedAt,omitempty"`
+	ManifestVersion  string         `json:"manifestVersion,omitempty"`
+	AppRolesApplied  int            `json:"appRolesApplied"`
+	DelegatedApplied int            `json:"delegatedApplied"`
+	AppRolesTotal    int            `json:"appRolesTotal"`
+	DelegatedTotal   int            `json:"delegatedTotal"`
+	Notices          []string       `json:"notices,omitempty"`
+	LastError        string         `json:"lastError,omitempty"`
+	Advice           string         `json:"advice,omitempty"`
+	ErrorClass       string         `json:"errorClass,omitempty"`
+	Attempts         int            `json:"attempts"`
+	Checks           int            `json:"checks"`
+	RunID            string         `json:"runId,omitempty"`
+	RequestID        string         `json:"requestId,omitempty"`
+	Op               cpvtype.Op     `json:"op,omitempty"`
+	Reason           string         `json:"reason,omitempty"`
+	DurationMS       int64          `json:"durationMs"`
+	RoundTrips       int            `json:"roundTrips"`
+	Worker           string         `json:"worker,omitempty"`
 }
 
 // HistoryView is one attempt; Detail is the refresh's result document.
 type HistoryView struct {
 	At         time.Time       `json:"at"`
-	State      string          `json:"state"`
-	Op         string          `json:"op,omitempty"`
+	State      cpvtype.Status  `json:"state"`
+	Op         cpvtype.Op      `json:"op,omitempty"`
 	Reason     string          `json:"reason,omitempty"`
 	RunID      string          `json:"runId,omitempty"`
 	RequestID  string          `json:"requestId,omitempty"`
@@ -166,7 +166,7 @@ func (d *Dispatcher) handleListTenants(w http.ResponseWriter, r *http.Request, _
 	enc := json.NewEncoder(w)
 	first := true
 	emit := func(v TenantView) error {
-		if state != "" && (v.Status == nil || v.Status.State != state) {
+		if state != "" && (v.Status == nil || string(v.Status.State) != state) {
 			return nil
 		}
 		sep := ","
@@ -214,7 +214,7 @@ type TenantDetail struct {
 func (d *Dispatcher) handleGetTenant(w http.ResponseWriter, r *http.Request, _ principal) {
 	ctx := r.Context()
 	id := strings.ToLower(r.PathValue("id"))
-	if !cpv.IsGUID(id) {
+	if !cpvtype.IsGUID(id) {
 		writeError(w, http.StatusBadRequest, "invalidTenant", "the tenant id must be a GUID")
 		return
 	}
@@ -331,13 +331,13 @@ func queryLimit(w http.ResponseWriter, r *http.Request, def, most int) (int, boo
 
 // BackendView is GET /api/backend: what the backend page shows.
 type BackendView struct {
-	Dispatcher string            `json:"dispatcher"`
-	Queue      QueueView         `json:"queue"`
-	Endpoints  map[string]string `json:"endpoints"`
-	Workers    []WorkerView      `json:"workers"`
-	Schedule   ScheduleView      `json:"schedule"`
-	Paused     map[string]bool   `json:"paused"`
-	Problems   []string          `json:"problems,omitempty"`
+	Dispatcher string                     `json:"dispatcher"`
+	Queue      QueueView                  `json:"queue"`
+	Endpoints  map[string]string          `json:"endpoints"`
+	Workers    []WorkerView               `json:"workers"`
+	Schedule   ScheduleView               `json:"schedule"`
+	Paused     map[cpvtype.Component]bool `json:"paused"`
+	Problems   []string                   `json:"problems,omitempty"`
 }
 
 // QueueView holds the queue depths (approximate).
@@ -369,7 +369,7 @@ type ScheduleView struct {
 func (d *Dispatcher) handleBackend(w http.ResponseWriter, r *http.Request, _ principal) {
 	ctx := r.Context()
 	now := d.now()
-	v := BackendView{Dispatcher: d.cfg.ID, Endpoints: map[string]string{}, Workers: []WorkerView{}, Paused: map[string]bool{}}
+	v := BackendView{Dispatcher: d.cfg.ID, Endpoints: map[string]string{}, Workers: []WorkerView{}, Paused: map[cpvtype.Component]bool{}}
 	for k, val := range d.cfg.Backend {
 		v.Endpoints[k] = val
 	}
@@ -388,10 +388,10 @@ func (d *Dispatcher) handleBackend(w http.ResponseWriter, r *http.Request, _ pri
 				Seen: timePtr(wk.Seen), InFlight: wk.InFlight, Processed: wk.Processed})
 		}
 	}
-	for _, c := range []string{ComponentDispatch, ComponentWorkers} {
+	for _, c := range []cpvtype.Component{cpvtype.ComponentDispatch, cpvtype.ComponentWorkers} {
 		p, err := d.cfg.Store.Paused(ctx, c)
 		if err != nil {
-			v.Problems = append(v.Problems, "pause switch "+c+" unavailable")
+			v.Problems = append(v.Problems, "pause switch "+string(c)+" unavailable")
 			continue
 		}
 		v.Paused[c] = p

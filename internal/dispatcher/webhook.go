@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/retry"
@@ -267,14 +268,14 @@ func (d *Dispatcher) handleEvent(ctx context.Context, ev Event, at time.Time) (s
 		}
 		rel, err := d.cfg.Discovery.Relationship(ctx, relID)
 		if err != nil {
-			if class, _ := cpv.ClassOf(err); class == cpv.Permanent {
+			if class, _ := cpv.ClassOf(err); class == retry.Permanent {
 				d.log.WarnContext(ctx, "webhook relationship not resolved", "relationship", relID, "error", err)
 				return "ignored", http.StatusOK, nil
 			}
 			return "failed", http.StatusServiceUnavailable, err
 		}
 		id := strings.ToLower(rel.Customer.TenantID)
-		if !cpv.IsGUID(id) {
+		if !cpvtype.IsGUID(id) {
 			return "ignored", http.StatusOK, nil
 		}
 		status := rel.Status
@@ -287,7 +288,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, ev Event, at time.Time) (s
 		}
 	case EventResellerAccepted:
 		id := strings.ToLower(segmentAfter(ev.ResourceURI, "customers"))
-		if !cpv.IsGUID(id) {
+		if !cpvtype.IsGUID(id) {
 			return "ignored", http.StatusOK, nil
 		}
 		tenant = store.Tenant{ID: id}
@@ -314,7 +315,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, ev Event, at time.Time) (s
 		return "ignored", http.StatusOK, nil
 	}
 	m := queue.Message{
-		V: queue.Version, TenantID: tenant.ID, Op: queue.OpRefresh, Reason: queue.ReasonEvent,
+		V: queue.Version, TenantID: tenant.ID, Op: cpvtype.OpRefresh, Reason: queue.ReasonEvent,
 		RequestID:   eventRequestID(name, ev.ResourceURI, at),
 		RequestedBy: clipText("partnercenter:"+name, 200),
 		RequestedAt: at,

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
@@ -130,7 +131,7 @@ func NewCredential(cfg Config) (azcore.TokenCredential, error) {
 	} else if !validTenant(cfg.PartnerTenantID) {
 		errs = append(errs, errors.New("entra: credential: partner tenant id must be a GUID or a domain name"))
 	}
-	if !cpv.IsGUID(cfg.ClientID) {
+	if !cpvtype.IsGUID(cfg.ClientID) {
 		errs = append(errs, errors.New("entra: credential: client id must be a GUID"))
 	}
 	if cfg.CacheSize < 0 {

@@ -32,6 +32,7 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // failingCredential answers every token request with err.
@@ -84,7 +85,7 @@ func TestForTenantClassifiesTokenFailures(t *testing.T) {
 	tests := []struct {
 		name       string
 		err        error
-		wantClass  cpv.Class
+		wantClass  retry.Class
 		wantCode   string
 		wantStatus int
 		wantAdvice bool
@@ -94,7 +95,7 @@ func TestForTenantClassifiesTokenFailures(t *testing.T) {
 		{
 			name:       "azidentity: consent missing",
 			err:        &azidentity.AuthenticationFailedError{RawResponse: entraResponse(400, body65001, nil)},
-			wantClass:  cpv.Permanent,
+			wantClass:  retry.Permanent,
 			wantCode:   "AADSTS65001",
 			wantStatus: 400,
 			wantAdvice: true,
@@ -103,7 +104,7 @@ func TestForTenantClassifiesTokenFailures(t *testing.T) {
 		{
 			name:       "oauth2: refresh token revoked, code only in the description",
 			err:        &oauth2.RetrieveError{Response: entraResponse(400, "", nil), Body: []byte(`{"error":"invalid_grant","error_description":"AADSTS50173: The provided grant has expired due to it being revoked."}`)},
-			wantClass:  cpv.Permanent,
+			wantClass:  retry.Permanent,
 			wantCode:   "AADSTS50173",
 			wantStatus: 400,
 			wantAdvice: true,
@@ -111,7 +112,7 @@ func TestForTenantClassifiesTokenFailures(t *testing.T) {
 		{
 			name:       "bad client secret",
 			err:        &azidentity.AuthenticationFailedError{RawResponse: entraResponse(401, `{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215]}`, nil)},
-			wantClass:  cpv.Permanent,
+			wantClass:  retry.Permanent,
 			wantCode:   "AADSTS7000215",
 			wantStatus: 401,
 			wantAdvice: true,
@@ -119,7 +120,7 @@ func TestForTenantClassifiesTokenFailures(t *testing.T) {
 		{
 			name:       "terminated relationship",
 			err:        &azidentity.AuthenticationFailedError{RawResponse: entraResponse(400, `{"error":"invalid_grant","error_description":"AADSTS50020: User account from identity provider does not exist in tenant.","error_codes":[50020]}`, nil)},
-			wantClass:  cpv.Permanent,
+			wantClass:  retry.Permanent,
 			wantCode:   "AADSTS50020",
 			wantStatus: 400,
 			wantAdvice: true,
@@ -127,7 +128,7 @@ func TestForTenantClassifiesTokenFailures(t *testing.T) {
 		{
 			name:       "unknown code on a 400 is permanent",
 			err:        &azidentity.AuthenticationFailedError{RawResponse: entraResponse(400, `{"error":"invalid_request","error_codes":[12345]}`, nil)},
-			wantClass:  cpv.Permanent,
+			wantClass:  retry.Permanent,
 			wantCode:   "AADSTS12345",
 			wantStatus: 400,
 			wantAdvice: true,
@@ -135,31 +136,31 @@ func TestForTenantClassifiesTokenFailures(t *testing.T) {
 		{
 			name:       "server error is retryable",
 			err:        &azidentity.AuthenticationFailedError{RawResponse: entraResponse(503, `oops`, nil)},
-			wantClass:  cpv.Retryable,
+			wantClass:  retry.Retryable,
 			wantStatus: 503,
 		},
 		{
 			name:       "throttled carries the delay",
 			err:        &oauth2.RetrieveError{Response: entraResponse(429, "", http.Header{"Retry-After": {"7"}}), Body: []byte(`{}`)},
-			wantClass:  cpv.Throttled,
+			wantClass:  retry.Throttled,
 			wantStatus: 429,
 			wantRetry:  7 * time.Second,
 		},
 		{
 			name:      "no response (network) is retryable",
 			err:       errors.New("dial tcp 127.0.0.1:1: connection refused"),
-			wantClass: cpv.Retryable,
+			wantClass: retry.Retryable,
 			wantText:  "connection refused",
 		},
 		{
 			name:      "cancelled",
 			err:       context.Canceled,
-			wantClass: cpv.Retryable,
+			wantClass: retry.Retryable,
 		},
 		{
 			name:      "already classified errors pass through",
-			err:       &cpv.Error{Op: "get token", Class: cpv.Throttled, RetryAfter: 3 * time.Second, Code: "X"},
-			wantClass: cpv.Throttled,
+			err:       &cpv.Error{Op: "get token", Class: retry.Throttled, RetryAfter: 3 * time.Second, Code: "X"},
+			wantClass: retry.Throttled,
 			wantCode:  "X",
 			wantRetry: 3 * time.Second,
 		},
@@ -172,15 +173,15 @@ func TestForTenantClassifiesTokenFailures(t *testing.T) {
 			if !errors.As(err, &ce) {
 				t.Fatalf("error %v (%T) is not a *cpv.Error", err, err)
 			}
-			class, retry := cpv.ClassOf(err)
+			class, after := cpv.ClassOf(err)
 			got := struct {
-				Class  cpv.Class
+				Class  retry.Class
 				Code   string
 				Status int
 				Advice bool
 				Retry  time.Duration
 				Tenant string
-			}{class, ce.Code, ce.Status, ce.Advice != "", retry, ce.Tenant}
+			}{class, ce.Code, ce.Status, ce.Advice != "", after, ce.Tenant}
 			want := got
 			want.Class, want.Code, want.Status, want.Advice, want.Retry, want.Tenant = tt.wantClass, tt.wantCode, tt.wantStatus, tt.wantAdvice, tt.wantRetry, testTenant
 			if diff := cmp.Diff(want, got); diff != "" {

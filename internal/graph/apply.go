@@ -13,6 +13,8 @@ import (
 	"github.com/microsoftgraph/msgraph-sdk-go/models"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 const opApply = "apply changes"
@@ -51,7 +53,7 @@ func (c *Client) Apply(ctx context.Context, tenant, appSPID string, changes []cp
 	for i := range all {
 		all[i] = i
 	}
-	if !cpv.IsGUID(tenant) {
+	if !cpvtype.IsGUID(tenant) {
 		err := invalidInput(opApply, "", "tenant id %q is not a GUID", tenant)
 		fail(all, err)
 		return outcomes, err
@@ -61,7 +63,7 @@ func (c *Client) Apply(ctx context.Context, tenant, appSPID string, changes []cp
 	}
 	ad, err := c.adapter(tenant)
 	if err != nil {
-		err := &cpv.Error{Op: opApply, Tenant: tenant, Class: cpv.Permanent, Err: err}
+		err := &cpv.Error{Op: opApply, Tenant: tenant, Class: retry.Permanent, Err: err}
 		fail(all, err)
 		return outcomes, err
 	}
@@ -120,7 +122,7 @@ func (c *Client) Apply(ctx context.Context, tenant, appSPID string, changes []cp
 func (c *Client) changeRequest(ctx context.Context, appSPID string, ch cpv.Change) (*abs.RequestInformation, error) {
 	guid := func(name, v string) (*uuid.UUID, error) {
 		u, err := uuid.Parse(v)
-		if err != nil || !cpv.IsGUID(v) {
+		if err != nil || !cpvtype.IsGUID(v) {
 			return nil, fmt.Errorf("%s %q is not a GUID", name, clip(v))
 		}
 		return &u, nil
@@ -217,7 +219,7 @@ func outcome(tenant string, ch cpv.Change, a answer) (o cpv.Outcome, callErr *cp
 			if err := decode(a.body, &sp); err != nil || sp.ID == "" {
 				// Created, but the answer is unreadable: the next Read sees it.
 				o.Status = cpv.Failed
-				o.Err = &cpv.Error{Op: changeOp(ch), Tenant: tenant, Class: cpv.Retryable, Status: a.status,
+				o.Err = &cpv.Error{Op: changeOp(ch), Tenant: tenant, Class: retry.Retryable, Status: a.status,
 					Err: errors.Join(errors.New("unreadable service principal in the answer"), err)}
 				return o, nil
 			}
@@ -245,7 +247,7 @@ func outcome(tenant string, ch cpv.Change, a answer) (o cpv.Outcome, callErr *cp
 	e := classError(changeOp(ch), tenant, f)
 	if f.status == http.StatusNotFound && ch.Kind == cpv.UpdateGrant {
 		// Deleted by someone else since the read: a new read plans a create.
-		e.Class, e.Advice = cpv.Retryable, ""
+		e.Class, e.Advice = retry.Retryable, ""
 	}
 	o.Status, o.Err = cpv.Failed, e
 	if f.status == http.StatusUnauthorized || f.status == http.StatusTooManyRequests {
@@ -257,8 +259,8 @@ func outcome(tenant string, ch cpv.Change, a answer) (o cpv.Outcome, callErr *cp
 // worse reports whether a call error should be reported rather than b:
 // a permanent one (401) before throttling, then the longest delay.
 func worse(a, b *cpv.Error) bool {
-	if (a.Class == cpv.Permanent) != (b.Class == cpv.Permanent) {
-		return a.Class == cpv.Permanent
+	if (a.Class == retry.Permanent) != (b.Class == retry.Permanent) {
+		return a.Class == retry.Permanent
 	}
 	return a.RetryAfter > b.RetryAfter
 }

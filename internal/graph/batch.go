@@ -129,7 +129,7 @@ func (c *Client) sendBatch(ctx context.Context, ad abs.RequestAdapter, op, tenan
 	for j, i := range idx {
 		item, err := batch.AddBatchRequestStep(*reqs[i])
 		if err != nil {
-			return nil, &cpv.Error{Op: op, Tenant: tenant, Class: cpv.Permanent, Err: fmt.Errorf("build $batch item: %w", err)}
+			return nil, &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: fmt.Errorf("build $batch item: %w", err)}
 		}
 		ids[j] = deref(item.GetId())
 	}
@@ -138,7 +138,7 @@ func (c *Client) sendBatch(ctx context.Context, ad abs.RequestAdapter, op, tenan
 	info.UrlTemplate = "{+baseurl}/$batch"
 	info.Headers.TryAdd("Accept", "application/json")
 	if err := info.SetContentFromParsable(ctx, ad, "application/json", batch); err != nil {
-		return nil, &cpv.Error{Op: op, Tenant: tenant, Class: cpv.Permanent, Err: fmt.Errorf("serialize $batch: %w", err)}
+		return nil, &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: fmt.Errorf("serialize $batch: %w", err)}
 	}
 
 	var got batchAnswer
@@ -146,19 +146,19 @@ func (c *Client) sendBatch(ctx context.Context, ad abs.RequestAdapter, op, tenan
 	handler.SetResponseHandler(func(response any, _ abs.ErrorMappings) (any, error) {
 		resp, ok := response.(*http.Response)
 		if !ok || resp == nil {
-			return nil, &cpv.Error{Op: op, Tenant: tenant, Class: cpv.Retryable, Err: errors.New("no $batch answer")}
+			return nil, &cpv.Error{Op: op, Tenant: tenant, Class: retry.Retryable, Err: errors.New("no $batch answer")}
 		}
 		defer resp.Body.Close()
 		body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 		if err != nil {
-			return nil, &cpv.Error{Op: op, Tenant: tenant, Class: cpv.Retryable, Err: fmt.Errorf("read $batch answer: %w", err)}
+			return nil, &cpv.Error{Op: op, Tenant: tenant, Class: retry.Retryable, Err: fmt.Errorf("read $batch answer: %w", err)}
 		}
 		if resp.StatusCode >= 300 {
 			a := answer{status: resp.StatusCode, headers: map[string]any{"Retry-After": resp.Header.Get("Retry-After")}, body: body}
 			return nil, classError(op, tenant, a.failure())
 		}
 		if err := json.Unmarshal(body, &got); err != nil {
-			return nil, &cpv.Error{Op: op, Tenant: tenant, Class: cpv.Retryable, Status: resp.StatusCode,
+			return nil, &cpv.Error{Op: op, Tenant: tenant, Class: retry.Retryable, Status: resp.StatusCode,
 				Err: fmt.Errorf("unreadable $batch answer: %w", err)}
 		}
 		return nil, nil

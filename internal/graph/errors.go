@@ -68,12 +68,12 @@ func classError(op, tenant string, f failure) *cpv.Error {
 	class, _ := retry.Status(f.status, f.retryAfter)
 	switch {
 	case class == retry.Throttled:
-		e.Class = cpv.Throttled
+		e.Class = retry.Throttled
 		e.RetryAfter = max(f.retryAfter, time.Second)
 	case class == retry.Retryable || f.status == 0:
-		e.Class = cpv.Retryable
+		e.Class = retry.Retryable
 	default:
-		e.Class = cpv.Permanent
+		e.Class = retry.Permanent
 		e.Advice = advice(f)
 	}
 	return e
@@ -119,7 +119,7 @@ func requestError(op, tenant string, err error) error {
 	}
 	// Transport failures, cancellation and unreadable answers: worth another
 	// attempt later. The error names the URL, never a token.
-	e := &cpv.Error{Op: op, Tenant: tenant, Class: cpv.Retryable, Err: err}
+	e := &cpv.Error{Op: op, Tenant: tenant, Class: retry.Retryable, Err: err}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		e.Err = fmt.Errorf("cancelled: %w", err)
 	}
@@ -144,7 +144,7 @@ func invalidInput(op, tenant, format string, args ...any) *cpv.Error {
 			args[i] = clip(s)
 		}
 	}
-	return &cpv.Error{Op: op, Tenant: tenant, Class: cpv.Permanent, Err: fmt.Errorf(format, args...)}
+	return &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: fmt.Errorf(format, args...)}
 }
 
 // clip shortens an invalid input quoted in an error message.

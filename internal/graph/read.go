@@ -11,6 +11,8 @@ import (
 	"github.com/microsoftgraph/msgraph-sdk-go/serviceprincipalswithappid"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 const opRead = "read directory"
@@ -37,16 +39,16 @@ type page[T any] struct {
 // principals among resourceAppIDs (15 per "in" filter). App is nil when the
 // app has no service principal in the tenant.
 func (c *Client) Read(ctx context.Context, tenant, appID string, resourceAppIDs []string) (cpv.State, error) {
-	if !cpv.IsGUID(tenant) {
+	if !cpvtype.IsGUID(tenant) {
 		return cpv.State{}, invalidInput(opRead, "", "tenant id %q is not a GUID", tenant)
 	}
-	if !cpv.IsGUID(appID) {
+	if !cpvtype.IsGUID(appID) {
 		return cpv.State{}, invalidInput(opRead, tenant, "app id %q is not a GUID", appID)
 	}
 	resources := make([]string, 0, len(resourceAppIDs))
 	seen := make(map[string]bool, len(resourceAppIDs))
 	for _, id := range resourceAppIDs {
-		if !cpv.IsGUID(id) {
+		if !cpvtype.IsGUID(id) {
 			return cpv.State{}, invalidInput(opRead, tenant, "resource app id %q is not a GUID", id)
 		}
 		if k := strings.ToLower(id); !seen[k] {
@@ -56,12 +58,12 @@ func (c *Client) Read(ctx context.Context, tenant, appID string, resourceAppIDs 
 	}
 	ad, err := c.adapter(tenant)
 	if err != nil {
-		return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: cpv.Permanent, Err: err}
+		return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: retry.Permanent, Err: err}
 	}
 
 	reqs, parts, err := c.readRequests(ctx, appID, resources)
 	if err != nil {
-		return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: cpv.Permanent, Err: err}
+		return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: retry.Permanent, Err: err}
 	}
 	answers, err := c.send(ctx, ad, opRead, tenant, reqs)
 	if err != nil {
@@ -83,7 +85,7 @@ func (c *Client) Read(ctx context.Context, tenant, appID string, resourceAppIDs 
 			}
 			link, err := addPage(&st, p, a)
 			if err != nil {
-				return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: cpv.Retryable, Err: err}
+				return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: retry.Retryable, Err: err}
 			}
 			if link != "" {
 				next = append(next, link)
@@ -97,12 +99,12 @@ func (c *Client) Read(ctx context.Context, tenant, appID string, resourceAppIDs 
 		reqs = reqs[:0]
 		for _, link := range next {
 			if !strings.HasPrefix(link, c.base+"/") {
-				return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: cpv.Permanent,
+				return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: retry.Permanent,
 					Err: fmt.Errorf("next page link outside %s", c.base)}
 			}
 			info, err := c.sdk.ServicePrincipals().WithUrl(link).ToGetRequestInformation(ctx, nil)
 			if err != nil {
-				return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: cpv.Permanent, Err: err}
+				return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: retry.Permanent, Err: err}
 			}
 			reqs = append(reqs, info)
 		}
@@ -114,7 +116,7 @@ func (c *Client) Read(ctx context.Context, tenant, appID string, resourceAppIDs 
 	if appMissing {
 		st.App, st.Assignments, st.Grants = nil, nil, nil
 	} else if st.App == nil {
-		return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: cpv.Retryable,
+		return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: retry.Retryable,
 			Err: fmt.Errorf("graph returned no service principal for app %s", appID)}
 	}
 	return st, nil

@@ -21,6 +21,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
@@ -181,10 +182,10 @@ func (pc *Client) RemoveConsent(ctx context.Context, tenant, appID string) error
 }
 
 func validateIDs(op, tenant, appID string) error {
-	if !cpv.IsGUID(tenant) {
+	if !cpvtype.IsGUID(tenant) {
 		return &cpv.Error{Op: op, Class: retry.Permanent, Err: fmt.Errorf("tenant id %q is not a GUID", tenant), Advice: "fix the tenant id: it must be the customer's directory (tenant) GUID"}
 	}
-	if !cpv.IsGUID(appID) {
+	if !cpvtype.IsGUID(appID) {
 		return &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: fmt.Errorf("app id %q is not a GUID", appID), Advice: "fix the app id in the configuration"}
 	}
 	return nil

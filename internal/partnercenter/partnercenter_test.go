@@ -16,6 +16,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
 )
@@ -61,14 +62,14 @@ func TestPartnerCenterErrors(t *testing.T) {
 		kind       m365sim.Kind
 		faults     func(*m365sim.Sim)
 		cfg        func(*testing.T, *partnercenter.Config, *m365sim.Sim)
-		wantClass  cpv.Class // "" = success
+		wantClass  retry.Class // "" = success
 		wantAdvice string
 		wantRetry  time.Duration
 	}{
 		{
 			name:       "terminated relationship is permanent with advice",
 			kind:       m365sim.KindTerminated,
-			wantClass:  cpv.Permanent,
+			wantClass:  retry.Permanent,
 			wantAdvice: "GDAP relationship",
 		},
 		{
@@ -86,21 +87,21 @@ func TestPartnerCenterErrors(t *testing.T) {
 			kind:      m365sim.KindNew,
 			faults:    func(s *m365sim.Sim) { s.FailNext(m365sim.SurfacePartnerCenter, http.StatusBadGateway, 3) },
 			cfg:       func(_ *testing.T, c *partnercenter.Config, _ *m365sim.Sim) { c.MaxAttempts = 3 },
-			wantClass: cpv.Retryable,
+			wantClass: retry.Retryable,
 		},
 		{
 			name:      "429 beyond the attempts is throttled with the delay",
 			kind:      m365sim.KindNew,
 			faults:    func(s *m365sim.Sim) { s.FailNext(m365sim.SurfacePartnerCenter, http.StatusTooManyRequests, 2) },
 			cfg:       func(_ *testing.T, c *partnercenter.Config, _ *m365sim.Sim) { c.MaxAttempts = 2 },
-			wantClass: cpv.Throttled,
+			wantClass: retry.Throttled,
 			wantRetry: time.Second,
 		},
 		{
 			name:      "a Retry-After longer than MaxRetryAfter returns at once",
 			kind:      m365sim.KindNew,
 			faults:    func(s *m365sim.Sim) { s.SetFaults(m365sim.Faults{PC429Rate: 1, RetryAfter: 120}) },
-			wantClass: cpv.Throttled,
+			wantClass: retry.Throttled,
 			wantRetry: 120 * time.Second,
 		},
 		{
@@ -109,7 +110,7 @@ func TestPartnerCenterErrors(t *testing.T) {
 			cfg: func(t *testing.T, c *partnercenter.Config, s *m365sim.Sim) {
 				c.Credential = badSecretCredential(t, s)
 			},
-			wantClass:  cpv.Permanent,
+			wantClass:  retry.Permanent,
 			wantAdvice: "client secret is invalid",
 		},
 	}

@@ -12,20 +12,14 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-)
 
-// Op is what a message asks a worker to do with its tenant.
-type Op string
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
+)
 
 // Reason says why a message was sent.
 type Reason string
 
 const (
-	// OpRefresh reconciles the tenant with the manifest.
-	OpRefresh Op = "refresh"
-	// OpReset removes the app's consent and service principal, then refreshes.
-	OpReset Op = "reset"
-
 	// ReasonNightly is the scheduled run.
 	ReasonNightly Reason = "nightly"
 	// ReasonEvent is a Partner Center webhook.
@@ -57,14 +51,14 @@ const (
 
 // Message is the envelope v1: "reconcile tenant TenantID".
 type Message struct {
-	V           int       `json:"v"`
-	TenantID    string    `json:"tenantId"`
-	Op          Op        `json:"op"`
-	Reason      Reason    `json:"reason"`
-	RunID       string    `json:"runId,omitempty"`
-	RequestID   string    `json:"requestId"`
-	RequestedBy string    `json:"requestedBy,omitempty"`
-	RequestedAt time.Time `json:"requestedAt"`
+	V           int        `json:"v"`
+	TenantID    string     `json:"tenantId"`
+	Op          cpvtype.Op `json:"op"`
+	Reason      Reason     `json:"reason"`
+	RunID       string     `json:"runId,omitempty"`
+	RequestID   string     `json:"requestId"`
+	RequestedBy string     `json:"requestedBy,omitempty"`
+	RequestedAt time.Time  `json:"requestedAt"`
 }
 
 // PoisonError says why a body is not an acceptable message. It is never
@@ -89,15 +83,15 @@ func (m Message) Validate() error {
 	if m.TenantID == "" {
 		return poison("tenantId missing")
 	}
-	if !isGUID(m.TenantID) {
+	if !cpvtype.IsGUID(m.TenantID) {
 		return poison("tenantId %s is not a GUID", quote(m.TenantID))
 	}
 	switch m.Op {
-	case OpRefresh, OpReset:
+	case cpvtype.OpRefresh, cpvtype.OpReset:
 	case "":
 		return poison("op missing")
 	default:
-		return poison("unknown op %s (want %q or %q)", quote(string(m.Op)), OpRefresh, OpReset)
+		return poison("unknown op %s (want %q or %q)", quote(string(m.Op)), cpvtype.OpRefresh, cpvtype.OpReset)
 	}
 	switch m.Reason {
 	case ReasonNightly, ReasonEvent, ReasonManual, ReasonOnboarding:
@@ -276,22 +270,3 @@ func quote(s string) string {
 // isGUID reports whether s is a GUID in its 8-4-4-4-12 hexadecimal form, as
 // Microsoft writes tenant ids (either case, no braces). The queue checks it
 // itself: it imports no domain package.
-func isGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
-}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 )
 
 const tenant = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
@@ -17,7 +19,7 @@ func validMessage() Message {
 	return Message{
 		V:           1,
 		TenantID:    tenant,
-		Op:          OpRefresh,
+		Op:          cpvtype.OpRefresh,
 		Reason:      ReasonNightly,
 		RunID:       "nightly-2026-11-22",
 		RequestID:   "5b1c1f5e-7c1a-4b53-9b9e-2d8f0f9b8c11",
@@ -39,7 +41,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		m    Message
 	}{
 		{"nightly refresh", validMessage()},
-		{"manual reset", with(func(m *Message) { m.Op, m.Reason, m.RequestedBy = OpReset, ReasonManual, "admin@contoso.com" })},
+		{"manual reset", with(func(m *Message) { m.Op, m.Reason, m.RequestedBy = cpvtype.OpReset, ReasonManual, "admin@contoso.com" })},
 		{"event", with(func(m *Message) { m.Reason, m.RunID = ReasonEvent, "" })},
 		{"onboarding, no optional fields", with(func(m *Message) { m.Reason, m.RunID, m.RequestedBy = ReasonOnboarding, "", "" })},
 		{"upper-case tenant", with(func(m *Message) { m.TenantID = strings.ToUpper(tenant) })},
@@ -304,28 +306,4 @@ func ExampleDecode() {
 	// Output:
 	// 3f2504e0-4f89-41d3-9a0c-0305e82c3301 refresh r-1:3f2504e0-4f89-41d3-9a0c-0305e82c3301 true
 	// true unsupported envelope version 7
-}
-
-func TestIsGUID(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in   string
-		want bool
-	}{
-		{"00000000-0000-4000-8000-000000000001", true},
-		{"ABCDEF01-abcd-4EF0-8000-0123456789aB", true},
-		{"", false},
-		{"00000000-0000-4000-8000-00000000000", false},   // 35 characters
-		{"00000000-0000-4000-8000-0000000000001", false}, // 37 characters
-		{"{0000000-0000-4000-8000-000000000001", false},
-		{"00000000x0000-4000-8000-000000000001", false}, // a separator that is not a hyphen
-		{"0000000g-0000-4000-8000-000000000001", false}, // not hexadecimal
-		{"000000000000-4000-8000-0000000000001", false}, // hyphen moved
-		{"contoso.onmicrosoft.com", false},
-	}
-	for _, tt := range tests {
-		if got := isGUID(tt.in); got != tt.want {
-			t.Errorf("isGUID(%q) = %v, want %v", tt.in, got, tt.want)
-		}
-	}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 )
 
 // Partitions of the control table.
@@ -14,12 +16,6 @@ const (
 	leasePartition  = "lease"
 	pausePartition  = "pause"
 	workerPartition = "worker"
-)
-
-// Components that can be paused.
-const (
-	PauseDispatch = "dispatch" // the dispatcher stops enqueueing
-	PauseWorkers  = "workers"  // workers stop taking messages
 )
 
 // AcquireLease takes the named lease for holder for ttl. It returns true
@@ -172,15 +168,15 @@ func (s *Store) ListWorkers(ctx context.Context, since time.Time) ([]Worker, err
 	return out, nil
 }
 
-func checkComponent(op, component string) error {
-	if component != PauseDispatch && component != PauseWorkers {
-		return invalid(op, "unknown component %q: use %s or %s", component, PauseDispatch, PauseWorkers)
+func checkComponent(op string, component cpvtype.Component) error {
+	if component != cpvtype.ComponentDispatch && component != cpvtype.ComponentWorkers {
+		return invalid(op, "unknown component %q: use %s or %s", component, cpvtype.ComponentDispatch, cpvtype.ComponentWorkers)
 	}
 	return nil
 }
 
-// SetPaused pauses or resumes a component (PauseDispatch or PauseWorkers).
-func (s *Store) SetPaused(ctx context.Context, component string, paused bool) error {
+// SetPaused pauses or resumes a component (cpvtype.ComponentDispatch or cpvtype.ComponentWorkers).
+func (s *Store) SetPaused(ctx context.Context, component cpvtype.Component, paused bool) error {
 	const op = "set paused"
 	if err := checkComponent(op, component); err != nil {
 		return err
@@ -188,32 +184,32 @@ func (s *Store) SetPaused(ctx context.Context, component string, paused bool) er
 	p := props{}
 	p.bool("Paused", paused)
 	p.time("UpdatedAt", s.now())
-	b, err := p.entity(pausePartition, component)
+	b, err := p.entity(pausePartition, string(component))
 	if err != nil {
-		return failure(op+" "+component, "", err)
+		return failure(op+" "+string(component), "", err)
 	}
 	if _, err := s.control.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeReplace}); err != nil {
-		return failure(op+" "+component, "", err)
+		return failure(op+" "+string(component), "", err)
 	}
 	return nil
 }
 
 // Paused reports whether a component is paused (false if never set).
-func (s *Store) Paused(ctx context.Context, component string) (bool, error) {
+func (s *Store) Paused(ctx context.Context, component cpvtype.Component) (bool, error) {
 	const op = "paused"
 	if err := checkComponent(op, component); err != nil {
 		return false, err
 	}
-	resp, err := s.control.GetEntity(ctx, pausePartition, component, nil)
+	resp, err := s.control.GetEntity(ctx, pausePartition, string(component), nil)
 	switch {
 	case isNotFound(err):
 		return false, nil
 	case err != nil:
-		return false, failure(op+" "+component, "", err)
+		return false, failure(op+" "+string(component), "", err)
 	}
 	var e aztables.EDMEntity
 	if err := e.UnmarshalJSON(resp.Value); err != nil {
-		return false, failure(op+" "+component, "", err)
+		return false, failure(op+" "+string(component), "", err)
 	}
 	return (row{e}).bool("Paused"), nil
 }

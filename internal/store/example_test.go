@@ -7,6 +7,7 @@ import (
 	"log"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
@@ -36,7 +37,7 @@ func Example() {
 	changed := false
 
 	st, addHistory := store.Fold(prev, store.Status{
-		TenantID: tenant, State: store.StateSucceeded, LastAttempt: start,
+		TenantID: tenant, State: cpvtype.StatusSucceeded, LastAttempt: start,
 		RunID: "nightly-2026-11-22", RequestID: "req-1", Worker: "worker-a", Duration: time.Since(start),
 	}, changed)
 	if err := s.PutStatus(ctx, st); err != nil {

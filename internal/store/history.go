@@ -10,14 +10,16 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 )
 
 // HistoryEntry is one attempt that changed something or failed.
 type HistoryEntry struct {
 	TenantID  string
 	At        time.Time // when the attempt ended; the row key sorts on it
-	State     string
-	Op        string
+	State     cpvtype.Status
+	Op        cpvtype.Op
 	Reason    string
 	RunID     string
 	RequestID string
@@ -53,8 +55,8 @@ func (s *Store) AddHistory(ctx context.Context, h HistoryEntry) error {
 	detail, cut := fitDetail(h.Detail)
 	p := props{}
 	p.time("At", h.At)
-	p.str("State", h.State)
-	p.str("Op", h.Op)
+	p.str("State", string(h.State))
+	p.str("Op", string(h.Op))
 	p.str("Reason", h.Reason)
 	p.str("RunID", h.RunID)
 	p.str("RequestID", h.RequestID)
@@ -87,8 +89,8 @@ func (s *Store) ListHistory(ctx context.Context, tenantID string, limit int) ([]
 		h := HistoryEntry{
 			TenantID:  r.PartitionKey,
 			At:        r.time("At"),
-			State:     r.str("State"),
-			Op:        r.str("Op"),
+			State:     cpvtype.Status(r.str("State")),
+			Op:        cpvtype.Op(r.str("Op")),
 			Reason:    r.str("Reason"),
 			RunID:     r.str("RunID"),
 			RequestID: r.str("RequestID"),

@@ -8,6 +8,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 )
 
 // runsPartition holds every run: a few hundred rows a year (one per night
@@ -173,14 +175,14 @@ func (s *Store) RunProgress(ctx context.Context, runID string) (Progress, error)
 		filter += " or LastAttempt ge " + odataTime(since)
 	}
 	err = s.each(ctx, s.status, filter, "State", 0, func(e aztables.EDMEntity) error {
-		switch (row{e}).str("State") {
-		case StateSucceeded:
+		switch cpvtype.Status((row{e}).str("State")) {
+		case cpvtype.StatusSucceeded:
 			p.Succeeded++
-		case StatePartial:
+		case cpvtype.StatusPartial:
 			p.Partial++
-		case StateFailed:
+		case cpvtype.StatusFailed:
 			p.Failed++
-		case StateRunning:
+		case cpvtype.StatusRunning:
 			p.Running++
 		}
 		return nil

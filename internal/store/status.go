@@ -5,24 +5,18 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 )
 
 // statusRowKey is the RowKey of a tenant's status row; its PartitionKey is
 // the tenant id.
 const statusRowKey = "status"
 
-// States of a status row.
-const (
-	StateRunning   = "running"
-	StateSucceeded = "succeeded"
-	StatePartial   = "partial" // succeeded, with notices (e.g. a resource not licensed)
-	StateFailed    = "failed"
-)
-
 // Status is the latest result of one tenant's refresh.
 type Status struct {
 	TenantID         string
-	State            string // StateRunning, StateSucceeded, StatePartial or StateFailed
+	State            cpvtype.Status
 	LastAttempt      time.Time
 	LastSuccess      time.Time
 	RequestedAt      time.Time // when the message that produced it was requested (coalescing)
@@ -39,7 +33,7 @@ type Status struct {
 	Checks           int // attempts that found nothing to change since the last history row
 	RunID            string
 	RequestID        string
-	Op               string
+	Op               cpvtype.Op
 	Reason           string
 	Duration         time.Duration
 	RoundTrips       int
@@ -56,7 +50,7 @@ type Status struct {
 // attempt is folded into the status row instead, so an already-correct
 // tenant costs one status write (see the package documentation).
 func Fold(prev, st Status, changed bool) (Status, bool) {
-	failed := st.State == StateFailed
+	failed := st.State == cpvtype.StatusFailed
 	if failed {
 		st.Attempts = prev.Attempts + 1
 		if st.LastSuccess.IsZero() {
@@ -89,7 +83,7 @@ func (s *Store) MarkRunning(ctx context.Context, tenantID, runID, requestID, wor
 		at = s.now()
 	}
 	p := props{}
-	p.str("State", StateRunning)
+	p.str("State", string(cpvtype.StatusRunning))
 	p.time("LastAttempt", at)
 	p.str("RunID", runID)
 	p.str("RequestID", requestID)
@@ -112,7 +106,7 @@ func (s *Store) PutStatus(ctx context.Context, st Status) error {
 		return err
 	}
 	p := props{}
-	p.str("State", st.State)
+	p.str("State", string(st.State))
 	p.time("LastAttempt", st.LastAttempt)
 	p.time("LastSuccess", st.LastSuccess)
 	p.time("RequestedAt", st.RequestedAt)
@@ -129,7 +123,7 @@ func (s *Store) PutStatus(ctx context.Context, st Status) error {
 	p.int("Checks", st.Checks)
 	p.str("RunID", st.RunID)
 	p.str("RequestID", st.RequestID)
-	p.str("Op", st.Op)
+	p.str("Op", string(st.Op))
 	p.str("Reason", st.Reason)
 	p.int64("DurationNs", int64(st.Duration))
 	p.int("RoundTrips", st.RoundTrips)
@@ -178,7 +172,7 @@ func (s *Store) EachStatus(ctx context.Context, fn func(Status) error) error {
 func statusFrom(r row) Status {
 	return Status{
 		TenantID:         r.PartitionKey,
-		State:            r.str("State"),
+		State:            cpvtype.Status(r.str("State")),
 		LastAttempt:      r.time("LastAttempt"),
 		LastSuccess:      r.time("LastSuccess"),
 		RequestedAt:      r.time("RequestedAt"),
@@ -195,7 +189,7 @@ func statusFrom(r row) Status {
 		Checks:           r.int("Checks"),
 		RunID:            r.str("RunID"),
 		RequestID:        r.str("RequestID"),
-		Op:               r.str("Op"),
+		Op:               cpvtype.Op(r.str("Op")),
 		Reason:           r.str("Reason"),
 		Duration:         time.Duration(r.int64("DurationNs")),
 		RoundTrips:       r.int("RoundTrips"),

@@ -5,33 +5,20 @@ import (
 	"time"
 )
 
+// TestBackoff: a retryable failure waits under RetryBase·2^(attempt-1),
+// capped at RetryMax (the kit's full jitter, pinned in package retry).
 func TestBackoff(t *testing.T) {
 	t.Parallel()
-	const base, limit = 15 * time.Second, 15 * time.Minute
-	tests := []struct {
-		name    string
+	w := &Worker{cfg: Config{RetryBase: 15 * time.Second, RetryMax: 15 * time.Minute}}
+	for _, tt := range []struct {
 		attempt int
-		jitter  float64
-		want    time.Duration
-	}{
-		{"first attempt, no jitter offset", 1, 0.5, 15 * time.Second},
-		{"first attempt, lowest jitter", 1, 0, 12 * time.Second},
-		{"first attempt, highest jitter", 1, 0.999999, 18 * time.Second},
-		{"second attempt doubles", 2, 0.5, 30 * time.Second},
-		{"fourth attempt", 4, 0.5, 2 * time.Minute},
-		{"capped at the maximum", 8, 0.5, limit},
-		{"jitter never exceeds the maximum", 30, 0.999999, limit},
-		{"jitter below the maximum when capped", 30, 0, 12 * time.Minute},
-		{"attempt zero is treated as the first", 0, 0.5, 15 * time.Second},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			got := backoff(tt.attempt, base, limit, tt.jitter).Round(time.Second)
-			if got != tt.want {
-				t.Errorf("backoff(%d, %s, %s, %v) = %s, want %s", tt.attempt, base, limit, tt.jitter, got, tt.want)
+		ceiling time.Duration
+	}{{0, 15 * time.Second}, {1, 15 * time.Second}, {2, 30 * time.Second}, {4, 2 * time.Minute}, {8, 15 * time.Minute}, {30, 15 * time.Minute}} {
+		for range 20 {
+			if d := w.backoff(tt.attempt); d < 0 || d >= tt.ceiling {
+				t.Fatalf("backoff(%d) = %s, want in [0, %s)", tt.attempt, d, tt.ceiling)
 			}
-		})
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
@@ -141,7 +142,7 @@ func (r countedResults) Heartbeat(ctx context.Context, hb store.Worker) error {
 	return err
 }
 
-func (r countedResults) Paused(ctx context.Context, component string) (bool, error) {
+func (r countedResults) Paused(ctx context.Context, component cpvtype.Component) (bool, error) {
 	p, err := r.res.Paused(ctx, component)
 	r.done(ctx, err)
 	return p, err

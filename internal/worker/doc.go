@@ -31,10 +31,11 @@
 // written, the message is snoozed rather than retried: an outage of the
 // store does not burn the tenant's attempts.
 //
-// Backoff after a retryable failure is RetryBase·2^(attempt−1), capped at
-// RetryMax, with ±20% jitter. An empty or failing queue is polled with a
+// Backoff after a retryable failure is a random wait under
+// RetryBase·2^(attempt−1), capped at RetryMax (full jitter, package retry),
+// so a fleet that failed together does not come back in step. An empty or failing queue is polled with a
 // wait that doubles from 200 ms up to PollMax. The pause switch
-// (store.PauseWorkers) is read every PauseCheck: while it is on, nothing is
+// (cpvtype.ComponentWorkers) is read every PauseCheck: while it is on, nothing is
 // received and refreshes in flight finish.
 //
 // # Settlements

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
@@ -255,7 +256,7 @@ func (w *world) startWith(t testing.TB, cfg worker.Config, r worker.Refresher) (
 }
 
 // message is a valid envelope for tenant.
-func message(tenant string, op queue.Op) queue.Message {
+func message(tenant string, op cpvtype.Op) queue.Message {
 	return queue.Message{V: queue.Version, TenantID: tenant, Op: op, Reason: queue.ReasonManual,
 		RunID: "test-run", RequestID: uuid.NewString(), RequestedBy: "test", RequestedAt: time.Now().UTC()}
 }
@@ -265,7 +266,7 @@ func (w *world) enqueue(t testing.TB, tenants []string) {
 	t.Helper()
 	ms := make([]queue.Message, len(tenants))
 	for i, id := range tenants {
-		ms[i] = message(id, queue.OpRefresh)
+		ms[i] = message(id, cpvtype.OpRefresh)
 	}
 	if err := w.queue.SendBatch(context.Background(), ms, 0); err != nil {
 		t.Fatalf("SendBatch: %v", err)
@@ -283,7 +284,7 @@ func ids(fleet []m365sim.FleetTenant) []string {
 // final reports whether a status row holds the result of an attempt.
 func final(st store.Status) bool {
 	switch st.State {
-	case store.StateSucceeded, store.StatePartial, store.StateFailed:
+	case cpvtype.StatusSucceeded, cpvtype.StatusPartial, cpvtype.StatusFailed:
 		return true
 	}
 	return false

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
@@ -84,7 +86,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 
 	mark := w.markRunning(ctx, a)
 	rctx, cancel := context.WithTimeout(ctx, w.cfg.MessageTimeout)
-	res, err := w.refresh.Refresh(rctx, a.m.TenantID, cpv.Options{Reset: a.m.Op == queue.OpReset})
+	res, err := w.refresh.Refresh(rctx, a.m.TenantID, cpv.Options{Reset: a.m.Op == cpvtype.OpReset})
 	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
 	a.marked = mark.wait()
@@ -96,7 +98,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		return
 	}
 	if err != nil && timedOut {
-		err = &cpv.Error{Op: "refresh", Tenant: a.m.TenantID, Class: cpv.Retryable,
+		err = &cpv.Error{Op: "refresh", Tenant: a.m.TenantID, Class: retry.Retryable,
 			Err: fmt.Errorf("no result within the message timeout of %s: %w", w.cfg.MessageTimeout, err)}
 	}
 	w.finish(ctx, a, res, err)
@@ -107,8 +109,8 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 // the same manifest. Completing it costs the one read already made.
 func (w *Worker) coalesces(a *attempt) bool {
 	p := a.prev
-	return a.m.Op == queue.OpRefresh && a.hasPrev &&
-		(p.State == store.StateSucceeded || p.State == store.StatePartial) &&
+	return a.m.Op == cpvtype.OpRefresh && a.hasPrev &&
+		(p.State == cpvtype.StatusSucceeded || p.State == cpvtype.StatusPartial) &&
 		p.ManifestVersion == w.cfg.ManifestVersion &&
 		!p.LastSuccess.IsZero() && !p.LastSuccess.Before(a.m.RequestedAt)
 }
@@ -121,7 +123,7 @@ func (w *Worker) finish(ctx context.Context, a *attempt, res cpv.Result, err err
 	sctx, cancel := w.settleContext(ctx)
 	defer cancel()
 	class, wait := cpv.ClassOf(err)
-	if err != nil && class == cpv.Throttled {
+	if err != nil && class == retry.Throttled {
 		// Throttling is not a failure: put the status row back as it was
 		// and delay by the server's Retry-After without spending an attempt.
 		w.restoreStatus(sctx, a)
@@ -129,14 +131,14 @@ func (w *Worker) finish(ctx context.Context, a *attempt, res cpv.Result, err err
 		w.settle(sctx, a, snooze(min(max(wait, time.Second), queue.MaxDelay), OutcomeThrottled))
 		return
 	}
-	status := store.StateFailed
+	status := cpvtype.StatusFailed
 	if err == nil {
-		status = store.StateSucceeded
-		if res.Status == cpv.StatusPartial {
-			status = store.StatePartial
+		status = cpvtype.StatusSucceeded
+		if res.Status == cpvtype.StatusPartial {
+			status = cpvtype.StatusPartial
 		}
 	}
-	w.met.duration.WithLabelValues(status).Observe(res.Duration.Seconds())
+	w.met.duration.WithLabelValues(string(status)).Observe(res.Duration.Seconds())
 	s := w.decide(a, status, class, err)
 
 	st, history := store.Fold(a.prev, w.status(a, res, status, err), err == nil && !res.NoChange)
@@ -173,23 +175,23 @@ func (w *Worker) finish(ctx context.Context, a *attempt, res cpv.Result, err err
 // decide picks the settlement of an attempt that produced a result (not
 // throttled): complete on success, poison a permanent failure or the last
 // allowed attempt, otherwise retry after a backoff.
-func (w *Worker) decide(a *attempt, status string, class cpv.Class, err error) settlement {
+func (w *Worker) decide(a *attempt, status cpvtype.Status, class retry.Class, err error) settlement {
 	switch {
 	case err == nil:
-		return complete(status)
-	case class == cpv.Permanent:
+		return complete(string(status))
+	case class == retry.Permanent:
 		return poison(err.Error(), PoisonPermanent, OutcomeFailed)
 	case a.d.Attempt >= w.cfg.MaxAttempts:
 		return poison(fmt.Sprintf("failed on attempt %d of %d: %v", a.d.Attempt, w.cfg.MaxAttempts, err),
 			PoisonMaxAttempts, OutcomeFailed)
 	default:
-		return retryAfter(backoff(a.d.Attempt, w.cfg.RetryBase, w.cfg.RetryMax, jitter()))
+		return retryAfter(w.backoff(a.d.Attempt))
 	}
 }
 
 // status builds the status row of an attempt that produced a result.
 // store.Fold carries the counters over from the previous row.
-func (w *Worker) status(a *attempt, res cpv.Result, state string, err error) store.Status {
+func (w *Worker) status(a *attempt, res cpv.Result, state cpvtype.Status, err error) store.Status {
 	version := res.ManifestVersion
 	if version == "" {
 		version = w.cfg.ManifestVersion
@@ -207,7 +209,7 @@ func (w *Worker) status(a *attempt, res cpv.Result, state string, err error) sto
 		Notices:          res.Notices,
 		RunID:            a.m.RunID,
 		RequestID:        a.m.RequestID,
-		Op:               string(a.m.Op),
+		Op:               a.m.Op,
 		Reason:           string(a.m.Reason),
 		Duration:         w.cfg.Now().Sub(a.start),
 		Worker:           w.cfg.WorkerID,
@@ -273,7 +275,7 @@ func (w *Worker) releaseUnstarted(ctx context.Context, d *queue.Delivery) {
 func (w *Worker) deferMessage(ctx context.Context, a *attempt, op string, err error) {
 	sctx, cancel := w.settleContext(ctx)
 	defer cancel()
-	delay := backoff(1, w.cfg.RetryBase, w.cfg.RetryMax, jitter())
+	delay := w.backoff(1)
 	a.log.WarnContext(sctx, "store unavailable: message delayed", "operation", op, "error", err, "retry_in", delay)
 	w.settle(sctx, a, snooze(delay, OutcomeDeferred))
 }

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
-	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
@@ -110,9 +110,9 @@ func (w *world) startChild(t *testing.T, bin string, extra ...string) *child {
 }
 
 // countStates counts the status rows of tenants by state.
-func (w *world) countStates(t testing.TB) map[string]int {
+func (w *world) countStates(t testing.TB) map[cpvtype.Status]int {
 	t.Helper()
-	out := map[string]int{}
+	out := map[cpvtype.Status]int{}
 	for _, st := range w.statuses(t) {
 		out[st.State]++
 	}
@@ -126,7 +126,7 @@ func (w *world) checkHealthy(t *testing.T, fleet []m365sim.FleetTenant) {
 	statuses := w.statuses(t)
 	for _, ft := range fleet {
 		st := statuses[ft.ID]
-		if st.State != store.StateSucceeded && st.State != store.StatePartial {
+		if st.State != cpvtype.StatusSucceeded && st.State != cpvtype.StatusPartial {
 			t.Errorf("tenant %s (%s): status %q %s", ft.ID, ft.Kind, st.State, st.LastError)
 		}
 		if diffs := w.sim.Conforms(ft.ID, w.want); len(diffs) != 0 {
@@ -153,7 +153,7 @@ func killedWorker(t *testing.T, transport, bin string) {
 	c := w.startChild(t, bin)
 	waitFor(t, 2*time.Minute, "the worker process to finish some tenants", func() (bool, error) {
 		states := w.countStates(t)
-		return states[store.StateSucceeded]+states[store.StatePartial] >= 5, fmt.Errorf("states %v", states)
+		return states[cpvtype.StatusSucceeded]+states[cpvtype.StatusPartial] >= 5, fmt.Errorf("states %v", states)
 	})
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -161,7 +161,7 @@ func killedWorker(t *testing.T, transport, bin string) {
 	<-c.exited
 	before := w.countStates(t)
 	t.Logf("killed the worker process with %v", before)
-	if before[store.StateSucceeded]+before[store.StatePartial] == len(fleet) {
+	if before[cpvtype.StatusSucceeded]+before[cpvtype.StatusPartial] == len(fleet) {
 		t.Fatalf("the worker process finished everything before it was killed: the test proves nothing")
 	}
 
@@ -197,7 +197,7 @@ func terminatedWorker(t *testing.T, transport, bin string) {
 	c := w.startChild(t, bin, "CPV_SHUTDOWN_GRACE="+grace.String())
 	waitFor(t, 2*time.Minute, "refreshes in flight (status rows marked running)", func() (bool, error) {
 		states := w.countStates(t)
-		return states[store.StateRunning] >= 2, fmt.Errorf("states %v", states)
+		return states[cpvtype.StatusRunning] >= 2, fmt.Errorf("states %v", states)
 	})
 	signalled := time.Now()
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -244,13 +244,13 @@ func terminatedWorker(t *testing.T, transport, bin string) {
 	released := 0
 	for _, ft := range fleet {
 		st := statuses[ft.ID]
-		done := st.State == store.StateSucceeded || st.State == store.StatePartial
+		done := st.State == cpvtype.StatusSucceeded || st.State == cpvtype.StatusPartial
 		switch {
 		case done && queued[ft.ID] > 0:
 			t.Errorf("tenant %s has a result and is still queued", ft.ID)
 		case !done && queued[ft.ID] != 1:
 			t.Errorf("tenant %s: no result (%q) and %d messages queued, want 1", ft.ID, st.State, queued[ft.ID])
-		case !done && st.State == store.StateFailed:
+		case !done && st.State == cpvtype.StatusFailed:
 			t.Errorf("tenant %s: shutdown recorded as a failure: %s", ft.ID, st.LastError)
 		}
 		if !done {

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
-	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
 // healthyMix is the default fleet mix without the kinds that cannot succeed.
@@ -39,8 +39,8 @@ func throttleStorm(t *testing.T, transport string) {
 		statuses := w.statuses(t)
 		for _, ft := range fleet {
 			st := statuses[ft.ID]
-			if (st.State != store.StateSucceeded && st.State != store.StatePartial) || len(w.sim.Conforms(ft.ID, w.want)) != 0 {
-				out.unfinished = append(out.unfinished, ft.ID+" ("+string(ft.Kind)+"): "+st.State+" "+st.LastError)
+			if (st.State != cpvtype.StatusSucceeded && st.State != cpvtype.StatusPartial) || len(w.sim.Conforms(ft.ID, w.want)) != 0 {
+				out.unfinished = append(out.unfinished, ft.ID+" ("+string(ft.Kind)+"): "+string(st.State)+" "+st.LastError)
 			}
 		}
 		if recs := w.poison(t); len(recs) != 0 {

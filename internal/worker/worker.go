@@ -5,14 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
@@ -52,7 +53,7 @@ type Results interface {
 	PutStatus(ctx context.Context, st store.Status) error
 	AddHistory(ctx context.Context, h store.HistoryEntry) error
 	Heartbeat(ctx context.Context, w store.Worker) error
-	Paused(ctx context.Context, component string) (bool, error)
+	Paused(ctx context.Context, component cpvtype.Component) (bool, error)
 }
 
 // Defaults for the zero values of Config.
@@ -90,7 +91,8 @@ type Config struct {
 	// message instead of retrying it.
 	MaxAttempts int
 	// RetryBase and RetryMax shape the backoff after a retryable failure:
-	// RetryBase * 2^(attempt-1), capped at RetryMax, ±20% jitter.
+	// a random delay under RetryBase * 2^(attempt-1), capped at RetryMax
+	// (full jitter, package retry).
 	RetryBase, RetryMax time.Duration
 	// PollMax is the longest wait between receives while the queue is empty
 	// or failing.
@@ -436,7 +438,7 @@ func nextPoll(cur, limit time.Duration) time.Duration {
 
 // checkPause reads the pause switch. A failed read keeps the last answer.
 func (w *Worker) checkPause(ctx context.Context) {
-	p, err := w.results.Paused(ctx, store.PauseWorkers)
+	p, err := w.results.Paused(ctx, cpvtype.ComponentWorkers)
 	if err != nil {
 		if ctx.Err() == nil {
 			w.log.WarnContext(ctx, "pause switch unreadable", "error", err)
@@ -488,18 +490,9 @@ func (w *Worker) settleContext(ctx context.Context) (context.Context, context.Ca
 	return context.WithTimeout(context.WithoutCancel(ctx), w.cfg.SettleTimeout)
 }
 
-// backoff is the delay after a retryable failure on the given attempt:
-// base * 2^(attempt-1), capped at limit, with ±20% jitter (j in [0, 1)),
-// never above limit.
-func backoff(attempt int, base, limit time.Duration, j float64) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	d = time.Duration(float64(d) * (0.8 + 0.4*j))
-	return min(d, limit)
+// backoff is the delay after a retryable failure on the given attempt
+// (attempts count from 1): retry.Backoff's full jitter under RetryBase *
+// 2^(attempt-1), capped at RetryMax.
+func (w *Worker) backoff(attempt int) time.Duration {
+	return retry.Backoff{Base: w.cfg.RetryBase, Max: w.cfg.RetryMax}.Delay(max(attempt, 1))
 }
-
-// jitter is a uniform number in [0, 1).
-func jitter() float64 { return rand.Float64() }

@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
-	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/worker"
 )
 
@@ -71,7 +71,7 @@ func TestFleet(t *testing.T) {
 
 	// What each kind must end as.
 	type outcome struct {
-		State      string
+		State      cpvtype.Status
 		Notices    bool
 		Advice     bool
 		History    int
@@ -80,12 +80,12 @@ func TestFleet(t *testing.T) {
 		ErrorClass string
 	}
 	want := map[m365sim.Kind]outcome{
-		m365sim.KindNew:        {State: store.StateSucceeded, History: 1, Conforms: true},
-		m365sim.KindCorrect:    {State: store.StateSucceeded, History: 0, Conforms: true},
-		m365sim.KindDrifted:    {State: store.StateSucceeded, History: 1, Conforms: true},
-		m365sim.KindUnlicensed: {State: store.StatePartial, Notices: true, History: 1, Conforms: true},
-		m365sim.KindRevoked:    {State: store.StateFailed, Advice: true, History: 1, Poisoned: true, ErrorClass: "permanent"},
-		m365sim.KindTerminated: {State: store.StateFailed, Advice: true, History: 1, Poisoned: true, ErrorClass: "permanent"},
+		m365sim.KindNew:        {State: cpvtype.StatusSucceeded, History: 1, Conforms: true},
+		m365sim.KindCorrect:    {State: cpvtype.StatusSucceeded, History: 0, Conforms: true},
+		m365sim.KindDrifted:    {State: cpvtype.StatusSucceeded, History: 1, Conforms: true},
+		m365sim.KindUnlicensed: {State: cpvtype.StatusPartial, Notices: true, History: 1, Conforms: true},
+		m365sim.KindRevoked:    {State: cpvtype.StatusFailed, Advice: true, History: 1, Poisoned: true, ErrorClass: "permanent"},
+		m365sim.KindTerminated: {State: cpvtype.StatusFailed, Advice: true, History: 1, Poisoned: true, ErrorClass: "permanent"},
 	}
 	kinds := map[m365sim.Kind]int{}
 	for _, ft := range fleet {

@@ -22,6 +22,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
@@ -81,7 +82,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("gdap: graph URL %q is not an absolute http(s) URL", cfg.GraphURL)
 	}
-	if !cpv.IsGUID(cfg.PartnerTenantID) {
+	if !cpvtype.IsGUID(cfg.PartnerTenantID) {
 		return nil, fmt.Errorf("gdap: partner tenant id %q is not a GUID", cfg.PartnerTenantID)
 	}
 	if cfg.Credential == nil {
@@ -247,7 +248,7 @@ func (d *Client) getOnce(ctx context.Context, op, u string) (*http.Response, err
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("gdap: %s: %w", op, ctx.Err())
 		}
-		return nil, &cpv.Error{Op: op, Class: cpv.Retryable, Err: retry.URLError(err)}
+		return nil, &cpv.Error{Op: op, Class: retry.Retryable, Err: retry.URLError(err)}
 	}
 	if resp.StatusCode == http.StatusOK {
 		return resp, nil
@@ -283,7 +284,7 @@ func graphError(op string, resp *http.Response) error {
 }
 
 func decodeError(op string, err error) error {
-	return &cpv.Error{Op: op, Class: cpv.Retryable, Err: fmt.Errorf("decode Graph answer: %w", err)}
+	return &cpv.Error{Op: op, Class: retry.Retryable, Err: fmt.Errorf("decode Graph answer: %w", err)}
 }
 
 func expectDelim(dec *json.Decoder, want json.Delim) error {
