@@ -29,7 +29,7 @@
 // # Round trips
 //
 // A refresh has a budget of round trips to every service, the table
-// service included (see DESIGN.md). Tables are created once, in New, never
+// service included (README, "How a refresh works"). Tables are created once, in New, never
 // before an access. A refresh costs MarkRunning (one merge that keeps the
 // rest of the row) and, at the end, PutStatus (one replace). An attempt
 // that changed nothing adds no history row: Fold counts it in the status
