@@ -76,7 +76,7 @@ func maxFlag(def int) func(fs *flag.FlagSet, o *opts) {
 // writes nothing to the store: the status row is the workers' business.
 func runRefresh(ctx context.Context, e *env) error {
 	o := e.opts
-	if len(o.tenants) != 1 || !cpv.IsGUID(o.tenants[0]) {
+	if len(o.tenants) != 1 || !cpvtype.IsGUID(o.tenants[0]) {
 		return cli.Invalid(errors.New("refresh: exactly one --tenant <guid> is required"))
 	}
 	log, err := newLogger(e)
@@ -116,7 +116,7 @@ func printResult(e *env, r cpv.Result) {
 	switch {
 	case r.DryRun:
 		what = "dry run"
-	case r.NoChange && r.Status != cpv.StatusFailed:
+	case r.NoChange && r.Status != cpvtype.StatusFailed:
 		what += ", nothing to change"
 	}
 	fmt.Fprintf(w, "tenant %s: %s %s (manifest %s) in %s\n", r.Tenant, r.Op, what, r.ManifestVersion, r.Duration.Round(time.Millisecond))
@@ -212,9 +212,9 @@ func runEnqueue(ctx context.Context, e *env) error {
 	if len(o.tenants) == 0 {
 		return cli.Invalid(errors.New("enqueue: at least one --tenant <guid> is required"))
 	}
-	op := queue.OpRefresh
+	op := cpvtype.OpRefresh
 	if o.reset {
-		op = queue.OpReset
+		op = cpvtype.OpReset
 	}
 	now := time.Now().UTC()
 	msgs := make([]queue.Message, 0, len(o.tenants))

@@ -108,7 +108,7 @@ func TestOpensOnAzurite(t *testing.T) {
 	if tr.n.Load() == afterStore {
 		t.Error("the queue did not use the given HTTP client")
 	}
-	msg := queue.Message{V: queue.Version, TenantID: "11111111-1111-1111-1111-111111111111", Op: queue.OpRefresh,
+	msg := queue.Message{V: queue.Version, TenantID: "11111111-1111-1111-1111-111111111111", Op: cpvtype.OpRefresh,
 		Reason: queue.ReasonManual, RequestID: "r1", RequestedBy: "storage test", RequestedAt: time.Now().UTC()}
 	if err := q.SendBatch(ctx, []queue.Message{msg}, 0); err != nil {
 		t.Fatal(err)
