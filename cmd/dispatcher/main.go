@@ -17,16 +17,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cli"
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher/ui"
@@ -34,69 +31,51 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/logging"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/storage"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
 // shutdownTimeout bounds how long in-flight HTTP requests may finish.
 const shutdownTimeout = 20 * time.Second
 
-// exitError carries the process exit code of a failure.
-type exitError struct {
-	code int
-	err  error
-}
+func main() { cli.Main("dispatcher", run) }
 
-func (e *exitError) Error() string { return e.err.Error() }
-
-func configError(err error) error  { return &exitError{2, err} }
-func runtimeError(err error) error { return &exitError{1, err} }
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil))
-}
-
-// run is the whole daemon; ready, when set, receives the listening address.
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready func(addr string)) int {
+// run is the whole daemon: it serves until ctx is done (SIGTERM or SIGINT).
+func run(ctx context.Context, args []string, getenv func(string) string, _, stderr io.Writer) error {
 	var cfg config.Dispatcher
 	if err := config.Load(&cfg, args, getenv, "dispatcher"); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stderr, "Usage of dispatcher:\n%s", config.Usage(&cfg))
-			return 0
+			return flag.ErrHelp
 		}
-		fmt.Fprintf(stderr, "dispatcher: %v\n", err)
-		return 2
+		return cli.Invalid(fmt.Errorf("bad configuration:\n%w", err))
 	}
 	log, err := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
-		fmt.Fprintf(stderr, "dispatcher: %v\n", err)
-		return 2
+		return cli.Invalid(err)
 	}
-	if err := serve(ctx, &cfg, log, ready); err != nil {
-		code := 1
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
-		log.Error("dispatcher stopped", "error", err, "exit_code", code)
-		return code
+	if err := serve(ctx, &cfg, log); err != nil {
+		return err
 	}
 	log.Info("dispatcher stopped")
-	return 0
+	return nil
 }
 
-func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready func(string)) error {
+// readyKey is the context key of a test's hook, a func(addr string) that
+// serve calls with the address it listens on (tests listen on port 0).
+type readyKey struct{}
+
+func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error {
 	errs := []error{cfg.Validate()}
 	if err := dispatcher.ParseSchedule(cfg.Schedule); err != nil {
 		errs = append(errs, fmt.Errorf("CPV_SCHEDULE %q: %v", cfg.Schedule, err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return configError(err)
+		return cli.Invalid(fmt.Errorf("bad configuration:\n%w", err))
 	}
 	loc, err := time.LoadLocation(cfg.TimeZone)
 	if err != nil {
-		return configError(fmt.Errorf("CPV_TIME_ZONE %q: %v", cfg.TimeZone, err))
+		return cli.Invalid(fmt.Errorf("CPV_TIME_ZONE %q: %v", cfg.TimeZone, err))
 	}
 	id := cfg.DispatcherID
 	if id == "" {
@@ -112,35 +91,33 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 		log.Debug("refresh token rotated")
 	}))
 	if err != nil {
-		return configError(fmt.Errorf("credential: %w", err))
+		return cli.Invalid(fmt.Errorf("credential: %w", err))
 	}
 	disc, err := gdap.New(gdap.Config{
 		GraphURL: cfg.GraphURL, PartnerTenantID: cfg.PartnerTenantID, Credential: cred, HTTPClient: hc,
 	})
 	if err != nil {
-		return configError(err)
+		return cli.Invalid(err)
 	}
-	storageCred, err := storageCredential(cfg)
+	backend, err := storage.New(&cfg.Common, storage.Options{})
 	if err != nil {
-		return configError(err)
+		return cli.Invalid(err)
 	}
-	st, err := openStore(ctx, cfg, storageCred)
+	st, err := backend.OpenStore(ctx)
 	if err != nil {
-		return runtimeError(fmt.Errorf("store: %w", err))
+		return fmt.Errorf("store: %w", err)
 	}
-	q, err := openQueue(cfg, storageCred)
+	q, err := backend.OpenQueue()
 	if err != nil {
-		return configError(fmt.Errorf("queue: %w", err))
+		return cli.Invalid(fmt.Errorf("queue: %w", err))
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := q.Close(cctx); err != nil {
+		if err := storage.CloseQueue(q); err != nil {
 			log.Warn("queue not closed", "error", err)
 		}
 	}()
 	if err := q.Ensure(ctx); err != nil {
-		return runtimeError(fmt.Errorf("queue: %w", err))
+		return fmt.Errorf("queue: %w", err)
 	}
 
 	d, err := dispatcher.New(dispatcher.Config{
@@ -167,13 +144,13 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 		Logger:              log,
 	})
 	if err != nil {
-		return configError(err)
+		return cli.Invalid(err)
 	}
 	defer d.Close()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return runtimeError(fmt.Errorf("listen on %s: %w", cfg.Listen, err))
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
 		Handler:           d.Handler(),
@@ -197,7 +174,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 	}()
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "id", id,
 		"next_run", d.NextRun(time.Now()), "time_zone", loc.String())
-	if ready != nil {
+	if ready, ok := ctx.Value(readyKey{}).(func(string)); ok {
 		ready(ln.Addr().String())
 	}
 
@@ -206,7 +183,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 	case <-ctx.Done():
 		log.Info("dispatcher shutting down")
 	case err := <-served:
-		failure = runtimeError(fmt.Errorf("http server: %w", err))
+		failure = fmt.Errorf("http server: %w", err)
 	}
 	cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -221,41 +198,6 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger, ready 
 		log.Warn("bulk runs cancelled at shutdown; they will be resumed", "error", err)
 	}
 	return failure
-}
-
-// storageCredential is the identity for the storage account when no
-// connection string is set (managed or workload identity).
-// storageCredential is the managed (or workload) identity used for the
-// storage services and Service Bus when their URLs or namespace are set
-// instead of connection strings; nil when only connection strings are used.
-func storageCredential(cfg *config.Dispatcher) (azcore.TokenCredential, error) {
-	if cfg.QueueServiceURL == "" && cfg.TableServiceURL == "" && cfg.ServiceBusNamespace == "" {
-		return nil, nil
-	}
-	cred, err := azidentity.NewDefaultAzureCredential(nil)
-	if err != nil {
-		return nil, fmt.Errorf("storage identity: %w", err)
-	}
-	return cred, nil
-}
-
-func openStore(ctx context.Context, cfg *config.Dispatcher, cred azcore.TokenCredential) (*store.Store, error) {
-	sc := store.Config{TablePrefix: cfg.TablePrefix}
-	if cfg.TableServiceURL != "" {
-		sc.ServiceURL, sc.Credential = cfg.TableServiceURL, cred
-	} else {
-		sc.ConnectionString = cfg.StorageConnectionString
-	}
-	return store.New(ctx, sc)
-}
-
-func openQueue(cfg *config.Dispatcher, cred azcore.TokenCredential) (queue.Transport, error) {
-	return queue.Open(queue.OpenConfig{
-		Transport: cfg.Transport, Queue: cfg.Queue,
-		StorageConnectionString: cfg.StorageConnectionString, QueueServiceURL: cfg.QueueServiceURL,
-		ServiceBusConnectionString: cfg.ServiceBusConnection, ServiceBusNamespace: cfg.ServiceBusNamespace,
-		Credential: cred,
-	})
 }
 
 // backendFacts are the resources the backend page shows; never secrets.

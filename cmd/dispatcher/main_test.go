@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cli"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -36,6 +37,11 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// withReady makes serve call ready with the address it listens on.
+func withReady(ctx context.Context, ready func(addr string)) context.Context {
+	return context.WithValue(ctx, readyKey{}, ready)
+}
+
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestConfigErrorsExit2(t *testing.T) {
@@ -56,7 +62,7 @@ func TestConfigErrorsExit2(t *testing.T) {
 		}},
 	} {
 		var out syncBuffer
-		if code := run(context.Background(), tc.args, envOf(tc.env), &out, nil); code != 2 {
+		if code := cli.Report(&out, "dispatcher", run(context.Background(), tc.args, envOf(tc.env), io.Discard, &out)); code != 2 {
 			t.Errorf("%s: exit code %d, want 2; output:\n%s", tc.name, code, out.String())
 		}
 	}
@@ -107,7 +113,9 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 	addrc := make(chan string, 1)
 	done := make(chan int, 1)
 	var logs syncBuffer
-	go func() { done <- run(ctx, nil, envOf(env), &logs, func(a string) { addrc <- a }) }()
+	go func() {
+		done <- cli.Report(&logs, "dispatcher", run(withReady(ctx, func(a string) { addrc <- a }), nil, envOf(env), io.Discard, &logs))
+	}()
 	var addr string
 	select {
 	case addr = <-addrc:
@@ -185,5 +193,15 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), sim.AppSecret()) || strings.Contains(logs.String(), "cmd-test-key-0123456789") {
 		t.Error("a secret reached the log")
+	}
+}
+
+func TestHelpExits0(t *testing.T) {
+	var out syncBuffer
+	if code := cli.Report(&out, "dispatcher", run(context.Background(), []string{"-h"}, envOf(nil), io.Discard, &out)); code != 0 {
+		t.Errorf("-h: exit code %d, want 0; output:\n%s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "Usage of dispatcher") || !strings.Contains(out.String(), "CPV_SCHEDULE") {
+		t.Errorf("-h: no usage:\n%s", out.String())
 	}
 }

@@ -18,22 +18,16 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/lmittmann/tint"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cli"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 )
 
-func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "m365sim:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("m365sim", run) }
 
 type config struct {
 	addr        string
@@ -49,10 +43,12 @@ type config struct {
 	faults      m365sim.Faults
 }
 
+// parseFlags reads the flags; -h prints the usage to stderr and returns
+// flag.ErrHelp.
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("m365sim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8443", "listen address")
 	fs.IntVar(&c.tenants, "tenants", 25, "number of customer tenants in the fleet")
 	fs.Int64Var(&c.seed, "seed", 1, "fleet seed (same seed, same fleet)")
@@ -72,9 +68,17 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&c.faults.PC5xxRate, "pc-5xx", 0, "share of Partner Center requests answered 503")
 	fs.IntVar(&c.faults.PCRateLimit, "pc-rate-limit", 0, "Partner Center requests per second per app (0: 50, negative: unlimited)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "Usage of m365sim:")
+			fs.PrintDefaults()
+		}
 		return c, err
 	}
 	var errs []error
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
 	if c.tenants < 0 {
 		errs = append(errs, fmt.Errorf("-tenants must not be negative"))
 	}
@@ -99,13 +103,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	return c, errors.Join(errs...)
 }
 
-func run(args []string, stdout, stderr io.Writer) error {
+// run serves until ctx is done (SIGINT or SIGTERM). The simulator reads no
+// environment variable: getenv is there for the commands' common shape.
+func run(ctx context.Context, args []string, _ func(string) string, stdout, stderr io.Writer) error {
 	c, err := parseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return err
 		}
-		return err
+		return cli.Invalid(fmt.Errorf("%w (-h lists the flags)", err))
 	}
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(c.logLevel))
@@ -153,8 +159,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 	log.Info("simulator ready", "url", sim.URL(), "tenants", c.tenants, "seed", c.seed,
 		"partner_tenant", sim.PartnerTenantID(), "app_id", sim.AppID())
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -3,49 +3,51 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cli"
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
+	"github.com/cpvrefresh/cpvrefresh/internal/storage"
 	"github.com/cpvrefresh/cpvrefresh/internal/worker"
 )
 
-// runDaemon runs the worker until SIGTERM or SIGINT: the first signal stops
-// receiving and gives the refreshes in flight the shutdown grace (less a
-// reserve for releasing what is left), a second one stops at once.
-func runDaemon(ctx context.Context, e *env) int {
+// runDaemon runs the worker until SIGTERM or SIGINT: the first signal (ctx
+// done) stops receiving and gives the refreshes in flight the shutdown
+// grace (less a reserve for releasing what is left), a second one
+// (cli.HardStop) stops at once.
+func runDaemon(ctx context.Context, e *env) error {
 	cfg := &e.cfg
 	log, err := newLogger(e)
 	if err != nil {
-		e.fail(err)
-		return exitConfig
+		return cli.Invalid(err)
 	}
 	log.Info("worker starting", config.Redacted(cfg)...)
 
 	m, err := loadManifest(cfg.ManifestFile)
 	if err != nil {
-		log.Error("manifest not loaded", "error", err)
-		return exitConfig
+		return cli.Invalid(err)
 	}
 	engine, err := newEngine(cfg, m, log)
 	if err != nil {
-		log.Error("engine not built", "error", err)
-		return exitConfig
+		return cli.Invalid(fmt.Errorf("engine not built: %w", err))
 	}
-	q, err := openQueue(cfg)
+	backend, err := newBackend(cfg)
 	if err != nil {
-		log.Error("queue not opened", "error", err)
-		return exitConfig
+		return cli.Invalid(err)
+	}
+	q, err := backend.OpenQueue()
+	if err != nil {
+		return cli.Invalid(fmt.Errorf("queue not opened: %w", err))
 	}
 	defer func() {
-		if err := closeQueue(q); err != nil {
+		if err := storage.CloseQueue(q); err != nil {
 			log.Warn("queue not closed", "error", err)
 		}
 	}()
@@ -53,28 +55,23 @@ func runDaemon(ctx context.Context, e *env) int {
 	startCtx, cancelStart := context.WithTimeout(ctx, time.Minute)
 	defer cancelStart()
 	if err := q.Ensure(startCtx); err != nil {
-		log.Error("queue not reachable", "queue", cfg.Queue, "error", err)
-		return exitFailure
+		return fmt.Errorf("queue %s not reachable: %w", cfg.Queue, err)
 	}
-	st, err := openStore(startCtx, cfg)
+	st, err := backend.OpenStore(startCtx)
 	if err != nil {
-		log.Error("store not reachable", "error", err)
-		return exitFailure
+		return fmt.Errorf("store not reachable: %w", err)
 	}
 
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collectors.NewGoCollector()); err != nil {
-		log.Error("metrics not registered", "error", err)
-		return exitFailure
+		return fmt.Errorf("metrics not registered: %w", err)
 	}
 	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
-		log.Error("metrics not registered", "error", err)
-		return exitFailure
+		return fmt.Errorf("metrics not registered: %w", err)
 	}
 	metrics, err := worker.NewMetrics(reg)
 	if err != nil {
-		log.Error("metrics not registered", "error", err)
-		return exitFailure
+		return fmt.Errorf("metrics not registered: %w", err)
 	}
 	host, _ := os.Hostname()
 	w, err := worker.New(worker.Config{
@@ -93,14 +90,12 @@ func runDaemon(ctx context.Context, e *env) int {
 		Metrics:         metrics,
 	}, q, engine, st)
 	if err != nil {
-		log.Error("worker not built", "error", err)
-		return exitConfig
+		return cli.Invalid(fmt.Errorf("worker not built: %w", err))
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		log.Error("listen failed", "address", cfg.Listen, "error", err)
-		return exitFailure
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{Handler: w.Handler(reg), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -110,10 +105,10 @@ func runDaemon(ctx context.Context, e *env) int {
 	}()
 	log.Info("health and metrics listening", "address", ln.Addr().String())
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	runCtx, cancelRun := context.WithCancel(ctx)
+	// The refreshes run under HardStop: the first signal leaves them their
+	// grace, the second cancels them.
+	hard := cli.HardStop(ctx)
+	runCtx, cancelRun := context.WithCancel(hard)
 	defer cancelRun()
 	done := make(chan error, 1)
 	go func() { done <- w.Run(runCtx) }()
@@ -121,15 +116,14 @@ func runDaemon(ctx context.Context, e *env) int {
 	var runErr error
 	select {
 	case runErr = <-done:
-	case sig := <-sigs:
+	case <-ctx.Done():
 		grace := workGrace(cfg.ShutdownGrace)
-		log.Info("signal received: stopping", "signal", sig.String(), "grace", grace)
+		log.Info("stopping", "cause", context.Cause(ctx).Error(), "grace", grace)
 		stopped := make(chan struct{})
 		go func() {
 			select {
-			case sig := <-sigs:
-				log.Warn("second signal: stopping now", "signal", sig.String())
-				cancelRun()
+			case <-hard.Done():
+				log.Warn("stopping now", "cause", context.Cause(hard).Error())
 			case <-stopped:
 			}
 		}()
@@ -142,10 +136,9 @@ func runDaemon(ctx context.Context, e *env) int {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	if runErr != nil {
-		log.Error("worker failed", "error", runErr)
-		return exitFailure
+		return fmt.Errorf("worker failed: %w", runErr)
 	}
-	return exitOK
+	return nil
 }
 
 // workGrace is the part of the shutdown grace the refreshes in flight may

@@ -22,22 +22,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cli"
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
 )
 
-// Exit statuses.
-const (
-	exitOK      = 0
-	exitFailure = 1
-	exitConfig  = 2
-)
-
-func main() {
-	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
-}
+func main() { cli.Main("worker", run) }
 
 // env is what a subcommand runs with: its configuration, its own flags and
 // where to write.
@@ -53,13 +44,14 @@ type command struct {
 	name    string
 	summary string
 	flags   func(fs *flag.FlagSet, o *opts)
-	run     func(ctx context.Context, e *env) int
+	run     func(ctx context.Context, e *env) error
 	// fullConfig: the command needs the partner credentials (cfg.Validate);
 	// the others need only the storage settings.
 	fullConfig bool
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// run runs the command args name; the error's exit status is cli.Code's.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmds := commands()
 	name := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -67,7 +59,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if name == "help" {
 		usage(stdout, cmds)
-		return exitOK
+		return nil
 	}
 	var cmd *command
 	for i := range cmds {
@@ -76,9 +68,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	if cmd == nil {
-		fmt.Fprintf(stderr, "worker: unknown command %q\n\n", name)
 		usage(stderr, cmds)
-		return exitConfig
+		return cli.Invalid(fmt.Errorf("unknown command %q", name))
 	}
 
 	fs := flag.NewFlagSet("worker "+cmd.name, flag.ContinueOnError)
@@ -90,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	subArgs, cfgArgs, positional, help := splitArgs(args, fs)
 	if help {
 		usage(stdout, cmds)
-		return exitOK
+		return nil
 	}
 	var errs []error
 	if err := fs.Parse(subArgs); err != nil {
@@ -108,12 +99,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		fmt.Fprintln(stderr, "worker: bad configuration:")
-		for _, line := range strings.Split(err.Error(), "\n") {
-			fmt.Fprintln(stderr, "  "+line)
-		}
-		fmt.Fprintln(stderr, "run `worker help` for the settings")
-		return exitConfig
+		return cli.Invalid(fmt.Errorf("bad configuration:\n%w\nrun `worker help` for the settings", err))
 	}
 	return cmd.run(ctx, e)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cli"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
@@ -89,23 +90,23 @@ func TestRunRefusesBadConfiguration(t *testing.T) {
 		wantErr  []string // each appears in stderr
 	}{
 		{"every bad field is named", nil, map[string]string{"CPV_CONCURRENCY": "0", "CPV_CLIENT_ID": "nope", "CPV_VISIBILITY": "1s"},
-			exitConfig, []string{"CPV_CONCURRENCY", "CPV_CLIENT_ID", "CPV_VISIBILITY", "CPV_PARTNER_TENANT_ID"}},
-		{"unknown command", []string{"frobnicate"}, goodEnv(), exitConfig, []string{`unknown command "frobnicate"`}},
-		{"stray argument", []string{"poison", "extra"}, goodEnv(), exitConfig, []string{"unexpected arguments"}},
-		{"refresh needs a tenant", []string{"refresh"}, goodEnv(), exitConfig, []string{"--tenant"}},
-		{"refresh needs a GUID", []string{"refresh", "--tenant", "contoso.com"}, goodEnv(), exitConfig, []string{"--tenant"}},
-		{"enqueue refuses a bad tenant", []string{"enqueue", "--tenant", "x"}, goodEnv(), exitConfig, []string{`tenant "x"`, "not a GUID"}},
+			cli.ExitInvalid, []string{"CPV_CONCURRENCY", "CPV_CLIENT_ID", "CPV_VISIBILITY", "CPV_PARTNER_TENANT_ID"}},
+		{"unknown command", []string{"frobnicate"}, goodEnv(), cli.ExitInvalid, []string{`unknown command "frobnicate"`}},
+		{"stray argument", []string{"poison", "extra"}, goodEnv(), cli.ExitInvalid, []string{"unexpected arguments"}},
+		{"refresh needs a tenant", []string{"refresh"}, goodEnv(), cli.ExitInvalid, []string{"--tenant"}},
+		{"refresh needs a GUID", []string{"refresh", "--tenant", "contoso.com"}, goodEnv(), cli.ExitInvalid, []string{"--tenant"}},
+		{"enqueue refuses a bad tenant", []string{"enqueue", "--tenant", "x"}, goodEnv(), cli.ExitInvalid, []string{`tenant "x"`, "not a GUID"}},
 		{"service bus needs a connection string or namespace", nil, func() map[string]string {
 			e := goodEnv()
 			e["CPV_TRANSPORT"] = "servicebus"
 			return e
-		}(), exitConfig, []string{"CPV_SERVICEBUS_CONNECTION_STRING"}},
+		}(), cli.ExitInvalid, []string{"CPV_SERVICEBUS_CONNECTION_STRING"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), tt.args, envOf(tt.env), &stdout, &stderr)
+			code := cli.Report(&stderr, "worker", run(context.Background(), tt.args, envOf(tt.env), &stdout, &stderr))
 			if code != tt.wantCode {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, tt.wantCode, stderr.String())
 			}
@@ -124,7 +125,7 @@ func TestRunRefusesBadConfiguration(t *testing.T) {
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"help"}, envOf(nil), &stdout, &stderr); code != exitOK {
+	if code := cli.Report(&stderr, "worker", run(context.Background(), []string{"help"}, envOf(nil), &stdout, &stderr)); code != cli.ExitOK {
 		t.Fatalf("help: exit %d", code)
 	}
 	for _, w := range []string{"refresh", "redrive", "poison", "enqueue", "CPV_CONCURRENCY", "-dry-run"} {
@@ -184,7 +185,7 @@ func TestOperatorCommands(t *testing.T) {
 	}
 
 	// A dry run prints the plan and writes nothing.
-	out := worker(t, exitOK, "refresh", "--tenant", tenant, "--dry-run", "--json")
+	out := worker(t, cli.ExitOK, "refresh", "--tenant", tenant, "--dry-run", "--json")
 	var res cpv.Result
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("dry run output is not a result: %v\n%s", err, out)
@@ -193,13 +194,13 @@ func TestOperatorCommands(t *testing.T) {
 		t.Errorf("dry run: %d planned changes, dry run %v, %d writes; want a plan and no write", len(res.Plan), res.DryRun, sim.TotalCounts().Writes)
 	}
 	// A refresh applies the manifest; its summary names the outcome.
-	out = worker(t, exitOK, "refresh", "--tenant", tenant)
+	out = worker(t, cli.ExitOK, "refresh", "--tenant", tenant)
 	if !strings.Contains(out, "succeeded") || len(sim.Conforms(tenant, nil)) != 0 {
 		t.Errorf("refresh: output\n%s\nconforms %q", out, sim.Conforms(tenant, nil))
 	}
 
 	// enqueue, then poison one message by hand and list and redrive it.
-	out = worker(t, exitOK, "enqueue", "--tenant", tenant, "--tenant", tenant, "--reset")
+	out = worker(t, cli.ExitOK, "enqueue", "--tenant", tenant, "--tenant", tenant, "--reset")
 	if !strings.Contains(out, "enqueued 2 reset") {
 		t.Errorf("enqueue output: %s", out)
 	}
@@ -217,11 +218,11 @@ func TestOperatorCommands(t *testing.T) {
 	if err := q.Poison(context.Background(), ds[0], "operator test"); err != nil {
 		t.Fatal(err)
 	}
-	out = worker(t, exitOK, "poison")
+	out = worker(t, cli.ExitOK, "poison")
 	if !strings.Contains(out, "operator test") || !strings.Contains(out, tenant) {
 		t.Errorf("poison listing lacks the reason or tenant:\n%s", out)
 	}
-	out = worker(t, exitOK, "redrive")
+	out = worker(t, cli.ExitOK, "redrive")
 	if !strings.Contains(out, "moved 1 message") {
 		t.Errorf("redrive output: %s", out)
 	}

@@ -14,19 +14,18 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cli"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/storage"
 )
 
-// fail prints an error for the operator.
-func (e *env) fail(err error) {
-	fmt.Fprintf(e.stderr, "worker: %v\n", err)
-}
-
+// closeQueue closes q after a command; a failure to close is a warning,
+// not the command's failure.
 func (e *env) closeQueue(q queue.Transport) {
-	if err := closeQueue(q); err != nil {
-		e.fail(err)
+	if err := storage.CloseQueue(q); err != nil {
+		fmt.Fprintf(e.stderr, "worker: queue not closed: %v\n", err)
 	}
 }
 
@@ -76,26 +75,22 @@ func maxFlag(def int) func(fs *flag.FlagSet, o *opts) {
 
 // runRefresh refreshes one tenant synchronously and prints the result. It
 // writes nothing to the store: the status row is the workers' business.
-func runRefresh(ctx context.Context, e *env) int {
+func runRefresh(ctx context.Context, e *env) error {
 	o := e.opts
 	if len(o.tenants) != 1 || !cpvtype.IsGUID(o.tenants[0]) {
-		e.fail(errors.New("refresh: exactly one --tenant <guid> is required"))
-		return exitConfig
+		return cli.Invalid(errors.New("refresh: exactly one --tenant <guid> is required"))
 	}
 	log, err := newLogger(e)
 	if err != nil {
-		e.fail(err)
-		return exitConfig
+		return cli.Invalid(err)
 	}
 	m, err := loadManifest(e.cfg.ManifestFile)
 	if err != nil {
-		e.fail(err)
-		return exitConfig
+		return cli.Invalid(err)
 	}
 	engine, err := newEngine(&e.cfg, m, log)
 	if err != nil {
-		e.fail(err)
-		return exitConfig
+		return cli.Invalid(err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.MessageTimeout)
 	defer cancel()
@@ -103,17 +98,17 @@ func runRefresh(ctx context.Context, e *env) int {
 	if o.json {
 		b, jerr := json.MarshalIndent(res, "", "  ")
 		if jerr != nil {
-			e.fail(jerr)
-			return exitFailure
+			return jerr
 		}
 		fmt.Fprintln(e.stdout, string(b))
 	} else {
 		printResult(e, res)
 	}
 	if err != nil {
-		return exitFailure
+		// The result printed above says what failed and what to do.
+		return fmt.Errorf("%s of %s failed (%s)", res.Op, res.Tenant, res.Class)
 	}
-	return exitOK
+	return nil
 }
 
 func printResult(e *env, r cpv.Result) {
@@ -213,11 +208,10 @@ func nameOr(name, id string) string {
 }
 
 // runEnqueue sends one request per --tenant (for operators and `make demo`).
-func runEnqueue(ctx context.Context, e *env) int {
+func runEnqueue(ctx context.Context, e *env) error {
 	o := e.opts
 	if len(o.tenants) == 0 {
-		e.fail(errors.New("enqueue: at least one --tenant <guid> is required"))
-		return exitConfig
+		return cli.Invalid(errors.New("enqueue: at least one --tenant <guid> is required"))
 	}
 	op := cpvtype.OpRefresh
 	if o.reset {
@@ -236,43 +230,37 @@ func runEnqueue(ctx context.Context, e *env) int {
 		msgs = append(msgs, m)
 	}
 	if err := errors.Join(bad...); err != nil {
-		e.fail(err)
-		return exitConfig
+		return cli.Invalid(err)
 	}
 	q, err := openQueue(&e.cfg)
 	if err != nil {
-		e.fail(err)
-		return exitConfig
+		return cli.Invalid(err)
 	}
 	defer e.closeQueue(q)
 	if err := q.Ensure(ctx); err != nil {
-		e.fail(err)
-		return exitFailure
+		return err
 	}
 	if err := q.SendBatch(ctx, msgs, 0); err != nil {
-		e.fail(err)
-		return exitFailure
+		return err
 	}
 	fmt.Fprintf(e.stdout, "enqueued %d %s request(s) on %s\n", len(msgs), op, q.Name())
-	return exitOK
+	return nil
 }
 
 // runPoison lists poison records without removing them.
-func runPoison(ctx context.Context, e *env) int {
+func runPoison(ctx context.Context, e *env) error {
 	q, err := openQueue(&e.cfg)
 	if err != nil {
-		e.fail(err)
-		return exitConfig
+		return cli.Invalid(err)
 	}
 	defer e.closeQueue(q)
 	recs, err := q.PeekPoison(ctx, e.opts.max)
 	if err != nil {
-		e.fail(err)
-		return exitFailure
+		return err
 	}
 	if len(recs) == 0 {
 		fmt.Fprintf(e.stdout, "no poison messages in %s\n", queue.PoisonName(e.cfg.Transport, q.Name()))
-		return exitOK
+		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "POISONED AT\tATTEMPTS\tMESSAGE\tTENANT\tREASON")
@@ -293,24 +281,19 @@ func runPoison(ctx context.Context, e *env) int {
 	if len(recs) == e.opts.max {
 		fmt.Fprintf(e.stdout, "(first %d shown; --max for more, at most %d)\n", len(recs), queue.MaxReceive)
 	}
-	return exitOK
+	return nil
 }
 
 // runRedrive moves poison records' original messages back to the work queue.
-func runRedrive(ctx context.Context, e *env) int {
+func runRedrive(ctx context.Context, e *env) error {
 	q, err := openQueue(&e.cfg)
 	if err != nil {
-		e.fail(err)
-		return exitConfig
+		return cli.Invalid(err)
 	}
 	defer e.closeQueue(q)
 	n, err := q.Redrive(ctx, e.opts.max)
 	fmt.Fprintf(e.stdout, "moved %d message(s) from %s back to %s\n", n, queue.PoisonName(e.cfg.Transport, q.Name()), q.Name())
-	if err != nil {
-		e.fail(err)
-		return exitFailure
-	}
-	return exitOK
+	return err
 }
 
 func oneLine(s string) string {

@@ -1,15 +1,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
-	"time"
-
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
@@ -18,7 +13,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/logging"
 	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
-	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/storage"
 )
 
 func newLogger(e *env) (*slog.Logger, error) {
@@ -79,65 +74,21 @@ func newEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engi
 	return cpv.New(cpv.Config{Manifest: m, AppID: cfg.ClientID, Directory: dir, Consenter: pc, Exact: cfg.Exact, Logger: log})
 }
 
-// storageClient is the HTTP client for the queue and the tables, with
-// enough idle connections for every refresh slot.
-func storageClient(cfg *config.Worker) *http.Client {
+// newBackend is the worker's storage: one HTTP client, with an idle
+// connection for every refresh slot, for the queue and the tables, and the
+// configured visibility.
+func newBackend(cfg *config.Worker) (*storage.Backend, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = max(2*cfg.Concurrency, 16)
-	return &http.Client{Transport: tr}
+	return storage.New(&cfg.Common, storage.Options{HTTPClient: &http.Client{Transport: tr}, Visibility: cfg.Visibility})
 }
 
-// storageCredential is the managed (or workload) identity for the storage
-// services and Service Bus when their URLs or namespace are set instead of
-// connection strings; nil when only connection strings are used.
-func storageCredential(cfg *config.Worker) (azcore.TokenCredential, error) {
-	if cfg.QueueServiceURL == "" && cfg.TableServiceURL == "" && cfg.ServiceBusNamespace == "" {
-		return nil, nil
-	}
-	cred, err := azidentity.NewDefaultAzureCredential(nil)
-	if err != nil {
-		return nil, fmt.Errorf("storage identity: %w", err)
-	}
-	return cred, nil
-}
-
-// openQueue opens the configured transport: Storage Queue (work and poison
-// queues) or Service Bus (queue and its dead-letter queue).
+// openQueue opens the configured transport alone, for the operator
+// commands.
 func openQueue(cfg *config.Worker) (queue.Transport, error) {
-	cred, err := storageCredential(cfg)
+	b, err := newBackend(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return queue.Open(queue.OpenConfig{
-		Transport: cfg.Transport, Queue: cfg.Queue, Visibility: cfg.Visibility, HTTPClient: storageClient(cfg),
-		StorageConnectionString: cfg.StorageConnectionString, QueueServiceURL: cfg.QueueServiceURL,
-		ServiceBusConnectionString: cfg.ServiceBusConnection, ServiceBusNamespace: cfg.ServiceBusNamespace,
-		Credential: cred,
-	})
-}
-
-// closeQueue closes q, waiting at most queueCloseTimeout (a Service Bus
-// connection says goodbye to the namespace; a Storage Queue has nothing to
-// close).
-func closeQueue(q queue.Transport) error {
-	ctx, cancel := context.WithTimeout(context.Background(), queueCloseTimeout)
-	defer cancel()
-	return q.Close(ctx)
-}
-
-const queueCloseTimeout = 10 * time.Second
-
-// openStore opens the results tables, creating them if missing.
-func openStore(ctx context.Context, cfg *config.Worker) (*store.Store, error) {
-	sc := store.Config{TablePrefix: cfg.TablePrefix, HTTPClient: storageClient(cfg)}
-	if cfg.TableServiceURL != "" {
-		cred, err := storageCredential(cfg)
-		if err != nil {
-			return nil, err
-		}
-		sc.ServiceURL, sc.Credential = cfg.TableServiceURL, cred
-	} else {
-		sc.ConnectionString = cfg.StorageConnectionString
-	}
-	return store.New(ctx, sc)
+	return b.OpenQueue()
 }
