@@ -210,14 +210,14 @@ func TestFinish(t *testing.T) {
 			want: want{How: "poison", Reason: "AADSTS65001", Outcome: OutcomeFailed, PoisonClass: PoisonPermanent,
 				State: cpvtype.StatusFailed, RoundTrips: 3 + 4 + 11, Attempts: 1, History: 1, Refreshed: true}},
 		{name: "retryable: retried after a backoff", attempt: 1, refresh: fail(retryable),
-			want: want{How: "retry", MinDelay: base * 8 / 10, MaxDelay: base * 12 / 10, Outcome: OutcomeRetried,
+			want: want{How: "retry", MinDelay: 0, MaxDelay: base, Outcome: OutcomeRetried,
 				State: cpvtype.StatusFailed, RoundTrips: 3 + 4 + 5, Attempts: 1, History: 1, Refreshed: true}},
 		{name: "retryable on the last attempt: poisoned", attempt: 3, refresh: fail(retryable),
 			want: want{How: "poison", Reason: "failed on attempt 3 of 3", Outcome: OutcomeFailed, PoisonClass: PoisonMaxAttempts,
 				State: cpvtype.StatusFailed, RoundTrips: 3 + 4 + 11, Attempts: 1, History: 1, Refreshed: true}},
 		{name: "timed out: retryable", attempt: 1, timeout: 20 * time.Millisecond,
 			refresh: func(ctx context.Context) (cpv.Result, error) { <-ctx.Done(); return cpv.Result{}, ctx.Err() },
-			want: want{How: "retry", MinDelay: base * 8 / 10, MaxDelay: base * 12 / 10, Outcome: OutcomeRetried,
+			want: want{How: "retry", MinDelay: 0, MaxDelay: base, Outcome: OutcomeRetried,
 				State: cpvtype.StatusFailed, RoundTrips: 4 + 5, Attempts: 1, History: 1, Refreshed: true}},
 		// Throttling spends no attempt and puts the row marked running back.
 		{name: "throttled: snoozed by Retry-After, row restored", prev: &earlier, attempt: 2, refresh: fail(throttled(7 * time.Second)),
@@ -229,9 +229,9 @@ func TestFinish(t *testing.T) {
 		// The store is down: the message waits without spending an attempt
 		// (a snooze), and the tenant is not refreshed.
 		{name: "store down on read: delayed, no attempt spent", attempt: 3, getErr: outage, refresh: ok(cpvtype.StatusSucceeded, false),
-			want: want{How: "snooze", MinDelay: base * 8 / 10, MaxDelay: base * 12 / 10, Outcome: OutcomeDeferred}},
+			want: want{How: "snooze", MinDelay: 0, MaxDelay: base, Outcome: OutcomeDeferred}},
 		{name: "store down on write: delayed, no attempt spent", attempt: 3, putErr: outage, refresh: fail(retryable),
-			want: want{How: "snooze", MinDelay: base * 8 / 10, MaxDelay: base * 12 / 10, Outcome: OutcomeDeferred,
+			want: want{How: "snooze", MinDelay: 0, MaxDelay: base, Outcome: OutcomeDeferred,
 				State: cpvtype.StatusRunning, Refreshed: true}},
 		{name: "shutdown: released at once, row restored", prev: &earlier, cancel: true,
 			refresh: func(ctx context.Context) (cpv.Result, error) { <-ctx.Done(); return cpv.Result{}, ctx.Err() },
