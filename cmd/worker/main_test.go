@@ -20,13 +20,14 @@ import (
 )
 
 // TestMain lets the tests run this binary as the worker command: with
-// CPV_TEST_RUN_MAIN=1 in its environment the test binary is `worker`.
+// CPV_TEST_RUN_MAIN=1 in its environment the test binary is `worker`;
+// otherwise it runs the tests and fails when a goroutine outlives them.
 func TestMain(m *testing.M) {
 	if os.Getenv("CPV_TEST_RUN_MAIN") == "1" {
 		main()
 		return
 	}
-	os.Exit(m.Run())
+	testenv.Main(m)
 }
 
 func TestSplitArgs(t *testing.T) {
