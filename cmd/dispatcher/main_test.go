@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -155,18 +156,13 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	runID := "nightly-" + time.Now().UTC().Format("2006-01-02")
-	deadline := time.After(time.Minute)
-	for {
+	testenv.Eventually(t, time.Minute, "run "+runID+" to finish", func() error {
 		run, err := st.GetRun(ctx, runID)
 		if err == nil && !run.Finished.IsZero() {
-			break
+			return nil
 		}
-		select {
-		case <-deadline:
-			t.Fatalf("run %s not finished: %+v %v\n%s", runID, run, err, logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return fmt.Errorf("run %+v %v\n%s", run, err, logs.String())
+	})
 	if _, err := st.GetTenant(ctx, ft.ID); err != nil {
 		t.Errorf("onboarded tenant not recorded: %v", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/url"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -166,24 +165,4 @@ func (h *harness) eligible() map[string]int {
 		}
 	}
 	return out
-}
-
-// clock is a settable fake clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *clock { return &clock{t: t} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
 }

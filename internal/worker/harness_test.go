@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -289,29 +288,6 @@ func final(st store.Status) bool {
 	return false
 }
 
-// waitFor polls cond until it is true, failing the test after limit (a
-// guard against a hang, not a performance assertion).
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() (bool, error)) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			t.Fatalf("gave up waiting (%s) for %s (last error: %v)", limit, what, last)
-		case <-tick.C:
-		}
-	}
-}
-
 // waitDrained waits until every tenant has a final status row and the work
 // queue is empty (settled messages only: the count includes invisible ones).
 func (w *world) waitDrained(t testing.TB, tenants []string, limit time.Duration) {
@@ -320,7 +296,7 @@ func (w *world) waitDrained(t testing.TB, tenants []string, limit time.Duration)
 	for _, id := range tenants {
 		want[id] = true
 	}
-	waitFor(t, limit, fmt.Sprintf("%d tenants to have results and the queue to drain", len(tenants)), func() (bool, error) {
+	testenv.Eventually(t, limit, fmt.Sprintf("%d tenants to have results and the queue to drain", len(tenants)), func() error {
 		n := 0
 		err := w.store.EachStatus(context.Background(), func(st store.Status) error {
 			if want[st.TenantID] && final(st) {
@@ -329,19 +305,19 @@ func (w *world) waitDrained(t testing.TB, tenants []string, limit time.Duration)
 			return nil
 		})
 		if err != nil {
-			return false, err
+			return err
 		}
 		if n < len(want) {
-			return false, fmt.Errorf("%d of %d tenants have results", n, len(want))
+			return fmt.Errorf("%d of %d tenants have results", n, len(want))
 		}
 		work, _, err := w.queue.Depth(context.Background())
 		if err != nil {
-			return false, err
+			return err
 		}
 		if work != 0 {
-			return false, fmt.Errorf("%d messages still in the work queue", work)
+			return fmt.Errorf("%d messages still in the work queue", work)
 		}
-		return true, nil
+		return nil
 	})
 }
 
@@ -373,9 +349,6 @@ func (w *world) poison(t testing.TB) []queue.PoisonRecord {
 func healthy(k m365sim.Kind) bool {
 	return k != m365sim.KindRevoked && k != m365sim.KindTerminated
 }
-
-// errNotYet is a waitFor condition's "keep waiting".
-var errNotYet = errors.New("not yet")
 
 // deadLetter is a message in a Service Bus queue's dead-letter sub-queue as
 // Service Bus keeps it.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"image/png"
@@ -213,29 +214,6 @@ func (s *stack) workerPaused(t *testing.T) bool {
 		t.Fatalf("worker /readyz: %v (%s)", err, rec.Body.String())
 	}
 	return body.Paused
-}
-
-// waitFor polls cond (state outside the browser) until it holds; the limit
-// guards against a hang and is not a performance assertion.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() (bool, error)) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			t.Fatalf("gave up waiting for %s (last error: %v)", what, last)
-		case <-tick.C:
-		}
-	}
 }
 
 // browser drives one headless Chromium tab.
@@ -583,20 +561,31 @@ func TestBrowser(t *testing.T) {
 	}
 	b.click("#switch-workers")
 	b.until("workers paused", `document.querySelector('#switch-workers').getAttribute('aria-checked') === 'true'`, 20*time.Second)
-	waitFor(t, 30*time.Second, "the worker to see the pause switch", func() (bool, error) { return s.workerPaused(t), nil })
+	testenv.Eventually(t, 30*time.Second, "the worker to see the pause switch", func() error {
+		if !s.workerPaused(t) {
+			return errors.New("the worker's /readyz says it is not paused")
+		}
+		return nil
+	})
 
 	b.click(`a[data-nav="tenants"]`)
 	b.click("#refresh-all")
 	b.confirm("Refresh the CPV permissions of every tenant?", "confirm-ok")
 	b.until("the run's progress", `document.querySelector('#run-progress')`, 20*time.Second)
 	var run store.Run
-	waitFor(t, 60*time.Second, "the bulk run to be enqueued", func() (bool, error) {
+	testenv.Eventually(t, 60*time.Second, "the bulk run to be enqueued", func() error {
 		runs, err := s.store.ListRuns(ctx, 5)
-		if err != nil || len(runs) == 0 {
-			return false, err
+		if err != nil {
+			return err
+		}
+		if len(runs) == 0 {
+			return errors.New("no run")
 		}
 		run = runs[0]
-		return strings.HasPrefix(run.ID, dispatcher.KindBulk+"-") && !run.Finished.IsZero(), nil
+		if !strings.HasPrefix(run.ID, dispatcher.KindBulk+"-") || run.Finished.IsZero() {
+			return fmt.Errorf("latest run %s, finished %v", run.ID, run.Finished)
+		}
+		return nil
 	})
 	if run.Enqueued == 0 {
 		t.Fatalf("the bulk run %s enqueued nothing", run.ID)
