@@ -70,14 +70,7 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 	// local stack. Go reads it when the system roots are first loaded, so
 	// nothing may load them before t.Setenv: the simulator's webhook client
 	// is a plain one (the daemon listens on http here).
-	sim, err := m365sim.New(m365sim.Options{Seed: 3, Tenants: 5, WebhookClient: &http.Client{Timeout: 30 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim := testenv.Sim(t, m365sim.Options{Seed: 3, Tenants: 5, WebhookClient: &http.Client{Timeout: 30 * time.Second}})
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := sim.WriteCA(ca); err != nil {
 		t.Fatal(err)

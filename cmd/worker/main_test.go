@@ -140,14 +140,7 @@ func TestHelp(t *testing.T) {
 func TestOperatorCommands(t *testing.T) {
 	t.Parallel()
 	az := testenv.Azurite(t)
-	sim, err := m365sim.New(m365sim.Options{Seed: 31, Tenants: 1, Mix: map[m365sim.Kind]float64{m365sim.KindNew: 1}, Permissions: testenv.SimPermissions(cpv.DefaultManifest())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim := testenv.Sim(t, m365sim.Options{Seed: 31, Tenants: 1, Mix: map[m365sim.Kind]float64{m365sim.KindNew: 1}})
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := sim.WriteCA(ca); err != nil {
 		t.Fatal(err)

@@ -37,14 +37,7 @@ type harness struct {
 // fresh store and queue.
 func newHarness(t testing.TB, n int) *harness {
 	t.Helper()
-	sim, err := m365sim.New(m365sim.Options{Seed: 42, Tenants: n})
-	if err != nil {
-		t.Fatalf("m365sim.New: %v", err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatalf("sim.Start: %v", err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim := testenv.Sim(t, m365sim.Options{Seed: 42, Tenants: n})
 	az := testenv.Azurite(t)
 	h := &harness{sim: sim, conn: az.ConnectionString, prefix: testenv.Name("d")}
 	h.store = h.openStore(t, nil)

@@ -97,14 +97,7 @@ func newWorld(t testing.TB, transport string, opts m365sim.Options) *world {
 	if opts.Permissions == nil {
 		opts.Permissions = testenv.SimPermissions(manifest)
 	}
-	sim, err := m365sim.New(opts)
-	if err != nil {
-		t.Fatalf("m365sim.New: %v", err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatalf("sim.Start: %v", err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim := testenv.Sim(t, opts)
 
 	w := &world{sim: sim, storage: az, transport: transport, bus: bus, manifest: manifest, want: opts.Permissions,
 		qname: testenv.Name("wq"), prefix: testenv.Name("wt")}
@@ -115,6 +108,7 @@ func newWorld(t testing.TB, transport string, opts m365sim.Options) *world {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 128
+	var err error
 	w.store, err = store.New(ctx, store.Config{ConnectionString: az.ConnectionString, TablePrefix: w.prefix,
 		HTTPClient: &http.Client{Transport: tr}})
 	if err != nil {

@@ -65,20 +65,14 @@ func newStack(t *testing.T) *stack {
 	t.Helper()
 	ctx := context.Background()
 	az := testenv.Azurite(t)
-	sim, err := m365sim.New(m365sim.Options{Seed: 7, Tenants: 8, Mix: map[m365sim.Kind]float64{
+	sim := testenv.Sim(t, m365sim.Options{Seed: 7, Tenants: 8, Mix: map[m365sim.Kind]float64{
 		m365sim.KindNew: 2, m365sim.KindCorrect: 1, m365sim.KindDrifted: 2, m365sim.KindUnlicensed: 1,
 		m365sim.KindRevoked: 1, m365sim.KindTerminated: 1,
-	}, Permissions: testenv.SimPermissions(cpv.DefaultManifest())})
-	if err != nil {
-		t.Fatalf("m365sim.New: %v", err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatalf("sim.Start: %v", err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	}})
 	s := &stack{sim: sim, manifest: cpv.DefaultManifest(), want: sim.Permissions()}
 
 	qname := testenv.Name("uiq")
+	var err error
 	s.queue, err = queue.NewStorageQueue(queue.StorageQueueConfig{
 		ConnectionString: az.ConnectionString, Queue: qname, Visibility: 5 * time.Second,
 	})
