@@ -13,13 +13,11 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
-	"github.com/cpvrefresh/cpvrefresh/internal/entra"
-	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
-	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
 	"github.com/cpvrefresh/cpvrefresh/internal/worker"
 )
 
@@ -164,30 +162,7 @@ func (w *world) childEnv() []string {
 // newEngine builds the engine as cmd/worker does, over the simulator's CA.
 func (w *world) newEngine(t testing.TB) *cpv.Engine {
 	t.Helper()
-	base := w.sim.HTTPClient().Transport
-	hc := &http.Client{Transport: cpv.CountingTransport(base, w.sim.GraphURL(), w.sim.PartnerCenterURL())}
-	cred, err := entra.NewCredential(entra.Config{
-		Mode: "secret", PartnerTenantID: w.sim.PartnerTenantID(), ClientID: w.sim.AppID(),
-		ClientSecret: w.sim.AppSecret(), AuthorityHost: w.sim.AuthorityHost(), HTTPClient: hc,
-	})
-	if err != nil {
-		t.Fatalf("entra.NewCredential: %v", err)
-	}
-	dir, err := graph.New(graph.Config{BaseURL: w.sim.GraphURL(), Credential: cred, HTTPClient: hc})
-	if err != nil {
-		t.Fatalf("graph.New: %v", err)
-	}
-	pc, err := partnercenter.New(partnercenter.Config{
-		BaseURL: w.sim.PartnerCenterURL(), PartnerTenantID: w.sim.PartnerTenantID(), Credential: cred, HTTPClient: hc,
-	})
-	if err != nil {
-		t.Fatalf("cpv.NewPartnerCenter: %v", err)
-	}
-	e, err := cpv.New(cpv.Config{Manifest: w.manifest, AppID: w.sim.AppID(), Directory: dir, Consenter: pc})
-	if err != nil {
-		t.Fatalf("cpv.New: %v", err)
-	}
-	return e
+	return rig.New(t, w.sim, rig.Options{Manifest: w.manifest, Backoff: rig.ClientBackoff}).Engine
 }
 
 // config is a worker configuration for tests: short timeouts, fast polls.

@@ -27,14 +27,12 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher/ui"
-	"github.com/cpvrefresh/cpvrefresh/internal/entra"
-	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
-	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
 	"github.com/cpvrefresh/cpvrefresh/internal/worker"
 )
 
@@ -88,17 +86,10 @@ func newStack(t *testing.T) *stack {
 	}
 
 	// Credentials and clients as the daemons build them, trusting the simulator's CA.
-	hc := &http.Client{Transport: cpv.CountingTransport(sim.HTTPClient().Transport, sim.GraphURL(), sim.PartnerCenterURL())}
-	cred, err := entra.NewCredential(entra.Config{
-		Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
-		ClientSecret: sim.AppSecret(), AuthorityHost: sim.AuthorityHost(), HTTPClient: hc,
-	})
-	if err != nil {
-		t.Fatalf("entra.NewCredential: %v", err)
-	}
+	r := rig.New(t, sim, rig.Options{Manifest: s.manifest, Backoff: rig.ClientBackoff})
 
 	disc, err := gdap.New(gdap.Config{
-		GraphURL: sim.GraphURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: cred, HTTPClient: sim.HTTPClient(),
+		GraphURL: sim.GraphURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: r.Cred, HTTPClient: sim.HTTPClient(),
 	})
 	if err != nil {
 		t.Fatalf("gdap.New: %v", err)
@@ -133,20 +124,6 @@ func newStack(t *testing.T) *stack {
 		t.Fatalf("Mirror: %v", err)
 	}
 
-	dir, err := graph.New(graph.Config{BaseURL: sim.GraphURL(), Credential: cred, HTTPClient: hc})
-	if err != nil {
-		t.Fatalf("graph.New: %v", err)
-	}
-	pc, err := partnercenter.New(partnercenter.Config{
-		BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: cred, HTTPClient: hc,
-	})
-	if err != nil {
-		t.Fatalf("cpv.NewPartnerCenter: %v", err)
-	}
-	engine, err := cpv.New(cpv.Config{Manifest: s.manifest, AppID: sim.AppID(), Directory: dir, Consenter: pc})
-	if err != nil {
-		t.Fatalf("cpv.New: %v", err)
-	}
 	s.worker, err = worker.New(worker.Config{
 		Concurrency:     4,
 		Visibility:      5 * time.Second,
@@ -161,7 +138,7 @@ func newStack(t *testing.T) *stack {
 		Host:            "ui-test-host",
 		ManifestVersion: s.manifest.Version(),
 		Logger:          testLogger(),
-	}, s.queue, engine, s.store)
+	}, s.queue, r.Engine, s.store)
 	if err != nil {
 		t.Fatalf("worker.New: %v", err)
 	}
