@@ -21,8 +21,11 @@ func Main(m *testing.M, extra ...goleak.Option) {
 func LeakOptions() []goleak.Option {
 	return []goleak.Option{
 		// Idle keep-alive connections of shared transports (azcore's
-		// process-wide transport, http.DefaultTransport) stay pooled for the
-		// next request; each holds a read and a write loop.
+		// process-wide transport, which a test cannot reach to close, and
+		// http.DefaultTransport) stay pooled for the next request; each
+		// holds a read and a write loop. The price: a response body a test
+		// forgets to close is not reported here (bodyclose is the linter
+		// for that).
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 		// The test binary's shared Azurite (Azurite, once per binary): the
