@@ -85,8 +85,10 @@ func startServiceBusPeer() (*ServiceBusPeer, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(stderr.Name())
-	defer stderr.Close()
+	defer func() {
+		_ = stderr.Close()
+		_ = os.Remove(stderr.Name())
+	}()
 	cmd.Stderr = stderr
 	if os.Getenv("TESTENV_SBPEER_LOG") != "" {
 		cmd.Stderr = os.Stderr
