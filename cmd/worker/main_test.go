@@ -204,7 +204,7 @@ func TestOperatorCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ds) != 2 || ds[0].Err != nil || ds[0].Message.Op != queue.OpReset || ds[0].Message.TenantID != tenant {
+	if len(ds) != 2 || ds[0].Err != nil || ds[0].Message.Op != cpvtype.OpReset || ds[0].Message.TenantID != tenant {
 		t.Fatalf("enqueued messages: %+v", ds)
 	}
 	if err := q.Poison(context.Background(), ds[0], "operator test"); err != nil {

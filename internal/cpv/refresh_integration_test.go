@@ -19,6 +19,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
 )
@@ -53,7 +54,7 @@ func TestRefreshNewTenant(t *testing.T) {
 	testenv.Conforms(t, sim, tenant)
 	roles, scopes := cpv.DefaultManifest().Counts()
 	got := struct {
-		Status              cpv.Status
+		Status              cpvtype.Status
 		Consented, NoChange bool
 		RolesHeld, Wanted   int
 		ScopesHeld, WantedD int
@@ -61,7 +62,7 @@ func TestRefreshNewTenant(t *testing.T) {
 		res.AppRoles.Applied + res.AppRoles.AlreadyPresent, res.AppRoles.Wanted,
 		res.Delegated.Applied + res.Delegated.AlreadyPresent, res.Delegated.Wanted}
 	want := got
-	want.Status, want.Consented, want.NoChange = cpv.StatusSucceeded, true, false
+	want.Status, want.Consented, want.NoChange = cpvtype.StatusSucceeded, true, false
 	want.RolesHeld, want.Wanted, want.ScopesHeld, want.WantedD = roles, roles, scopes, scopes
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("first refresh (-want +got):\n%s", diff)
@@ -87,7 +88,7 @@ func TestRefreshNewTenant(t *testing.T) {
 		t.Fatalf("second Refresh: %v", err)
 	}
 	second := tenantStats(sim, tenant)
-	if second.Writes != 0 || second.Token > 1 || second.Graph != 1 || second.PartnerCenter != 0 || !res2.NoChange || res2.Status != cpv.StatusSucceeded {
+	if second.Writes != 0 || second.Token > 1 || second.Graph != 1 || second.PartnerCenter != 0 || !res2.NoChange || res2.Status != cpvtype.StatusSucceeded {
 		t.Errorf("second refresh: status %s, noChange %v, simulator counts %+v; want no writes, <= 1 token, exactly 1 $batch, no Partner Center",
 			res2.Status, res2.NoChange, second)
 	}
@@ -162,7 +163,7 @@ func TestRefreshDriftedTenantWritesExactlyTheDifference(t *testing.T) {
 			t.Errorf("assignment %s was removed", a.ID)
 		}
 	}
-	if res.Status != cpv.StatusSucceeded {
+	if res.Status != cpvtype.StatusSucceeded {
 		t.Errorf("status %s, want succeeded", res.Status)
 	}
 }
@@ -176,7 +177,7 @@ func TestRefreshUnlicensedTenantIsPartial(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Refresh: %v\n%s", err, resultJSON(t, res))
 	}
-	if res.Status != cpv.StatusPartial {
+	if res.Status != cpvtype.StatusPartial {
 		t.Errorf("status %s, want partial", res.Status)
 	}
 	want := []string{
@@ -201,7 +202,7 @@ func TestRefreshUnlicensedTenantIsPartial(t *testing.T) {
 	// A second refresh is still partial, and writes nothing.
 	sim.ResetStats()
 	res2, err := r.Engine.Refresh(context.Background(), tenant, cpv.Options{})
-	if err != nil || res2.Status != cpv.StatusPartial || tenantStats(sim, tenant).Writes != 0 {
+	if err != nil || res2.Status != cpvtype.StatusPartial || tenantStats(sim, tenant).Writes != 0 {
 		t.Errorf("second refresh: status %s, err %v, writes %d", res2.Status, err, tenantStats(sim, tenant).Writes)
 	}
 }
@@ -260,7 +261,7 @@ func TestRefreshConvergesUnderThrottlingAndServerErrors(t *testing.T) {
 				if err == nil {
 					break
 				}
-				if class, _ := cpv.ClassOf(err); class == cpv.Permanent {
+				if class, _ := cpv.ClassOf(err); class == retry.Permanent {
 					t.Fatalf("attempt %d: permanent error under transient faults: %v", attempt, err)
 				}
 				t.Logf("attempt %d: %s: %v", attempt, res.Class, err)
@@ -303,7 +304,7 @@ func TestRefreshRevokedConsentIsPermanentAndWritesNothing(t *testing.T) {
 				t.Fatalf("error %v is not a *cpv.Error", err)
 			}
 			got := []any{res.Status, res.Class, res.ErrorCode, ce.Code, strings.Contains(res.Advice, tt.wantAdvice), res.Advice == ce.Advice}
-			want := []any{cpv.StatusFailed, cpv.Permanent, tt.wantCode, tt.wantCode, true, true}
+			want := []any{cpvtype.StatusFailed, retry.Permanent, tt.wantCode, tt.wantCode, true, true}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("status, class, code, advice (-want +got):\n%s\nadvice: %s", diff, res.Advice)
 			}
@@ -350,7 +351,7 @@ func TestReset(t *testing.T) {
 			if err != nil {
 				t.Fatalf("reset: %v\n%s", err, resultJSON(t, res))
 			}
-			if res.Op != cpv.OpReset || res.Status != cpv.StatusSucceeded || !res.Consented {
+			if res.Op != cpvtype.OpReset || res.Status != cpvtype.StatusSucceeded || !res.Consented {
 				t.Errorf("reset result: op %s, status %s, consented %v", res.Op, res.Status, res.Consented)
 			}
 			now := testenv.AppSP(testenv.TenantState(t, sim, tenant), sim.AppID())
@@ -392,7 +393,7 @@ func TestConcurrentRefreshesOfOneTenant(t *testing.T) {
 				}
 				// A retryable failure is acceptable (the queue delivers the
 				// message again); anything else is a bug.
-				if class, _ := cpv.ClassOf(err); class == cpv.Permanent {
+				if class, _ := cpv.ClassOf(err); class == retry.Permanent {
 					t.Fatalf("worker %d failed permanently: %v", i, err)
 				}
 				t.Logf("worker %d: %v (retrying, as the queue would)", i, err)
@@ -424,7 +425,7 @@ func TestRefreshRefusesNonGUIDTenants(t *testing.T) {
 	for _, tenant := range bad {
 		for _, opts := range []cpv.Options{{}, {Reset: true}, {DryRun: true}} {
 			res, err := r.Engine.Refresh(context.Background(), tenant, opts)
-			if class, _ := cpv.ClassOf(err); class != cpv.Permanent || res.Status != cpv.StatusFailed || res.Advice == "" {
+			if class, _ := cpv.ClassOf(err); class != retry.Permanent || res.Status != cpvtype.StatusFailed || res.Advice == "" {
 				t.Errorf("Refresh(%q, %+v): class %q, status %s, advice %q; want permanent failure with advice", tenant, opts, class, res.Status, res.Advice)
 			}
 			if res.Trips.Total() != 0 {
@@ -437,7 +438,7 @@ func TestRefreshRefusesNonGUIDTenants(t *testing.T) {
 			},
 			"RemoveConsent": func() error { return r.PC.RemoveConsent(context.Background(), tenant, sim.AppID()) },
 		} {
-			if class, _ := cpv.ClassOf(call()); class != cpv.Permanent {
+			if class, _ := cpv.ClassOf(call()); class != retry.Permanent {
 				t.Errorf("%s(%q): class %q, want permanent", name, tenant, class)
 			}
 		}
@@ -521,11 +522,11 @@ func TestExactModeRemovesUnlistedRoles(t *testing.T) {
 func TestResultJSONRoundTrip(t *testing.T) {
 	t.Parallel()
 	res := cpv.Result{
-		Tenant: testTenant, Op: cpv.OpRefresh, Status: cpv.StatusFailed, ManifestVersion: "v",
+		Tenant: testTenant, Op: cpvtype.OpRefresh, Status: cpvtype.StatusFailed, ManifestVersion: "v",
 		Started: time.Date(2026, 11, 22, 0, 0, 3, 0, time.UTC), Duration: 1500 * time.Millisecond,
 		Changes:  []cpv.Detail{{Kind: cpv.AddAppRole, ResourceAppID: resA, ResourceName: "A", Permission: "A.One", Outcome: cpv.Failed, Message: "m"}},
 		AppRoles: cpv.Counts{Wanted: 2, Applied: 1, Failed: 1}, Notices: []string{"n"},
-		Error: "e", ErrorCode: "TooManyRequests", Class: cpv.Throttled, RetryAfter: 30 * time.Second,
+		Error: "e", ErrorCode: "TooManyRequests", Class: retry.Throttled, RetryAfter: 30 * time.Second,
 		Trips: cpv.TripCounts{Token: 1, Graph: 2, PartnerCenter: 3},
 	}
 	b, err := json.Marshal(res)
@@ -640,7 +641,7 @@ func TestRefreshUnpublishedRoleIsPartial(t *testing.T) {
 	}
 	want := []string{"Microsoft Graph (" + cpv.GraphAppID + ") does not publish app role Retired.Role.All (" + retired.ID + ") in this tenant"}
 	got := []any{res.Status, res.NoChange, res.AppRoles.Unavailable, res.AppRoles.Wanted - res.AppRoles.AlreadyPresent}
-	if diff := cmp.Diff([]any{cpv.StatusPartial, true, 1, 1}, got); diff != "" {
+	if diff := cmp.Diff([]any{cpvtype.StatusPartial, true, 1, 1}, got); diff != "" {
 		t.Errorf("status, noChange, unavailable, not present (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff(want, res.Notices); diff != "" {
@@ -710,7 +711,7 @@ func TestRefreshWrongRoleIDIsNotSucceeded(t *testing.T) {
 			t.Fatalf("%s tenant: Refresh: %v", tc.kind, err)
 		}
 		got := []any{res.Status, res.AppRoles.Unavailable, res.Notices}
-		if diff := cmp.Diff([]any{cpv.StatusPartial, 1, []string{notice}}, got); diff != "" {
+		if diff := cmp.Diff([]any{cpvtype.StatusPartial, 1, []string{notice}}, got); diff != "" {
 			t.Errorf("%s tenant: status, unavailable app roles, notices (-want +got):\n%s", tc.kind, diff)
 		}
 		diffs := sim.Conforms(tenant, nil)

@@ -138,23 +138,23 @@ func TestAPIEnqueue(t *testing.T) {
 		msg    *queue.Message // the message expected, RequestID ignored
 	}{
 		{"refresh", "POST", "/api/tenants/" + tenant + "/refresh", "", 202,
-			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonManual}},
+			&queue.Message{Op: cpvtype.OpRefresh, Reason: queue.ReasonManual}},
 		{"reset", "POST", "/api/tenants/" + strings.ToUpper(tenant) + "/reset", "", 202,
-			&queue.Message{Op: queue.OpReset, Reason: queue.ReasonManual}},
+			&queue.Message{Op: cpvtype.OpReset, Reason: queue.ReasonManual}},
 		{"CIPP query", "POST", "/api/ExecCPVPermissions?tenantFilter=" + tenant, "", 202,
-			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonManual}},
+			&queue.Message{Op: cpvtype.OpRefresh, Reason: queue.ReasonManual}},
 		{"CIPP query reset", "POST", "/api/ExecCPVPermissions?TenantFilter=" + tenant + "&ResetSP=true", "", 202,
-			&queue.Message{Op: queue.OpReset, Reason: queue.ReasonManual}},
+			&queue.Message{Op: cpvtype.OpReset, Reason: queue.ReasonManual}},
 		{"CIPP body", "POST", "/api/ExecCPVPermissions", `{"tenantFilter":"` + tenant + `"}`, 202,
-			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonManual}},
+			&queue.Message{Op: cpvtype.OpRefresh, Reason: queue.ReasonManual}},
 		{"CIPP body reset", "POST", "/api/ExecCPVPermissions", `{"TenantFilter":"` + tenant + `","ResetSP":"true"}`, 202,
-			&queue.Message{Op: queue.OpReset, Reason: queue.ReasonManual}},
+			&queue.Message{Op: cpvtype.OpReset, Reason: queue.ReasonManual}},
 		{"CIPP GET", "GET", "/api/ExecCPVPermissions?tenantFilter=" + tenant, "", 202,
-			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonManual}},
+			&queue.Message{Op: cpvtype.OpRefresh, Reason: queue.ReasonManual}},
 		{"event tenant.added", "POST", "/api/events", `{"type":"tenant.added","tenantId":"` + tenant + `"}`, 202,
-			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonOnboarding}},
+			&queue.Message{Op: cpvtype.OpRefresh, Reason: queue.ReasonOnboarding}},
 		{"event gdap.roles.changed", "POST", "/api/events", `{"type":"gdap.roles.changed","tenantId":"` + tenant + `","id":"e1"}`, 202,
-			&queue.Message{Op: queue.OpRefresh, Reason: queue.ReasonEvent, RequestID: "evt-e1"}},
+			&queue.Message{Op: cpvtype.OpRefresh, Reason: queue.ReasonEvent, RequestID: "evt-e1"}},
 		{"non-GUID tenant", "POST", "/api/tenants/contoso.onmicrosoft.com/refresh", "", 400, nil},
 		{"non-GUID tenant read", "GET", "/api/tenants/not-a-guid", "", 400, nil},
 		{"CIPP non-GUID", "POST", "/api/ExecCPVPermissions?tenantFilter=contoso.onmicrosoft.com", "", 400, nil},
@@ -280,7 +280,7 @@ func TestAPIRefreshAllAndPause(t *testing.T) {
 	if w := serve(d2, apiRequest("POST", "/api/pause", key, `{"component":"dispatch","paused":true}`)); w.Code != 200 {
 		t.Fatalf("pause: %d %s", w.Code, w.Body)
 	}
-	if p, err := h.store.Paused(ctx, store.PauseDispatch); err != nil || !p {
+	if p, err := h.store.Paused(ctx, cpvtype.ComponentDispatch); err != nil || !p {
 		t.Fatalf("dispatch not paused in the store: %v %v", p, err)
 	}
 	w = serve(d2, apiRequest("POST", "/api/refresh", key, ""))
@@ -332,14 +332,14 @@ func TestAPIReads(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	orphan := "9d2b7a1e-0000-4000-8000-00000000abcd" // refreshed by id, never discovered
 	for _, st := range []store.Status{
-		{TenantID: fleet[0].ID, State: store.StateSucceeded, LastAttempt: at, LastSuccess: at, AppRolesTotal: 74, Notices: []string{"n1"}},
-		{TenantID: orphan, State: store.StateFailed, LastAttempt: at, LastError: "consent missing", Advice: "run a CPV reset"},
+		{TenantID: fleet[0].ID, State: cpvtype.StatusSucceeded, LastAttempt: at, LastSuccess: at, AppRolesTotal: 74, Notices: []string{"n1"}},
+		{TenantID: orphan, State: cpvtype.StatusFailed, LastAttempt: at, LastError: "consent missing", Advice: "run a CPV reset"},
 	} {
 		if err := h.store.PutStatus(ctx, st); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := h.store.AddHistory(ctx, store.HistoryEntry{TenantID: fleet[0].ID, At: at, State: store.StateSucceeded,
+	if err := h.store.AddHistory(ctx, store.HistoryEntry{TenantID: fleet[0].ID, At: at, State: cpvtype.StatusSucceeded,
 		Op: "refresh", Detail: json.RawMessage(`{"changes":[{"kind":"addAppRole"}]}`)}); err != nil {
 		t.Fatal(err)
 	}

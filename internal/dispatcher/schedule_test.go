@@ -13,7 +13,6 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
-	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
@@ -45,7 +44,7 @@ func TestTwoDispatchersSameInstant(t *testing.T) {
 		t.Errorf("messages per tenant (-want +got):\n%s", diff)
 	}
 	for _, m := range msgs {
-		want := queue.Message{V: 1, TenantID: m.TenantID, Op: queue.OpRefresh, Reason: queue.ReasonNightly,
+		want := queue.Message{V: 1, TenantID: m.TenantID, Op: cpvtype.OpRefresh, Reason: queue.ReasonNightly,
 			RunID: "nightly-2026-11-22", RequestID: "nightly-2026-11-22", RequestedBy: "scheduler", RequestedAt: midnight}
 		if diff := cmp.Diff(want, m); diff != "" {
 			t.Fatalf("message (-want +got):\n%s", diff)
@@ -248,7 +247,7 @@ func TestPausedScheduleSkipsRun(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 5)
 	ctx := context.Background()
-	if err := h.store.SetPaused(ctx, store.PauseDispatch, true); err != nil {
+	if err := h.store.SetPaused(ctx, cpvtype.ComponentDispatch, true); err != nil {
 		t.Fatal(err)
 	}
 	clk := testenv.NewClock(midnight.Add(time.Minute))
@@ -266,7 +265,7 @@ func TestPausedScheduleSkipsRun(t *testing.T) {
 	if run.Kind != dispatcher.KindNightly+dispatcher.SkippedSuffix || run.Finished.IsZero() {
 		t.Errorf("run = %+v, want a finished, skipped nightly run", run)
 	}
-	if err := h.store.SetPaused(ctx, store.PauseDispatch, false); err != nil {
+	if err := h.store.SetPaused(ctx, cpvtype.ComponentDispatch, false); err != nil {
 		t.Fatal(err)
 	}
 	restarted := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })

@@ -33,6 +33,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
 )
@@ -107,7 +108,7 @@ func TestRefreshTokenCredential(t *testing.T) {
 	// Revoked refresh tokens: permanent, and the error leaks nothing.
 	sim.RevokeRefreshTokens()
 	_, err = get(testenv.TenantsOf(t, sim, m365sim.KindDrifted)[0], graphScope)
-	if class, _ := cpv.ClassOf(err); class != cpv.Permanent || codeOf(err) != "AADSTS70000" || cpv.AdviceOf(err) == "" {
+	if class, _ := cpv.ClassOf(err); class != retry.Permanent || codeOf(err) != "AADSTS70000" || cpv.AdviceOf(err) == "" {
 		t.Errorf("revoked refresh token: class %q, code %q, advice %q", class, codeOf(err), cpv.AdviceOf(err))
 	}
 	for _, secret := range append(got, initial, sim.AppSecret()) {
@@ -285,7 +286,7 @@ func TestClientCredentialModes(t *testing.T) {
 				code string
 			}{{m365sim.KindTerminated, "AADSTS50020"}, {m365sim.KindNew, "AADSTS700016"}} {
 				_, err := get(testenv.TenantsOf(t, sim, c.kind)[0], graphScope)
-				if class, _ := cpv.ClassOf(err); codeOf(err) != c.code || class != cpv.Permanent || cpv.AdviceOf(err) == "" {
+				if class, _ := cpv.ClassOf(err); codeOf(err) != c.code || class != retry.Permanent || cpv.AdviceOf(err) == "" {
 					t.Errorf("%s tenant: code %q, class %q (%v), want %s, permanent, with advice", c.kind, codeOf(err), class, err, c.code)
 				}
 				for _, secret := range secrets() {
@@ -336,7 +337,7 @@ func TestWorkloadTokenFileIsReadForEveryRequest(t *testing.T) {
 	}
 	drifted := testenv.TenantsOf(t, sim, m365sim.KindDrifted)[0]
 	err = get(drifted)
-	if class, _ := cpv.ClassOf(err); class != cpv.Retryable || cpv.AdviceOf(err) == "" || !strings.Contains(err.Error(), drifted) {
+	if class, _ := cpv.ClassOf(err); class != retry.Retryable || cpv.AdviceOf(err) == "" || !strings.Contains(err.Error(), drifted) {
 		t.Errorf("missing token file: class %q, advice %q, error %v; want retryable with advice, naming the tenant", class, cpv.AdviceOf(err), err)
 	}
 }
@@ -570,14 +571,14 @@ func TestTokenRenewal(t *testing.T) {
 		fail     int           // token requests the simulator answers 503 first
 		requests int           // token requests the step makes
 		newToken bool          // a different token than the previous step's
-		wantErr  cpv.Class
+		wantErr  retry.Class
 	}{
 		{name: "first", at: 0, requests: 1, newToken: true},
 		{name: "cached", at: 50 * time.Minute, requests: 0},
 		{name: "renewal fails, the valid token is kept", at: 56 * time.Minute, fail: 1, requests: 1},
 		{name: "renewed 4 minutes before expiry", at: 56 * time.Minute, requests: 1, newToken: true},
 		{name: "the renewed token is cached", at: 57 * time.Minute, requests: 0},
-		{name: "expired and Entra fails: the error", at: 3 * time.Hour, fail: 1, requests: 1, wantErr: cpv.Retryable},
+		{name: "expired and Entra fails: the error", at: 3 * time.Hour, fail: 1, requests: 1, wantErr: retry.Retryable},
 		{name: "expired: a new token", at: 3 * time.Hour, requests: 1, newToken: true},
 	}
 	prev := ""
@@ -590,7 +591,7 @@ func TestTokenRenewal(t *testing.T) {
 		got := struct {
 			Requests int
 			NewToken bool
-			Err      cpv.Class
+			Err      retry.Class
 		}{sim.TenantCounts(tenant).Token - before, err == nil && tok.Token != prev, class}
 		want := got
 		want.Requests, want.NewToken, want.Err = s.requests, s.newToken, s.wantErr
@@ -665,13 +666,13 @@ func TestTokenCancellation(t *testing.T) {
 	err1, err2 := <-firstErr, <-secondErr
 	class, _ := cpv.ClassOf(err1)
 	got := struct {
-		FirstClass     cpv.Class
+		FirstClass     retry.Class
 		FirstCancelled bool
 		SecondErr      error
 		Requests       int
 	}{class, errors.Is(err1, context.Canceled), err2, sim.TenantCounts(tenant).Token}
 	want := got
-	want.FirstClass, want.FirstCancelled, want.SecondErr, want.Requests = cpv.Retryable, true, nil, 1
+	want.FirstClass, want.FirstCancelled, want.SecondErr, want.Requests = retry.Retryable, true, nil, 1
 	if diff := cmp.Diff(want, got, cmpopts.EquateErrors()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
@@ -654,9 +655,9 @@ func TestApplyFailedChanges(t *testing.T) {
 			if !errors.As(out[0].Err, &e) {
 				t.Fatalf("outcome error %v is not a *cpv.Error", out[0].Err)
 			}
-			wantClass := cpv.Permanent
+			wantClass := retry.Permanent
 			if tt.status == 404 {
-				wantClass = cpv.Retryable // deleted since the read: a new read re-plans it
+				wantClass = retry.Retryable // deleted since the read: a new read re-plans it
 			}
 			if e.Class != wantClass || e.Status != tt.status || e.Tenant != tenant {
 				t.Errorf("error = %+v, want class %s, status %d, tenant %s", e, wantClass, tt.status, tenant)
@@ -757,7 +758,7 @@ func TestServerErrorsAreRetried(t *testing.T) {
 	sim.FailNext(m365sim.SurfaceGraph, 503, 2)
 	_, err = c.Read(ctx, tenant, sim.AppID(), m.ResourceAppIDs())
 	var e *cpv.Error
-	if !errors.As(err, &e) || e.Class != cpv.Retryable || e.Status != 503 || e.Tenant != tenant {
+	if !errors.As(err, &e) || e.Class != retry.Retryable || e.Status != 503 || e.Tenant != tenant {
 		t.Errorf("err = %#v, want a Retryable *cpv.Error with status 503 for %s", err, tenant)
 	}
 }
@@ -781,11 +782,11 @@ func TestLongRetryAfterIsReturned(t *testing.T) {
 		if !errors.As(err, &e) {
 			t.Fatalf("err = %v, want a *cpv.Error", err)
 		}
-		if diff := cmp.Diff(cpv.Error{Op: "read directory", Tenant: tenant, Class: cpv.Throttled, Code: "TooManyRequests",
+		if diff := cmp.Diff(cpv.Error{Op: "read directory", Tenant: tenant, Class: retry.Throttled, Code: "TooManyRequests",
 			Status: 429, RetryAfter: 120 * time.Second}, *e, cmpopts.IgnoreFields(cpv.Error{}, "Err")); diff != "" {
 			t.Errorf("error (-want +got):\n%s", diff)
 		}
-		if class, after := cpv.ClassOf(err); class != cpv.Throttled || after != 120*time.Second {
+		if class, after := cpv.ClassOf(err); class != retry.Throttled || after != 120*time.Second {
 			t.Errorf("ClassOf = %s, %s; want throttled, 2m0s", class, after)
 		}
 	})
@@ -797,7 +798,7 @@ func TestLongRetryAfterIsReturned(t *testing.T) {
 		}
 		sim.FailNext(m365sim.SurfaceGraph, 429, 1)
 		out, err := c.Apply(ctx, tenant, st.App.ID, changes)
-		if class, after := cpv.ClassOf(err); class != cpv.Throttled || after != 120*time.Second {
+		if class, after := cpv.ClassOf(err); class != retry.Throttled || after != 120*time.Second {
 			t.Fatalf("Apply err = %v (class %s, %s); want throttled for 2m0s", err, class, after)
 		}
 		if len(out) != len(changes) {
@@ -806,7 +807,7 @@ func TestLongRetryAfterIsReturned(t *testing.T) {
 		got := statuses(out)
 		throttled := 0
 		for _, o := range out {
-			if class, _ := cpv.ClassOf(o.Err); o.Status == cpv.Failed && class == cpv.Throttled {
+			if class, _ := cpv.ClassOf(o.Err); o.Status == cpv.Failed && class == retry.Throttled {
 				throttled++
 			}
 		}
@@ -853,7 +854,7 @@ func TestTokenFailures(t *testing.T) {
 				if !errors.As(err, &e) {
 					t.Fatalf("err = %v, want a *cpv.Error", err)
 				}
-				if e.Class != cpv.Permanent || e.Code != tt.code || e.Tenant != tenant || e.Advice == "" {
+				if e.Class != retry.Permanent || e.Code != tt.code || e.Tenant != tenant || e.Advice == "" {
 					t.Errorf("error = %+v, want permanent %s for %s with advice", e, tt.code, tenant)
 				}
 				if strings.Contains(err.Error(), sim.AppSecret()) {
@@ -900,7 +901,7 @@ func TestInvalidIDsMakeNoRequest(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			before := sim.Stats().Total
 			err := call()
-			if class, _ := cpv.ClassOf(err); err == nil || class != cpv.Permanent {
+			if class, _ := cpv.ClassOf(err); err == nil || class != retry.Permanent {
 				t.Errorf("err = %v, want a permanent error", err)
 			}
 			if diff := cmp.Diff(before, sim.Stats().Total); diff != "" {

@@ -12,9 +12,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // NewTransport returns a fresh, empty, ensured transport whose received
@@ -68,7 +69,7 @@ func testMessage(i int) Message {
 	return Message{
 		V:           1,
 		TenantID:    fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i),
-		Op:          OpRefresh,
+		Op:          cpvtype.OpRefresh,
 		Reason:      ReasonNightly,
 		RunID:       "nightly-2026-11-22",
 		RequestID:   fmt.Sprintf("req-%d", i),

@@ -164,7 +164,7 @@ func TestAddTenant(t *testing.T) {
 
 func fullStatus(tenant string) store.Status {
 	return store.Status{
-		TenantID: tenant, State: store.StatePartial,
+		TenantID: tenant, State: cpvtype.StatusPartial,
 		LastAttempt: at(10), LastSuccess: at(10), RequestedAt: at(1),
 		ManifestVersion: "v1-abc", AppRolesApplied: 3, DelegatedApplied: 105, AppRolesTotal: 74, DelegatedTotal: 105,
 		Notices:   []string{"Defender ATP not licensed", "Intune not licensed"},
@@ -179,7 +179,7 @@ func TestStatus(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 
-	failed := store.Status{TenantID: tenantB, State: store.StateFailed, LastAttempt: at(3), Attempts: 2,
+	failed := store.Status{TenantID: tenantB, State: cpvtype.StatusFailed, LastAttempt: at(3), Attempts: 2,
 		LastError: "cpv: token (tenant x): AADSTS65001", Advice: "consent missing: run a CPV reset", ErrorClass: "permanent"}
 	for _, st := range []store.Status{fullStatus(tenantA), fullStatus(tenantA), failed} { // the repeat is an idempotent upsert
 		if err := s.PutStatus(ctx, st); err != nil {
@@ -203,13 +203,13 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fullStatus(tenantA)
-	want.State, want.LastAttempt, want.RunID, want.RequestID, want.Worker = store.StateRunning, at(100), "manual-7", "req-2", "worker-b"
+	want.State, want.LastAttempt, want.RunID, want.RequestID, want.Worker = cpvtype.StatusRunning, at(100), "manual-7", "req-2", "worker-b"
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("after MarkRunning (-want +got):\n%s", d)
 	}
 
 	// A replace drops what the new result does not carry.
-	final := store.Status{TenantID: tenantA, State: store.StateSucceeded, LastAttempt: at(101), LastSuccess: at(101)}
+	final := store.Status{TenantID: tenantA, State: cpvtype.StatusSucceeded, LastAttempt: at(101), LastSuccess: at(101)}
 	if err := s.PutStatus(ctx, final); err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantAll := []store.Status{final, failed,
-		{TenantID: "33333333-3333-3333-3333-333333333333", State: store.StateRunning, LastAttempt: at(7), RunID: "run", RequestID: "req", Worker: "w"}}
+		{TenantID: "33333333-3333-3333-3333-333333333333", State: cpvtype.StatusRunning, LastAttempt: at(7), RunID: "run", RequestID: "req", Worker: "w"}}
 	if d := cmp.Diff(wantAll, all); d != "" {
 		t.Errorf("ListStatuses (-want +got):\n%s", d)
 	}
@@ -243,7 +243,7 @@ func TestRefreshRoundTrips(t *testing.T) {
 	if err := s.MarkRunning(ctx, tenantA, "run", "req", "w", at(20)); err != nil {
 		t.Fatal(err)
 	}
-	st, history := store.Fold(prev, store.Status{TenantID: tenantA, State: store.StateSucceeded, LastAttempt: at(21)}, false)
+	st, history := store.Fold(prev, store.Status{TenantID: tenantA, State: cpvtype.StatusSucceeded, LastAttempt: at(21)}, false)
 	if history {
 		t.Fatal("Fold asks for a history row for an attempt that changed nothing")
 	}
@@ -271,7 +271,7 @@ func TestRefreshRoundTrips(t *testing.T) {
 
 func TestFold(t *testing.T) {
 	t.Parallel()
-	prev := store.Status{State: store.StateFailed, Attempts: 2, Checks: 5, LastSuccess: at(0)}
+	prev := store.Status{State: cpvtype.StatusFailed, Attempts: 2, Checks: 5, LastSuccess: at(0)}
 	tests := []struct {
 		name        string
 		st          store.Status
@@ -279,14 +279,14 @@ func TestFold(t *testing.T) {
 		want        store.Status
 		wantHistory bool
 	}{
-		{"no change folds into checks", store.Status{State: store.StateSucceeded, LastAttempt: at(9)}, false,
-			store.Status{State: store.StateSucceeded, LastAttempt: at(9), LastSuccess: at(9), Checks: 6}, false},
-		{"partial without change", store.Status{State: store.StatePartial, LastAttempt: at(9)}, false,
-			store.Status{State: store.StatePartial, LastAttempt: at(9), LastSuccess: at(9), Checks: 6}, false},
-		{"change adds history", store.Status{State: store.StateSucceeded, LastAttempt: at(9)}, true,
-			store.Status{State: store.StateSucceeded, LastAttempt: at(9), LastSuccess: at(9)}, true},
-		{"failure counts attempts", store.Status{State: store.StateFailed, LastAttempt: at(9)}, false,
-			store.Status{State: store.StateFailed, LastAttempt: at(9), LastSuccess: at(0), Attempts: 3}, true},
+		{"no change folds into checks", store.Status{State: cpvtype.StatusSucceeded, LastAttempt: at(9)}, false,
+			store.Status{State: cpvtype.StatusSucceeded, LastAttempt: at(9), LastSuccess: at(9), Checks: 6}, false},
+		{"partial without change", store.Status{State: cpvtype.StatusPartial, LastAttempt: at(9)}, false,
+			store.Status{State: cpvtype.StatusPartial, LastAttempt: at(9), LastSuccess: at(9), Checks: 6}, false},
+		{"change adds history", store.Status{State: cpvtype.StatusSucceeded, LastAttempt: at(9)}, true,
+			store.Status{State: cpvtype.StatusSucceeded, LastAttempt: at(9), LastSuccess: at(9)}, true},
+		{"failure counts attempts", store.Status{State: cpvtype.StatusFailed, LastAttempt: at(9)}, false,
+			store.Status{State: cpvtype.StatusFailed, LastAttempt: at(9), LastSuccess: at(0), Attempts: 3}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -309,11 +309,11 @@ func TestHistory(t *testing.T) {
 
 	detail := json.RawMessage(`{"appRoles":[{"id":"x","applied":true}]}`)
 	entries := []store.HistoryEntry{
-		{TenantID: tenantA, At: at(20), State: store.StateSucceeded, Op: "refresh", Reason: "nightly", RunID: "r2", RequestID: "q2", Worker: "w", Duration: 3 * time.Second, Detail: detail},
-		{TenantID: tenantA, At: at(0), State: store.StateFailed, Op: "refresh", Reason: "event", Error: "boom", Advice: "retry later"},
-		{TenantID: tenantA, At: at(10), State: store.StatePartial, Op: "reset", Reason: "manual"},
-		{TenantID: tenantA, At: at(10), State: store.StateSucceeded, Op: "refresh", Reason: "manual"}, // same instant: both kept
-		{TenantID: tenantB, At: at(30), State: store.StateSucceeded},
+		{TenantID: tenantA, At: at(20), State: cpvtype.StatusSucceeded, Op: "refresh", Reason: "nightly", RunID: "r2", RequestID: "q2", Worker: "w", Duration: 3 * time.Second, Detail: detail},
+		{TenantID: tenantA, At: at(0), State: cpvtype.StatusFailed, Op: "refresh", Reason: "event", Error: "boom", Advice: "retry later"},
+		{TenantID: tenantA, At: at(10), State: cpvtype.StatusPartial, Op: "reset", Reason: "manual"},
+		{TenantID: tenantA, At: at(10), State: cpvtype.StatusSucceeded, Op: "refresh", Reason: "manual"}, // same instant: both kept
+		{TenantID: tenantB, At: at(30), State: cpvtype.StatusSucceeded},
 	}
 	for _, h := range entries {
 		if err := s.AddHistory(ctx, h); err != nil {
@@ -359,7 +359,7 @@ func TestHistoryDetailTruncated(t *testing.T) {
 		items = append(items, fmt.Sprintf(`{"resource":"Microsoft Graph","appRoleId":"%08d-0000-0000-0000-000000000000","value":"Dé.Read.All","result":"applied"}`, i))
 	}
 	big := json.RawMessage("[" + strings.Join(items, ",") + "]")
-	if err := s.AddHistory(ctx, store.HistoryEntry{TenantID: tenantA, At: at(1), State: store.StateSucceeded, Detail: big}); err != nil {
+	if err := s.AddHistory(ctx, store.HistoryEntry{TenantID: tenantA, At: at(1), State: cpvtype.StatusSucceeded, Detail: big}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.ListHistory(ctx, tenantA, 1)
@@ -474,7 +474,7 @@ func TestRunProgress(t *testing.T) {
 	if err := s.CreateRun(ctx, store.Run{ID: run, Kind: "nightly", Scheduled: at(0), Enqueued: 8, Total: 8}); err != nil {
 		t.Fatal(err)
 	}
-	states := []string{store.StateSucceeded, store.StateSucceeded, store.StatePartial, store.StateFailed}
+	states := []string{cpvtype.StatusSucceeded, cpvtype.StatusSucceeded, cpvtype.StatusPartial, cpvtype.StatusFailed}
 	for i, state := range states {
 		if err := s.PutStatus(ctx, store.Status{TenantID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i), State: state, RunID: run}); err != nil {
 			t.Fatal(err)
@@ -485,13 +485,13 @@ func TestRunProgress(t *testing.T) {
 	}
 	// A tenant whose latest result belongs to another run, attempted before
 	// this run was requested, does not count.
-	if err := s.PutStatus(ctx, store.Status{TenantID: "00000000-0000-0000-0000-000000000011", State: store.StateSucceeded,
+	if err := s.PutStatus(ctx, store.Status{TenantID: "00000000-0000-0000-0000-000000000011", State: cpvtype.StatusSucceeded,
 		RunID: "manual-1", LastAttempt: at(0).Add(-time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	// One refreshed by another request after this run was requested counts:
 	// the worker completed this run's message without work (coalescing).
-	if err := s.PutStatus(ctx, store.Status{TenantID: "00000000-0000-0000-0000-000000000012", State: store.StateSucceeded,
+	if err := s.PutStatus(ctx, store.Status{TenantID: "00000000-0000-0000-0000-000000000012", State: cpvtype.StatusSucceeded,
 		RunID: "manual-2", LastAttempt: at(2)}); err != nil {
 		t.Fatal(err)
 	}
@@ -594,7 +594,7 @@ func TestEachStatusStreamsPages(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for id := range ids {
-				if err := s.PutStatus(ctx, store.Status{TenantID: id, State: store.StateSucceeded}); err != nil {
+				if err := s.PutStatus(ctx, store.Status{TenantID: id, State: cpvtype.StatusSucceeded}); err != nil {
 					errs <- err
 					return
 				}
@@ -685,11 +685,11 @@ func TestPause(t *testing.T) {
 		set       *bool
 		want      map[string]bool
 	}{
-		{want: map[string]bool{store.PauseDispatch: false, store.PauseWorkers: false}},
-		{component: store.PauseWorkers, set: new(true), want: map[string]bool{store.PauseDispatch: false, store.PauseWorkers: true}},
-		{component: store.PauseWorkers, set: new(true), want: map[string]bool{store.PauseDispatch: false, store.PauseWorkers: true}},
-		{component: store.PauseDispatch, set: new(true), want: map[string]bool{store.PauseDispatch: true, store.PauseWorkers: true}},
-		{component: store.PauseWorkers, set: new(false), want: map[string]bool{store.PauseDispatch: true, store.PauseWorkers: false}},
+		{want: map[string]bool{cpvtype.ComponentDispatch: false, cpvtype.ComponentWorkers: false}},
+		{component: cpvtype.ComponentWorkers, set: new(true), want: map[string]bool{cpvtype.ComponentDispatch: false, cpvtype.ComponentWorkers: true}},
+		{component: cpvtype.ComponentWorkers, set: new(true), want: map[string]bool{cpvtype.ComponentDispatch: false, cpvtype.ComponentWorkers: true}},
+		{component: cpvtype.ComponentDispatch, set: new(true), want: map[string]bool{cpvtype.ComponentDispatch: true, cpvtype.ComponentWorkers: true}},
+		{component: cpvtype.ComponentWorkers, set: new(false), want: map[string]bool{cpvtype.ComponentDispatch: true, cpvtype.ComponentWorkers: false}},
 	}
 	for i, st := range steps {
 		if st.set != nil {
@@ -698,7 +698,7 @@ func TestPause(t *testing.T) {
 			}
 		}
 		got := map[string]bool{}
-		for _, c := range []string{store.PauseDispatch, store.PauseWorkers} {
+		for _, c := range []string{cpvtype.ComponentDispatch, cpvtype.ComponentWorkers} {
 			p, err := s.Paused(ctx, c)
 			if err != nil {
 				t.Fatal(err)
@@ -778,7 +778,7 @@ func TestServiceErrors(t *testing.T) {
 	}
 
 	s := newStore(t)
-	if err := s.PutStatus(ctx, store.Status{TenantID: "a/b", State: store.StateFailed}); err == nil {
+	if err := s.PutStatus(ctx, store.Status{TenantID: "a/b", State: cpvtype.StatusFailed}); err == nil {
 		t.Error("PutStatus with a '/' in the tenant id succeeded")
 	} else if c := store.ClassOf(err); c != retry.Permanent || !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("invalid key: %v, class %s, want store.ErrInvalid, permanent", err, c)

@@ -36,7 +36,7 @@ func poisonMessages(t *testing.T, transport string) {
 	tenant := w.sim.Fleet()[0].ID
 	w.start(t, w.config(4))
 
-	valid := message(tenant, queue.OpRefresh)
+	valid := message(tenant, cpvtype.OpRefresh)
 	envelope := func(edit func(map[string]any)) []byte {
 		b, err := valid.Encode()
 		if err != nil {
@@ -113,7 +113,7 @@ func poisonMessages(t *testing.T, transport string) {
 		})
 	}
 	st, err := w.store.GetStatus(context.Background(), tenant)
-	if err != nil || st.State != store.StateSucceeded {
+	if err != nil || st.State != cpvtype.StatusSucceeded {
 		t.Errorf("the valid message after the poison: status %+v, %v; want succeeded", st, err)
 	}
 }
@@ -132,7 +132,7 @@ func duplicateDelivery(t *testing.T, transport string) {
 	w.start(t, w.config(4))
 	ctx := context.Background()
 
-	first := message(tenant, queue.OpRefresh)
+	first := message(tenant, cpvtype.OpRefresh)
 	body, err := first.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +170,7 @@ func duplicateDelivery(t *testing.T, transport string) {
 
 	send(body)
 	firstStatus := drain(store.Status{}, true)
-	if firstStatus.State != store.StateSucceeded || len(w.sim.Conforms(tenant, w.want)) != 0 {
+	if firstStatus.State != cpvtype.StatusSucceeded || len(w.sim.Conforms(tenant, w.want)) != 0 {
 		t.Fatalf("first delivery: status %+v, conforms %q", firstStatus, w.sim.Conforms(tenant, w.want))
 	}
 
@@ -191,7 +191,7 @@ func duplicateDelivery(t *testing.T, transport string) {
 		w.enqueue(t, []string{tenant})
 		got := drain(firstStatus, true)
 		c := w.sim.TenantCounts(tenant)
-		if c.Graph != 1 || c.Writes != 0 || got.Checks != firstStatus.Checks+1 || got.State != store.StateSucceeded {
+		if c.Graph != 1 || c.Writes != 0 || got.Checks != firstStatus.Checks+1 || got.State != cpvtype.StatusSucceeded {
 			t.Errorf("newer request: %d Graph calls, %d writes, status %+v; want one $batch, no write, one more check", c.Graph, c.Writes, got)
 		}
 		firstStatus = got
@@ -200,7 +200,7 @@ func duplicateDelivery(t *testing.T, transport string) {
 	t.Run("a reset is never coalesced", func(t *testing.T) {
 		w.sim.ResetStats()
 		reset := first
-		reset.Op = queue.OpReset
+		reset.Op = cpvtype.OpReset
 		reset.RequestID = "reset-" + first.RequestID
 		b, err := reset.Encode()
 		if err != nil {
@@ -211,7 +211,7 @@ func duplicateDelivery(t *testing.T, transport string) {
 		if c := w.sim.TenantCounts(tenant); c.Writes == 0 || c.PartnerCenter == 0 {
 			t.Errorf("reset wrote nothing: %+v", c)
 		}
-		if got.State != store.StateSucceeded || got.Op != "reset" || len(w.sim.Conforms(tenant, w.want)) != 0 {
+		if got.State != cpvtype.StatusSucceeded || got.Op != "reset" || len(w.sim.Conforms(tenant, w.want)) != 0 {
 			t.Errorf("after reset: status %+v, conforms %q", got, w.sim.Conforms(tenant, w.want))
 		}
 	})
@@ -260,7 +260,7 @@ func retryThenPoison(t *testing.T, transport string) {
 		State, ErrorClass string
 		Attempts, History int
 		Poisoned          int
-	}{store.StateFailed, "retryable", 2, 2, 1}
+	}{cpvtype.StatusFailed, "retryable", 2, 2, 1}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("after two failed attempts (-want +got):\n%s", diff)
 	}
@@ -276,7 +276,7 @@ func TestPause(t *testing.T) {
 	w := newWorld(t, queue.TransportStorageQueue, m365sim.Options{Seed: 10, Tenants: 1, Mix: onlyKind(m365sim.KindCorrect)})
 	tenant := w.sim.Fleet()[0].ID
 	ctx := context.Background()
-	if err := w.store.SetPaused(ctx, store.PauseWorkers, true); err != nil {
+	if err := w.store.SetPaused(ctx, cpvtype.ComponentWorkers, true); err != nil {
 		t.Fatal(err)
 	}
 	cfg := w.config(2)
@@ -325,7 +325,7 @@ func TestPause(t *testing.T) {
 	if err := w.queue.Retry(ctx, ds[0], 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.store.SetPaused(ctx, store.PauseWorkers, false); err != nil {
+	if err := w.store.SetPaused(ctx, cpvtype.ComponentWorkers, false); err != nil {
 		t.Fatal(err)
 	}
 	w.waitDrained(t, []string{tenant}, time.Minute)

@@ -223,7 +223,7 @@ func (w *world) startWith(t testing.TB, cfg worker.Config, r worker.Refresher) (
 }
 
 // message is a valid envelope for tenant.
-func message(tenant string, op queue.Op) queue.Message {
+func message(tenant string, op cpvtype.Op) queue.Message {
 	return queue.Message{V: queue.Version, TenantID: tenant, Op: op, Reason: queue.ReasonManual,
 		RunID: "test-run", RequestID: uuid.NewString(), RequestedBy: "test", RequestedAt: time.Now().UTC()}
 }
@@ -233,7 +233,7 @@ func (w *world) enqueue(t testing.TB, tenants []string) {
 	t.Helper()
 	ms := make([]queue.Message, len(tenants))
 	for i, id := range tenants {
-		ms[i] = message(id, queue.OpRefresh)
+		ms[i] = message(id, cpvtype.OpRefresh)
 	}
 	if err := w.queue.SendBatch(context.Background(), ms, 0); err != nil {
 		t.Fatalf("SendBatch: %v", err)
@@ -251,7 +251,7 @@ func ids(fleet []m365sim.FleetTenant) []string {
 // final reports whether a status row holds the result of an attempt.
 func final(st store.Status) bool {
 	switch st.State {
-	case store.StateSucceeded, store.StatePartial, store.StateFailed:
+	case cpvtype.StatusSucceeded, cpvtype.StatusPartial, cpvtype.StatusFailed:
 		return true
 	}
 	return false

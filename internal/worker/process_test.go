@@ -15,7 +15,6 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
-	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
@@ -126,7 +125,7 @@ func (w *world) checkHealthy(t *testing.T, fleet []m365sim.FleetTenant) {
 	statuses := w.statuses(t)
 	for _, ft := range fleet {
 		st := statuses[ft.ID]
-		if st.State != store.StateSucceeded && st.State != store.StatePartial {
+		if st.State != cpvtype.StatusSucceeded && st.State != cpvtype.StatusPartial {
 			t.Errorf("tenant %s (%s): status %q %s", ft.ID, ft.Kind, st.State, st.LastError)
 		}
 		if diffs := w.sim.Conforms(ft.ID, w.want); len(diffs) != 0 {
@@ -152,7 +151,7 @@ func killedWorker(t *testing.T, transport, bin string) {
 	w.enqueue(t, ids(fleet))
 	c := w.startChild(t, bin)
 	testenv.Eventually(t, 2*time.Minute, "the worker process to finish some tenants", func() error {
-		if states := w.countStates(t); states[store.StateSucceeded]+states[store.StatePartial] < 5 {
+		if states := w.countStates(t); states[cpvtype.StatusSucceeded]+states[cpvtype.StatusPartial] < 5 {
 			return fmt.Errorf("states %v", states)
 		}
 		return nil
@@ -163,7 +162,7 @@ func killedWorker(t *testing.T, transport, bin string) {
 	<-c.exited
 	before := w.countStates(t)
 	t.Logf("killed the worker process with %v", before)
-	if before[store.StateSucceeded]+before[store.StatePartial] == len(fleet) {
+	if before[cpvtype.StatusSucceeded]+before[cpvtype.StatusPartial] == len(fleet) {
 		t.Fatalf("the worker process finished everything before it was killed: the test proves nothing")
 	}
 
@@ -198,7 +197,7 @@ func terminatedWorker(t *testing.T, transport, bin string) {
 	const grace = 4 * time.Second
 	c := w.startChild(t, bin, "CPV_SHUTDOWN_GRACE="+grace.String())
 	testenv.Eventually(t, 2*time.Minute, "refreshes in flight (status rows marked running)", func() error {
-		if states := w.countStates(t); states[store.StateRunning] < 2 {
+		if states := w.countStates(t); states[cpvtype.StatusRunning] < 2 {
 			return fmt.Errorf("states %v", states)
 		}
 		return nil
@@ -248,13 +247,13 @@ func terminatedWorker(t *testing.T, transport, bin string) {
 	released := 0
 	for _, ft := range fleet {
 		st := statuses[ft.ID]
-		done := st.State == store.StateSucceeded || st.State == store.StatePartial
+		done := st.State == cpvtype.StatusSucceeded || st.State == cpvtype.StatusPartial
 		switch {
 		case done && queued[ft.ID] > 0:
 			t.Errorf("tenant %s has a result and is still queued", ft.ID)
 		case !done && queued[ft.ID] != 1:
 			t.Errorf("tenant %s: no result (%q) and %d messages queued, want 1", ft.ID, st.State, queued[ft.ID])
-		case !done && st.State == store.StateFailed:
+		case !done && st.State == cpvtype.StatusFailed:
 			t.Errorf("tenant %s: shutdown recorded as a failure: %s", ft.ID, st.LastError)
 		}
 		if !done {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
@@ -100,7 +101,7 @@ func (f *fakeResults) MarkRunning(_ context.Context, tenant, runID, requestID, w
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.statuses[tenant]
-	st.TenantID, st.State, st.LastAttempt, st.RunID, st.RequestID, st.Worker = tenant, store.StateRunning, at, runID, requestID, worker
+	st.TenantID, st.State, st.LastAttempt, st.RunID, st.RequestID, st.Worker = tenant, cpvtype.StatusRunning, at, runID, requestID, worker
 	f.statuses[tenant] = st
 	return nil
 }
@@ -148,12 +149,12 @@ const fakeTenant = "00000000-0000-4000-8000-0000000000aa"
 func TestFinish(t *testing.T) {
 	t.Parallel()
 	requested := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
-	earlier := store.Status{TenantID: fakeTenant, State: store.StateSucceeded, ManifestVersion: "v1",
+	earlier := store.Status{TenantID: fakeTenant, State: cpvtype.StatusSucceeded, ManifestVersion: "v1",
 		LastSuccess: requested.Add(-time.Hour), LastAttempt: requested.Add(-time.Hour), Checks: 2}
 	fresh := earlier
 	fresh.LastSuccess = requested.Add(time.Minute) // succeeded after the request
 	trips := cpv.TripCounts{Token: 1, Graph: 2}    // 3 round trips to Microsoft
-	ok := func(status cpv.Status, noChange bool) func(context.Context) (cpv.Result, error) {
+	ok := func(status cpvtype.Status, noChange bool) func(context.Context) (cpv.Result, error) {
 		return func(context.Context) (cpv.Result, error) {
 			return cpv.Result{Tenant: fakeTenant, Status: status, NoChange: noChange, Trips: trips, ManifestVersion: "v1"}, nil
 		}
@@ -161,10 +162,10 @@ func TestFinish(t *testing.T) {
 	fail := func(err error) func(context.Context) (cpv.Result, error) {
 		return func(context.Context) (cpv.Result, error) { return cpv.Result{Trips: trips}, err }
 	}
-	permanent := &cpv.Error{Op: "consent", Tenant: fakeTenant, Class: cpv.Permanent, Code: "AADSTS65001", Advice: "re-consent"}
-	retryable := &cpv.Error{Op: "graph", Tenant: fakeTenant, Class: cpv.Retryable, Status: 503}
+	permanent := &cpv.Error{Op: "consent", Tenant: fakeTenant, Class: retry.Permanent, Code: "AADSTS65001", Advice: "re-consent"}
+	retryable := &cpv.Error{Op: "graph", Tenant: fakeTenant, Class: retry.Retryable, Status: 503}
 	throttled := func(after time.Duration) error {
-		return &cpv.Error{Op: "graph", Tenant: fakeTenant, Class: cpv.Throttled, Status: 429, RetryAfter: after}
+		return &cpv.Error{Op: "graph", Tenant: fakeTenant, Class: retry.Throttled, Status: 429, RetryAfter: after}
 	}
 	outage := errors.New("table service unavailable")
 	const base = 10 * time.Second
@@ -196,45 +197,45 @@ func TestFinish(t *testing.T) {
 		want    want
 	}{
 		// Microsoft 3 + table (read, mark, write, history) 4 + complete 1.
-		{name: "succeeded", refresh: ok(cpv.StatusSucceeded, false),
-			want: want{How: "complete", Outcome: OutcomeSucceeded, State: store.StateSucceeded, RoundTrips: 8, History: 1, Refreshed: true}},
-		{name: "partial", refresh: ok(cpv.StatusPartial, false),
-			want: want{How: "complete", Outcome: OutcomePartial, State: store.StatePartial, RoundTrips: 8, History: 1, Refreshed: true}},
+		{name: "succeeded", refresh: ok(cpvtype.StatusSucceeded, false),
+			want: want{How: "complete", Outcome: OutcomeSucceeded, State: cpvtype.StatusSucceeded, RoundTrips: 8, History: 1, Refreshed: true}},
+		{name: "partial", refresh: ok(cpvtype.StatusPartial, false),
+			want: want{How: "complete", Outcome: OutcomePartial, State: cpvtype.StatusPartial, RoundTrips: 8, History: 1, Refreshed: true}},
 		// No change: no history row (read, mark, write 3).
-		{name: "already correct", prev: &earlier, refresh: ok(cpv.StatusSucceeded, true),
-			want: want{How: "complete", Outcome: OutcomeSucceeded, State: store.StateSucceeded, RoundTrips: 7, Refreshed: true}},
-		{name: "coalesced", prev: &fresh, refresh: ok(cpv.StatusSucceeded, false),
-			want: want{How: "complete", Outcome: OutcomeCoalesced, State: store.StateSucceeded}},
+		{name: "already correct", prev: &earlier, refresh: ok(cpvtype.StatusSucceeded, true),
+			want: want{How: "complete", Outcome: OutcomeSucceeded, State: cpvtype.StatusSucceeded, RoundTrips: 7, Refreshed: true}},
+		{name: "coalesced", prev: &fresh, refresh: ok(cpvtype.StatusSucceeded, false),
+			want: want{How: "complete", Outcome: OutcomeCoalesced, State: cpvtype.StatusSucceeded}},
 		{name: "permanent: poisoned", refresh: fail(permanent),
 			want: want{How: "poison", Reason: "AADSTS65001", Outcome: OutcomeFailed, PoisonClass: PoisonPermanent,
-				State: store.StateFailed, RoundTrips: 3 + 4 + 11, Attempts: 1, History: 1, Refreshed: true}},
+				State: cpvtype.StatusFailed, RoundTrips: 3 + 4 + 11, Attempts: 1, History: 1, Refreshed: true}},
 		{name: "retryable: retried after a backoff", attempt: 1, refresh: fail(retryable),
 			want: want{How: "retry", MinDelay: base * 8 / 10, MaxDelay: base * 12 / 10, Outcome: OutcomeRetried,
-				State: store.StateFailed, RoundTrips: 3 + 4 + 5, Attempts: 1, History: 1, Refreshed: true}},
+				State: cpvtype.StatusFailed, RoundTrips: 3 + 4 + 5, Attempts: 1, History: 1, Refreshed: true}},
 		{name: "retryable on the last attempt: poisoned", attempt: 3, refresh: fail(retryable),
 			want: want{How: "poison", Reason: "failed on attempt 3 of 3", Outcome: OutcomeFailed, PoisonClass: PoisonMaxAttempts,
-				State: store.StateFailed, RoundTrips: 3 + 4 + 11, Attempts: 1, History: 1, Refreshed: true}},
+				State: cpvtype.StatusFailed, RoundTrips: 3 + 4 + 11, Attempts: 1, History: 1, Refreshed: true}},
 		{name: "timed out: retryable", attempt: 1, timeout: 20 * time.Millisecond,
 			refresh: func(ctx context.Context) (cpv.Result, error) { <-ctx.Done(); return cpv.Result{}, ctx.Err() },
 			want: want{How: "retry", MinDelay: base * 8 / 10, MaxDelay: base * 12 / 10, Outcome: OutcomeRetried,
-				State: store.StateFailed, RoundTrips: 4 + 5, Attempts: 1, History: 1, Refreshed: true}},
+				State: cpvtype.StatusFailed, RoundTrips: 4 + 5, Attempts: 1, History: 1, Refreshed: true}},
 		// Throttling spends no attempt and puts the row marked running back.
 		{name: "throttled: snoozed by Retry-After, row restored", prev: &earlier, attempt: 2, refresh: fail(throttled(7 * time.Second)),
 			want: want{How: "snooze", MinDelay: 7 * time.Second, MaxDelay: 7 * time.Second, Outcome: OutcomeThrottled, Throttled: true,
-				State: store.StateSucceeded, Refreshed: true}},
+				State: cpvtype.StatusSucceeded, Refreshed: true}},
 		{name: "throttled without a delay: one second", refresh: fail(throttled(0)),
 			want: want{How: "snooze", MinDelay: time.Second, MaxDelay: time.Second, Outcome: OutcomeThrottled, Throttled: true,
-				State: store.StateRunning, Refreshed: true}},
+				State: cpvtype.StatusRunning, Refreshed: true}},
 		// The store is down: the message waits without spending an attempt
 		// (a snooze), and the tenant is not refreshed.
-		{name: "store down on read: delayed, no attempt spent", attempt: 3, getErr: outage, refresh: ok(cpv.StatusSucceeded, false),
+		{name: "store down on read: delayed, no attempt spent", attempt: 3, getErr: outage, refresh: ok(cpvtype.StatusSucceeded, false),
 			want: want{How: "snooze", MinDelay: base * 8 / 10, MaxDelay: base * 12 / 10, Outcome: OutcomeDeferred}},
 		{name: "store down on write: delayed, no attempt spent", attempt: 3, putErr: outage, refresh: fail(retryable),
 			want: want{How: "snooze", MinDelay: base * 8 / 10, MaxDelay: base * 12 / 10, Outcome: OutcomeDeferred,
-				State: store.StateRunning, Refreshed: true}},
+				State: cpvtype.StatusRunning, Refreshed: true}},
 		{name: "shutdown: released at once, row restored", prev: &earlier, cancel: true,
 			refresh: func(ctx context.Context) (cpv.Result, error) { <-ctx.Done(); return cpv.Result{}, ctx.Err() },
-			want:    want{How: "retry", Outcome: OutcomeReleased, State: store.StateSucceeded, Refreshed: true}},
+			want:    want{How: "retry", Outcome: OutcomeReleased, State: cpvtype.StatusSucceeded, Refreshed: true}},
 		{name: "invalid body: poisoned", body: `{"v":7}`,
 			want: want{How: "poison", Reason: "unsupported envelope version 7", Outcome: OutcomeInvalid, PoisonClass: PoisonInvalid}},
 	}
@@ -267,7 +268,7 @@ func TestFinish(t *testing.T) {
 					d.Body = []byte(tt.body)
 					d.Message, d.Err = queue.Decode(d.Body)
 				} else {
-					d.Message = queue.Message{V: queue.Version, TenantID: fakeTenant, Op: queue.OpRefresh, Reason: queue.ReasonManual,
+					d.Message = queue.Message{V: queue.Version, TenantID: fakeTenant, Op: cpvtype.OpRefresh, Reason: queue.ReasonManual,
 						RunID: "run", RequestID: "req", RequestedBy: "test", RequestedAt: requested}
 				}
 				res.getErr, res.putErr = tt.getErr, tt.putErr

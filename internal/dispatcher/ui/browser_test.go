@@ -464,7 +464,7 @@ func TestBrowser(t *testing.T) {
 	if missing := s.sim.Conforms(drifted.ID, s.want); len(missing) != 0 {
 		t.Errorf("after the refresh, the drifted tenant still lacks %v", missing)
 	}
-	if st, err := s.store.GetStatus(ctx, drifted.ID); err != nil || st.State != store.StateSucceeded || st.RequestID != reqID {
+	if st, err := s.store.GetStatus(ctx, drifted.ID); err != nil || st.State != cpvtype.StatusSucceeded || st.RequestID != reqID {
 		t.Errorf("status row of %s: %+v, %v; want succeeded for request %s", drifted.ID, st, err, reqID)
 	}
 
@@ -505,7 +505,7 @@ func TestBrowser(t *testing.T) {
 	if missing := s.sim.Conforms(revoked.ID, s.want); len(missing) != 0 {
 		t.Errorf("after the reset, the revoked tenant still lacks %v", missing)
 	}
-	if st, err := s.store.GetStatus(ctx, revoked.ID); err != nil || st.State != store.StateSucceeded || st.Op != cpv.OpReset {
+	if st, err := s.store.GetStatus(ctx, revoked.ID); err != nil || st.State != cpvtype.StatusSucceeded || st.Op != cpvtype.OpReset {
 		t.Errorf("status row of %s: %+v, %v; want a succeeded reset", revoked.ID, st, err)
 	}
 
@@ -515,7 +515,7 @@ func TestBrowser(t *testing.T) {
 	b.confirm("Refresh the CPV permissions of "+terminated.DisplayName+"?", "confirm-ok")
 	b.until("the refresh to fail", `document.querySelector('`+requestItem(terminated.ID)+` .badge')?.textContent === 'failed'`, 90*time.Second)
 	st, err := s.store.GetStatus(ctx, terminated.ID)
-	if err != nil || st.State != store.StateFailed || st.LastError == "" {
+	if err != nil || st.State != cpvtype.StatusFailed || st.LastError == "" {
 		t.Fatalf("status row of %s: %+v, %v; want failed with an error", terminated.ID, st, err)
 	}
 	shown := eval[string](b, `document.querySelector('`+requestItem(terminated.ID)+`').textContent`)
