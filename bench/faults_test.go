@@ -11,6 +11,7 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/stack"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // faultEnv makes the workers recover within seconds rather than minutes: a
@@ -47,21 +48,18 @@ type faultRun struct {
 
 // waitStarted waits until the workers have begun about share of the fleet
 // (token requests to customer tenants, one per tenant per worker).
-func (r *faultRun) waitStarted(ctx context.Context, t *testing.T, share float64) {
+func (r *faultRun) waitStarted(t *testing.T, share float64) {
 	t.Helper()
 	want := int(share * float64(r.n))
-	err := stack.Poll(ctx, 10*time.Minute, 20*time.Millisecond, func() error {
+	testenv.Eventually(t, 10*time.Minute, fmt.Sprintf("the run to get to %d tenants", want), func() error {
 		if err := r.st.exited(); err != nil {
-			return stack.Permanent(err)
+			t.Fatalf("the run did not get to %d tenants: %v", want, err)
 		}
 		if got := r.st.Sim.TotalCounts().Token; got < want {
 			return fmt.Errorf("%d token requests", got)
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("the run did not get to %d tenants: %v", want, err)
-	}
 }
 
 type scenario struct {
@@ -91,7 +89,7 @@ func TestFaults(t *testing.T) {
 		{
 			name: "worker SIGKILL mid-run", fleet: "mixed", ci: 300, full: 10_000,
 			during: func(ctx context.Context, t *testing.T, r *faultRun) {
-				r.waitStarted(ctx, t, 0.3)
+				r.waitStarted(t, 0.3)
 				if err := r.st.KillWorker(0); err != nil {
 					t.Fatal(err)
 				}
@@ -100,7 +98,7 @@ func TestFaults(t *testing.T) {
 		{
 			name: "Azurite restarted mid-run", fleet: "mixed", ci: 300, full: 10_000,
 			during: func(ctx context.Context, t *testing.T, r *faultRun) {
-				r.waitStarted(ctx, t, 0.3)
+				r.waitStarted(t, 0.3)
 				if err := r.st.RestartAzurite(ctx); err != nil {
 					t.Fatal(err)
 				}

@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
-	"github.com/cpvrefresh/cpvrefresh/internal/stack"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 func TestParseSpecs(t *testing.T) {
@@ -246,15 +246,12 @@ func TestGate(t *testing.T) {
 	if err := <-errs; err == nil {
 		t.Fatal("held request answered before the gate opened")
 	}
-	err = stack.Poll(ctx, time.Minute, 10*time.Millisecond, func() error {
+	testenv.Eventually(t, time.Minute, "the abandoned request to be dropped", func() error {
 		if n := g.dropped.Load(); n != 1 {
 			return fmt.Errorf("%d dropped", n)
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("the abandoned request was not dropped: %v", err)
-	}
 	// A later one waits for Open and then goes through.
 	go func() { errs <- post(ctx, "/devstoreaccount1/q/messages") }()
 	g.Open()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -75,14 +76,7 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 	// local stack. Go reads it when the system roots are first loaded, so
 	// nothing may load them before t.Setenv: the simulator's webhook client
 	// is a plain one (the daemon listens on http here).
-	sim, err := m365sim.New(m365sim.Options{Seed: 3, Tenants: 5, WebhookClient: &http.Client{Timeout: 30 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim := testenv.Sim(t, m365sim.Options{Seed: 3, Tenants: 5, WebhookClient: &http.Client{Timeout: 30 * time.Second}})
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := sim.WriteCA(ca); err != nil {
 		t.Fatal(err)
@@ -163,18 +157,13 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	runID := "nightly-" + time.Now().UTC().Format("2006-01-02")
-	deadline := time.After(time.Minute)
-	for {
+	testenv.Eventually(t, time.Minute, "run "+runID+" to finish", func() error {
 		run, err := st.GetRun(ctx, runID)
 		if err == nil && !run.Finished.IsZero() {
-			break
+			return nil
 		}
-		select {
-		case <-deadline:
-			t.Fatalf("run %s not finished: %+v %v\n%s", runID, run, err, logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return fmt.Errorf("run %+v %v\n%s", run, err, logs.String())
+	})
 	if _, err := st.GetTenant(ctx, ft.ID); err != nil {
 		t.Errorf("onboarded tenant not recorded: %v", err)
 	}

@@ -22,13 +22,14 @@ import (
 )
 
 // TestMain lets the tests run this binary as the worker command: with
-// CPV_TEST_RUN_MAIN=1 in its environment the test binary is `worker`.
+// CPV_TEST_RUN_MAIN=1 in its environment the test binary is `worker`;
+// otherwise it runs the tests and fails when a goroutine outlives them.
 func TestMain(m *testing.M) {
 	if os.Getenv("CPV_TEST_RUN_MAIN") == "1" {
 		main()
 		return
 	}
-	os.Exit(m.Run())
+	testenv.Main(m)
 }
 
 func TestSplitArgs(t *testing.T) {
@@ -141,14 +142,7 @@ func TestHelp(t *testing.T) {
 func TestOperatorCommands(t *testing.T) {
 	t.Parallel()
 	az := testenv.Azurite(t)
-	sim, err := m365sim.New(m365sim.Options{Seed: 31, Tenants: 1, Mix: map[m365sim.Kind]float64{m365sim.KindNew: 1}, Permissions: testenv.SimPermissions(cpv.DefaultManifest())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim := testenv.Sim(t, m365sim.Options{Seed: 31, Tenants: 1, Mix: map[m365sim.Kind]float64{m365sim.KindNew: 1}})
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := sim.WriteCA(ca); err != nil {
 		t.Fatal(err)

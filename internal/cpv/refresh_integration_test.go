@@ -19,9 +19,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
-	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
-	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
@@ -762,19 +760,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := graph.New(graph.Config{BaseURL: sim.GraphURL(), Credential: cred, HTTPClient: hc, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := partnercenter.New(partnercenter.Config{BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(),
-		Credential: cred, HTTPClient: hc, Backoff: 10 * time.Millisecond, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine, err := cpv.New(cpv.Config{Manifest: cpv.DefaultManifest(), AppID: sim.AppID(), Directory: dir, Consenter: pc, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	engine := rig.New(t, sim, rig.Options{Credential: cred, HTTP: hc, Backoff: 10 * time.Millisecond, Logger: log}).Engine
 	sim.FailNext(m365sim.SurfacePartnerCenter, http.StatusServiceUnavailable, 1)
 	sim.FailNext(m365sim.SurfaceGraph, http.StatusTooManyRequests, 2)
 	for _, kind := range []m365sim.Kind{m365sim.KindNew, m365sim.KindDrifted, m365sim.KindRevoked, m365sim.KindTerminated} {

@@ -16,6 +16,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // apiRequest builds an API request; auth is the Authorization header
@@ -125,7 +126,7 @@ func TestAPIAuthentication(t *testing.T) {
 func TestAPIEnqueue(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 2)
-	clk := newClock(time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC))
+	clk := testenv.NewClock(time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC))
 	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })
 	tenant := h.sim.Fleet()[0].ID
 	key := "Bearer " + testAPIKey

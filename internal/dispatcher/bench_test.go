@@ -9,6 +9,7 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // BenchmarkNightlyRun measures one scheduled run over a fleet of 2,000
@@ -42,7 +43,7 @@ func BenchmarkNightlyRun(b *testing.B) {
 			b.ResetTimer()
 			for b.Loop() {
 				day = day.Add(24 * time.Hour)
-				clk := newClock(day.Add(time.Second))
+				clk := testenv.NewClock(day.Add(time.Second))
 				d, err := dispatcher.New(withDiscovery(h.config("bench"), discover, clk.Now))
 				if err != nil {
 					b.Fatal(err)

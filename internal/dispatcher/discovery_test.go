@@ -10,6 +10,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // Mirror records every customer tenant with its relationship; a second
@@ -19,7 +20,7 @@ func TestMirrorAndRunSelection(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 20)
 	ctx := context.Background()
-	storeClock := newClock(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC))
+	storeClock := testenv.NewClock(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC))
 	st := h.openStore(t, storeClock.Now)
 	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Store = st })
 	if err := d.Mirror(ctx); err != nil {
@@ -86,7 +87,7 @@ func TestMirrorAndRunSelection(t *testing.T) {
 	if err := st.SetExcluded(ctx, excluded.ID, true); err != nil {
 		t.Fatal(err)
 	}
-	clk := newClock(midnight.Add(time.Minute))
+	clk := testenv.NewClock(midnight.Add(time.Minute))
 	runner := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Store = st; c.Now = clk.Now })
 	if err := runner.Tick(ctx); err != nil {
 		t.Fatalf("Tick: %v", err)

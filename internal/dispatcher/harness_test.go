@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/url"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,14 +37,7 @@ type harness struct {
 // fresh store and queue.
 func newHarness(t testing.TB, n int) *harness {
 	t.Helper()
-	sim, err := m365sim.New(m365sim.Options{Seed: 42, Tenants: n})
-	if err != nil {
-		t.Fatalf("m365sim.New: %v", err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatalf("sim.Start: %v", err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim := testenv.Sim(t, m365sim.Options{Seed: 42, Tenants: n})
 	az := testenv.Azurite(t)
 	h := &harness{sim: sim, conn: az.ConnectionString, prefix: testenv.Name("d")}
 	h.store = h.openStore(t, nil)
@@ -166,24 +158,4 @@ func (h *harness) eligible() map[string]int {
 		}
 	}
 	return out
-}
-
-// clock is a settable fake clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *clock { return &clock{t: t} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
 }

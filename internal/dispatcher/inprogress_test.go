@@ -8,6 +8,7 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // pausingQueue holds every SendBatch after the first until released, so a
@@ -47,7 +48,7 @@ func (p *pausingQueue) SendBatch(ctx context.Context, ms []queue.Message, delay 
 func TestRunInProgressIsNotResumedByItsOwnReplica(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 30)
-	clk := newClock(midnight.Add(time.Second))
+	clk := testenv.NewClock(midnight.Add(time.Second))
 	pq := &pausingQueue{Queue: h.queue, started: make(chan struct{}), release: make(chan struct{})}
 	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 5; c.Queue = pq })
 

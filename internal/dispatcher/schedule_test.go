@@ -3,6 +3,7 @@ package dispatcher_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // midnight is a scheduled instant of the default schedule (0 0 * * *, UTC).
@@ -23,7 +25,7 @@ var midnight = time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 func TestTwoDispatchersSameInstant(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 40)
-	clk := newClock(midnight.Add(2 * time.Second))
+	clk := testenv.NewClock(midnight.Add(2 * time.Second))
 	a := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 7 })
 	b := h.dispatcher(t, "replica-b", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 7 })
 
@@ -96,7 +98,7 @@ func (c *crashingQueue) SendBatch(ctx context.Context, ms []queue.Message, delay
 func TestKilledMidEnqueueResumes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 30)
-	clk := newClock(midnight.Add(time.Second))
+	clk := testenv.NewClock(midnight.Add(time.Second))
 	ctx, kill := context.WithCancel(context.Background())
 	crash := &crashingQueue{Queue: h.queue, after: 10, cancel: kill}
 	first := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 5; c.Queue = crash })
@@ -152,7 +154,7 @@ func TestKilledMidEnqueueResumes(t *testing.T) {
 func TestAbandonedRunTakenOverAfterLeaseExpiry(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 12)
-	clk := newClock(midnight.Add(time.Second))
+	clk := testenv.NewClock(midnight.Add(time.Second))
 	ctx, kill := context.WithCancel(context.Background())
 	crash := &crashingQueue{Queue: h.queue, after: 4, cancel: kill}
 	dead := h.dispatcher(t, "replica-dead", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 4; c.Queue = crash })
@@ -160,7 +162,7 @@ func TestAbandonedRunTakenOverAfterLeaseExpiry(t *testing.T) {
 		t.Fatal("Tick of the killed dispatcher succeeded")
 	}
 	// A crash releases nothing: the dead replica still holds the lease.
-	storeClock := newClock(time.Now())
+	storeClock := testenv.NewClock(time.Now())
 	leases := h.openStore(t, storeClock.Now)
 	if ok, err := leases.AcquireLease(context.Background(), "run:nightly-2026-11-22", "replica-dead", time.Minute); err != nil || !ok {
 		t.Fatalf("re-take the dead replica's lease: %v %v", ok, err)
@@ -203,7 +205,7 @@ func TestMissedScheduleCaughtUp(t *testing.T) {
 		{"outside the window", midnight.Add(24*time.Hour + 5*time.Hour), 2 * time.Hour, ""},
 		{"next night", midnight.Add(24*time.Hour + time.Minute), 24 * time.Hour, "nightly-2026-11-23"},
 	} {
-		clk := newClock(tc.now)
+		clk := testenv.NewClock(tc.now)
 		d := h.dispatcher(t, "replica-"+strings.ReplaceAll(tc.name, " ", "-"), func(c *dispatcher.Config) {
 			c.Now = clk.Now
 			c.CatchUp = tc.catchUp
@@ -249,7 +251,7 @@ func TestPausedScheduleSkipsRun(t *testing.T) {
 	if err := h.store.SetPaused(ctx, cpvtype.ComponentDispatch, true); err != nil {
 		t.Fatal(err)
 	}
-	clk := newClock(midnight.Add(time.Minute))
+	clk := testenv.NewClock(midnight.Add(time.Minute))
 	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })
 	if err := d.Tick(ctx); err != nil {
 		t.Fatalf("Tick: %v", err)
@@ -280,23 +282,23 @@ func TestPausedScheduleSkipsRun(t *testing.T) {
 func TestRunLoopCatchesUpAndStops(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 6)
-	clk := newClock(midnight.Add(time.Hour))
+	clk := testenv.NewClock(midnight.Add(time.Hour))
 	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	var msgs []queue.Message
-	deadline := time.After(time.Minute)
-	for len(msgs) < len(h.eligible()) {
-		msgs = append(msgs, h.drain(t)...)
+	testenv.Eventually(t, time.Minute, "the scheduler to enqueue every eligible tenant", func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("Run returned early: %v", err)
-		case <-deadline:
-			t.Fatalf("the scheduler enqueued %d of %d tenants", len(msgs), len(h.eligible()))
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-	}
+		if msgs = append(msgs, h.drain(t)...); len(msgs) < len(h.eligible()) {
+			return fmt.Errorf("the scheduler enqueued %d of %d tenants", len(msgs), len(h.eligible()))
+		}
+		return nil
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)

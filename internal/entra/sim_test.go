@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -547,24 +548,6 @@ func TestTokensInParallelAcrossTenants(t *testing.T) {
 	}
 }
 
-// clock is a settable clock for the credential.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
 // TestTokenRenewal walks a token through its life (Entra's tokens live
 // 3599 s): served from the cache, renewed five minutes before it expires,
 // kept when Entra fails while it is still valid, and asked for again once
@@ -573,7 +556,7 @@ func TestTokenRenewal(t *testing.T) {
 	t.Parallel()
 	sim := testenv.Sim(t, m365sim.Options{Seed: 61, Tenants: 12, Mix: testenv.EveryKind})
 	start := time.Now()
-	clk := &clock{now: start}
+	clk := testenv.NewClock(start)
 	cred, err := entra.NewCredential(entra.Config{
 		Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
 		AuthorityHost: sim.AuthorityHost(), HTTPClient: sim.HTTPClient(), Now: clk.Now,
@@ -645,23 +628,6 @@ func (h *holdFirst) RoundTrip(req *http.Request) (*http.Response, error) {
 	return h.base.RoundTrip(req)
 }
 
-// waitFor polls cond until it holds (a minute at most: a safety net, not
-// a speed limit).
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatal("the condition never held")
-		case <-tick.C:
-		}
-	}
-}
-
 // TestTokenCancellation: a cancelled caller gets a retryable error that
 // wraps context.Canceled, and another caller waiting for the same token
 // does not inherit the cancellation: it asks for the token itself.
@@ -689,7 +655,12 @@ func TestTokenCancellation(t *testing.T) {
 	secondErr := make(chan error, 1)
 	go func() { secondErr <- get(context.Background()) }()
 	// Cancel the first caller once the second is waiting for its request.
-	waitFor(t, func() bool { return entra.TokenWaiters(cred, tenant, graphScope) == 1 })
+	testenv.Eventually(t, time.Minute, "a second caller waiting for the token", func() error {
+		if n := entra.TokenWaiters(cred, tenant, graphScope); n != 1 {
+			return fmt.Errorf("%d waiters", n)
+		}
+		return nil
+	})
 	cancel()
 
 	err1, err2 := <-firstErr, <-secondErr

@@ -35,20 +35,7 @@ const (
 // and stops it when the test ends.
 func startSim(t testing.TB, n int, faults m365sim.Faults) *m365sim.Sim {
 	t.Helper()
-	mix := map[m365sim.Kind]float64{}
-	for _, k := range []m365sim.Kind{m365sim.KindNew, m365sim.KindCorrect, m365sim.KindDrifted,
-		m365sim.KindUnlicensed, m365sim.KindRevoked, m365sim.KindTerminated} {
-		mix[k] = 1
-	}
-	sim, err := m365sim.New(m365sim.Options{Seed: 1, Tenants: n, Mix: mix, Faults: faults, Permissions: testenv.SimPermissions(cpv.DefaultManifest())})
-	if err != nil {
-		t.Fatalf("m365sim.New: %v", err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatalf("sim.Start: %v", err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
-	return sim
+	return testenv.Sim(t, m365sim.Options{Seed: 1, Tenants: n, Mix: testenv.EveryKind, Faults: faults})
 }
 
 // credential is the partner app's multi-tenant client-secret credential,

@@ -21,14 +21,7 @@ import (
 // state is complete.
 func TestReadFollowsNextLinks(t *testing.T) {
 	t.Parallel()
-	sim, err := m365sim.New(m365sim.Options{Seed: 2, Tenants: 2, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim := testenv.Sim(t, m365sim.Options{Seed: 2, Tenants: 2, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}})
 	cred, err := azidentity.NewClientSecretCredential(sim.PartnerTenantID(), sim.AppID(), sim.AppSecret(),
 		&azidentity.ClientSecretCredentialOptions{
 			ClientOptions: azcore.ClientOptions{

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // NewTransport returns a fresh, empty, ensured transport whose received
@@ -114,26 +115,23 @@ func awaitOne(ctx context.Context, t *testing.T, q Transport) *Delivery {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, eventually)
 	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	var d *Delivery
+	testenv.Eventually(t, eventually, "a message to become visible", func() error {
 		ds, err := q.Receive(ctx, MaxReceive)
 		if err != nil {
 			t.Fatalf("Receive: %v", err)
 		}
 		switch len(ds) {
 		case 0:
+			return errors.New("Receive gave no delivery")
 		case 1:
-			return ds[0]
-		default:
-			t.Fatalf("Receive gave %d deliveries, want 1", len(ds))
+			d = ds[0]
+			return nil
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no message became visible within %s", eventually)
-		case <-tick.C:
-		}
-	}
+		t.Fatalf("Receive gave %d deliveries, want 1", len(ds))
+		return nil
+	})
+	return d
 }
 
 // pause waits for d or the end of ctx.

@@ -202,22 +202,16 @@ func waitDepth(ctx context.Context, t *testing.T, q Transport, work, poison int)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, eventually)
 	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	testenv.Eventually(t, eventually, fmt.Sprintf("Depth = (%d, %d)", work, poison), func() error {
 		w, p, err := q.Depth(ctx)
 		if err != nil {
 			t.Fatalf("Depth: %v", err)
 		}
-		if w == work && p == poison {
-			return
+		if w != work || p != poison {
+			return fmt.Errorf("Depth = (%d, %d)", w, p)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("Depth = (%d, %d), want (%d, %d) within %s", w, p, work, poison, eventually)
-		case <-tick.C:
-		}
-	}
+		return nil
+	})
 }
 
 func TestNewServiceBusQueueRejects(t *testing.T) {

@@ -4,11 +4,18 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
+// TestPoll runs in a synctest bubble: its waits (a minute at most, a
+// millisecond per poll) pass in the bubble's fake time, not in real time.
 func TestPoll(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testPoll)
+}
+
+func testPoll(t *testing.T) {
 	ctx := t.Context()
 	calls := 0
 	if err := Poll(ctx, time.Minute, time.Millisecond, func() error {

@@ -19,24 +19,6 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
-// clock is a settable clock for lease expiry.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // newStore opens a Store on the test binary's Azurite with fresh tables.
 func newStore(t testing.TB, edit ...func(*store.Config)) *store.Store {
 	t.Helper()
@@ -530,7 +512,7 @@ func TestRunProgress(t *testing.T) {
 func TestLease(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	clk := &clock{t: at(0)}
+	clk := testenv.NewClock(at(0))
 	s := newStore(t, func(c *store.Config) { c.Now = clk.Now })
 	const ttl = time.Minute
 
@@ -573,7 +555,7 @@ func TestLease(t *testing.T) {
 func TestLeaseConcurrent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	clk := &clock{t: at(0)}
+	clk := testenv.NewClock(at(0))
 	s := newStore(t, func(c *store.Config) { c.Now = clk.Now })
 	// Twice: for a lease nobody has had (insert race) and for an expired one (ETag race).
 	for round := range 2 {
@@ -664,7 +646,7 @@ func TestEachStatusStreamsPages(t *testing.T) {
 func TestWorkers(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	clk := &clock{t: at(0)}
+	clk := testenv.NewClock(at(0))
 	s := newStore(t, func(c *store.Config) { c.Now = clk.Now })
 
 	old := store.Worker{ID: "worker-old", Host: "node-1", Started: at(-7200), Seen: at(-600), Processed: 40}

@@ -7,6 +7,13 @@
 // Service Bus) is likewise started once per test binary by ServiceBus.
 // Tests never skip because either is missing: they fail and say how to
 // install it. The knobs this package reads are named TESTENV_*.
+//
+// It is also the tests' one kit: Sim (a Microsoft 365 simulator for a test)
+// and its fixtures (TenantsOf, TenantState, AppSP, Conforms), Clock (a
+// settable fake clock), Eventually (wait for a condition, with one meaning
+// for its errors), and Main (every package's TestMain: goleak fails a test
+// binary that leaves a goroutine behind). The engine over the simulator is
+// in the rig subpackage. Only tests import testenv.
 package testenv
 
 import (

@@ -79,9 +79,17 @@ func startServiceBusPeer() (*ServiceBusPeer, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Read only after Wait, when the copying has ended.
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	// Standard error goes to a file (a file, not a Go writer, so that no
+	// goroutine copies it), read when the peer exits before listening.
+	stderr, err := os.CreateTemp("", "sbpeer-stderr-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		_ = stderr.Close()
+		_ = os.Remove(stderr.Name())
+	}()
+	cmd.Stderr = stderr
 	if os.Getenv("TESTENV_SBPEER_LOG") != "" {
 		cmd.Stderr = os.Stderr
 	}
@@ -89,22 +97,15 @@ func startServiceBusPeer() (*ServiceBusPeer, error) {
 		return nil, fmt.Errorf("start %s: %w", node, err)
 	}
 	found := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if m := sbListening.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m
-			}
-		}
-		close(found)
-	}()
+	go scanPeerOutput(out, found)
 	timer := time.NewTimer(30 * time.Second)
 	defer timer.Stop()
 	select {
 	case m, ok := <-found:
 		if !ok {
 			_ = cmd.Wait()
-			return nil, fmt.Errorf("peer exited before listening: %s", stderr.String())
+			msg, _ := os.ReadFile(stderr.Name())
+			return nil, fmt.Errorf("peer exited before listening: %s", msg)
 		}
 		return &ServiceBusPeer{
 			ConnectionString: "Endpoint=sb://127.0.0.1:" + m[1] + ";SharedAccessKeyName=x;SharedAccessKey=y;UseDevelopmentEmulator=true",
@@ -115,6 +116,19 @@ func startServiceBusPeer() (*ServiceBusPeer, error) {
 		_ = cmd.Process.Kill()
 		return nil, errors.New("peer did not listen within 30s")
 	}
+}
+
+// scanPeerOutput reads the peer's standard output for as long as the peer
+// runs (the life of the test binary: LeakOptions names it) and sends found
+// the ports it listens on; found closes when the peer exits.
+func scanPeerOutput(out io.Reader, found chan<- []string) {
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if m := sbListening.FindStringSubmatch(sc.Text()); m != nil {
+			found <- m
+		}
+	}
+	close(found)
 }
 
 // ConfigureQueue sets a queue's lock duration and max delivery count on the

@@ -11,15 +11,22 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // drainQueue waits until the work queue is empty: every message settled
 // (results are written before a message is deleted).
 func (w *world) drainQueue(b testing.TB, limit time.Duration) {
 	b.Helper()
-	waitFor(b, limit, "the queue to drain", func() (bool, error) {
+	testenv.Eventually(b, limit, "the queue to drain", func() error {
 		work, _, err := w.queue.Depth(context.Background())
-		return err == nil && work == 0, err
+		if err != nil {
+			return err
+		}
+		if work != 0 {
+			return fmt.Errorf("%d messages in the work queue", work)
+		}
+		return nil
 	})
 }
 

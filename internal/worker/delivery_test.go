@@ -17,6 +17,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // onlyKind is a fleet mix of one kind.
@@ -148,19 +149,22 @@ func duplicateDelivery(t *testing.T, transport string) {
 	drain := func(before store.Status, changes bool) store.Status {
 		t.Helper()
 		var st store.Status
-		waitFor(t, time.Minute, "the message to settle", func() (bool, error) {
+		testenv.Eventually(t, time.Minute, "the message to settle", func() error {
 			work, _, err := w.queue.Depth(ctx)
-			if err != nil || work != 0 {
-				return false, err
+			if err != nil {
+				return err
+			}
+			if work != 0 {
+				return fmt.Errorf("%d messages in the work queue", work)
 			}
 			st, err = w.store.GetStatus(ctx, tenant)
 			if err != nil {
-				return false, err
+				return err
 			}
 			if changes && (st.LastAttempt.Equal(before.LastAttempt) || !final(st)) {
-				return false, errNotYet
+				return fmt.Errorf("status %s, last attempt %v (before: %v)", st.State, st.LastAttempt, before.LastAttempt)
 			}
-			return true, nil
+			return nil
 		})
 		return st
 	}
@@ -281,17 +285,20 @@ func TestPause(t *testing.T) {
 	wk, _ := w.start(t, cfg)
 	srv := httptest.NewServer(wk.Handler(prometheus.NewRegistry()))
 	defer srv.Close()
-	waitFor(t, time.Minute, "the worker to see the pause switch", func() (bool, error) {
+	testenv.Eventually(t, time.Minute, "the worker to see the pause switch", func() error {
 		var body struct{ Ready, Paused bool }
 		resp, err := http.Get(srv.URL + "/readyz")
 		if err != nil {
-			return false, err
+			return err
 		}
 		defer resp.Body.Close()
 		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			return false, err
+			return err
 		}
-		return body.Ready && body.Paused, fmt.Errorf("readyz: %+v", body)
+		if !body.Ready || !body.Paused {
+			return fmt.Errorf("readyz: %+v", body)
+		}
+		return nil
 	})
 	w.enqueue(t, []string{tenant})
 	// Let a few pause checks and heartbeats go by.
@@ -303,8 +310,11 @@ func TestPause(t *testing.T) {
 		return ws[0].Seen
 	}
 	start := seen()
-	waitFor(t, time.Minute, "two heartbeats while paused", func() (bool, error) {
-		return seen().Sub(start) >= 2*cfg.HeartbeatEvery, errNotYet
+	testenv.Eventually(t, time.Minute, "two heartbeats while paused", func() error {
+		if d := seen().Sub(start); d < 2*cfg.HeartbeatEvery {
+			return fmt.Errorf("last heartbeat %s after the first", d)
+		}
+		return nil
 	})
 	ds, err := w.queue.Receive(ctx, 1)
 	if err != nil {

@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,13 +14,11 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
-	"github.com/cpvrefresh/cpvrefresh/internal/entra"
-	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
-	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
 	"github.com/cpvrefresh/cpvrefresh/internal/worker"
 )
 
@@ -99,14 +96,7 @@ func newWorld(t testing.TB, transport string, opts m365sim.Options) *world {
 	if opts.Permissions == nil {
 		opts.Permissions = testenv.SimPermissions(manifest)
 	}
-	sim, err := m365sim.New(opts)
-	if err != nil {
-		t.Fatalf("m365sim.New: %v", err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatalf("sim.Start: %v", err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim := testenv.Sim(t, opts)
 
 	w := &world{sim: sim, storage: az, transport: transport, bus: bus, manifest: manifest, want: opts.Permissions,
 		qname: testenv.Name("wq"), prefix: testenv.Name("wt")}
@@ -117,6 +107,7 @@ func newWorld(t testing.TB, transport string, opts m365sim.Options) *world {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 128
+	var err error
 	w.store, err = store.New(ctx, store.Config{ConnectionString: az.ConnectionString, TablePrefix: w.prefix,
 		HTTPClient: &http.Client{Transport: tr}})
 	if err != nil {
@@ -172,30 +163,7 @@ func (w *world) childEnv() []string {
 // newEngine builds the engine as cmd/worker does, over the simulator's CA.
 func (w *world) newEngine(t testing.TB) *cpv.Engine {
 	t.Helper()
-	base := w.sim.HTTPClient().Transport
-	hc := &http.Client{Transport: cpv.CountingTransport(base, w.sim.GraphURL(), w.sim.PartnerCenterURL())}
-	cred, err := entra.NewCredential(entra.Config{
-		Mode: "secret", PartnerTenantID: w.sim.PartnerTenantID(), ClientID: w.sim.AppID(),
-		ClientSecret: w.sim.AppSecret(), AuthorityHost: w.sim.AuthorityHost(), HTTPClient: hc,
-	})
-	if err != nil {
-		t.Fatalf("entra.NewCredential: %v", err)
-	}
-	dir, err := graph.New(graph.Config{BaseURL: w.sim.GraphURL(), Credential: cred, HTTPClient: hc})
-	if err != nil {
-		t.Fatalf("graph.New: %v", err)
-	}
-	pc, err := partnercenter.New(partnercenter.Config{
-		BaseURL: w.sim.PartnerCenterURL(), PartnerTenantID: w.sim.PartnerTenantID(), Credential: cred, HTTPClient: hc,
-	})
-	if err != nil {
-		t.Fatalf("cpv.NewPartnerCenter: %v", err)
-	}
-	e, err := cpv.New(cpv.Config{Manifest: w.manifest, AppID: w.sim.AppID(), Directory: dir, Consenter: pc})
-	if err != nil {
-		t.Fatalf("cpv.New: %v", err)
-	}
-	return e
+	return rig.New(t, w.sim, rig.Options{Manifest: w.manifest, Backoff: rig.ClientBackoff}).Engine
 }
 
 // config is a worker configuration for tests: short timeouts, fast polls.
@@ -290,29 +258,6 @@ func final(st store.Status) bool {
 	return false
 }
 
-// waitFor polls cond until it is true, failing the test after limit (a
-// guard against a hang, not a performance assertion).
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() (bool, error)) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			t.Fatalf("gave up waiting (%s) for %s (last error: %v)", limit, what, last)
-		case <-tick.C:
-		}
-	}
-}
-
 // waitDrained waits until every tenant has a final status row and the work
 // queue is empty (settled messages only: the count includes invisible ones).
 func (w *world) waitDrained(t testing.TB, tenants []string, limit time.Duration) {
@@ -321,7 +266,7 @@ func (w *world) waitDrained(t testing.TB, tenants []string, limit time.Duration)
 	for _, id := range tenants {
 		want[id] = true
 	}
-	waitFor(t, limit, fmt.Sprintf("%d tenants to have results and the queue to drain", len(tenants)), func() (bool, error) {
+	testenv.Eventually(t, limit, fmt.Sprintf("%d tenants to have results and the queue to drain", len(tenants)), func() error {
 		n := 0
 		err := w.store.EachStatus(context.Background(), func(st store.Status) error {
 			if want[st.TenantID] && final(st) {
@@ -330,19 +275,19 @@ func (w *world) waitDrained(t testing.TB, tenants []string, limit time.Duration)
 			return nil
 		})
 		if err != nil {
-			return false, err
+			return err
 		}
 		if n < len(want) {
-			return false, fmt.Errorf("%d of %d tenants have results", n, len(want))
+			return fmt.Errorf("%d of %d tenants have results", n, len(want))
 		}
 		work, _, err := w.queue.Depth(context.Background())
 		if err != nil {
-			return false, err
+			return err
 		}
 		if work != 0 {
-			return false, fmt.Errorf("%d messages still in the work queue", work)
+			return fmt.Errorf("%d messages still in the work queue", work)
 		}
-		return true, nil
+		return nil
 	})
 }
 
@@ -374,9 +319,6 @@ func (w *world) poison(t testing.TB) []queue.PoisonRecord {
 func healthy(k m365sim.Kind) bool {
 	return k != m365sim.KindRevoked && k != m365sim.KindTerminated
 }
-
-// errNotYet is a waitFor condition's "keep waiting".
-var errNotYet = errors.New("not yet")
 
 // deadLetter is a message in a Service Bus queue's dead-letter sub-queue as
 // Service Bus keeps it.

@@ -151,9 +151,11 @@ func killedWorker(t *testing.T, transport, bin string) {
 	fleet := w.sim.Fleet()
 	w.enqueue(t, ids(fleet))
 	c := w.startChild(t, bin)
-	waitFor(t, 2*time.Minute, "the worker process to finish some tenants", func() (bool, error) {
-		states := w.countStates(t)
-		return states[cpvtype.StatusSucceeded]+states[cpvtype.StatusPartial] >= 5, fmt.Errorf("states %v", states)
+	testenv.Eventually(t, 2*time.Minute, "the worker process to finish some tenants", func() error {
+		if states := w.countStates(t); states[cpvtype.StatusSucceeded]+states[cpvtype.StatusPartial] < 5 {
+			return fmt.Errorf("states %v", states)
+		}
+		return nil
 	})
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -195,9 +197,11 @@ func terminatedWorker(t *testing.T, transport, bin string) {
 	w.enqueue(t, ids(fleet))
 	const grace = 4 * time.Second
 	c := w.startChild(t, bin, "CPV_SHUTDOWN_GRACE="+grace.String())
-	waitFor(t, 2*time.Minute, "refreshes in flight (status rows marked running)", func() (bool, error) {
-		states := w.countStates(t)
-		return states[cpvtype.StatusRunning] >= 2, fmt.Errorf("states %v", states)
+	testenv.Eventually(t, 2*time.Minute, "refreshes in flight (status rows marked running)", func() error {
+		if states := w.countStates(t); states[cpvtype.StatusRunning] < 2 {
+			return fmt.Errorf("states %v", states)
+		}
+		return nil
 	})
 	signalled := time.Now()
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {

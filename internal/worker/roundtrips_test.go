@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 	"github.com/cpvrefresh/cpvrefresh/internal/worker"
 )
 
@@ -124,17 +126,28 @@ func roundTripsCounted(t *testing.T, transport string) {
 	// store and at the queue's own state (not through the worker's
 	// transport, whose requests are being counted).
 	var st store.Status
-	waitFor(t, time.Minute, "the tenant's result and an empty queue", func() (bool, error) {
+	testenv.Eventually(t, time.Minute, "the tenant's result and an empty queue", func() error {
 		st, err = w.store.GetStatus(ctx, tenant)
-		if err != nil || !final(st) {
-			return false, errNotYet
+		if err != nil {
+			return err
+		}
+		if !final(st) {
+			return fmt.Errorf("status %s", st.State)
 		}
 		if w.bus != nil {
-			pq := w.bus.Queue(t, w.qname)
-			return pq.Active+pq.Locked+pq.Scheduled == 0, errNotYet
+			if pq := w.bus.Queue(t, w.qname); pq.Active+pq.Locked+pq.Scheduled != 0 {
+				return fmt.Errorf("peer queue %+v", pq)
+			}
+			return nil
 		}
 		work, _, err := w.queue.Depth(ctx)
-		return err == nil && work == 0, err
+		if err != nil {
+			return err
+		}
+		if work != 0 {
+			return fmt.Errorf("%d messages in the work queue", work)
+		}
+		return nil
 	})
 	stop() // no receive after this
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -242,75 +243,79 @@ func TestFinish(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			src, res := newFakeSource(), newFakeResults()
-			if tt.prev != nil {
-				res.statuses[fakeTenant] = *tt.prev
-			}
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			refresh := tt.refresh
-			if tt.cancel {
-				inner := refresh
-				refresh = func(rctx context.Context) (cpv.Result, error) { cancel(); return inner(rctx) }
-			}
-			ref := &fakeRefresher{fn: refresh}
-			cfg := Config{ManifestVersion: "v1", MaxAttempts: 3, RetryBase: base, RetryMax: time.Minute,
-				MarkRunningAfter: -1, MessageTimeout: tt.timeout, WorkerID: "w1"}
-			w, err := New(cfg, src, ref, res)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d := &queue.Delivery{ID: "m1", Attempt: max(tt.attempt, 1)}
-			if tt.body != "" {
-				d.Body = []byte(tt.body)
-				d.Message, d.Err = queue.Decode(d.Body)
-			} else {
-				d.Message = queue.Message{V: queue.Version, TenantID: fakeTenant, Op: cpvtype.OpRefresh, Reason: queue.ReasonManual,
-					RunID: "run", RequestID: "req", RequestedBy: "test", RequestedAt: requested}
-			}
-			res.getErr, res.putErr = tt.getErr, tt.putErr
-			w.handle(ctx, d)
-
-			got := src.settled["m1"]
-			if len(got) != 1 {
-				t.Fatalf("settlements %+v, want exactly one", got)
-			}
-			s := got[0]
-			if s.How != tt.want.How || s.Delay < tt.want.MinDelay || s.Delay > tt.want.MaxDelay || !strings.Contains(s.Reason, tt.want.Reason) {
-				t.Errorf("settled %+v, want %s with a delay in [%s, %s] and a reason containing %q",
-					s, tt.want.How, tt.want.MinDelay, tt.want.MaxDelay, tt.want.Reason)
-			}
-			wantMetrics := map[string]float64{"processed " + tt.want.Outcome: 1}
-			if tt.want.PoisonClass != "" {
-				wantMetrics["poisoned "+tt.want.PoisonClass] = 1
-			}
-			if tt.want.Throttled {
-				wantMetrics["throttled"] = 1
-			}
-			if diff := cmp.Diff(wantMetrics, metricsOf(w.met)); diff != "" {
-				t.Errorf("metrics (-want +got):\n%s", diff)
-			}
-			st, has := res.statuses[fakeTenant]
-			if tt.want.State == "" && has {
-				t.Errorf("status row written: %+v", st)
-			}
-			if st.State != tt.want.State {
-				t.Errorf("status row state %q, want %q (%+v)", st.State, tt.want.State, st)
-			}
-			if tt.prev != nil && (tt.want.Outcome == OutcomeThrottled || tt.want.Outcome == OutcomeReleased || tt.want.Outcome == OutcomeCoalesced) {
-				if diff := cmp.Diff(*tt.prev, st); diff != "" {
-					t.Errorf("status row not as it was (-want +got):\n%s", diff)
+			// In a synctest bubble, MessageTimeout (the timed-out case) and
+			// the worker's timers run in fake time.
+			synctest.Test(t, func(t *testing.T) {
+				src, res := newFakeSource(), newFakeResults()
+				if tt.prev != nil {
+					res.statuses[fakeTenant] = *tt.prev
 				}
-			}
-			if tt.want.RoundTrips != 0 && (st.RoundTrips != tt.want.RoundTrips || st.Attempts != tt.want.Attempts) {
-				t.Errorf("status row: %d round trips, %d attempts; want %d, %d", st.RoundTrips, st.Attempts, tt.want.RoundTrips, tt.want.Attempts)
-			}
-			if len(res.history) != tt.want.History {
-				t.Errorf("%d history rows, want %d", len(res.history), tt.want.History)
-			}
-			if (ref.calls > 0) != tt.want.Refreshed {
-				t.Errorf("refresher called %d times, want called: %v", ref.calls, tt.want.Refreshed)
-			}
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				refresh := tt.refresh
+				if tt.cancel {
+					inner := refresh
+					refresh = func(rctx context.Context) (cpv.Result, error) { cancel(); return inner(rctx) }
+				}
+				ref := &fakeRefresher{fn: refresh}
+				cfg := Config{ManifestVersion: "v1", MaxAttempts: 3, RetryBase: base, RetryMax: time.Minute,
+					MarkRunningAfter: -1, MessageTimeout: tt.timeout, WorkerID: "w1"}
+				w, err := New(cfg, src, ref, res)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d := &queue.Delivery{ID: "m1", Attempt: max(tt.attempt, 1)}
+				if tt.body != "" {
+					d.Body = []byte(tt.body)
+					d.Message, d.Err = queue.Decode(d.Body)
+				} else {
+					d.Message = queue.Message{V: queue.Version, TenantID: fakeTenant, Op: cpvtype.OpRefresh, Reason: queue.ReasonManual,
+						RunID: "run", RequestID: "req", RequestedBy: "test", RequestedAt: requested}
+				}
+				res.getErr, res.putErr = tt.getErr, tt.putErr
+				w.handle(ctx, d)
+
+				got := src.settled["m1"]
+				if len(got) != 1 {
+					t.Fatalf("settlements %+v, want exactly one", got)
+				}
+				s := got[0]
+				if s.How != tt.want.How || s.Delay < tt.want.MinDelay || s.Delay > tt.want.MaxDelay || !strings.Contains(s.Reason, tt.want.Reason) {
+					t.Errorf("settled %+v, want %s with a delay in [%s, %s] and a reason containing %q",
+						s, tt.want.How, tt.want.MinDelay, tt.want.MaxDelay, tt.want.Reason)
+				}
+				wantMetrics := map[string]float64{"processed " + tt.want.Outcome: 1}
+				if tt.want.PoisonClass != "" {
+					wantMetrics["poisoned "+tt.want.PoisonClass] = 1
+				}
+				if tt.want.Throttled {
+					wantMetrics["throttled"] = 1
+				}
+				if diff := cmp.Diff(wantMetrics, metricsOf(w.met)); diff != "" {
+					t.Errorf("metrics (-want +got):\n%s", diff)
+				}
+				st, has := res.statuses[fakeTenant]
+				if tt.want.State == "" && has {
+					t.Errorf("status row written: %+v", st)
+				}
+				if st.State != tt.want.State {
+					t.Errorf("status row state %q, want %q (%+v)", st.State, tt.want.State, st)
+				}
+				if tt.prev != nil && (tt.want.Outcome == OutcomeThrottled || tt.want.Outcome == OutcomeReleased || tt.want.Outcome == OutcomeCoalesced) {
+					if diff := cmp.Diff(*tt.prev, st); diff != "" {
+						t.Errorf("status row not as it was (-want +got):\n%s", diff)
+					}
+				}
+				if tt.want.RoundTrips != 0 && (st.RoundTrips != tt.want.RoundTrips || st.Attempts != tt.want.Attempts) {
+					t.Errorf("status row: %d round trips, %d attempts; want %d, %d", st.RoundTrips, st.Attempts, tt.want.RoundTrips, tt.want.Attempts)
+				}
+				if len(res.history) != tt.want.History {
+					t.Errorf("%d history rows, want %d", len(res.history), tt.want.History)
+				}
+				if (ref.calls > 0) != tt.want.Refreshed {
+					t.Errorf("refresher called %d times, want called: %v", ref.calls, tt.want.Refreshed)
+				}
+			})
 		})
 	}
 }

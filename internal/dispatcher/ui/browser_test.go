@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"image/png"
@@ -27,14 +28,12 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher/ui"
-	"github.com/cpvrefresh/cpvrefresh/internal/entra"
-	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
-	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv/rig"
 	"github.com/cpvrefresh/cpvrefresh/internal/worker"
 )
 
@@ -65,20 +64,14 @@ func newStack(t *testing.T) *stack {
 	t.Helper()
 	ctx := context.Background()
 	az := testenv.Azurite(t)
-	sim, err := m365sim.New(m365sim.Options{Seed: 7, Tenants: 8, Mix: map[m365sim.Kind]float64{
+	sim := testenv.Sim(t, m365sim.Options{Seed: 7, Tenants: 8, Mix: map[m365sim.Kind]float64{
 		m365sim.KindNew: 2, m365sim.KindCorrect: 1, m365sim.KindDrifted: 2, m365sim.KindUnlicensed: 1,
 		m365sim.KindRevoked: 1, m365sim.KindTerminated: 1,
-	}, Permissions: testenv.SimPermissions(cpv.DefaultManifest())})
-	if err != nil {
-		t.Fatalf("m365sim.New: %v", err)
-	}
-	if err := sim.Start(); err != nil {
-		t.Fatalf("sim.Start: %v", err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	}})
 	s := &stack{sim: sim, manifest: cpv.DefaultManifest(), want: sim.Permissions()}
 
 	qname := testenv.Name("uiq")
+	var err error
 	s.queue, err = queue.NewStorageQueue(queue.StorageQueueConfig{
 		ConnectionString: az.ConnectionString, Queue: qname, Visibility: 5 * time.Second,
 	})
@@ -94,17 +87,10 @@ func newStack(t *testing.T) *stack {
 	}
 
 	// Credentials and clients as the daemons build them, trusting the simulator's CA.
-	hc := &http.Client{Transport: cpv.CountingTransport(sim.HTTPClient().Transport, sim.GraphURL(), sim.PartnerCenterURL())}
-	cred, err := entra.NewCredential(entra.Config{
-		Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(),
-		ClientSecret: sim.AppSecret(), AuthorityHost: sim.AuthorityHost(), HTTPClient: hc,
-	})
-	if err != nil {
-		t.Fatalf("entra.NewCredential: %v", err)
-	}
+	r := rig.New(t, sim, rig.Options{Manifest: s.manifest, Backoff: rig.ClientBackoff})
 
 	disc, err := gdap.New(gdap.Config{
-		GraphURL: sim.GraphURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: cred, HTTPClient: sim.HTTPClient(),
+		GraphURL: sim.GraphURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: r.Cred, HTTPClient: sim.HTTPClient(),
 	})
 	if err != nil {
 		t.Fatalf("gdap.New: %v", err)
@@ -139,20 +125,6 @@ func newStack(t *testing.T) *stack {
 		t.Fatalf("Mirror: %v", err)
 	}
 
-	dir, err := graph.New(graph.Config{BaseURL: sim.GraphURL(), Credential: cred, HTTPClient: hc})
-	if err != nil {
-		t.Fatalf("graph.New: %v", err)
-	}
-	pc, err := partnercenter.New(partnercenter.Config{
-		BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: cred, HTTPClient: hc,
-	})
-	if err != nil {
-		t.Fatalf("cpv.NewPartnerCenter: %v", err)
-	}
-	engine, err := cpv.New(cpv.Config{Manifest: s.manifest, AppID: sim.AppID(), Directory: dir, Consenter: pc})
-	if err != nil {
-		t.Fatalf("cpv.New: %v", err)
-	}
 	s.worker, err = worker.New(worker.Config{
 		Concurrency:     4,
 		Visibility:      5 * time.Second,
@@ -167,7 +139,7 @@ func newStack(t *testing.T) *stack {
 		Host:            "ui-test-host",
 		ManifestVersion: s.manifest.Version(),
 		Logger:          testLogger(),
-	}, s.queue, engine, s.store)
+	}, s.queue, r.Engine, s.store)
 	if err != nil {
 		t.Fatalf("worker.New: %v", err)
 	}
@@ -214,29 +186,6 @@ func (s *stack) workerPaused(t *testing.T) bool {
 		t.Fatalf("worker /readyz: %v (%s)", err, rec.Body.String())
 	}
 	return body.Paused
-}
-
-// waitFor polls cond (state outside the browser) until it holds; the limit
-// guards against a hang and is not a performance assertion.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() (bool, error)) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			t.Fatalf("gave up waiting for %s (last error: %v)", what, last)
-		case <-tick.C:
-		}
-	}
 }
 
 // browser drives one headless Chromium tab.
@@ -584,20 +533,31 @@ func TestBrowser(t *testing.T) {
 	}
 	b.click("#switch-workers")
 	b.until("workers paused", `document.querySelector('#switch-workers').getAttribute('aria-checked') === 'true'`, 20*time.Second)
-	waitFor(t, 30*time.Second, "the worker to see the pause switch", func() (bool, error) { return s.workerPaused(t), nil })
+	testenv.Eventually(t, 30*time.Second, "the worker to see the pause switch", func() error {
+		if !s.workerPaused(t) {
+			return errors.New("the worker's /readyz says it is not paused")
+		}
+		return nil
+	})
 
 	b.click(`a[data-nav="tenants"]`)
 	b.click("#refresh-all")
 	b.confirm("Refresh the CPV permissions of every tenant?", "confirm-ok")
 	b.until("the run's progress", `document.querySelector('#run-progress')`, 20*time.Second)
 	var run store.Run
-	waitFor(t, 60*time.Second, "the bulk run to be enqueued", func() (bool, error) {
+	testenv.Eventually(t, 60*time.Second, "the bulk run to be enqueued", func() error {
 		runs, err := s.store.ListRuns(ctx, 5)
-		if err != nil || len(runs) == 0 {
-			return false, err
+		if err != nil {
+			return err
+		}
+		if len(runs) == 0 {
+			return errors.New("no run")
 		}
 		run = runs[0]
-		return strings.HasPrefix(run.ID, dispatcher.KindBulk+"-") && !run.Finished.IsZero(), nil
+		if !strings.HasPrefix(run.ID, dispatcher.KindBulk+"-") || run.Finished.IsZero() {
+			return fmt.Errorf("latest run %s, finished %v", run.ID, run.Finished)
+		}
+		return nil
 	})
 	if run.Enqueued == 0 {
 		t.Fatalf("the bulk run %s enqueued nothing", run.ID)

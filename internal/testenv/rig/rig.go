@@ -6,6 +6,7 @@
 package rig
 
 import (
+	"log/slog"
 	"net/http"
 	"testing"
 	"time"
@@ -39,7 +40,18 @@ type Options struct {
 	Credential azcore.TokenCredential
 	// HTTP replaces the counting client (with Credential).
 	HTTP *http.Client
+	// Backoff is Partner Center's first retry delay ceiling: zero means
+	// 20 ms, so that tests meeting a 5xx stay fast; ClientBackoff keeps the
+	// client's own default, as the daemons run it.
+	Backoff time.Duration
+	// Logger receives the Graph client's, Partner Center's and the
+	// engine's records (nil: discard).
+	Logger *slog.Logger
 }
+
+// ClientBackoff, as Options.Backoff, keeps the Partner Center client's own
+// backoff.
+const ClientBackoff time.Duration = -1
 
 // HTTPClient is a client that trusts the simulator's CA and counts each
 // request in the request context's cpv.Trips.
@@ -75,16 +87,24 @@ func New(t testing.TB, sim *m365sim.Sim, opts Options) *Rig {
 	if cred == nil {
 		cred = Credential(t, sim, hc)
 	}
-	dir, err := graph.New(graph.Config{BaseURL: sim.GraphURL(), Credential: cred, HTTPClient: hc})
+	dir, err := graph.New(graph.Config{BaseURL: sim.GraphURL(), Credential: cred, HTTPClient: hc, Logger: opts.Logger})
 	if err != nil {
 		t.Fatalf("graph.New: %v", err)
+	}
+	backoff := opts.Backoff
+	switch {
+	case backoff == 0:
+		backoff = 20 * time.Millisecond
+	case backoff < 0:
+		backoff = 0 // the client's default
 	}
 	pc, err := partnercenter.New(partnercenter.Config{
 		BaseURL:         sim.PartnerCenterURL(),
 		PartnerTenantID: sim.PartnerTenantID(),
 		Credential:      cred,
 		HTTPClient:      hc,
-		Backoff:         20 * time.Millisecond,
+		Backoff:         backoff,
+		Logger:          opts.Logger,
 	})
 	if err != nil {
 		t.Fatalf("partnercenter.New: %v", err)
@@ -93,7 +113,7 @@ func New(t testing.TB, sim *m365sim.Sim, opts Options) *Rig {
 	if m == nil {
 		m = cpv.DefaultManifest()
 	}
-	engine, err := cpv.New(cpv.Config{Manifest: m, AppID: sim.AppID(), Directory: dir, Consenter: pc, Exact: opts.Exact})
+	engine, err := cpv.New(cpv.Config{Manifest: m, AppID: sim.AppID(), Directory: dir, Consenter: pc, Exact: opts.Exact, Logger: opts.Logger})
 	if err != nil {
 		t.Fatalf("cpv.New: %v", err)
 	}
