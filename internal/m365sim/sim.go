@@ -117,6 +117,9 @@ type Sim struct {
 	partnerDomain string
 	seed          uint64
 
+	drawMu   sync.Mutex
+	faultRng *rand.Rand // the fault stream (faultDraw)
+
 	// Directory state.
 	mu        sync.RWMutex
 	tenants   map[uuid.UUID]*tenant
@@ -205,6 +208,7 @@ func New(opts Options) (*Sim, error) {
 		now:       opts.Now,
 		want:      want,
 		seed:      uint64(opts.Seed),
+		faultRng:  rand.New(rand.NewPCG(uint64(opts.Seed), 0xfa017)),
 		tenants:   map[uuid.UUID]*tenant{},
 		domains:   map[string]*tenant{},
 		relByID:   map[string]*relationship{},
