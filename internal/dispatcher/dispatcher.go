@@ -113,7 +113,11 @@ type Config struct {
 	// Registry receives the dispatcher's metrics and is served at /metrics;
 	// a new one when nil.
 	Registry *prometheus.Registry
-	Logger   *slog.Logger
+	// SeparateMetrics serves /metrics only through MetricsHandler (a
+	// listener of its own); Handler then answers 404 there.
+	SeparateMetrics bool
+
+	Logger *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
@@ -139,6 +143,7 @@ type Dispatcher struct {
 	certs    *certCache
 	auth     *authenticator
 	handler  http.Handler
+	mhandler http.Handler // /metrics alone (Config.SeparateMetrics)
 	ready    readiness
 
 	// base is cancelled by Close; background work (bulk runs) runs under it.
@@ -236,6 +241,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	d.auth = newAuthenticator(cfg.APIKeys, cfg.AuthIssuer, cfg.AuthAudience, cfg.AuthJWKSURL, cfg.AuthRole,
 		cfg.HTTPClient, cfg.Now)
 	d.handler = d.routes()
+	d.mhandler = d.metricsRoutes()
 	return d, nil
 }
 

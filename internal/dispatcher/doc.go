@@ -59,11 +59,18 @@
 //	GET  /api/tenants/{id}[?limit=20]      tenant, status and history (newest first)
 //	GET  /api/runs[?limit=30], /api/runs/{id}   runs; one run with its progress
 //	GET  /api/backend                      queue depths, endpoints, workers seen, schedule, pause switches
-//	GET  /healthz, /readyz, /metrics
+//	GET  /healthz, /readyz, /metrics        (/metrics on MetricsHandler alone with SeparateMetrics)
 //
-// The CIPP routes also accept GET, as the CIPP front end sends both. Every
-// /api/ route needs an API key ("Authorization: Bearer <key>" or X-API-Key)
-// or an Entra ID bearer token; writes need the configured role in the
-// token's roles claim (API keys may write). Errors are
+// The CIPP routes take POST only (as CIPP's front end sends): a GET is
+// answered 405 and enqueues nothing. A path ServeMux would clean (".", ".."
+// or empty segments) is refused with 400 under /api/ and for every method
+// but GET and HEAD, never redirected into another route. Every JSON answer,
+// the streamed tenant list included, carries X-Content-Type-Options:
+// nosniff. Config.SeparateMetrics moves /metrics to MetricsHandler, for a
+// listener of its own (CPV_METRICS_LISTEN).
+//
+// Every /api/ route needs an API key ("Authorization: Bearer <key>" or
+// X-API-Key) or an Entra ID bearer token; writes need the configured role
+// in the token's roles claim (API keys may write). Errors are
 // {"error":{"code","message"}}.
 package dispatcher

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,8 +24,13 @@ const (
 	readyTTL     = 5 * time.Second
 )
 
-// Handler serves the API, the webhooks, health, metrics and the UI.
+// Handler serves the API, the webhooks, health, metrics (unless
+// Config.SeparateMetrics) and the UI.
 func (d *Dispatcher) Handler() http.Handler { return d.handler }
+
+// MetricsHandler serves /metrics alone, for a listener of its own (see
+// Config.SeparateMetrics).
+func (d *Dispatcher) MetricsHandler() http.Handler { return d.mhandler }
 
 // route is one method of an API path.
 type route struct {
@@ -47,8 +53,13 @@ func (d *Dispatcher) routes() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
 	mux.HandleFunc("/readyz", d.methods(http.MethodGet, d.handleReady))
-	mux.HandleFunc("/metrics", d.methods(http.MethodGet,
-		promhttp.HandlerFor(d.cfg.Registry, promhttp.HandlerOpts{Registry: d.cfg.Registry}).ServeHTTP))
+	if d.cfg.SeparateMetrics {
+		mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "notFound", "metrics are served on their own listener")
+		})
+	} else {
+		mux.HandleFunc("/metrics", d.serveMetrics())
+	}
 	mux.HandleFunc("/webhooks/partnercenter", d.methods(http.MethodPost, d.handleWebhook))
 
 	d.api(mux, "/api/tenants", get(d.handleListTenants))
@@ -61,10 +72,10 @@ func (d *Dispatcher) routes() http.Handler {
 	d.api(mux, "/api/backend", get(d.handleBackend))
 	d.api(mux, "/api/pause", post(d.handlePause))
 	d.api(mux, "/api/events", post(d.handleEvents))
-	// The CIPP front end's shapes (it sends both GET and POST).
-	cippPerm := d.handleCIPPPermissions
-	d.api(mux, "/api/ExecCPVPermissions", post(cippPerm), route{method: http.MethodGet, write: true, h: cippPerm})
-	d.api(mux, "/api/ExecCPVRefresh", post(d.handleCIPPRefresh), route{method: http.MethodGet, write: true, h: d.handleCIPPRefresh})
+	// The CIPP front end's shapes. It sends POST; a GET (a link followed, a
+	// prefetch) must not enqueue, so it is answered 405.
+	d.api(mux, "/api/ExecCPVPermissions", post(d.handleCIPPPermissions))
+	d.api(mux, "/api/ExecCPVRefresh", post(d.handleCIPPRefresh))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "notFound", "no such API route")
 	})
@@ -75,7 +86,57 @@ func (d *Dispatcher) routes() http.Handler {
 		}
 		writeError(w, http.StatusNotFound, "notFound", "no such route")
 	})
-	return d.instrument(mux)
+	return d.instrument(canonical(mux))
+}
+
+// metricsRoutes serves /metrics alone.
+func (d *Dispatcher) metricsRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", d.serveMetrics())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "notFound", "this listener serves /metrics only")
+	})
+	return d.instrument(canonical(mux))
+}
+
+func (d *Dispatcher) serveMetrics() http.HandlerFunc {
+	return d.methods(http.MethodGet,
+		promhttp.HandlerFor(d.cfg.Registry, promhttp.HandlerOpts{Registry: d.cfg.Registry}).ServeHTTP)
+}
+
+// canonical refuses (400) a request whose path ServeMux would clean and
+// redirect: ".", ".." or empty segments. ServeMux answers 307, which a
+// client follows with the same method and body, so POST
+// /api/tenants/../refresh would become a refresh of every tenant. Only
+// reads outside /api/ (the UI's) keep the redirect.
+func canonical(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := cleanPath(r.URL.Path); p != r.URL.Path {
+			read := r.Method == http.MethodGet || r.Method == http.MethodHead
+			if !read || p == "/api" || strings.HasPrefix(p, "/api/") {
+				writeError(w, http.StatusBadRequest, "invalidPath",
+					`the path has ".", ".." or empty segments: send the canonical path`)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath is the path ServeMux serves r under (net/http's cleanPath):
+// rooted, path.Clean'd, with a trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // methods allows only method (and HEAD for GET), answering 405 in JSON.
@@ -248,11 +309,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		b = []byte(`{"error":{"code":"internal","message":"response could not be encoded"}}`)
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	jsonHeaders(w.Header())
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// jsonHeaders are the headers of every JSON answer, written at once or
+// streamed: not cached, and never sniffed as another type.
+func jsonHeaders(h http.Header) {
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
 }
 
 // jsonProblem describes a decoding error briefly, without the input.

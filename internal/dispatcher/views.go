@@ -160,8 +160,7 @@ func (d *Dispatcher) handleListTenants(w http.ResponseWriter, r *http.Request, _
 		d.unavailable(w, r, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
+	jsonHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	first := true
