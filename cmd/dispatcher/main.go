@@ -1,6 +1,7 @@
 // Command dispatcher decides which tenants need a CPV refresh and when, and
 // enqueues one message per tenant: the nightly schedule, Partner Center
-// webhooks and the refresh API, with /healthz, /readyz and /metrics.
+// webhooks and the refresh API, with /healthz, /readyz and /metrics (on a
+// listener of its own when CPV_METRICS_LISTEN is set).
 //
 // Configuration comes from CPV_* environment variables and flags of the same
 // names (run with -h for the list). Exit codes: 0 after a clean shutdown
@@ -64,6 +65,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, _, stde
 // readyKey is the context key of a test's hook, a func(addr string) that
 // serve calls with the address it listens on (tests listen on port 0).
 type readyKey struct{}
+
+// metricsReadyKey is the same for the address of /metrics' own listener
+// (CPV_METRICS_LISTEN); serve calls it before the readyKey hook.
+type metricsReadyKey struct{}
 
 func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error {
 	errs := []error{cfg.Validate()}
@@ -141,6 +146,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		HTTPClient:          hc,
 		Backend:             backendFacts(cfg, st),
 		Registry:            prometheus.NewRegistry(),
+		SeparateMetrics:     cfg.MetricsListen != "",
 		Logger:              log,
 	})
 	if err != nil {
@@ -152,18 +158,23 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	srv := &http.Server{
-		Handler:           d.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      2 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	servers := []*http.Server{newServer(d.Handler(), log)}
+	listeners := []net.Listener{ln}
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("listen on %s (metrics): %w", cfg.MetricsListen, err)
+		}
+		servers = append(servers, newServer(d.MetricsHandler(), log))
+		listeners = append(listeners, mln)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	served := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() { served <- srv.Serve(listeners[i]) }()
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -172,6 +183,12 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 			log.Error("scheduler stopped", "error", err)
 		}
 	}()
+	if len(listeners) > 1 {
+		log.Info("metrics listening", "addr", listeners[1].Addr().String())
+		if ready, ok := ctx.Value(metricsReadyKey{}).(func(string)); ok {
+			ready(listeners[1].Addr().String())
+		}
+	}
 	log.Info("dispatcher listening", "addr", ln.Addr().String(), "id", id,
 		"next_run", d.NextRun(time.Now()), "time_zone", loc.String())
 	if ready, ok := ctx.Value(readyKey{}).(func(string)); ok {
@@ -188,8 +205,10 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer scancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown cut short", "error", err)
+	for _, srv := range servers {
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("http shutdown cut short", "error", err)
+		}
 	}
 	wg.Wait()
 	// Bulk runs in progress get the rest of the grace period; a run cut
@@ -198,6 +217,18 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		log.Warn("bulk runs cancelled at shutdown; they will be resumed", "error", err)
 	}
 	return failure
+}
+
+// newServer is an HTTP server with the daemon's timeouts.
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // backendFacts are the resources the backend page shows; never secrets.

@@ -194,3 +194,100 @@ func TestHelpExits0(t *testing.T) {
 		t.Errorf("-h: no usage:\n%s", out.String())
 	}
 }
+
+// With CPV_METRICS_LISTEN set, /metrics is served on that address only:
+// the main listener answers 404 there, and the metrics listener serves
+// nothing but /metrics.
+func TestMetricsOnOwnListener(t *testing.T) {
+	sim := testenv.Sim(t, m365sim.Options{Seed: 4, Tenants: 2})
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := sim.WriteCA(ca); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SSL_CERT_FILE", ca)
+	az := testenv.Azurite(t)
+	const key = "cmd-test-key-0123456789"
+	env := map[string]string{
+		"CPV_STORAGE_CONNECTION_STRING": az.ConnectionString,
+		"CPV_QUEUE":                     testenv.Name("cmdq"),
+		"CPV_TABLE_PREFIX":              testenv.Name("cmd"),
+		"CPV_PARTNER_TENANT_ID":         sim.PartnerTenantID(),
+		"CPV_CLIENT_ID":                 sim.AppID(),
+		"CPV_CLIENT_SECRET":             sim.AppSecret(),
+		"CPV_AUTHORITY_HOST":            sim.AuthorityHost(),
+		"CPV_GRAPH_URL":                 sim.GraphURL(),
+		"CPV_PARTNER_CENTER_URL":        sim.PartnerCenterURL(),
+		"CPV_API_KEYS":                  key,
+		"CPV_DISPATCHER_LISTEN":         "127.0.0.1:0",
+		"CPV_METRICS_LISTEN":            "127.0.0.1:0",
+		"CPV_DISPATCHER_ID":             "cmd-metrics",
+		"CPV_LOG_FORMAT":                "json",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrc, metricsc := make(chan string, 1), make(chan string, 1)
+	ctx = context.WithValue(ctx, metricsReadyKey{}, func(a string) { metricsc <- a })
+	done := make(chan int, 1)
+	var logs syncBuffer
+	go func() {
+		done <- cli.Report(&logs, "dispatcher", run(withReady(ctx, func(a string) { addrc <- a }), nil, envOf(env), io.Discard, &logs))
+	}()
+	var addr, maddr string
+	select {
+	case addr = <-addrc:
+	case code := <-done:
+		t.Fatalf("daemon exited with %d:\n%s", code, logs.String())
+	case <-time.After(time.Minute):
+		t.Fatalf("daemon did not start:\n%s", logs.String())
+	}
+	select {
+	case maddr = <-metricsc:
+	default:
+		t.Fatalf("no metrics listener:\n%s", logs.String())
+	}
+	if addr == maddr {
+		t.Fatalf("metrics and API share %s", addr)
+	}
+	do := func(method, url string) (int, string) {
+		req, _ := http.NewRequest(method, url, nil)
+		req.Header.Set("X-API-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, url, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, tc := range []struct {
+		method, url string
+		want        int
+	}{
+		{"GET", "http://" + addr + "/healthz", 200},
+		{"GET", "http://" + addr + "/api/backend", 200},
+		{"GET", "http://" + addr + "/metrics", 404},
+		{"GET", "http://" + maddr + "/healthz", 404},
+		{"GET", "http://" + maddr + "/api/backend", 404},
+		{"POST", "http://" + maddr + "/api/refresh", 404},
+	} {
+		if code, body := do(tc.method, tc.url); code != tc.want {
+			t.Errorf("%s %s: %d, want %d (%s)", tc.method, tc.url, code, tc.want, body)
+		}
+	}
+	code, body := do("GET", "http://"+maddr+"/metrics")
+	for _, series := range []string{`cpv_dispatcher_api_requests_total{code="200",route="/healthz"}`, "go_goroutines"} {
+		if code != 200 || !strings.Contains(body, series) {
+			t.Errorf("GET /metrics on the metrics listener: %d, lacks %s", code, series)
+		}
+	}
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit code %d, want 0:\n%s", code, logs.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("daemon did not stop")
+	}
+}

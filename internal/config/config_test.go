@@ -86,6 +86,17 @@ func TestValidate(t *testing.T) {
 	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "API is closed") {
 		t.Fatalf("a dispatcher with no API authentication must be refused, got %v", err)
 	}
+	d.APIKeys = []string{"0123456789abcdef0123"}
+	if err := d.Validate(); err != nil {
+		t.Fatalf("valid dispatcher config refused: %v", err)
+	}
+	if err := Load(&d, []string{"-metrics-listen", ":9090"}, env(nil), "dispatcher"); err != nil || d.MetricsListen != ":9090" {
+		t.Fatalf("-metrics-listen: %q %v", d.MetricsListen, err)
+	}
+	d.MetricsListen = d.Listen
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "CPV_METRICS_LISTEN") {
+		t.Fatalf("metrics on the main listener's own address must be refused, got %v", err)
+	}
 }
 
 func TestRedactedHidesSecrets(t *testing.T) {

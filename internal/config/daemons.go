@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -64,7 +65,8 @@ type Worker struct {
 // Dispatcher is cmd/dispatcher's configuration.
 type Dispatcher struct {
 	Common
-	Listen              string        `env:"CPV_DISPATCHER_LISTEN" default:":8080" help:"address of the API, UI, webhooks, /healthz, /readyz and /metrics"`
+	Listen              string        `env:"CPV_DISPATCHER_LISTEN" default:":8080" help:"address of the API, UI, webhooks, /healthz, /readyz and /metrics (unless CPV_METRICS_LISTEN is set)"`
+	MetricsListen       string        `env:"CPV_METRICS_LISTEN" help:"address of /metrics alone, which CPV_DISPATCHER_LISTEN then no longer serves (empty: /metrics on CPV_DISPATCHER_LISTEN)"`
 	DispatcherID        string        `env:"CPV_DISPATCHER_ID" help:"name of this replica in run records (default: host name)"`
 	Schedule            string        `env:"CPV_SCHEDULE" default:"0 0 * * *" help:"cron schedule of the nightly refresh of all tenants"`
 	TimeZone            string        `env:"CPV_TIME_ZONE" default:"UTC" help:"IANA time zone of the schedule"`
@@ -199,6 +201,10 @@ func (d *Dispatcher) Validate() error {
 			errs = append(errs, errors.New("CPV_API_KEYS: every key must be at least 16 characters"))
 			break
 		}
+	}
+	// Port 0 gives each listener a port of its own.
+	if _, port, _ := net.SplitHostPort(d.MetricsListen); d.MetricsListen != "" && d.MetricsListen == d.Listen && port != "0" {
+		errs = append(errs, fmt.Errorf("CPV_METRICS_LISTEN %q: must differ from CPV_DISPATCHER_LISTEN (leave it empty to serve /metrics there)", d.MetricsListen))
 	}
 	if d.MaxBody < 1024 || d.MaxBody > 4<<20 {
 		errs = append(errs, fmt.Errorf("CPV_MAX_BODY %d: want 1024..4194304", d.MaxBody))
