@@ -51,7 +51,8 @@
 //     POSTs them; the signing certificate is served at WebhookCertURL.
 //   - Inspection at /_sim/... (no authentication, JSON): fleet, tenants/{id},
 //     conforms/{id} (against the simulator's permission set), stats, stats/reset,
-//     faults (GET, POST merges), failnext, onboard, config (without
+//     faults (GET, POST merges), failnext, revoke/{id} (POST: RevokeTokens),
+//     onboard, config (without
 //     credentials), ca.pem and the webhook certificate.
 //
 // # The fleet

@@ -127,6 +127,8 @@ func (s *Sim) serveGraph(w http.ResponseWriter, r *http.Request) {
 			msg = "Access token validation failure. Invalid audience."
 		} else if t = s.lookupTenant(c.tid); t == nil {
 			msg = "Access token validation failure. Invalid issuer."
+		} else if revokedToken(t, c) {
+			msg = "Access token has been revoked: it was issued before the tenant's token revocation time."
 		}
 	}
 	attr := ""

@@ -446,3 +446,34 @@ func TestWholeRequestFaults(t *testing.T) {
 		t.Errorf("counts %+v, want 2 throttled, 1 server error, 4 Graph requests", c)
 	}
 }
+
+// TestRevokeTokens checks that Graph refuses a tenant's tokens issued before
+// RevokeTokens (401 InvalidAuthenticationToken in Graph's envelope), accepts
+// the ones issued after it, and leaves other tenants' tokens alone.
+func TestRevokeTokens(t *testing.T) {
+	t.Parallel()
+	sim := start(t, m365sim.Options{Seed: 17, Tenants: 8, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}})
+	fleet := sim.Fleet()
+	a, b := fleet[0].ID, fleet[1].ID
+	oldA, oldB := graphToken(t, sim, a), graphToken(t, sim, b)
+	if r := call(t, sim, "POST", "/_sim/revoke/"+a, "", nil); r.Status != http.StatusNoContent {
+		t.Fatalf("POST /_sim/revoke: %d %s", r.Status, r.Raw)
+	}
+	if r := call(t, sim, "POST", "/_sim/revoke/00000000-0000-4000-8000-00000000dead", "", nil); r.Status != http.StatusNotFound {
+		t.Errorf("revoke of an unknown tenant: %d, want 404", r.Status)
+	}
+	newA := graphToken(t, sim, a)
+	got := map[string]string{}
+	for name, tok := range map[string]string{"revoked": oldA, "issued after": newA, "other tenant": oldB} {
+		r := call(t, sim, "GET", "/v1.0/organization", tok, nil)
+		got[name] = fmt.Sprintf("%d %s", r.Status, r.errorCode())
+	}
+	want := map[string]string{"revoked": "401 InvalidAuthenticationToken", "issued after": "200 ", "other tenant": "200 "}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Graph answers (-want +got):\n%s", diff)
+	}
+	sim.RevokeTokens(a)
+	if r := call(t, sim, "GET", "/v1.0/organization", newA, nil); r.Status != http.StatusUnauthorized {
+		t.Errorf("token revoked a second time: %d, want 401", r.Status)
+	}
+}
