@@ -29,9 +29,27 @@ func tripsSince(sim *m365sim.Sim, tenant string, before m365sim.Counts) trips {
 // refresh meets Graph's 401 InvalidAuthenticationToken with the cached
 // token, drops it, gets one new token and succeeds, and the tenant still
 // conforms. A refresh whose token Graph accepts costs 1 token and 1 $batch.
+// With continuous access evaluation, the 401 carries a claims challenge and
+// the new token is asked for with its claims; the cost is the same.
 func TestRevokedTokenIsReplaced(t *testing.T) {
 	t.Parallel()
-	sim := testenv.Sim(t, m365sim.Options{Seed: 41, Tenants: 4, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}})
+	for _, cae := range []bool{false, true} {
+		t.Run(caeName(cae), func(t *testing.T) {
+			t.Parallel()
+			testRevokedTokenIsReplaced(t, cae)
+		})
+	}
+}
+
+func caeName(cae bool) string {
+	if cae {
+		return "claims challenge"
+	}
+	return "no challenge"
+}
+
+func testRevokedTokenIsReplaced(t *testing.T, cae bool) {
+	sim := testenv.Sim(t, m365sim.Options{Seed: 41, Tenants: 4, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}, CAE: cae})
 	r := rig.New(t, sim, rig.Options{})
 	tenant := testenv.TenantsOf(t, sim, m365sim.KindCorrect)[0]
 	ctx := context.Background()
@@ -84,10 +102,21 @@ func (rt *revokeOnIssue) RoundTrip(req *http.Request) (*http.Response, error) {
 // TestRefusedNewTokenIsClassified checks that a token replaced after a 401
 // is replaced once only: when Graph refuses the new token too, the call
 // ends with Graph's 401 classified (Permanent, with advice) after 2 tokens
-// and 2 $batch requests, instead of asking again.
+// and 2 $batch requests, instead of asking again. Under continuous access
+// evaluation the one new token is the one kiota asks for with the
+// challenge's claims.
 func TestRefusedNewTokenIsClassified(t *testing.T) {
 	t.Parallel()
-	sim := testenv.Sim(t, m365sim.Options{Seed: 42, Tenants: 4, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}})
+	for _, cae := range []bool{false, true} {
+		t.Run(caeName(cae), func(t *testing.T) {
+			t.Parallel()
+			testRefusedNewTokenIsClassified(t, cae)
+		})
+	}
+}
+
+func testRefusedNewTokenIsClassified(t *testing.T, cae bool) {
+	sim := testenv.Sim(t, m365sim.Options{Seed: 42, Tenants: 4, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}, CAE: cae})
 	tenant := testenv.TenantsOf(t, sim, m365sim.KindCorrect)[0]
 	hc := &http.Client{Transport: &revokeOnIssue{base: sim.HTTPClient().Transport, sim: sim, tenant: tenant}}
 	r := rig.New(t, sim, rig.Options{HTTP: hc, Credential: rig.Credential(t, sim, hc)})

@@ -1,9 +1,11 @@
 package m365sim_test
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -475,5 +477,29 @@ func TestRevokeTokens(t *testing.T) {
 	sim.RevokeTokens(a)
 	if r := call(t, sim, "GET", "/v1.0/organization", newA, nil); r.Status != http.StatusUnauthorized {
 		t.Errorf("token revoked a second time: %d, want 401", r.Status)
+	}
+}
+
+// TestRevokeTokensCAE checks the continuous access evaluation answer to a
+// revoked token: a 401 whose WWW-Authenticate carries an
+// insufficient_claims challenge with base64 claims.
+func TestRevokeTokensCAE(t *testing.T) {
+	t.Parallel()
+	sim := start(t, m365sim.Options{Seed: 18, Tenants: 2, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}, CAE: true})
+	tenant := sim.Fleet()[0].ID
+	old := graphToken(t, sim, tenant)
+	if r := call(t, sim, "GET", "/v1.0/organization", old, nil); r.Status != http.StatusOK || strings.Contains(r.Header.Get("WWW-Authenticate"), "claims=") {
+		t.Errorf("valid token: %d, WWW-Authenticate %q, want 200 without a claims challenge", r.Status, r.Header.Get("WWW-Authenticate"))
+	}
+	sim.RevokeTokens(tenant)
+	r := call(t, sim, "GET", "/v1.0/organization", old, nil)
+	h := r.Header.Get("WWW-Authenticate")
+	m := regexp.MustCompile(`error="insufficient_claims", claims="([^"]+)"`).FindStringSubmatch(h)
+	if r.Status != http.StatusUnauthorized || r.errorCode() != "InvalidAuthenticationToken" || m == nil {
+		t.Fatalf("revoked token: %d %q, WWW-Authenticate %q", r.Status, r.errorCode(), h)
+	}
+	claims, err := base64.StdEncoding.DecodeString(m[1])
+	if err != nil || !strings.Contains(string(claims), `"access_token"`) {
+		t.Errorf("claims %q: %v, want base64 JSON with access_token", claims, err)
 	}
 }
