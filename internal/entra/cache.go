@@ -119,6 +119,25 @@ func (c *credential) GetToken(ctx context.Context, opts policy.TokenRequestOptio
 	}
 }
 
+// Invalidate drops the token cached for tenant (the partner tenant when
+// empty) and scopes if it is refused, the token a resource has just
+// answered 401 to, so that the next GetToken asks Entra for a new one. A
+// different cached token (another caller already replaced the refused one)
+// is kept, so callers refused at the same time cost one new token, not one
+// each. It makes no request.
+func (c *credential) Invalidate(tenant string, scopes []string, refused string) {
+	if tenant == "" {
+		tenant = c.partner
+	}
+	key := tokenKey{tenant: strings.ToLower(tenant), scope: strings.Join(scopes, " ")}
+	c.cache.mu.Lock()
+	defer c.cache.mu.Unlock()
+	if e, ok := c.cache.entries[key]; ok && e.tok.Token == refused {
+		c.cache.unlink(e)
+		delete(c.cache.entries, key)
+	}
+}
+
 // fetch asks Entra for a token (one round trip) and dates it by the clock
 // read before the request, so it is renewed a little early rather than late.
 func (c *credential) fetch(ctx context.Context, tenant string, scopes []string, claims string) (azcore.AccessToken, error) {

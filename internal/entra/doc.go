@@ -8,7 +8,11 @@
 //     golang.org/x/oauth2 (client secret, certificate assertion, workload
 //     identity federated token, or the partner admin's GDAP refresh token),
 //     cached per (tenant, scope) in a bounded LRU with one request in flight
-//     per key. Why not azidentity's credentials: see NewCredential.
+//     per key. Why not azidentity's credentials: see NewCredential. A token
+//     a resource refuses (Graph's 401 InvalidAuthenticationToken: revoked or
+//     expired early) is dropped with the credential's Invalidate method, so
+//     the next request gets a new one; a claims challenge (continuous access
+//     evaluation) goes to Entra through TokenRequestOptions.Claims.
 //   - ForTenant: the per-tenant wrapper that asks for a customer tenant's
 //     token and turns Entra's AADSTS errors into classified *cpv.Error
 //     values with the operator's advice (Code).

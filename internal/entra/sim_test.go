@@ -713,3 +713,50 @@ func writeCertificate(t *testing.T) string {
 	}
 	return path
 }
+
+// TestInvalidate drops a refused token, and only that one: a token another
+// caller has already put in its place stays cached.
+func TestInvalidate(t *testing.T) {
+	t.Parallel()
+	sim := testenv.Sim(t, m365sim.Options{Seed: 61, Tenants: 4, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}})
+	cred, err := entra.NewCredential(entra.Config{
+		Mode: entra.ModeSecret, PartnerTenantID: sim.PartnerTenantID(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
+		AuthorityHost: sim.AuthorityHost(), HTTPClient: sim.HTTPClient(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, ok := cred.(interface {
+		Invalidate(tenant string, scopes []string, refused string)
+	})
+	if !ok {
+		t.Fatalf("%T has no Invalidate method", cred)
+	}
+	tenant := testenv.TenantsOf(t, sim, m365sim.KindCorrect)[0]
+	scopes := []string{graphScope}
+	get := func() string {
+		t.Helper()
+		tok, err := entra.ForTenant(cred, tenant).GetToken(context.Background(), policy.TokenRequestOptions{Scopes: scopes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.Token
+	}
+	first := get()
+	inv.Invalidate(tenant, scopes, "not the cached token")
+	inv.Invalidate(tenant, []string{"https://api.partnercenter.microsoft.com/.default"}, first)
+	kept := get()
+	inv.Invalidate(strings.ToUpper(tenant), scopes, first)
+	fresh := get()
+	got := struct {
+		Kept, Fresh bool
+		Requests    int
+	}{kept == first, fresh != first, sim.TenantCounts(tenant).Token}
+	want := struct {
+		Kept, Fresh bool
+		Requests    int
+	}{true, true, 2}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("after Invalidate (-want +got):\n%s", diff)
+	}
+}

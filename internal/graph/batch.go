@@ -79,8 +79,9 @@ func decode(body json.RawMessage, v any) error {
 // above maxRetryAfter ends the retries at once: the 429 answers are returned
 // for the caller to turn into a Throttled error. The error is non-nil when a
 // whole $batch failed (token, transport, a 429/5xx on the $batch itself that
-// outlived its retries, 401).
-func (c *Client) send(ctx context.Context, ad abs.RequestAdapter, op, tenant string, reqs []*abs.RequestInformation) ([]answer, error) {
+// outlived its retries, 401; a refused token is replaced once first, see
+// sendBatch).
+func (c *Client) send(ctx context.Context, ad *tenantAdapter, op, tenant string, reqs []*abs.RequestInformation) ([]answer, error) {
 	answers := make([]answer, len(reqs))
 	pending := make([]int, len(reqs))
 	for i := range pending {
@@ -115,21 +116,44 @@ func (c *Client) send(ctx context.Context, ad abs.RequestAdapter, op, tenant str
 	}
 }
 
+// codeBadToken is Graph's answer (401) to a token it refuses: expired,
+// revoked, or not valid for the tenant.
+const codeBadToken = "InvalidAuthenticationToken"
+
 // sendBatch sends the requests reqs[idx...] (at most 20) as one $batch and
-// returns one answer per index. The $batch is built with msgraph-sdk-go-core
+// returns one answer per index. When Graph refuses the token (401
+// InvalidAuthenticationToken: Entra revoked it, or it expired early), the
+// token is dropped from the credential's cache and the $batch sent once more
+// with a new one; a second refusal, or a refusal of a token just issued for
+// a claims challenge, is returned as it is (Permanent, with advice). A token
+// Graph accepts costs nothing more.
+func (c *Client) sendBatch(ctx context.Context, ad *tenantAdapter, op, tenant string, reqs []*abs.RequestInformation, idx []int) ([]answer, error) {
+	got, refused, err := c.sendBatchOnce(ctx, ad, op, tenant, reqs, idx)
+	if refused == "" || c.inv == nil || ad.tokens.fresh(refused) {
+		return got, err
+	}
+	c.inv.Invalidate(tenant, c.scopes, refused)
+	c.log.InfoContext(ctx, "graph refused the token: sent again with a new one", "tenant", tenant, "op", op)
+	got, _, err = c.sendBatchOnce(ctx, ad, op, tenant, reqs, idx)
+	return got, err
+}
+
+// sendBatchOnce sends the requests reqs[idx...] (at most 20) as one $batch and
+// returns one answer per index, or, when Graph answered 401
+// InvalidAuthenticationToken, the token it refused with the error. The $batch is built with msgraph-sdk-go-core
 // (NewBatchRequest, AddBatchRequestStep) and sent through the tenant's kiota
 // adapter (token, middleware); its answer is decoded by a kiota response
 // handler with encoding/json rather than into the core library's
 // BatchResponse, which costs about five times the allocations of the whole
 // Read (kiota parse tree, then generic maps, then JSON again per item),
 // drops JSON numbers from item bodies and panics on some malformed answers.
-func (c *Client) sendBatch(ctx context.Context, ad abs.RequestAdapter, op, tenant string, reqs []*abs.RequestInformation, idx []int) ([]answer, error) {
+func (c *Client) sendBatchOnce(ctx context.Context, ad *tenantAdapter, op, tenant string, reqs []*abs.RequestInformation, idx []int) ([]answer, string, error) {
 	batch := msgraphcore.NewBatchRequest(ad)
 	ids := make([]string, len(idx))
 	for j, i := range idx {
 		item, err := batch.AddBatchRequestStep(*reqs[i])
 		if err != nil {
-			return nil, &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: fmt.Errorf("build $batch item: %w", err)}
+			return nil, "", &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: fmt.Errorf("build $batch item: %w", err)}
 		}
 		ids[j] = deref(item.GetId())
 	}
@@ -138,10 +162,11 @@ func (c *Client) sendBatch(ctx context.Context, ad abs.RequestAdapter, op, tenan
 	info.UrlTemplate = "{+baseurl}/$batch"
 	info.Headers.TryAdd("Accept", "application/json")
 	if err := info.SetContentFromParsable(ctx, ad, "application/json", batch); err != nil {
-		return nil, &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: fmt.Errorf("serialize $batch: %w", err)}
+		return nil, "", &cpv.Error{Op: op, Tenant: tenant, Class: retry.Permanent, Err: fmt.Errorf("serialize $batch: %w", err)}
 	}
 
 	var got batchAnswer
+	var refused string
 	handler := abs.NewRequestHandlerOption()
 	handler.SetResponseHandler(func(response any, _ abs.ErrorMappings) (any, error) {
 		resp, ok := response.(*http.Response)
@@ -155,7 +180,11 @@ func (c *Client) sendBatch(ctx context.Context, ad abs.RequestAdapter, op, tenan
 		}
 		if resp.StatusCode >= 300 {
 			a := answer{status: resp.StatusCode, headers: map[string]any{"Retry-After": resp.Header.Get("Retry-After")}, body: body}
-			return nil, classError(op, tenant, a.failure())
+			f := a.failure()
+			if f.status == http.StatusUnauthorized && strings.EqualFold(f.code, codeBadToken) && resp.Request != nil {
+				refused = bearer(resp.Request.Header.Get("Authorization"))
+			}
+			return nil, classError(op, tenant, f)
 		}
 		if err := json.Unmarshal(body, &got); err != nil {
 			return nil, &cpv.Error{Op: op, Tenant: tenant, Class: retry.Retryable, Status: resp.StatusCode,
@@ -165,7 +194,7 @@ func (c *Client) sendBatch(ctx context.Context, ad abs.RequestAdapter, op, tenan
 	})
 	info.AddRequestOptions([]abs.RequestOption{handler})
 	if _, err := ad.Send(ctx, info, nil, nil); err != nil {
-		return nil, requestError(op, tenant, err)
+		return nil, refused, requestError(op, tenant, err)
 	}
 
 	byID := make(map[string]int, len(got.Responses))
@@ -179,5 +208,13 @@ func (c *Client) sendBatch(ctx context.Context, ad abs.RequestAdapter, op, tenan
 			answers[j] = answer{status: r.Status, headers: r.Headers, body: r.Body}
 		} // else status 0: retried like a 5xx
 	}
-	return answers, nil
+	return answers, "", nil
+}
+
+// bearer is the token of an Authorization header ("" when it has none).
+func bearer(h string) string {
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
 }

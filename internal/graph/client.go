@@ -1,15 +1,18 @@
 package graph
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	abs "github.com/microsoft/kiota-abstractions-go"
 	absauth "github.com/microsoft/kiota-abstractions-go/authentication"
 	kauth "github.com/microsoft/kiota-authentication-azure-go"
@@ -40,7 +43,10 @@ type Config struct {
 	// default) or the simulator's GraphURL().
 	BaseURL string
 	// Credential is the partner app's multi-tenant credential. The client
-	// wraps it per customer tenant with entra.ForTenant.
+	// wraps it per customer tenant with entra.ForTenant. When it has an
+	// Invalidate method (entra.NewCredential's has), a token Graph refuses
+	// with 401 InvalidAuthenticationToken is dropped from its cache and the
+	// request sent once more with a new one.
 	Credential azcore.TokenCredential
 	// Scopes default to ["https://graph.microsoft.com/.default"].
 	Scopes []string
@@ -65,6 +71,7 @@ type Client struct {
 	base          string
 	host          string
 	cred          azcore.TokenCredential
+	inv           tokenInvalidator // nil when cred cannot drop a token
 	scopes        []string
 	http          *http.Client
 	sdk           *msgraphsdk.GraphBaseServiceClient
@@ -75,6 +82,13 @@ type Client struct {
 }
 
 var _ cpv.Directory = (*Client)(nil)
+
+// tokenInvalidator is what the client needs of a credential to drop a
+// cached token Graph has refused (revoked or expired early), so that the
+// next request gets a new one. entra's credential provides it.
+type tokenInvalidator interface {
+	Invalidate(tenant string, scopes []string, refused string)
+}
 
 // New validates cfg and returns a Client. It makes no request.
 func New(cfg Config) (*Client, error) {
@@ -115,6 +129,7 @@ func New(cfg Config) (*Client, error) {
 		log:           cfg.Logger,
 		top:           999,
 	}
+	c.inv, _ = cfg.Credential.(tokenInvalidator)
 	if len(c.scopes) == 0 {
 		c.scopes = []string{DefaultScope}
 	}
@@ -172,13 +187,48 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// tenantAdapter is a request adapter that authenticates as the app in one
+// tenant, with the token source it asks.
+type tenantAdapter struct {
+	abs.RequestAdapter
+	tokens *tenantTokens
+}
+
+// tenantTokens is the tenant's token source for one call. It remembers the
+// last token it got in answer to a claims challenge (kiota's request adapter
+// sends a request again with the claims of a continuous access evaluation
+// challenge, once): a token Entra issued for that challenge is already new,
+// so a 401 to it is not worth another one.
+type tenantTokens struct {
+	azcore.TokenCredential
+	mu         sync.Mutex
+	challenged string
+}
+
+func (t *tenantTokens) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	tok, err := t.TokenCredential.GetToken(ctx, opts)
+	if err == nil && opts.Claims != "" {
+		t.mu.Lock()
+		t.challenged = tok.Token
+		t.mu.Unlock()
+	}
+	return tok, err
+}
+
+// fresh reports whether tok was issued for a claims challenge.
+func (t *tenantTokens) fresh(tok string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.challenged != "" && t.challenged == tok
+}
+
 // adapter returns a request adapter that authenticates as the app in tenant.
 // It is built per call: a few small allocations (see BenchmarkAdapter), no
 // I/O, and nothing that grows with the number of tenants. Tokens are cached
 // by the credential, not here.
-func (c *Client) adapter(tenant string) (abs.RequestAdapter, error) {
-	auth, err := kauth.NewAzureIdentityAuthenticationProviderWithScopesAndValidHosts(
-		entra.ForTenant(c.cred, tenant), c.scopes, []string{c.host})
+func (c *Client) adapter(tenant string) (*tenantAdapter, error) {
+	tokens := &tenantTokens{TokenCredential: entra.ForTenant(c.cred, tenant)}
+	auth, err := kauth.NewAzureIdentityAuthenticationProviderWithScopesAndValidHosts(tokens, c.scopes, []string{c.host})
 	if err != nil {
 		return nil, err
 	}
@@ -187,5 +237,5 @@ func (c *Client) adapter(tenant string) (abs.RequestAdapter, error) {
 		return nil, err
 	}
 	ad.SetBaseUrl(c.base)
-	return ad, nil
+	return &tenantAdapter{RequestAdapter: ad, tokens: tokens}, nil
 }

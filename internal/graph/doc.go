@@ -71,6 +71,19 @@
 // duplicate answers "already exists" and counts as AlreadyPresent, a
 // repeated delete answers 404 and counts as AlreadyPresent.
 //
+// A token Graph refuses (401 InvalidAuthenticationToken: Entra revoked the
+// tenant's tokens, or one expired early) would otherwise stay cached and fail
+// every call until it expires. The client drops it from the credential's
+// cache (the credential's Invalidate method, through a small interface
+// declared here) and sends the $batch once more with a new token; a second
+// refusal is classified like any 401. Under continuous access evaluation,
+// kiota's request adapter already sends the request again once with the
+// challenge's claims (the credential asks Entra for a token with them), and
+// a refusal of that token is not retried again. A token Graph accepts costs
+// nothing more: a correct tenant is still 1 token and 1 $batch.
+// TestRevokedTokenIsReplaced and TestRefusedNewTokenIsClassified run it
+// against the simulator's RevokeTokens.
+//
 // The compression handler is also left out (bodies are a few KiB; gzip costs
 // more CPU than it saves, and a server that refuses it costs a round trip),
 // and so is the redirect handler (a redirect must never carry a tenant's

@@ -41,7 +41,9 @@
 //     organization, and $batch (at most 20 requests, dependsOn, 424 for a
 //     failed dependency, per-item 429 with Retry-After inside a 200). The
 //     directory a request sees is the one of its token's tid. Request bodies
-//     may be gzip-compressed.
+//     may be gzip-compressed. RevokeTokens revokes a tenant's tokens issued
+//     so far: Graph answers them 401 InvalidAuthenticationToken, with a
+//     claims challenge (error="insufficient_claims") when Options.CAE is set.
 //   - Partner Center at /v1/customers/{id}/applicationconsents: POST consents
 //     the partner's app (creating its service principal, the resource service
 //     principals and AllPrincipals grants), DELETE removes it. A partner-tenant
@@ -51,7 +53,8 @@
 //     POSTs them; the signing certificate is served at WebhookCertURL.
 //   - Inspection at /_sim/... (no authentication, JSON): fleet, tenants/{id},
 //     conforms/{id} (against the simulator's permission set), stats, stats/reset,
-//     faults (GET, POST merges), failnext, onboard, config (without
+//     faults (GET, POST merges), failnext, revoke/{id} (POST: RevokeTokens),
+//     onboard, config (without
 //     credentials), ca.pem and the webhook certificate.
 //
 // # The fleet

@@ -252,6 +252,7 @@ func (s *Sim) serveToken(w http.ResponseWriter, r *http.Request, key string, t *
 	t.mu.Lock()
 	s.materialize(t)
 	revoked := t.revoked
+	gen := t.tokenGen
 	if sp := t.spByAppID(s.appID); sp != nil {
 		appSP = sp.id
 	}
@@ -300,6 +301,9 @@ func (s *Sim) serveToken(w http.ResponseWriter, r *http.Request, key string, t *
 	claims := jwt.MapClaims{
 		"aud": aud, "iss": s.issuer(r, t.idStr), "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(tokenLifetime).Unix(),
 		"tid": t.idStr, "appid": s.appID, "azp": s.appID, "ver": "2.0", "uti": uuid.NewString(),
+	}
+	if gen > 0 {
+		claims[genClaim] = gen
 	}
 	if grant == "client_credentials" {
 		claims["oid"], claims["sub"], claims["idtyp"], claims["appidacr"] = appSP.String(), appSP.String(), "app", "1"
@@ -482,6 +486,35 @@ type caller struct {
 	tid   string
 	aud   string
 	appID string
+	gen   int // genClaim: the tenant's token generation when it was issued
+}
+
+// genClaim is the simulator's private claim carrying the tenant's token
+// generation (see RevokeTokens); a token without it is of generation 0.
+const genClaim = "xms_sim_gen"
+
+// RevokeTokens revokes every token issued so far in tenant, as Entra does
+// when an administrator revokes the app's sessions or continuous access
+// evaluation ends them: Graph answers 401 InvalidAuthenticationToken to
+// them, while tokens issued from now on are accepted. It reports whether
+// the tenant exists.
+func (s *Sim) RevokeTokens(tenant string) bool {
+	t := s.lookupTenant(tenant)
+	if t == nil {
+		return false
+	}
+	t.mu.Lock()
+	t.tokenGen++
+	t.mu.Unlock()
+	return true
+}
+
+// revokedToken reports whether c's token was issued before t's last
+// RevokeTokens.
+func revokedToken(t *tenant, c caller) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return c.gen < t.tokenGen
 }
 
 // authenticate validates the bearer token of r (signature, expiry); the
@@ -510,6 +543,9 @@ func (s *Sim) authenticate(r *http.Request) (caller, string) {
 	c := caller{}
 	c.tid, _ = claims["tid"].(string)
 	c.appID, _ = claims["appid"].(string)
+	if g, ok := claims[genClaim].(float64); ok {
+		c.gen = int(g)
+	}
 	if auds, err := claims.GetAudience(); err == nil && len(auds) > 0 {
 		c.aud = strings.TrimSuffix(auds[0], "/")
 	}

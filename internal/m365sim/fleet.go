@@ -61,9 +61,12 @@ type tenant struct {
 	ready   bool
 	rng     *rand.Rand
 	revoked bool
-	sps     []spObj
-	assigns []assignObj
-	grants  []grantObj
+	// tokenGen is the generation of the tenant's tokens: RevokeTokens
+	// increments it, and Graph refuses a token of an older generation.
+	tokenGen int
+	sps      []spObj
+	assigns  []assignObj
+	grants   []grantObj
 }
 
 type spObj struct {

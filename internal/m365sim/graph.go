@@ -22,6 +22,8 @@ type graphError struct {
 	Message    string
 	Details    []errDetail
 	RetryAfter int
+	// Claims is a 401's continuous access evaluation challenge (base64).
+	Claims string
 }
 
 type errDetail struct {
@@ -84,7 +86,11 @@ func (s *Sim) writeGraphError(w http.ResponseWriter, r *http.Request, e *graphEr
 		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
 	}
 	if e.Status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"`)
+		h := `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"`
+		if e.Claims != "" {
+			h += `, error="insufficient_claims", claims="` + e.Claims + `"`
+		}
+		w.Header().Set("WWW-Authenticate", h)
 	}
 	writeJSON(w, e.Status, s.envelope(e, truncate(crid, 100)))
 }
@@ -122,11 +128,18 @@ func (s *Sim) serveGraph(w http.ResponseWriter, r *http.Request) {
 	s.stats.endpoint(r.Method + " /v1.0" + graphLabel(p))
 	c, msg := s.authenticate(r)
 	var t *tenant
+	var challenge string
 	if msg == "" {
 		if !graphAudienceOK(c.aud) {
 			msg = "Access token validation failure. Invalid audience."
 		} else if t = s.lookupTenant(c.tid); t == nil {
 			msg = "Access token validation failure. Invalid issuer."
+		} else if revokedToken(t, c) {
+			msg = "Access token has been revoked: it was issued before the tenant's token revocation time."
+			if s.opts.CAE {
+				msg = "Continuous access evaluation resulted in challenge with result: InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp"
+				challenge = base64.StdEncoding.EncodeToString([]byte(`{"access_token":{"nbf":{"essential":true,"value":"` + strconv.FormatInt(s.now().Unix(), 10) + `"}}}`))
+			}
 		}
 	}
 	attr := ""
@@ -136,7 +149,9 @@ func (s *Sim) serveGraph(w http.ResponseWriter, r *http.Request) {
 	s.stats.add(attr, cGraph)
 	s.delay(r.Context())
 	if msg != "" {
-		s.writeGraphError(w, r, gErr(http.StatusUnauthorized, "InvalidAuthenticationToken", msg))
+		e := gErr(http.StatusUnauthorized, "InvalidAuthenticationToken", msg)
+		e.Claims = challenge
+		s.writeGraphError(w, r, e)
 		return
 	}
 	f := s.Faults()

@@ -1,9 +1,11 @@
 package m365sim_test
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -444,5 +446,60 @@ func TestWholeRequestFaults(t *testing.T) {
 	c := sim.TenantCounts(ft.ID)
 	if c.Throttled != 2 || c.ServerErrors != 1 || c.Graph != 4 {
 		t.Errorf("counts %+v, want 2 throttled, 1 server error, 4 Graph requests", c)
+	}
+}
+
+// TestRevokeTokens checks that Graph refuses a tenant's tokens issued before
+// RevokeTokens (401 InvalidAuthenticationToken in Graph's envelope), accepts
+// the ones issued after it, and leaves other tenants' tokens alone.
+func TestRevokeTokens(t *testing.T) {
+	t.Parallel()
+	sim := start(t, m365sim.Options{Seed: 17, Tenants: 8, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}})
+	fleet := sim.Fleet()
+	a, b := fleet[0].ID, fleet[1].ID
+	oldA, oldB := graphToken(t, sim, a), graphToken(t, sim, b)
+	if r := call(t, sim, "POST", "/_sim/revoke/"+a, "", nil); r.Status != http.StatusNoContent {
+		t.Fatalf("POST /_sim/revoke: %d %s", r.Status, r.Raw)
+	}
+	if r := call(t, sim, "POST", "/_sim/revoke/00000000-0000-4000-8000-00000000dead", "", nil); r.Status != http.StatusNotFound {
+		t.Errorf("revoke of an unknown tenant: %d, want 404", r.Status)
+	}
+	newA := graphToken(t, sim, a)
+	got := map[string]string{}
+	for name, tok := range map[string]string{"revoked": oldA, "issued after": newA, "other tenant": oldB} {
+		r := call(t, sim, "GET", "/v1.0/organization", tok, nil)
+		got[name] = fmt.Sprintf("%d %s", r.Status, r.errorCode())
+	}
+	want := map[string]string{"revoked": "401 InvalidAuthenticationToken", "issued after": "200 ", "other tenant": "200 "}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Graph answers (-want +got):\n%s", diff)
+	}
+	sim.RevokeTokens(a)
+	if r := call(t, sim, "GET", "/v1.0/organization", newA, nil); r.Status != http.StatusUnauthorized {
+		t.Errorf("token revoked a second time: %d, want 401", r.Status)
+	}
+}
+
+// TestRevokeTokensCAE checks the continuous access evaluation answer to a
+// revoked token: a 401 whose WWW-Authenticate carries an
+// insufficient_claims challenge with base64 claims.
+func TestRevokeTokensCAE(t *testing.T) {
+	t.Parallel()
+	sim := start(t, m365sim.Options{Seed: 18, Tenants: 2, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}, CAE: true})
+	tenant := sim.Fleet()[0].ID
+	old := graphToken(t, sim, tenant)
+	if r := call(t, sim, "GET", "/v1.0/organization", old, nil); r.Status != http.StatusOK || strings.Contains(r.Header.Get("WWW-Authenticate"), "claims=") {
+		t.Errorf("valid token: %d, WWW-Authenticate %q, want 200 without a claims challenge", r.Status, r.Header.Get("WWW-Authenticate"))
+	}
+	sim.RevokeTokens(tenant)
+	r := call(t, sim, "GET", "/v1.0/organization", old, nil)
+	h := r.Header.Get("WWW-Authenticate")
+	m := regexp.MustCompile(`error="insufficient_claims", claims="([^"]+)"`).FindStringSubmatch(h)
+	if r.Status != http.StatusUnauthorized || r.errorCode() != "InvalidAuthenticationToken" || m == nil {
+		t.Fatalf("revoked token: %d %q, WWW-Authenticate %q", r.Status, r.errorCode(), h)
+	}
+	claims, err := base64.StdEncoding.DecodeString(m[1])
+	if err != nil || !strings.Contains(string(claims), `"access_token"`) {
+		t.Errorf("claims %q: %v, want base64 JSON with access_token", claims, err)
 	}
 }

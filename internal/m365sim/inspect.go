@@ -62,6 +62,12 @@ func (s *Sim) serveInspect(w http.ResponseWriter, r *http.Request) {
 			diffs = []string{}
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"tenantId": id, "conforms": len(diffs) == 0, "differences": diffs})
+	case strings.HasPrefix(p, "/revoke/") && method == http.MethodPost:
+		if !s.RevokeTokens(strings.TrimPrefix(p, "/revoke/")) {
+			simError(w, http.StatusNotFound, "tenant not found")
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	case p == "/stats" && method == http.MethodGet:
 		writeJSON(w, http.StatusOK, s.Stats())
 	case p == "/stats/reset" && method == http.MethodPost:

@@ -82,6 +82,12 @@ type Options struct {
 	RefreshToken string
 	// Faults are the initial fault and latency settings.
 	Faults Faults
+	// CAE makes Graph answer a revoked token (RevokeTokens) as it answers a
+	// client capable of continuous access evaluation: 401
+	// InvalidAuthenticationToken with a claims challenge,
+	// WWW-Authenticate: Bearer ... error="insufficient_claims",
+	// claims="<base64>". Without it the 401 carries no challenge.
+	CAE bool
 	// Addr is the listen address for Start; "" means "127.0.0.1:0".
 	Addr string
 	// TLSHosts are extra DNS names or IPs for the server certificate (for
