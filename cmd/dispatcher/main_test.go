@@ -171,15 +171,7 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 		t.Errorf("queue depth %d (%v), want at least %d", work, err, len(sim.Fleet()))
 	}
 
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("exit code %d, want 0:\n%s", code, logs.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("daemon did not stop")
-	}
+	stopDaemon(t, cancel, done, &logs)
 	if strings.Contains(logs.String(), sim.AppSecret()) || strings.Contains(logs.String(), "cmd-test-key-0123456789") {
 		t.Error("a secret reached the log")
 	}
@@ -281,6 +273,13 @@ func TestMetricsOnOwnListener(t *testing.T) {
 		}
 	}
 
+	stopDaemon(t, cancel, done, &logs)
+}
+
+// stopDaemon cancels a daemon started by a test and expects it to exit 0
+// within a minute; logs are shown when it does not.
+func stopDaemon(t *testing.T, cancel context.CancelFunc, done <-chan int, logs fmt.Stringer) {
+	t.Helper()
 	cancel()
 	select {
 	case code := <-done:

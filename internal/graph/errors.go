@@ -65,12 +65,11 @@ func classError(op, tenant string, f failure) *cpv.Error {
 		msg += ": " + f.message
 	}
 	e.Err = errors.New(msg)
-	class, _ := retry.Status(f.status, f.retryAfter)
-	switch {
-	case class == retry.Throttled:
+	switch classOf(f.status) {
+	case retry.Throttled:
 		e.Class = retry.Throttled
 		e.RetryAfter = max(f.retryAfter, time.Second)
-	case class == retry.Retryable || f.status == 0:
+	case retry.Retryable:
 		e.Class = retry.Retryable
 	default:
 		e.Class = retry.Permanent

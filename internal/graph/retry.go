@@ -67,18 +67,23 @@ func (h *retryHandler) Intercept(pipeline khttp.Pipeline, index int, req *http.R
 // backoff spaces the retries of 5xx answers that name no delay.
 var backoff = retry.Backoff{Base: 500 * time.Millisecond, Max: 30 * time.Second}
 
+// classOf is retry.Status for a Graph answer, where status 0 stands for a
+// $batch item that got no answer at all: that is retryable.
+func classOf(status int) retry.Class {
+	if status == 0 {
+		return retry.Retryable
+	}
+	class, _ := retry.Status(status, 0)
+	return class
+}
+
 // retryDelay returns how long to wait before attempt+1 of a request answered
 // status, and whether to retry at all (retry.Status decides): a throttled
 // answer waits for its Retry-After (1 s when absent); a retryable one for
-// its Retry-After or the backoff. Status 0 stands for a $batch item that got
-// no answer at all, which is retryable.
+// its Retry-After or the backoff (see classOf for status 0).
 func retryDelay(status int, retryAfterHeader string, attempt int) (time.Duration, bool) {
 	after, ok := retry.ParseAfter(retryAfterHeader, time.Now())
-	class, after := retry.Status(status, after)
-	if status == 0 {
-		class = retry.Retryable
-	}
-	switch class {
+	switch classOf(status) {
 	case retry.Throttled:
 		if !ok {
 			after = time.Second
