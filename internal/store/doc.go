@@ -42,7 +42,7 @@
 // # Writes that are safe to repeat
 //
 // Status rows and heartbeats are upserts (replace), MarkRunning, UpdateRun,
-// UpsertTenant and SetExcluded merges; a redelivered message writes the same
+// UpsertTenant and SetExclusion merges; a redelivered message writes the same
 // rows again. Where only one writer may win, the write is
 // create-if-absent: CreateRun answers ErrExists when the run id exists
 // (the deterministic nightly-YYYY-MM-DD id elects one dispatcher), and a

@@ -47,7 +47,8 @@ const (
 func TestTenants(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStore(t)
+	clk := testenv.NewClock(at(30))
+	s := newStore(t, func(c *store.Config) { c.Now = clk.Now })
 
 	first := store.Tenant{ID: tenantA, DisplayName: "Contoso", DefaultDomain: "contoso.onmicrosoft.com",
 		RelationshipID: "rel-1", RelationshipStatus: "active", FirstSeen: at(0), UpdatedAt: at(0)}
@@ -70,7 +71,7 @@ func TestTenants(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := first
-	want.RelationshipStatus, want.Excluded, want.UpdatedAt = "terminated", true, at(60)
+	want.RelationshipStatus, want.Excluded, want.ExclusionAt, want.UpdatedAt = "terminated", true, at(30), at(60)
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("GetTenant (-want +got):\n%s", d)
 	}
@@ -94,6 +95,77 @@ func TestTenants(t *testing.T) {
 		if !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("%s of a missing tenant: %v, want ErrNotFound", name, err)
 		}
+	}
+}
+
+// An exclusion records who, when and why; including the tenant again
+// records who did that. Neither creates a row for an unknown tenant, a
+// mirror's merge keeps them, and EachExcluded lists only excluded rows.
+func TestTenantExclusion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := testenv.NewClock(at(100))
+	s := newStore(t, func(c *store.Config) { c.Now = clk.Now })
+	for _, id := range []string{tenantA, tenantB} {
+		if err := s.UpsertTenant(ctx, store.Tenant{ID: id, RelationshipStatus: "active", FirstSeen: at(0), UpdatedAt: at(0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := s.RoundTrips()
+	long := strings.Repeat("é", store.MaxExclusionReason) // 2 bytes a rune: cut at a rune boundary
+	if err := s.SetExclusion(ctx, tenantA, store.Exclusion{Excluded: true, By: "user:admin@partner.example", Reason: long}); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.RoundTrips() - before; n != 1 {
+		t.Errorf("SetExclusion: %d round trips, want 1", n)
+	}
+	// A later mirror merges its relationship in and keeps the exclusion.
+	if err := s.UpsertTenant(ctx, store.Tenant{ID: tenantA, RelationshipStatus: "expired", UpdatedAt: at(150)}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetTenant(ctx, tenantA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Tenant{ID: tenantA, RelationshipStatus: "expired", Excluded: true, ExclusionBy: "user:admin@partner.example",
+		ExclusionAt: at(100), ExclusionReason: long[:store.MaxExclusionReason], FirstSeen: at(0), UpdatedAt: at(150)}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("excluded tenant (-want +got):\n%s", d)
+	}
+	var excluded []string
+	if err := s.EachExcluded(ctx, func(tn store.Tenant) error { excluded = append(excluded, tn.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{tenantA}, excluded); d != "" {
+		t.Errorf("EachExcluded (-want +got):\n%s", d)
+	}
+
+	clk.Set(at(200))
+	if err := s.SetExclusion(ctx, tenantA, store.Exclusion{By: "apikey:2"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.GetTenant(ctx, tenantA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Excluded, want.ExclusionBy, want.ExclusionAt, want.ExclusionReason, want.UpdatedAt = false, "apikey:2", at(200), "", at(200)
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("included again (-want +got):\n%s", d)
+	}
+	excluded = nil
+	if err := s.EachExcluded(ctx, func(tn store.Tenant) error { excluded = append(excluded, tn.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(excluded) != 0 {
+		t.Errorf("EachExcluded after the inclusion: %v", excluded)
+	}
+
+	const unknown = "33333333-3333-3333-3333-333333333333"
+	if err := s.SetExclusion(ctx, unknown, store.Exclusion{Excluded: true, By: "x"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SetExclusion of an unknown tenant: %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetTenant(ctx, unknown); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SetExclusion created a row for an unknown tenant: %v", err)
 	}
 }
 
@@ -127,7 +199,8 @@ func TestUpsertTenantConcurrentCreate(t *testing.T) {
 func TestAddTenant(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := newStore(t)
+	clk := testenv.NewClock(at(30))
+	s := newStore(t, func(c *store.Config) { c.Now = clk.Now })
 	trips := func(f func() error) int64 {
 		t.Helper()
 		before := s.RoundTrips()
@@ -152,7 +225,7 @@ func TestAddTenant(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := added
-	want.RelationshipStatus, want.Excluded, want.UpdatedAt = "terminated", true, at(60)
+	want.RelationshipStatus, want.Excluded, want.ExclusionAt, want.UpdatedAt = "terminated", true, at(30), at(60)
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("GetTenant (-want +got):\n%s", d)
 	}

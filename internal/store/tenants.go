@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"time"
+	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
@@ -20,14 +21,31 @@ type Tenant struct {
 	DefaultDomain      string
 	RelationshipID     string // the GDAP relationship the tenant was found through
 	RelationshipStatus string // e.g. "active", "terminated"
-	Excluded           bool   // left out of nightly runs; only SetExcluded changes it
-	FirstSeen          time.Time
-	UpdatedAt          time.Time
+	Excluded           bool   // left out of runs and manual refreshes; only SetExclusion changes it
+	// The last change of Excluded: who made it (a principal name), when
+	// and why. Empty until the first exclusion.
+	ExclusionBy     string
+	ExclusionAt     time.Time
+	ExclusionReason string
+	FirstSeen       time.Time
+	UpdatedAt       time.Time
 }
+
+// Exclusion is a change of a tenant's exclusion: whether it is excluded
+// from now on, who says so, why (optional) and when (zero: now).
+type Exclusion struct {
+	Excluded bool
+	By       string
+	Reason   string
+	At       time.Time
+}
+
+// MaxExclusionReason bounds the reason kept with an exclusion, in bytes.
+const MaxExclusionReason = 500
 
 // UpsertTenant records t, merging into an existing row: empty fields leave
 // the stored values alone, FirstSeen is kept from the first write, and
-// Excluded is set only when the row is created (SetExcluded changes it
+// Excluded is set only when the row is created (SetExclusion changes it
 // afterwards). A known tenant costs one round trip, a new one two.
 func (s *Store) UpsertTenant(ctx context.Context, t Tenant) error {
 	return s.upsertTenant(ctx, "upsert tenant", t, false)
@@ -109,16 +127,32 @@ func (s *Store) upsertTenant(ctx context.Context, op string, t Tenant, createFir
 	return nil
 }
 
-// SetExcluded sets or clears a tenant's exclusion. ErrNotFound if the
-// tenant has no row.
+// SetExcluded sets or clears a tenant's exclusion without saying who or
+// why (SetExclusion with only Excluded set). ErrNotFound if the tenant has
+// no row.
 func (s *Store) SetExcluded(ctx context.Context, tenantID string, excluded bool) error {
-	const op = "set excluded"
+	return s.SetExclusion(ctx, tenantID, Exclusion{Excluded: excluded})
+}
+
+// SetExclusion sets or clears a tenant's exclusion and records who changed
+// it, when and why, in one merge that the row must exist for (ErrNotFound
+// if it has none: excluding a tenant never creates one). The reason is cut
+// to MaxExclusionReason bytes. Repeating it writes the same row again.
+func (s *Store) SetExclusion(ctx context.Context, tenantID string, e Exclusion) error {
+	const op = "set exclusion"
 	if err := checkKey(op, "tenant id", tenantID); err != nil {
 		return err
 	}
+	now := s.now()
+	if e.At.IsZero() {
+		e.At = now
+	}
 	p := props{}
-	p.bool("Excluded", excluded)
-	p.time("UpdatedAt", s.now())
+	p.bool("Excluded", e.Excluded)
+	p.str("ExclusionBy", e.By)
+	p.time("ExclusionAt", e.At)
+	p.str("ExclusionReason", clipBytes(e.Reason, MaxExclusionReason))
+	p.time("UpdatedAt", now)
 	b, err := p.entity(tenantID, tenantRowKey)
 	if err != nil {
 		return failure(op, tenantID, err)
@@ -131,6 +165,17 @@ func (s *Store) SetExcluded(ctx context.Context, tenantID string, excluded bool)
 		return failure(op, tenantID, err)
 	}
 	return nil
+}
+
+// clipBytes cuts s to at most n bytes without splitting a UTF-8 sequence.
+func clipBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // GetTenant reads one tenant. ErrNotFound if it has no row.
@@ -163,6 +208,16 @@ func (s *Store) EachTenant(ctx context.Context, fn func(Tenant) error) error {
 	return nil
 }
 
+// EachExcluded streams the excluded tenants to fn (in tenant id order),
+// filtered by the table service: the rest of the table is not sent.
+func (s *Store) EachExcluded(ctx context.Context, fn func(Tenant) error) error {
+	err := s.each(ctx, s.tenants, "Excluded eq true", "", 0, func(e aztables.EDMEntity) error { return fn(tenantFrom(row{e})) })
+	if err != nil {
+		return eachFailure("list excluded tenants", "", err)
+	}
+	return nil
+}
+
 func tenantFrom(r row) Tenant {
 	return Tenant{
 		ID:                 r.PartitionKey,
@@ -171,6 +226,9 @@ func tenantFrom(r row) Tenant {
 		RelationshipID:     r.str("RelationshipID"),
 		RelationshipStatus: r.str("RelationshipStatus"),
 		Excluded:           r.bool("Excluded"),
+		ExclusionBy:        r.str("ExclusionBy"),
+		ExclusionAt:        r.time("ExclusionAt"),
+		ExclusionReason:    r.str("ExclusionReason"),
 		FirstSeen:          r.time("FirstSeen"),
 		UpdatedAt:          r.time("UpdatedAt"),
 	}
