@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"fmt"
 	"runtime"
+	"sort"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -64,18 +65,25 @@ func TestMirrorIndexChange(t *testing.T) {
 	}
 }
 
-// Vanished are the tenants found through a relationship, not ended, that
-// the listing did not name.
+// Vanished are the tenants the listing did not name: those found through
+// a relationship, not ended, end as terminated; those recorded by id with
+// no relationship are marked "none" once.
 func TestMirrorIndexVanished(t *testing.T) {
 	t.Parallel()
+	const byEvent, marked = "1f2e3d4c-5b6a-4789-8a9b-0c1d2e3f4a5b", "2f2e3d4c-5b6a-4789-8a9b-0c1d2e3f4a5b"
 	x := newMirrorIndex()
-	x.put(tenantX, "rel-1", "active", "Contoso")              // listed below
-	x.put(tenantY, "rel-2", "active", "Fabrikam")             // not listed: vanished
-	x.put(tenantZ, "rel-3", "terminated", "Northwind")        // not listed, already ended
-	x.put("1f2e3d4c-5b6a-4789-8a9b-0c1d2e3f4a5b", "", "", "") // added by an event, no relationship
+	x.put(tenantX, "rel-1", "active", "Contoso")       // listed below
+	x.put(tenantY, "rel-2", "active", "Fabrikam")      // not listed: vanished
+	x.put(tenantZ, "rel-3", "terminated", "Northwind") // not listed, already ended
+	x.put(byEvent, "", "", "")                         // added by an event, no relationship
+	x.put(marked, "", "none", "")                      // marked by an earlier mirror
 	x.change(rel("rel-1", tenantX, "active", "Contoso"))
 	got := x.vanished()
-	want := []mirrorWrite{{t: store.Tenant{ID: tenantY, RelationshipStatus: "terminated"}}}
+	sort.Slice(got, func(i, j int) bool { return got[i].t.ID < got[j].t.ID })
+	want := []mirrorWrite{
+		{t: store.Tenant{ID: byEvent, RelationshipStatus: "none"}},
+		{t: store.Tenant{ID: tenantY, RelationshipStatus: "terminated"}},
+	}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(mirrorWrite{})); diff != "" {
 		t.Errorf("vanished (-want +got):\n%s", diff)
 	}

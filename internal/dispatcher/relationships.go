@@ -23,6 +23,11 @@ var _ Relationships = (*gdap.Client)(nil)
 // relationships have all ended.
 const statusTerminated = "terminated"
 
+// statusNone is what the tenants table records for a tenant recorded by id
+// (an internal event, a reseller webhook) that a complete listing of GDAP
+// relationships does not name: not refreshed by runs until one does.
+const statusNone = "none"
+
 // relationshipRank orders statuses: a tenant's row records its best
 // relationship. Ended (terminated, expired) ranks lowest, then not yet
 // usable (created, approval pending, approved, activating), then usable.
@@ -39,7 +44,8 @@ func relationshipRank(status string) int {
 
 // eligible reports whether a tenant with this stored relationship status is
 // refreshed by a run: its relationship grants access (or the status is not
-// known, e.g. a tenant added by an internal event).
+// known yet, e.g. a tenant added by an internal event before the next
+// mirror, or runs without discovery).
 func eligible(status string) bool {
 	return status == "" || relationshipRank(status) == 2
 }

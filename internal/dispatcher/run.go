@@ -287,7 +287,7 @@ func (d *Dispatcher) Mirror(ctx context.Context) error {
 			"tenants", len(vanished))
 	default:
 		for _, v := range vanished {
-			d.log.InfoContext(ctx, "relationship no longer listed; tenant marked terminated", "tenant", v.t.ID)
+			d.log.InfoContext(ctx, "no relationship listed for tenant; row marked", "tenant", v.t.ID, "status", v.t.RelationshipStatus)
 		}
 		if err := d.writeTenants(ctx, vanished); err != nil {
 			return err
@@ -364,13 +364,20 @@ func (x *mirrorIndex) change(r gdap.Relationship) (mirrorWrite, bool) {
 	return mirrorWrite{t: t, create: !exists}, true
 }
 
-// vanished returns the writes that end tenants found through a
-// relationship (their row names one) that no page listed.
+// vanished returns the writes for tenants no page listed: those found
+// through a relationship (their row names one) end as terminated; those
+// recorded by id with no relationship known (an internal tenant.added
+// event, a reseller webhook) are marked statusNone, so a run stops
+// enqueuing them until a relationship names them.
 func (x *mirrorIndex) vanished() []mirrorWrite {
 	var out []mirrorWrite
 	for u, row := range x.rows {
-		if !row.seen && row.rel != 0 && relationshipRank(row.status) > 0 {
+		switch {
+		case row.seen:
+		case row.rel != 0 && relationshipRank(row.status) > 0:
 			out = append(out, mirrorWrite{t: store.Tenant{ID: u.String(), RelationshipStatus: statusTerminated}})
+		case row.rel == 0 && row.status == "":
+			out = append(out, mirrorWrite{t: store.Tenant{ID: u.String(), RelationshipStatus: statusNone}})
 		}
 	}
 	return out
@@ -379,7 +386,7 @@ func (x *mirrorIndex) vanished() []mirrorWrite {
 // internStatus shares the strings of the statuses Graph knows, so the
 // index holds no copy per tenant.
 func internStatus(s string) string {
-	for _, known := range []string{"active", statusTerminated, "expired", "expiring", "terminationRequested",
+	for _, known := range []string{"active", statusTerminated, statusNone, "expired", "expiring", "terminationRequested",
 		"approvalPending", "approved", "activating", "created", "terminating"} {
 		if s == known {
 			return known
