@@ -92,9 +92,17 @@ func (d *Dispatcher) handleTenantOp(reset bool) func(http.ResponseWriter, *http.
 			writeError(w, http.StatusRequestEntityTooLarge, "payloadTooLarge", err.Error())
 			return
 		}
-		id := r.PathValue("id")
+		id := strings.ToLower(r.PathValue("id"))
 		if !cpvtype.IsGUID(id) {
 			writeError(w, http.StatusBadRequest, "invalidTenant", "the tenant id must be a GUID")
+			return
+		}
+		if err := d.checkNotExcluded(r.Context(), id); err != nil {
+			if errors.Is(err, ErrTenantExcluded) {
+				writeError(w, http.StatusConflict, "tenantExcluded", excludedMessage(err))
+			} else {
+				d.unavailable(w, r, err)
+			}
 			return
 		}
 		reqID, err := d.Enqueue(r.Context(), id, op, queue.ReasonManual, p.Name)
@@ -316,6 +324,15 @@ func (d *Dispatcher) handleCIPPPermissions(w http.ResponseWriter, r *http.Reques
 		op = cpvtype.OpReset
 	}
 	tenant := strings.ToLower(req.TenantFilter)
+	if err := d.checkNotExcluded(r.Context(), tenant); err != nil {
+		if errors.Is(err, ErrTenantExcluded) {
+			writeCIPPError(w, http.StatusConflict, "tenantExcluded", "Failed. "+excludedMessage(err))
+		} else {
+			d.log.ErrorContext(r.Context(), "API request failed", "route", r.Pattern, "error", err)
+			writeCIPPError(w, http.StatusServiceUnavailable, "unavailable", "the store did not answer; try again")
+		}
+		return
+	}
 	reqID, err := d.Enqueue(r.Context(), tenant, op, queue.ReasonManual, p.Name)
 	if err != nil {
 		d.log.ErrorContext(r.Context(), "API request failed", "route", r.Pattern, "error", err)

@@ -31,6 +31,8 @@ type Tenants interface {
 	AddTenant(ctx context.Context, t store.Tenant) error
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 	EachTenant(ctx context.Context, fn func(store.Tenant) error) error
+	EachExcluded(ctx context.Context, fn func(store.Tenant) error) error
+	SetExclusion(ctx context.Context, tenantID string, e store.Exclusion) error
 }
 
 // Runs is the runs table and the leases that guard a run.

@@ -66,6 +66,8 @@ func (d *Dispatcher) routes() http.Handler {
 	d.api(mux, "/api/tenants/{id}", get(d.handleGetTenant))
 	d.api(mux, "/api/tenants/{id}/refresh", post(d.handleTenantOp(false)))
 	d.api(mux, "/api/tenants/{id}/reset", post(d.handleTenantOp(true)))
+	d.api(mux, "/api/tenants/{id}/exclude", post(d.handleExclusion(true)))
+	d.api(mux, "/api/tenants/{id}/include", post(d.handleExclusion(false)))
 	d.api(mux, "/api/refresh", post(d.handleRefreshAll))
 	d.api(mux, "/api/runs", get(d.handleListRuns))
 	d.api(mux, "/api/runs/{id}", get(d.handleGetRun))
@@ -76,6 +78,7 @@ func (d *Dispatcher) routes() http.Handler {
 	// prefetch) must not enqueue, so it is answered 405.
 	d.api(mux, "/api/ExecCPVPermissions", post(d.handleCIPPPermissions))
 	d.api(mux, "/api/ExecCPVRefresh", post(d.handleCIPPRefresh))
+	d.api(mux, "/api/ExecExcludeTenant", post(d.handleCIPPExclude))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "notFound", "no such API route")
 	})

@@ -22,6 +22,9 @@ type TenantView struct {
 	RelationshipID     string      `json:"relationshipId,omitempty"`
 	RelationshipStatus string      `json:"relationshipStatus,omitempty"`
 	Excluded           bool        `json:"excluded"`
+	ExclusionBy        string      `json:"exclusionBy,omitempty"` // the last change of excluded: who, when, why
+	ExclusionAt        *time.Time  `json:"exclusionAt,omitempty"`
+	ExclusionReason    string      `json:"exclusionReason,omitempty"`
 	Known              bool        `json:"known"` // has a row in the tenants table
 	FirstSeen          *time.Time  `json:"firstSeen,omitempty"`
 	UpdatedAt          *time.Time  `json:"updatedAt,omitempty"`
@@ -105,7 +108,8 @@ func timePtr(t time.Time) *time.Time {
 func tenantView(t store.Tenant) TenantView {
 	return TenantView{
 		ID: t.ID, DisplayName: t.DisplayName, DefaultDomain: t.DefaultDomain, RelationshipID: t.RelationshipID,
-		RelationshipStatus: t.RelationshipStatus, Excluded: t.Excluded, Known: true,
+		RelationshipStatus: t.RelationshipStatus, Excluded: t.Excluded, ExclusionBy: t.ExclusionBy,
+		ExclusionAt: timePtr(t.ExclusionAt), ExclusionReason: t.ExclusionReason, Known: true,
 		FirstSeen: timePtr(t.FirstSeen), UpdatedAt: timePtr(t.UpdatedAt),
 	}
 }
@@ -146,12 +150,27 @@ func runView(r store.Run) RunView {
 	}
 }
 
-// handleListTenants serves GET /api/tenants[?state=failed]: every tenant
-// with its status, streamed as a JSON array. Statuses of tenants that have
-// no row in the tenants table (refreshed by id only) come last.
+// handleListTenants serves GET /api/tenants[?state=failed][&excluded=true]:
+// every tenant with its status, streamed as a JSON array. Statuses of
+// tenants that have no row in the tenants table (refreshed by id only)
+// come last; they are never excluded. excluded=true lists the excluded
+// tenants alone (filtered by the table service), excluded=false the rest.
 func (d *Dispatcher) handleListTenants(w http.ResponseWriter, r *http.Request, _ principal) {
 	ctx := r.Context()
 	state := r.URL.Query().Get("state")
+	var excluded *bool
+	if s := r.URL.Query().Get("excluded"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "invalidFilter", "excluded must be true or false")
+			return
+		}
+		excluded = &b
+	}
+	each := d.cfg.Store.EachTenant
+	if excluded != nil && *excluded {
+		each = d.cfg.Store.EachExcluded
+	}
 	statuses := map[string]store.Status{}
 	if err := d.cfg.Store.EachStatus(ctx, func(s store.Status) error {
 		statuses[strings.ToLower(s.TenantID)] = s
@@ -168,6 +187,9 @@ func (d *Dispatcher) handleListTenants(w http.ResponseWriter, r *http.Request, _
 		if state != "" && (v.Status == nil || string(v.Status.State) != state) {
 			return nil
 		}
+		if excluded != nil && v.Excluded != *excluded {
+			return nil
+		}
 		sep := ","
 		if first {
 			sep, first = "[", false
@@ -177,7 +199,7 @@ func (d *Dispatcher) handleListTenants(w http.ResponseWriter, r *http.Request, _
 		}
 		return enc.Encode(v)
 	}
-	err := d.cfg.Store.EachTenant(ctx, func(t store.Tenant) error {
+	err := each(ctx, func(t store.Tenant) error {
 		v := tenantView(t)
 		if s, ok := statuses[strings.ToLower(t.ID)]; ok {
 			v.Status = statusView(s)
@@ -186,7 +208,7 @@ func (d *Dispatcher) handleListTenants(w http.ResponseWriter, r *http.Request, _
 		return emit(v)
 	})
 	for id, s := range statuses {
-		if err != nil {
+		if err != nil || excluded != nil && *excluded {
 			break
 		}
 		err = emit(TenantView{ID: id, Status: statusView(s)})
