@@ -9,6 +9,9 @@
 //	                                                        send refresh (or reset) requests to the queue
 //	worker poison [--max N]                                 list poison messages (reason, attempts, when)
 //	worker redrive [--max N]                                move poison messages back to the work queue
+//	worker exclude <tenant>... [--reason text] [--by name]  leave tenants out of runs and refuse manual refreshes
+//	worker include <tenant>... [--by name]                  include excluded tenants again
+//	worker excluded [--json]                                list the excluded tenants (who, when, why)
 //
 // Configuration comes from CPV_* environment variables or flags of the same
 // names (-queue, -concurrency, ...; `worker help` lists them). Exit status:
@@ -37,6 +40,7 @@ type env struct {
 	opts   *opts
 	stdout io.Writer
 	stderr io.Writer
+	getenv func(string) string
 }
 
 // command is one subcommand: its flags and what it does.
@@ -48,6 +52,9 @@ type command struct {
 	// fullConfig: the command needs the partner credentials (cfg.Validate);
 	// the others need only the storage settings.
 	fullConfig bool
+	// args names the positional arguments the command takes ("<tenant>...");
+	// a command without it takes none.
+	args string
 }
 
 // run runs the command args name; the error's exit status is cli.Code's.
@@ -87,10 +94,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := fs.Parse(subArgs); err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", cmd.name, err))
 	}
-	if len(positional) > 0 {
+	if len(positional) > 0 && cmd.args == "" {
 		errs = append(errs, fmt.Errorf("%s: unexpected arguments %q", cmd.name, positional))
 	}
-	e := &env{opts: o, stdout: stdout, stderr: stderr}
+	o.args = positional
+	e := &env{opts: o, stdout: stdout, stderr: stderr, getenv: getenv}
 	if err := config.Load(&e.cfg, cfgArgs, getenv, "worker"); err != nil {
 		errs = append(errs, err)
 	} else if cmd.fullConfig {
@@ -111,6 +119,9 @@ func commands() []command {
 		{name: "enqueue", summary: "send refresh (or reset) requests for tenants to the queue", flags: enqueueFlags, run: runEnqueue},
 		{name: "poison", summary: "list poison messages without removing them", flags: maxFlag(32), run: runPoison},
 		{name: "redrive", summary: "move poison messages back to the work queue", flags: maxFlag(1000), run: runRedrive},
+		{name: "exclude", summary: "leave tenants out of runs and refuse their manual refreshes", args: "<tenant>...", flags: exclusionFlags(true), run: runExclusion(true)},
+		{name: "include", summary: "include excluded tenants again", args: "<tenant>...", flags: exclusionFlags(false), run: runExclusion(false)},
+		{name: "excluded", summary: "list the excluded tenants: who excluded them, when and why", flags: jsonFlag, run: runExcluded},
 	}
 }
 
@@ -119,6 +130,9 @@ func usage(w io.Writer, cmds []command) {
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		if c.args != "" {
+			fmt.Fprintf(w, "             %s %s\n", c.name, c.args)
+		}
 		if c.flags != nil {
 			fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 			c.flags(fs, &opts{})

@@ -129,7 +129,7 @@ func TestHelp(t *testing.T) {
 	if code := cli.Report(&stderr, "worker", run(context.Background(), []string{"help"}, envOf(nil), &stdout, &stderr)); code != cli.ExitOK {
 		t.Fatalf("help: exit %d", code)
 	}
-	for _, w := range []string{"refresh", "redrive", "poison", "enqueue", "CPV_CONCURRENCY", "-dry-run"} {
+	for _, w := range []string{"refresh", "redrive", "poison", "enqueue", "exclude <tenant>...", "excluded", "CPV_CONCURRENCY", "-dry-run", "-reason"} {
 		if !strings.Contains(stdout.String(), w) {
 			t.Errorf("help lacks %q", w)
 		}

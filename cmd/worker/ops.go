@@ -51,6 +51,8 @@ type opts struct {
 	reason  string
 	runID   string
 	max     int
+	by      string
+	args    []string // positional arguments
 }
 
 func refreshFlags(fs *flag.FlagSet, o *opts) {
