@@ -15,7 +15,7 @@
     renderToken: 0, // bumped on every route change: stale async renders give up
     tenants: [],
     tenantsLoaded: false,
-    list: { search: '', filter: 'all', sort: 'status', dir: 1, page: 0 }, // problems first
+    list: { search: '', filter: 'all', exclusion: 'all', sort: 'status', dir: 1, page: 0 }, // problems first
     run: null,          // the run shown on the tenants page (RunView with progress)
     runError: '',
     requests: [],       // requests made in this tab: {requestId, runId, op, tenantId, tenantName, state, detail, error}
@@ -291,9 +291,11 @@
 
   // ---------- confirmation dialog ----------
 
-  // confirmDialog opens the modal dialog and resolves true when confirmed.
+  // confirmDialog opens the modal dialog and resolves true when confirmed
+  // ({reason} with opts.reasonField), false when not.
   // opts: title, body (nodes), ok, danger, typeToConfirm (text the user
-  // must type before the confirm button works).
+  // must type before the confirm button works), reasonField (a label: an
+  // optional free-text reason).
   function confirmDialog(opts) {
     const dlg = $('#confirm-dialog');
     const form = $('#confirm-form');
@@ -322,6 +324,14 @@
     } else {
       okBtn.disabled = false;
     }
+    let reason = null;
+    if (opts.reasonField) {
+      reason = h('textarea', { id: 'confirm-reason', rows: '3', maxlength: '500', spellcheck: 'true', 'aria-describedby': 'confirm-reason-hint' });
+      body.append(h('div', { class: 'field' },
+        h('label', { for: 'confirm-reason' }, opts.reasonField),
+        reason,
+        h('p', { class: 'hint', id: 'confirm-reason-hint' }, 'Optional. Kept with the tenant, with your name and the time.')));
+    }
     return new Promise((resolve) => {
       let done = false;
       const finish = (v) => {
@@ -342,7 +352,7 @@
       const onSubmit = (ev) => {
         ev.preventDefault();
         if (okBtn.disabled) return;
-        finish(true);
+        finish(reason ? { reason: reason.value.trim() } : true);
       };
       const onCancel = () => finish(false);
       const onClose = () => finish(false); // Escape
@@ -351,6 +361,7 @@
       dlg.addEventListener('close', onClose);
       dlg.showModal();
       if (input) input.focus();
+      else if (reason) reason.focus();
       else if (opts.danger) cancelBtn.focus();
       else okBtn.focus();
     });
@@ -402,6 +413,47 @@
   function reload() {
     if (app.reload) app.reload();
     else route();
+  }
+
+  // requestExclusion excludes a tenant (or includes it again) after a
+  // confirmation; the tenant page shows the result.
+  async function requestExclusion(tenant, exclude) {
+    const name = tenantName(tenant);
+    const answer = await confirmDialog(exclude ? {
+      title: 'Exclude ' + name + '?',
+      body: [h('p', {}, 'Nightly runs and "refresh all" leave ' + name + ' out, and refreshes and resets of it are refused until it is included again. Nothing changes in the tenant itself.')],
+      ok: 'Exclude',
+      reasonField: 'Reason',
+    } : {
+      title: 'Include ' + name + ' again?',
+      body: [h('p', {}, 'Nightly runs and "refresh all" refresh ' + name + ' again, and it can be refreshed or reset by hand.')],
+      ok: 'Include',
+    });
+    if (!answer) return;
+    const region = $('#exclusion-error');
+    if (region) fill(region);
+    try {
+      await api('POST', 'tenants/' + encodeURIComponent(tenant.id) + '/' + (exclude ? 'exclude' : 'include'),
+        exclude && answer.reason ? { reason: answer.reason } : undefined);
+      announce(name + (exclude ? ' is excluded.' : ' is included again.'));
+    } catch (e) {
+      if (e.status === 401) return;
+      announce('The exclusion of ' + name + ' was not changed: ' + e.message);
+      const again = $('#exclusion-error');
+      if (again) fill(again, errorNotice(e));
+      return;
+    }
+    reload();
+  }
+
+  // exclusionText says who excluded (or included) a tenant, when and why.
+  function exclusionText(t) {
+    if (!t.excluded && !t.exclusionBy) return 'included';
+    const parts = [t.excluded ? 'excluded' : 'included again'];
+    if (t.exclusionBy) parts.push(' by ', h('span', { class: 'mono' }, t.exclusionBy));
+    if (validTime(t.exclusionAt)) parts.push(' ', when(t.exclusionAt));
+    if (t.excluded && t.exclusionReason) parts.push(h('span', { class: 'sub', id: 'exclusion-reason' }, 'Reason: ' + t.exclusionReason));
+    return parts;
   }
 
   async function requestRefreshAll() {
@@ -630,6 +682,7 @@
   function matches(t) {
     const l = app.list;
     if (l.filter !== 'all' && statusKey(t) !== l.filter) return false;
+    if (l.exclusion !== 'all' && !!t.excluded !== (l.exclusion === 'excluded')) return false;
     if (!l.search) return true;
     const q = l.search.toLowerCase();
     return [t.displayName, t.defaultDomain, t.id, t.status && t.status.lastError, ...((t.status && t.status.notices) || [])]
@@ -661,6 +714,10 @@
       [['all', 'All statuses'], ['succeeded', 'Succeeded'], ['partial', 'Partial'], ['failed', 'Failed'], ['running', 'Running'], ['never', 'Never refreshed']]
         .map(([v, label]) => h('option', { value: v, selected: app.list.filter === v }, label)));
     filter.addEventListener('change', () => { app.list.filter = filter.value; app.list.page = 0; drawTable(); });
+    const exclusion = h('select', { id: 'exclusion-filter', 'aria-controls': 'tenant-results' },
+      [['all', 'All tenants'], ['included', 'Included'], ['excluded', 'Excluded']]
+        .map(([v, label]) => h('option', { value: v, selected: app.list.exclusion === v }, label)));
+    exclusion.addEventListener('change', () => { app.list.exclusion = exclusion.value; app.list.page = 0; drawTable(); });
 
     page('Tenants',
       h('div', { class: 'page-head' },
@@ -675,7 +732,8 @@
         h('h2', { id: 'list-title', class: 'visually-hidden' }, 'Tenant list'),
         h('div', { class: 'toolbar', role: 'search' },
           h('div', { class: 'field' }, h('label', { for: 'tenant-search' }, 'Search'), search),
-          h('div', { class: 'field' }, h('label', { for: 'status-filter' }, 'Status'), filter)),
+          h('div', { class: 'field' }, h('label', { for: 'status-filter' }, 'Status'), filter),
+          h('div', { class: 'field' }, h('label', { for: 'exclusion-filter' }, 'Runs'), exclusion)),
         h('div', { id: 'tenant-results' }, h('p', { class: 'empty' }, 'Loading tenants…'))));
     drawRequests();
     drawRun();
@@ -794,7 +852,8 @@
     const summary = h('ul', { class: 'summary', 'aria-label': 'Tenants by status' },
       h('li', {}, h('strong', {}, all.length), 'tenants'),
       ['succeeded', 'partial', 'failed', 'running', 'never'].filter((s) => counts[s]).map((s) =>
-        h('li', {}, h('strong', {}, counts[s]), badge(s, s === 'never' ? 'never refreshed' : s))));
+        h('li', {}, h('strong', {}, counts[s]), badge(s, s === 'never' ? 'never refreshed' : s))),
+      all.some((t) => t.excluded) ? h('li', {}, h('strong', {}, all.filter((t) => t.excluded).length), badge('excluded', 'excluded')) : null);
 
     if (!all.length) {
       fill(region, summary, h('p', { class: 'empty' }, 'No tenants yet. Tenants appear when the dispatcher reads the partner\'s GDAP relationships (at the next run) or when a refresh is requested.'));
@@ -844,15 +903,17 @@
         h('a', { href: '#/tenants/' + t.id }, name),
         sub.length ? h('span', { class: 'sub' }, sub.join(' · ')) : null,
         h('span', { class: 'sub mono' }, t.id)),
-      h('td', {}, statusCell, st && st.attempts > 1 ? h('span', { class: 'sub' }, st.attempts + ' failed attempts') : null),
+      h('td', {}, statusCell, t.excluded ? [' ', badge('excluded', 'excluded')] : null, st && st.attempts > 1 ? h('span', { class: 'sub' }, st.attempts + ' failed attempts') : null),
       h('td', { class: 'nowrap' }, when(st && st.lastAttempt), st && st.lastSuccess && st.state === 'failed' ? h('span', { class: 'sub' }, 'last success ', when(st.lastSuccess)) : null),
       h('td', { class: 'nowrap small' }, inPlace(st)),
       h('td', {}, st && st.notices && st.notices.length ? h('ul', { class: 'notices' }, st.notices.map((n) => h('li', {}, n))) : h('span', { class: 'muted' }, '—')),
       h('td', {}, st && st.lastError ? errorBlock(st.lastError, st.advice, true) : h('span', { class: 'muted' }, '—')),
       h('td', { class: 'actions-cell' },
         h('button', { type: 'button', class: 'button small', dataset: { focus: 'refresh:' + t.id, action: 'refresh' }, 'aria-label': 'Refresh ' + name,
+          disabled: !!t.excluded, title: t.excluded ? 'Excluded: include it again to refresh it' : null,
           onclick: () => requestTenantOp(t, 'refresh') }, 'Refresh'),
         h('button', { type: 'button', class: 'button secondary small', dataset: { focus: 'reset:' + t.id, action: 'reset' }, 'aria-label': 'Reset ' + name,
+          disabled: !!t.excluded, title: t.excluded ? 'Excluded: include it again to reset it' : null,
           onclick: () => requestTenantOp(t, 'reset') }, 'Reset')));
   }
 
@@ -904,8 +965,16 @@
       h('div', { class: 'page-head' },
         h('p', { class: 'sub' }, t.defaultDomain ? t.defaultDomain + ' · ' : '', h('span', { class: 'mono' }, t.id)),
         h('div', { class: 'actions' },
-          h('button', { type: 'button', class: 'button', id: 'tenant-refresh', dataset: { focus: 'tenant-refresh' }, onclick: () => requestTenantOp(t, 'refresh') }, 'Refresh'),
-          h('button', { type: 'button', class: 'button secondary', id: 'tenant-reset', dataset: { focus: 'tenant-reset' }, onclick: () => requestTenantOp(t, 'reset') }, 'Reset'))),
+          h('button', { type: 'button', class: 'button', id: 'tenant-refresh', dataset: { focus: 'tenant-refresh' }, disabled: !!t.excluded,
+            'aria-describedby': t.excluded ? 'excluded-note' : null, onclick: () => requestTenantOp(t, 'refresh') }, 'Refresh'),
+          h('button', { type: 'button', class: 'button secondary', id: 'tenant-reset', dataset: { focus: 'tenant-reset' }, disabled: !!t.excluded,
+            'aria-describedby': t.excluded ? 'excluded-note' : null, onclick: () => requestTenantOp(t, 'reset') }, 'Reset'),
+          t.known && !t.excluded ? h('button', { type: 'button', class: 'button secondary', id: 'tenant-exclude', dataset: { focus: 'tenant-exclusion' },
+            onclick: () => requestExclusion(t, true) }, 'Exclude') : null,
+          t.known && t.excluded ? h('button', { type: 'button', class: 'button', id: 'tenant-include', dataset: { focus: 'tenant-exclusion' },
+            onclick: () => requestExclusion(t, false) }, 'Include') : null)),
+      h('div', { id: 'exclusion-error' }),
+      t.excluded ? h('p', { class: 'notice warn', id: 'excluded-note' }, 'This tenant is excluded: runs leave it out and refreshes and resets are refused. Include it again to refresh it.') : null,
       mine.length ? h('section', { class: 'panel', 'aria-labelledby': 'requests-title', id: 'requests' },
         h('h2', { id: 'requests-title' }, 'Your requests'),
         h('ul', { class: 'requests' }, mine.map((r) => renderRequest(r, false)))) : null,
@@ -927,7 +996,7 @@
             h('dt', {}, 'Display name'), h('dd', {}, t.displayName || '—'),
             h('dt', {}, 'Default domain'), h('dd', {}, t.defaultDomain || '—'),
             h('dt', {}, 'GDAP relationship'), h('dd', {}, t.relationshipStatus ? t.relationshipStatus : '—', t.relationshipId ? h('span', { class: 'sub mono' }, t.relationshipId) : null),
-            h('dt', {}, 'Nightly runs'), h('dd', {}, t.excluded ? 'excluded' : 'included'),
+            h('dt', {}, 'Nightly runs'), h('dd', { id: 'tenant-exclusion' }, exclusionText(t)),
             h('dt', {}, 'First seen'), h('dd', {}, when(t.firstSeen, 'unknown'))))),
       st && (st.lastError || (st.notices && st.notices.length)) ? h('section', { class: 'panel', 'aria-labelledby': 'problems-title' },
         h('h2', { id: 'problems-title' }, 'Notices and errors'),
