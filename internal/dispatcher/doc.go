@@ -22,7 +22,10 @@
 //     rows per round trip, into a digest of 84 bytes a tenant, and only new
 //     tenants and changed relationships are written. A tenant found through
 //     a relationship that a complete listing no longer names is marked
-//     terminated (unless the listing is empty). Then the table is streamed
+//     terminated (unless the listing is empty); one recorded by id with no
+//     relationship (an internal event, a reseller webhook) that the listing
+//     does not name is marked "none", so runs stop enqueuing it until a
+//     relationship names it. Then the table is streamed
 //     and every tenant that is not excluded and whose relationship has not
 //     ended is enqueued in chunks. The table has one row per tenant, so a
 //     tenant with several relationships is enqueued once.
@@ -37,9 +40,12 @@
 //     may make of one event cost one refresh.
 //
 //   - The API under /api/ (authenticated by API key or Entra ID bearer token):
-//     refresh or reset one tenant, refresh all (a "bulk-<uuid>" run), the
-//     CIPP request shapes, statuses, history, runs, the backend page's facts
-//     and the pause switches. It answers at once with a request id; the
+//     refresh or reset one tenant, refresh all (a "bulk-<uuid>" run),
+//     exclude a tenant or include it again, the CIPP request shapes,
+//     statuses, history, runs, the backend page's facts and the pause
+//     switches. An excluded tenant is left out of runs, its webhooks and
+//     events enqueue nothing, and a manual refresh or reset of it is refused
+//     (409); its row keeps who changed the exclusion last, when and why. It answers at once with a request id; the
 //     result appears in the store when a worker has done the work.
 //
 // /healthz, /readyz and /metrics complete the surface; an optional UI
@@ -48,14 +54,17 @@
 // # Routes
 //
 //	POST /webhooks/partnercenter           signed Partner Center events (200, 400, 401, 413)
-//	POST /api/tenants/{id}/refresh         202 {"requestId","tenantId","op"}   (write)
-//	POST /api/tenants/{id}/reset           202 {"requestId","tenantId","op"}   (write)
+//	POST /api/tenants/{id}/refresh         202 {"requestId","tenantId","op"}; 409 excluded (write)
+//	POST /api/tenants/{id}/reset           202 {"requestId","tenantId","op"}; 409 excluded (write)
+//	POST /api/tenants/{id}/exclude         {"reason"}? 200 {"tenantId","excluded","exclusionBy","exclusionAt","exclusionReason"}; 404 unknown (write)
+//	POST /api/tenants/{id}/include         the same, clearing the exclusion (write)
 //	POST /api/refresh                      202 {"requestId","runId"}; 409 while paused (write)
 //	POST /api/events                       {"type":"tenant.added"|"gdap.roles.changed","tenantId","id"?,"occurredAt"?} (write)
 //	POST /api/pause                        {"component":"dispatch"|"workers","paused":bool} (write)
 //	POST /api/ExecCPVPermissions           CIPP: ?tenantFilter=<id>[&ResetSP=true] or {"tenantFilter"}; AllTenants = refresh all (write)
 //	POST /api/ExecCPVRefresh               CIPP: refresh all (write); both answer {"Results","Metadata"}
-//	GET  /api/tenants[?state=failed]       tenants joined with their status (streamed)
+//	POST /api/ExecExcludeTenant            CIPP: ?AddExclusion=true or ?RemoveExclusion=true, {"value":"<id>"|[ids]} (write)
+//	GET  /api/tenants[?state=failed][&excluded=true|false]  tenants joined with their status (streamed)
 //	GET  /api/tenants/{id}[?limit=20]      tenant, status and history (newest first)
 //	GET  /api/runs[?limit=30], /api/runs/{id}   runs; one run with its progress
 //	GET  /api/backend                      queue depths, endpoints, workers seen, schedule, pause switches

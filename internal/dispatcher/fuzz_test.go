@@ -72,13 +72,14 @@ func setHeader(h http.Header, name, value string) {
 }
 
 // FuzzAPIBody feeds arbitrary bodies and query strings to the API's
-// writing routes (CIPP shapes, events, pause, refresh). No input may crash
+// writing routes (CIPP shapes, events, pause, refresh, exclusion). No input may crash
 // the process or get anything but a 2xx or 4xx answer.
 func FuzzAPIBody(f *testing.F) {
 	h := newHarness(f, 1)
 	d := h.dispatcher(f, "fuzz", nil)
 	tenant := h.sim.Fleet()[0].ID
-	routes := []string{"/api/ExecCPVPermissions", "/api/events", "/api/pause", "/api/tenants/" + tenant + "/refresh", "/api/tenants/" + tenant + "/reset"}
+	routes := []string{"/api/ExecCPVPermissions", "/api/events", "/api/pause", "/api/tenants/" + tenant + "/refresh", "/api/tenants/" + tenant + "/reset",
+		"/api/ExecExcludeTenant", "/api/tenants/" + tenant + "/exclude", "/api/tenants/" + tenant + "/include"}
 	for _, seed := range []struct {
 		route int
 		query string
@@ -96,6 +97,11 @@ func FuzzAPIBody(f *testing.F) {
 		{2, "", `{"component":"dispatch","paused":"yes"}`},
 		{3, "", "\x00\x01"},
 		{4, "x=1", `null`},
+		{5, "AddExclusion=true", `{"value":"` + tenant + `"}`},
+		{5, "RemoveExclusion=1&AddExclusion=0", `{"value":["` + tenant + `","x"],"reason":"\u0000"}`},
+		{5, "addexclusion=yes", `{"value":[]}`},
+		{6, "", `{"reason":"gone"}`},
+		{7, "", `{"reason":17}`},
 	} {
 		f.Add(seed.route, seed.query, []byte(seed.body))
 	}
