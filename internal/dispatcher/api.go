@@ -98,7 +98,7 @@ func (d *Dispatcher) handleTenantOp(reset bool) func(http.ResponseWriter, *http.
 			return
 		}
 		if err := d.checkNotExcluded(r.Context(), id); err != nil {
-			if errors.Is(err, ErrTenantExcluded) {
+			if errors.Is(err, errTenantExcluded) {
 				writeError(w, http.StatusConflict, "tenantExcluded", excludedMessage(err))
 			} else {
 				d.unavailable(w, r, err)
@@ -325,7 +325,7 @@ func (d *Dispatcher) handleCIPPPermissions(w http.ResponseWriter, r *http.Reques
 	}
 	tenant := strings.ToLower(req.TenantFilter)
 	if err := d.checkNotExcluded(r.Context(), tenant); err != nil {
-		if errors.Is(err, ErrTenantExcluded) {
+		if errors.Is(err, errTenantExcluded) {
 			writeCIPPError(w, http.StatusConflict, "tenantExcluded", "Failed. "+excludedMessage(err))
 		} else {
 			d.log.ErrorContext(r.Context(), "API request failed", "route", r.Pattern, "error", err)

@@ -19,9 +19,9 @@ import (
 // maxExcludeValues bounds the tenants one ExecExcludeTenant request names.
 const maxExcludeValues = 100
 
-// ErrTenantExcluded refuses a manual refresh or reset of an excluded
+// errTenantExcluded refuses a manual refresh or reset of an excluded
 // tenant.
-var ErrTenantExcluded = errors.New("dispatcher: the tenant is excluded")
+var errTenantExcluded = errors.New("dispatcher: the tenant is excluded")
 
 // ExclusionView is the answer of an exclusion change: the row's new
 // exclusion fields.
@@ -48,7 +48,7 @@ func (d *Dispatcher) SetExclusion(ctx context.Context, tenant string, excluded b
 	return ExclusionView{TenantID: tenant, Excluded: excluded, ExclusionBy: e.By, ExclusionAt: timePtr(e.At), ExclusionReason: reason}, nil
 }
 
-// checkNotExcluded returns an error wrapping ErrTenantExcluded, with who
+// checkNotExcluded returns an error wrapping errTenantExcluded, with who
 // excluded the tenant, when and why, if it is excluded; a tenant without a
 // row is not.
 func (d *Dispatcher) checkNotExcluded(ctx context.Context, tenant string) error {
@@ -73,12 +73,12 @@ func (d *Dispatcher) checkNotExcluded(ctx context.Context, tenant string) error 
 		fmt.Fprintf(&b, " (%s)", clipText(t.ExclusionReason, 200))
 	}
 	fmt.Fprintf(&b, ": include it again (POST /api/tenants/%s/include) before refreshing it", t.ID)
-	return fmt.Errorf("%w: %s", ErrTenantExcluded, b.String())
+	return fmt.Errorf("%w: %s", errTenantExcluded, b.String())
 }
 
 // excludedMessage is what the API says of a refused request.
 func excludedMessage(err error) string {
-	return strings.TrimPrefix(err.Error(), ErrTenantExcluded.Error()+": ")
+	return strings.TrimPrefix(err.Error(), errTenantExcluded.Error()+": ")
 }
 
 // cleanReason trims a reason and checks it: at most
