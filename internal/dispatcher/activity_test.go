@@ -35,7 +35,7 @@ func TestActivityLog(t *testing.T) {
 		{"POST", "/api/pause", op, `{"component":"dispatch","paused":false}`},
 		{"POST", "/api/ExecCPVPermissions?tenantFilter=" + tenant, op, ""},
 		{"POST", "/api/tenants/" + tenant + "/refresh", reader, ""}, // refused: no entry
-		{"GET", "/api/tenants", op, ""},                              // a read: no entry
+		{"GET", "/api/tenants", op, ""},                             // a read: no entry
 	} {
 		clk.Add(time.Second)
 		w := serve(d, apiRequest(c.method, c.target, c.auth, c.body))
