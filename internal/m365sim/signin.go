@@ -209,13 +209,16 @@ func (s *Sim) serveAuthorize(w http.ResponseWriter, r *http.Request, key string,
 	back(url.Values{"code": {code}, "session_state": {uuid.NewString()}})
 }
 
+var authorizeErrorPage = template.Must(template.New("error").Parse(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in</title></head>` +
+	`<body><h1>Sorry, but we're having trouble signing you in.</h1><p id="error">AADSTS{{.Code}}: {{.Desc}}</p></body></html>`))
+
+// authorizeError shows an error page, as Entra does for a request it cannot
+// send back to the client.
 func (s *Sim) authorizeError(w http.ResponseWriter, status, code int, desc string) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = template.Must(template.New("e").Parse(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in</title></head>`+
-		`<body><h1>Sorry, but we're having trouble signing you in.</h1><p id="error">AADSTS{{.Code}}: {{.Desc}}</p></body></html>`)).
-		Execute(w, map[string]any{"Code": code, "Desc": desc})
+	_ = authorizeErrorPage.Execute(w, map[string]any{"Code": code, "Desc": desc})
 }
 
 // serveAuthCode redeems an authorization code at the token endpoint: once,
