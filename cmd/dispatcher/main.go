@@ -75,6 +75,9 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	if err := dispatcher.ParseSchedule(cfg.Schedule); err != nil {
 		errs = append(errs, fmt.Errorf("CPV_SCHEDULE %q: %v", cfg.Schedule, err))
 	}
+	if _, err := dispatcher.ParseAPIKeys(cfg.APIKeys); err != nil {
+		errs = append(errs, fmt.Errorf("CPV_API_KEYS: %w", err))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return cli.Invalid(fmt.Errorf("bad configuration:\n%w", err))
 	}
@@ -125,6 +128,15 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		return fmt.Errorf("queue: %w", err)
 	}
 
+	var signIn *dispatcher.SignIn
+	if cfg.SignInClientID != "" {
+		key, _ := cfg.SessionKeyBytes() // checked by Validate
+		signIn = &dispatcher.SignIn{
+			Issuer: cfg.SignInIssuerURL(), ClientID: cfg.SignInClientID, ClientSecret: cfg.SignInClientSecret,
+			RedirectURL: strings.TrimRight(cfg.PublicURL, "/") + "/auth/callback", SessionKey: key,
+			SessionTTL: cfg.SessionLifetime,
+		}
+	}
 	d, err := dispatcher.New(dispatcher.Config{
 		ID:                  id,
 		UI:                  ui.Handler(),
@@ -142,6 +154,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		AuthAudience:        cfg.AuthAudience,
 		AuthJWKSURL:         cfg.AuthJWKSURL,
 		AuthRole:            cfg.AuthRole,
+		SignIn:              signIn,
 		MaxBody:             cfg.MaxBody,
 		HTTPClient:          hc,
 		Backend:             backendFacts(cfg, st),

@@ -111,6 +111,7 @@ var tableBaseNames = [
   'history'
   'runs'
   'control'
+  'activity'
 ]
 
 // The worker's listener (CPV_WORKER_LISTEN default) and the dispatcher's

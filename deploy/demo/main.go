@@ -102,11 +102,11 @@ func run(ctx context.Context, o options) error {
 			"CPV_STORAGE_CONNECTION_STRING="+az.ConnectionString,
 			"CPV_LOG_FORMAT=text"),
 		DispatcherAddr: o.dispatcher,
-		DispatcherEnv: []string{
+		DispatcherEnv: append([]string{
 			"CPV_WEBHOOK_CERT_HOSTS=" + certURL.Host,
 			"CPV_WEBHOOK_REQUIRE_MICROSOFT_ORG=false",
 			"CPV_PROPAGATION_DELAY=5s",
-		},
+		}, stack.SignInEnv(sim.Config, "http://"+o.dispatcher)...),
 		Workers:         o.workers,
 		FirstWorkerPort: o.workerPort,
 	})
@@ -126,6 +126,9 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Fprintf(tw, "  logs\t%s/*.log\n", dir)
 	_ = tw.Flush()
+	if err := printSignIn(ctx, o.dispatcher, sim); err != nil {
+		return err
+	}
 
 	fmt.Println("\nrefreshing every tenant (POST /api/refresh) ...")
 	runID, err := api.Refresh(ctx)
@@ -198,10 +201,40 @@ func run(ctx context.Context, o options) error {
 	if o.exit {
 		return nil
 	}
-	fmt.Printf("\nOpen http://%s/ and sign in with the API key %s\nCtrl-C stops everything.\n", o.dispatcher, d.APIKey)
+	fmt.Printf("\nOpen http://%s/ and choose \"Sign in with Microsoft\" (a simulated user above), or use the API key %s\nCtrl-C stops everything.\n", o.dispatcher, d.APIKey)
 	<-ctx.Done()
 	fmt.Println("\nstopping ...")
 	return nil
+}
+
+// printSignIn prints the sign-in URL and the simulated users, after
+// checking that the dispatcher's sign-in leads to the simulator's page.
+func printSignIn(ctx context.Context, dispatcher string, sim *stack.Sim) error {
+	login := "http://" + dispatcher + "/auth/login"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, login, nil)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("sign-in: %w", err)
+	}
+	_ = resp.Body.Close()
+	authorize := sim.Config.AuthorityHost + sim.Config.PartnerTenantID + "/oauth2/v2.0/authorize?"
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, authorize) {
+		return fmt.Errorf("sign-in: %s answered %d, not a redirect to the simulator's sign-in page (see dispatcher.log)", login, resp.StatusCode)
+	}
+	fmt.Printf("\nSign in at %s (\"Sign in with Microsoft\" on the UI); the simulator's page (its own CA: %s) offers:\n", login, sim.CAFile)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
+	for _, u := range sim.Config.SignInUsers {
+		roles := strings.Join(u.Roles, ", ")
+		if roles == "" {
+			roles = "no app role: refused"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", u.Name, u.UPN, roles)
+	}
+	return tw.Flush()
 }
 
 func simHTTP(caFile string) *http.Client {

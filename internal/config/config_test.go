@@ -97,6 +97,28 @@ func TestValidate(t *testing.T) {
 	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "CPV_METRICS_LISTEN") {
 		t.Fatalf("metrics on the main listener's own address must be refused, got %v", err)
 	}
+	d.MetricsListen = ""
+
+	// Sign-in needs the public URL; the session key is 32 bytes of base64 and never quoted.
+	d.SignInClientID = w.ClientID
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "CPV_PUBLIC_URL") {
+		t.Fatalf("sign-in without CPV_PUBLIC_URL must be refused, got %v", err)
+	}
+	d.PublicURL = "https://cpv.example.com"
+	d.SessionKey = "c2hvcnQta2V5LXZhbHVl"
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "CPV_SESSION_KEY") || strings.Contains(err.Error(), d.SessionKey) {
+		t.Fatalf("a short session key must be refused without quoting it, got %v", err)
+	}
+	d.SessionKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	if err := d.Validate(); err != nil {
+		t.Fatalf("valid sign-in config refused: %v", err)
+	}
+	if k, _ := d.SessionKeyBytes(); len(k) != 32 {
+		t.Errorf("session key: %d bytes, want 32", len(k))
+	}
+	if got, want := d.SignInIssuerURL(), "https://127.0.0.1:8443/"+w.PartnerTenantID+"/v2.0"; got != want {
+		t.Errorf("SignInIssuerURL() = %q, want %q", got, want)
+	}
 }
 
 func TestRedactedHidesSecrets(t *testing.T) {

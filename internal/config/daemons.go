@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -74,11 +75,17 @@ type Dispatcher struct {
 	PropagationDelay    time.Duration `env:"CPV_PROPAGATION_DELAY" default:"15m" help:"delay before refreshing a tenant whose GDAP relationship was just approved or activated"`
 	WebhookCertHosts    []string      `env:"CPV_WEBHOOK_CERT_HOSTS" default:"api.partnercenter.microsoft.com" help:"hosts a Partner Center webhook's X-MS-Certificate-Url may point at (comma-separated)"`
 	WebhookRequireMSOrg bool          `env:"CPV_WEBHOOK_REQUIRE_MICROSOFT_ORG" default:"true" help:"require O=Microsoft Corporation in the webhook signing certificate's subject"`
-	APIKeys             []string      `env:"CPV_API_KEYS" secret:"true" help:"API keys accepted as 'Authorization: Bearer <key>' or X-API-Key (comma-separated)"`
+	APIKeys             []string      `env:"CPV_API_KEYS" secret:"true" help:"API keys accepted as 'Authorization: Bearer <key>' or X-API-Key (comma-separated), each role:key with role reader, operator or admin, or a bare key (admin); at least 16 characters"`
 	AuthIssuer          string        `env:"CPV_AUTH_ISSUER" help:"Entra ID issuer whose bearer tokens the API accepts (e.g. https://login.microsoftonline.com/<tenant>/v2.0)"`
 	AuthAudience        string        `env:"CPV_AUTH_AUDIENCE" help:"audience the API's bearer tokens must carry"`
 	AuthJWKSURL         string        `env:"CPV_AUTH_JWKS_URL" help:"JWKS URL of the issuer's signing keys (default: from the issuer's OpenID metadata)"`
-	AuthRole            string        `env:"CPV_AUTH_ROLE" default:"CPV.Refresh" help:"app role (roles claim) a bearer token needs for refresh, reset and pause"`
+	AuthRole            string        `env:"CPV_AUTH_ROLE" default:"CPV.Refresh" help:"an app role that grants Operator besides CPV.Operator (the former single write role); see docs/operations.md for CPV.Reader, CPV.Operator and CPV.Admin"`
+	SignInClientID      string        `env:"CPV_SIGNIN_CLIENT_ID" help:"app registration users sign in to the UI with (OpenID Connect, authorization code with PKCE); empty: no sign-in with Microsoft"`
+	SignInClientSecret  string        `env:"CPV_SIGNIN_CLIENT_SECRET" secret:"true" help:"client secret of the sign-in app (empty for a public client)"`
+	SignInIssuer        string        `env:"CPV_SIGNIN_ISSUER" help:"issuer of the sign-in (default: CPV_AUTHORITY_HOST + CPV_PARTNER_TENANT_ID + /v2.0)"`
+	PublicURL           string        `env:"CPV_PUBLIC_URL" help:"the UI's address as browsers reach it (https://cpv.example.com); the sign-in redirect URI is <it>/auth/callback"`
+	SessionKey          string        `env:"CPV_SESSION_KEY" secret:"true" help:"32 bytes in base64 that seal session cookies (empty: made once and kept in the control table)"`
+	SessionLifetime     time.Duration `env:"CPV_SESSION_LIFETIME" default:"8h" help:"how long a UI sign-in lasts"`
 	MaxBody             int           `env:"CPV_MAX_BODY" default:"65536" help:"largest accepted request body in bytes"`
 	KeyVaultURL         string        `env:"CPV_KEY_VAULT_URL" help:"Key Vault holding the app's credentials, shown on the backend page"`
 }
@@ -190,17 +197,22 @@ func (d *Dispatcher) Validate() error {
 	if d.PropagationDelay < 0 || d.PropagationDelay > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("CPV_PROPAGATION_DELAY %s: want 0..168h", d.PropagationDelay))
 	}
-	if len(d.APIKeys) == 0 && d.AuthIssuer == "" {
-		errs = append(errs, errors.New("the API is closed: set CPV_API_KEYS or CPV_AUTH_ISSUER (with CPV_AUTH_AUDIENCE)"))
+	if len(d.APIKeys) == 0 && d.AuthIssuer == "" && d.SignInClientID == "" {
+		errs = append(errs, errors.New("the API is closed: set CPV_API_KEYS, CPV_AUTH_ISSUER (with CPV_AUTH_AUDIENCE) or CPV_SIGNIN_CLIENT_ID"))
 	}
 	if d.AuthIssuer != "" && d.AuthAudience == "" {
 		errs = append(errs, errors.New("CPV_AUTH_AUDIENCE is required with CPV_AUTH_ISSUER"))
 	}
-	for _, k := range d.APIKeys {
-		if len(k) < 16 {
-			errs = append(errs, errors.New("CPV_API_KEYS: every key must be at least 16 characters"))
-			break
+	if d.SignInClientID != "" {
+		if u, err := url.Parse(d.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("CPV_PUBLIC_URL %q: an http(s) URL is required with CPV_SIGNIN_CLIENT_ID", d.PublicURL))
 		}
+		if d.SessionLifetime < time.Minute || d.SessionLifetime > 7*24*time.Hour {
+			errs = append(errs, fmt.Errorf("CPV_SESSION_LIFETIME %s: want 1m..168h", d.SessionLifetime))
+		}
+	}
+	if _, err := d.SessionKeyBytes(); err != nil {
+		errs = append(errs, err)
 	}
 	// Port 0 gives each listener a port of its own.
 	if _, port, _ := net.SplitHostPort(d.MetricsListen); d.MetricsListen != "" && d.MetricsListen == d.Listen && port != "0" {
@@ -210,6 +222,29 @@ func (d *Dispatcher) Validate() error {
 		errs = append(errs, fmt.Errorf("CPV_MAX_BODY %d: want 1024..4194304", d.MaxBody))
 	}
 	return errors.Join(errs...)
+}
+
+// SessionKeyBytes decodes CPV_SESSION_KEY (nil when empty).
+func (d *Dispatcher) SessionKeyBytes() ([]byte, error) {
+	if d.SessionKey == "" {
+		return nil, nil
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if k, err := enc.DecodeString(d.SessionKey); err == nil && len(k) == 32 {
+			return k, nil
+		}
+	}
+	// Never quote the key.
+	return nil, errors.New("CPV_SESSION_KEY: want 32 bytes in base64 (openssl rand -base64 32)")
+}
+
+// SignInIssuerURL is the sign-in's issuer: CPV_SIGNIN_ISSUER, or the
+// partner tenant's v2.0 issuer at the authority host.
+func (d *Dispatcher) SignInIssuerURL() string {
+	if d.SignInIssuer != "" {
+		return d.SignInIssuer
+	}
+	return strings.TrimRight(d.AuthorityHost, "/") + "/" + d.PartnerTenantID + "/v2.0"
 }
 
 // Credential is the partner app's token source configuration for

@@ -106,6 +106,7 @@ func (d *Dispatcher) handleTenantOp(reset bool) func(http.ResponseWriter, *http.
 			return
 		}
 		reqID, err := d.Enqueue(r.Context(), id, op, queue.ReasonManual, p.Name)
+		d.recordOp(r, p, id, op, reqID, err)
 		if err != nil {
 			d.unavailable(w, r, err)
 			return
@@ -121,6 +122,7 @@ func (d *Dispatcher) handleRefreshAll(w http.ResponseWriter, r *http.Request, p 
 		return
 	}
 	id, err := d.StartBulk(r.Context(), p.Name)
+	d.recordBulk(r, p, id, err)
 	switch {
 	case errors.Is(err, ErrPaused):
 		writeError(w, http.StatusConflict, "dispatchPaused", "dispatching is paused: run "+id+" was recorded as skipped")
@@ -256,10 +258,16 @@ func (d *Dispatcher) handlePause(w http.ResponseWriter, r *http.Request, p princ
 		writeError(w, http.StatusBadRequest, "invalidBody", "paused (true or false) is required")
 		return
 	}
+	action := ActionResume
+	if *req.Paused {
+		action = ActionPause
+	}
 	if err := d.cfg.Store.SetPaused(r.Context(), req.Component, *req.Paused); err != nil {
+		d.record(r, p, store.Activity{Action: action, Outcome: OutcomeFailed, Detail: string(req.Component)})
 		d.unavailable(w, r, err)
 		return
 	}
+	d.record(r, p, store.Activity{Action: action, Outcome: OutcomeSucceeded, Detail: string(req.Component)})
 	d.log.InfoContext(r.Context(), "pause switch set", "component", req.Component, "paused", *req.Paused, "by", p.Name)
 	writeJSON(w, http.StatusOK, map[string]any{"component": req.Component, "paused": *req.Paused})
 }
@@ -334,6 +342,7 @@ func (d *Dispatcher) handleCIPPPermissions(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	reqID, err := d.Enqueue(r.Context(), tenant, op, queue.ReasonManual, p.Name)
+	d.recordOp(r, p, tenant, op, reqID, err)
 	if err != nil {
 		d.log.ErrorContext(r.Context(), "API request failed", "route", r.Pattern, "error", err)
 		writeCIPPError(w, http.StatusServiceUnavailable, "unavailable", "the queue did not answer; try again")
@@ -359,6 +368,7 @@ func (d *Dispatcher) handleCIPPRefresh(w http.ResponseWriter, r *http.Request, p
 
 func (d *Dispatcher) cippBulk(w http.ResponseWriter, r *http.Request, p principal) {
 	id, err := d.StartBulk(r.Context(), p.Name)
+	d.recordBulk(r, p, id, err)
 	switch {
 	case errors.Is(err, ErrPaused):
 		writeCIPPError(w, http.StatusConflict, "dispatchPaused", "Dispatching is paused: run "+id+" was recorded as skipped.")
@@ -402,4 +412,29 @@ func parseCIPPRequest(r *http.Request, body []byte) (cippRequest, error) {
 		return req, errors.New("tenantFilter is required")
 	}
 	return req, nil
+}
+
+// recordOp records a refresh or reset of one tenant and whether it was enqueued.
+func (d *Dispatcher) recordOp(r *http.Request, p principal, tenant string, op cpvtype.Op, reqID string, err error) {
+	a := store.Activity{Action: ActionRefresh, TenantID: strings.ToLower(tenant), RequestID: reqID, Outcome: OutcomeAccepted}
+	if op == cpvtype.OpReset {
+		a.Action = ActionReset
+	}
+	if err != nil {
+		a.Outcome, a.Detail = OutcomeFailed, "the queue did not answer"
+	}
+	d.record(r, p, a)
+}
+
+// recordBulk records a refresh of every tenant: started, skipped while
+// dispatching is paused, or failed.
+func (d *Dispatcher) recordBulk(r *http.Request, p principal, runID string, err error) {
+	a := store.Activity{Action: ActionRefreshAll, RequestID: runID, Outcome: OutcomeAccepted}
+	switch {
+	case errors.Is(err, ErrPaused):
+		a.Outcome, a.Detail = OutcomeSkipped, "dispatching is paused"
+	case err != nil:
+		a.Outcome, a.Detail = OutcomeFailed, "the store did not answer"
+	}
+	d.record(r, p, a)
 }

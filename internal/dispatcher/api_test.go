@@ -2,6 +2,8 @@ package dispatcher_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -49,26 +51,43 @@ func decode(t testing.TB, w *httptest.ResponseRecorder, v any) {
 	}
 }
 
-// Authentication and authorization: nothing is open, API keys and Entra
-// tokens are accepted, writes need the role, and refused requests
-// enqueue nothing.
+// Authentication and authorization: nothing is open; API keys and Entra
+// tokens are accepted with their role; go-oidc's verifier refuses tokens
+// with a wrong issuer, audience, signature or alg, expired ones and those
+// without a cpvrefresh app role; refused requests enqueue nothing.
 func TestAPIAuthentication(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 2)
 	d := h.dispatcher(t, "replica-a", nil)
 	partner := h.sim.PartnerTenantID()
 	tenant := h.sim.Fleet()[0].ID
-	reader := h.token(t, partner, testAudience, map[string]any{"preferred_username": "reader@partner.example"}, 0)
-	writer := h.token(t, partner, testAudience, map[string]any{"roles": []string{"CPV.Refresh"}, "preferred_username": "admin@partner.example"}, 0)
-	hs256, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"iss": h.issuer(partner), "aud": testAudience, "exp": time.Now().Add(time.Hour).Unix(), "roles": []string{"CPV.Refresh"},
-	}).SignedString([]byte("guessable"))
+	roles := func(rs ...string) map[string]any {
+		return map[string]any{"roles": rs, "preferred_username": "someone@partner.example"}
+	}
+	noRole := h.token(t, partner, testAudience, map[string]any{"preferred_username": "nobody@partner.example"}, 0)
+	otherRole := h.token(t, partner, testAudience, roles("Some.Other.Role"), 0)
+	reader := h.token(t, partner, testAudience, roles(dispatcher.AppRoleReader), 0)
+	operator := h.token(t, partner, testAudience, roles(dispatcher.AppRoleReader, dispatcher.AppRoleOperator), 0)
+	legacy := h.token(t, partner, testAudience, roles("CPV.Refresh"), 0)
+	admin := h.token(t, partner, testAudience, roles(dispatcher.AppRoleAdmin), 0)
+	claims := jwt.MapClaims{"iss": h.issuer(partner), "aud": testAudience, "exp": time.Now().Add(time.Hour).Unix(), "roles": []string{dispatcher.AppRoleAdmin}}
+	hs256, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte("guessable"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	none, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{
-		"iss": h.issuer(partner), "aud": testAudience, "exp": time.Now().Add(time.Hour).Unix(), "roles": []string{"CPV.Refresh"},
-	}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	none, err := jwt.NewWithClaims(jwt.SigningMethodNone, claims).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs384, err := jwt.NewWithClaims(jwt.SigningMethodRS384, claims).SignedString(ownKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := jwt.NewWithClaims(jwt.SigningMethodRS256, claims).SignedString(ownKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,19 +108,35 @@ func TestAPIAuthentication(t *testing.T) {
 		{name: "basic auth", method: "POST", target: refresh, auth: "Basic dXNlcjpwYXNz", want: 401},
 		{name: "API key", method: "POST", target: refresh, auth: "Bearer " + testAPIKey, want: 202, enqueue: true},
 		{name: "X-API-Key", method: "POST", target: refresh, apiKey: testAPIKey, want: 202, enqueue: true},
-		{name: "token without the role reads", method: "GET", target: "/api/runs", auth: reader, want: 200},
-		{name: "token without the role writes", method: "POST", target: refresh, auth: reader, want: 403},
-		{name: "token without the role pauses", method: "POST", target: "/api/pause", auth: reader, want: 403},
-		{name: "token with the role", method: "POST", target: refresh, auth: writer, want: 202, enqueue: true},
+		{name: "API key reads the settings", method: "GET", target: "/api/settings", apiKey: testAPIKey, want: 200},
+		{name: "read-only API key reads", method: "GET", target: "/api/runs", apiKey: testReaderKey, want: 200},
+		{name: "read-only API key writes", method: "POST", target: refresh, apiKey: testReaderKey, want: 403},
+		{name: "read-only API key pauses", method: "POST", target: "/api/pause", apiKey: testReaderKey, want: 403},
+		{name: "operator API key writes", method: "POST", target: refresh, auth: "Bearer " + testOperatorKey, want: 202, enqueue: true},
+		{name: "operator API key reads the settings", method: "GET", target: "/api/settings", apiKey: testOperatorKey, want: 403},
+		{name: "Reader token reads", method: "GET", target: "/api/runs", auth: reader, want: 200},
+		{name: "Reader token writes", method: "POST", target: refresh, auth: reader, want: 403},
+		{name: "Reader token pauses", method: "POST", target: "/api/pause", auth: reader, want: 403},
+		{name: "Operator token writes", method: "POST", target: refresh, auth: operator, want: 202, enqueue: true},
+		{name: "Operator token reads the settings", method: "GET", target: "/api/settings", auth: operator, want: 403},
+		{name: "legacy write role writes", method: "POST", target: refresh, auth: legacy, want: 202, enqueue: true},
+		{name: "Admin token writes", method: "POST", target: refresh, auth: admin, want: 202, enqueue: true},
+		{name: "Admin token reads the settings", method: "GET", target: "/api/settings", auth: admin, want: 200},
+		{name: "token without a role reads", method: "GET", target: "/api/runs", auth: noRole, want: 403},
+		{name: "token with another app's role reads", method: "GET", target: "/api/runs", auth: otherRole, want: 403},
 		{name: "token for another audience", method: "GET", target: "/api/runs",
-			auth: h.token(t, partner, "https://graph.microsoft.com", map[string]any{"roles": []string{"CPV.Refresh"}}, 0), want: 401},
+			auth: h.token(t, partner, "https://graph.microsoft.com", roles(dispatcher.AppRoleAdmin), 0), want: 401},
 		{name: "token from another tenant's issuer", method: "GET", target: "/api/runs",
-			auth: h.token(t, tenant, testAudience, map[string]any{"roles": []string{"CPV.Refresh"}}, 0), want: 401},
+			auth: h.token(t, tenant, testAudience, roles(dispatcher.AppRoleAdmin), 0), want: 401},
 		{name: "expired token", method: "GET", target: "/api/runs",
-			auth: h.token(t, partner, testAudience, map[string]any{"roles": []string{"CPV.Refresh"}}, -time.Hour), want: 401},
+			auth: h.token(t, partner, testAudience, roles(dispatcher.AppRoleAdmin), -time.Hour), want: 401},
+		{name: "token not valid yet", method: "GET", target: "/api/runs",
+			auth: h.token(t, partner, testAudience, map[string]any{"roles": []string{dispatcher.AppRoleAdmin}, "nbf": time.Now().Add(time.Hour).Unix()}, 2*time.Hour), want: 401},
 		{name: "HS256 token", method: "POST", target: refresh, auth: "Bearer " + hs256, want: 401},
 		{name: "unsigned token", method: "POST", target: refresh, auth: "Bearer " + none, want: 401},
-		{name: "tampered token", method: "POST", target: refresh, auth: writer[:len(writer)-4] + "AAAA", want: 401},
+		{name: "RS384 token", method: "POST", target: refresh, auth: "Bearer " + rs384, want: 401},
+		{name: "token signed by another key", method: "POST", target: refresh, auth: "Bearer " + forged, want: 401},
+		{name: "tampered token", method: "POST", target: refresh, auth: admin[:len(admin)-4] + "AAAA", want: 401},
 	} {
 		r := apiRequest(tc.method, tc.target, tc.auth, "")
 		if tc.apiKey != "" {
@@ -113,6 +148,9 @@ func TestAPIAuthentication(t *testing.T) {
 		}
 		if w.Code == 401 && w.Header().Get("WWW-Authenticate") == "" {
 			t.Errorf("%s: 401 without WWW-Authenticate", tc.name)
+		}
+		if w.Code == 403 && !strings.Contains(w.Body.String(), "role") {
+			t.Errorf("%s: 403 without saying which role is missing: %s", tc.name, w.Body)
 		}
 		n := len(h.drain(t))
 		if tc.enqueue && n != 1 || !tc.enqueue && n != 0 {

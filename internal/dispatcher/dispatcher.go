@@ -66,6 +66,8 @@ type Store interface {
 	Runs
 	Results
 	Switches
+	Activities
+	Sessions
 }
 
 // Config configures a Dispatcher. Store, Queue and ID are required; the
@@ -94,12 +96,17 @@ type Config struct {
 	// WebhookRequireMSOrg requires O=Microsoft Corporation in the certificate's subject.
 	WebhookRequireMSOrg bool
 
-	// APIKeys are accepted as "Authorization: Bearer <key>" or X-API-Key.
+	// APIKeys are accepted as "Authorization: Bearer <key>" or X-API-Key,
+	// each "role:key" or a bare "key" (Admin); see ParseAPIKeys.
 	APIKeys []string
-	// AuthIssuer, AuthAudience and AuthJWKSURL configure Entra ID bearer tokens.
+	// AuthIssuer, AuthAudience and AuthJWKSURL configure Entra ID bearer
+	// tokens for the API (the JWKS URL from the issuer's metadata when empty).
 	AuthIssuer, AuthAudience, AuthJWKSURL string
-	// AuthRole is the roles-claim value a token needs for writes ("CPV.Refresh" when empty).
+	// AuthRole is an app role that grants Operator besides AppRoleOperator
+	// (the former single write role; "CPV.Refresh" when empty).
 	AuthRole string
+	// SignIn, when set, signs users in with Microsoft (the UI's sign-in).
+	SignIn *SignIn
 	// MaxBody is the largest request body (64 KiB when 0).
 	MaxBody int
 
@@ -144,6 +151,8 @@ type Dispatcher struct {
 	metrics  *metrics
 	certs    *certCache
 	auth     *authenticator
+	signin   *signin // nil without Config.SignIn
+	apiKeys  []APIKey
 	handler  http.Handler
 	mhandler http.Handler // /metrics alone (Config.SeparateMetrics)
 	ready    readiness
@@ -215,8 +224,18 @@ func New(cfg Config) (*Dispatcher, error) {
 			errs = append(errs, fmt.Errorf("webhook certificate host %q: want host or host:port", h))
 		}
 	}
-	if len(cfg.APIKeys) == 0 && cfg.AuthIssuer == "" {
-		errs = append(errs, errors.New("the API is closed: configure API keys or an issuer"))
+	if len(cfg.APIKeys) == 0 && cfg.AuthIssuer == "" && cfg.SignIn == nil {
+		errs = append(errs, errors.New("the API is closed: configure API keys, an issuer or sign-in"))
+	}
+	keys, err := ParseAPIKeys(cfg.APIKeys)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	var si *signin
+	if cfg.SignIn != nil {
+		if si, err = newSignin(*cfg.SignIn, cfg.HTTPClient); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if cfg.AuthIssuer != "" && cfg.AuthAudience == "" {
 		errs = append(errs, errors.New("an audience is required with an issuer"))
@@ -236,11 +255,13 @@ func New(cfg Config) (*Dispatcher, error) {
 		sched:   sched,
 		metrics: newMetrics(cfg.Registry),
 		certs:   newCertCache(cfg.HTTPClient, cfg.Now),
+		signin:  si,
+		apiKeys: keys,
 		base:    base,
 		cancel:  cancel,
 	}
 	d.multiDay = firesMoreThanOncePerDay(sched, cfg.Location, cfg.Now())
-	d.auth = newAuthenticator(cfg.APIKeys, cfg.AuthIssuer, cfg.AuthAudience, cfg.AuthJWKSURL, cfg.AuthRole,
+	d.auth = newAuthenticator(keys, cfg.AuthIssuer, cfg.AuthAudience, cfg.AuthJWKSURL, cfg.AuthRole,
 		cfg.HTTPClient, cfg.Now)
 	d.handler = d.routes()
 	d.mhandler = d.metricsRoutes()

@@ -39,13 +39,15 @@
 //     and requestedAt is the change time, so the ten deliveries Partner Center
 //     may make of one event cost one refresh.
 //
-//   - The API under /api/ (authenticated by API key or Entra ID bearer token):
+//   - The API under /api/ (authenticated by API key, Entra ID bearer token or
+//     the session of a user signed in with Microsoft):
 //     refresh or reset one tenant, refresh all (a "bulk-<uuid>" run),
 //     exclude a tenant or include it again, the CIPP request shapes,
 //     statuses, history, runs, the backend page's facts and the pause
 //     switches. An excluded tenant is left out of runs, its webhooks and
 //     events enqueue nothing, and a manual refresh or reset of it is refused
-//     (409); its row keeps who changed the exclusion last, when and why. It answers at once with a request id; the
+//     (409); its row keeps who changed the exclusion last, when and why. It
+//     answers at once with a request id; the
 //     result appears in the store when a worker has done the work.
 //
 // /healthz, /readyz and /metrics complete the surface; an optional UI
@@ -54,16 +56,20 @@
 // # Routes
 //
 //	POST /webhooks/partnercenter           signed Partner Center events (200, 400, 401, 413)
-//	POST /api/tenants/{id}/refresh         202 {"requestId","tenantId","op"}; 409 excluded (write)
-//	POST /api/tenants/{id}/reset           202 {"requestId","tenantId","op"}; 409 excluded (write)
-//	POST /api/tenants/{id}/exclude         {"reason"}? 200 {"tenantId","excluded","exclusionBy","exclusionAt","exclusionReason"}; 404 unknown (write)
-//	POST /api/tenants/{id}/include         the same, clearing the exclusion (write)
-//	POST /api/refresh                      202 {"requestId","runId"}; 409 while paused (write)
-//	POST /api/events                       {"type":"tenant.added"|"gdap.roles.changed","tenantId","id"?,"occurredAt"?} (write)
-//	POST /api/pause                        {"component":"dispatch"|"workers","paused":bool} (write)
-//	POST /api/ExecCPVPermissions           CIPP: ?tenantFilter=<id>[&ResetSP=true] or {"tenantFilter"}; AllTenants = refresh all (write)
-//	POST /api/ExecCPVRefresh               CIPP: refresh all (write); both answer {"Results","Metadata"}
-//	POST /api/ExecExcludeTenant            CIPP: ?AddExclusion=true or ?RemoveExclusion=true, {"value":"<id>"|[ids]} (write)
+//	POST /api/tenants/{id}/refresh         202 {"requestId","tenantId","op"}; 409 excluded (Operator)
+//	POST /api/tenants/{id}/reset           202 {"requestId","tenantId","op"}; 409 excluded (Operator)
+//	POST /api/tenants/{id}/exclude         {"reason"}? 200 {"tenantId","excluded","exclusionBy","exclusionAt","exclusionReason"}; 404 unknown (Admin)
+//	POST /api/tenants/{id}/include         the same, clearing the exclusion (Admin)
+//	POST /api/refresh                      202 {"requestId","runId"}; 409 while paused (Operator)
+//	POST /api/events                       {"type":"tenant.added"|"gdap.roles.changed","tenantId","id"?,"occurredAt"?} (Operator)
+//	POST /api/pause                        {"component":"dispatch"|"workers","paused":bool} (Operator)
+//	POST /api/ExecCPVPermissions           CIPP: ?tenantFilter=<id>[&ResetSP=true] or {"tenantFilter"}; AllTenants = refresh all (Operator)
+//	POST /api/ExecCPVRefresh               CIPP: refresh all (Operator); both answer {"Results","Metadata"}
+//	POST /api/ExecExcludeTenant            CIPP: ?AddExclusion=true or ?RemoveExclusion=true, {"value":"<id>"|[ids]} (Admin)
+//	GET  /api/activity[?tenant=&user=&action=&since=&until=&limit=50&continuation=]   the activity log, newest first
+//	GET  /api/me                           who the caller is and its role
+//	GET  /api/settings                     sign-in, bearer tokens, API keys by number and role (Admin)
+//	GET  /auth/config, /auth/login[?return=#/...], /auth/callback; POST /auth/logout   sign-in with Microsoft
 //	GET  /api/tenants[?state=failed][&excluded=true|false]  tenants joined with their status (streamed)
 //	GET  /api/tenants/{id}[?limit=20]      tenant, status and history (newest first)
 //	GET  /api/runs[?limit=30], /api/runs/{id}   runs; one run with its progress
@@ -78,8 +84,28 @@
 // nosniff. Config.SeparateMetrics moves /metrics to MetricsHandler, for a
 // listener of its own (CPV_METRICS_LISTEN).
 //
+// # Who may do what
+//
 // Every /api/ route needs an API key ("Authorization: Bearer <key>" or
-// X-API-Key) or an Entra ID bearer token; writes need the configured role
-// in the token's roles claim (API keys may write). Errors are
+// X-API-Key), an Entra ID bearer token (checked by go-oidc's verifier:
+// issuer, audience, RS256 signature by the issuer's keys, expiry) or a
+// session cookie, and a role: Reader reads, Operator also refreshes,
+// resets and pauses, Admin also changes settings (routes wrapped in admin).
+// A token's role comes from its app roles (AppRoleReader, AppRoleOperator,
+// AppRoleAdmin); an API key's from CPV_API_KEYS ("role:key"). Too low a
+// role is answered 403 naming the role needed. Errors are
 // {"error":{"code","message"}}.
+//
+// Sign-in (Config.SignIn) is the OpenID Connect authorization code flow
+// with PKCE: /auth/login keeps the state, nonce and verifier in a short
+// sealed cookie and redirects to the issuer; /auth/callback checks the
+// state, redeems the code, verifies the ID token and its nonce, and starts
+// a server-side session (store.Session) named by an AES-GCM sealed,
+// HttpOnly, SameSite=Lax cookie; /auth/logout deletes the session. A
+// state-changing request a browser sends cross-site is refused
+// (http.CrossOriginProtection) whatever its cookies.
+//
+// Every action that changes something is recorded in the activity log by
+// the handler that does it, through record (who, when, what, the tenant,
+// the request id, the outcome).
 package dispatcher

@@ -136,11 +136,26 @@ func (d *Dispatcher) handleExclusion(exclude bool) func(http.ResponseWriter, *ht
 		case errors.Is(err, store.ErrNotFound):
 			writeError(w, http.StatusNotFound, "tenantNotFound", unknownTenant(id))
 		case err != nil:
+			d.recordExclusion(r, p, id, exclude, reason, err)
 			d.unavailable(w, r, err)
 		default:
+			d.recordExclusion(r, p, id, exclude, reason, nil)
 			writeJSON(w, http.StatusOK, v)
 		}
 	}
+}
+
+// recordExclusion writes an exclusion change, or its failure, to the
+// activity log; an unknown tenant changes nothing and is not recorded.
+func (d *Dispatcher) recordExclusion(r *http.Request, p principal, tenant string, exclude bool, reason string, err error) {
+	a := store.Activity{Action: ActionInclude, TenantID: tenant, Outcome: OutcomeSucceeded, Detail: clipText(reason, 200)}
+	if exclude {
+		a.Action = ActionExclude
+	}
+	if err != nil {
+		a.Outcome, a.Detail = OutcomeFailed, "the store did not answer"
+	}
+	d.record(r, p, a)
 }
 
 func unknownTenant(id string) string {
@@ -174,6 +189,7 @@ func (d *Dispatcher) handleCIPPExclude(w http.ResponseWriter, r *http.Request, p
 		case errors.Is(err, store.ErrNotFound):
 			unknown = append(unknown, id)
 		case err != nil:
+			d.recordExclusion(r, p, id, exclude, reason, err)
 			d.log.ErrorContext(r.Context(), "API request failed", "route", r.Pattern, "error", err)
 			msg := "the store did not answer; try again"
 			if len(done) > 0 {
@@ -182,6 +198,7 @@ func (d *Dispatcher) handleCIPPExclude(w http.ResponseWriter, r *http.Request, p
 			writeCIPPError(w, http.StatusServiceUnavailable, "unavailable", msg)
 			return
 		default:
+			d.recordExclusion(r, p, id, exclude, reason, nil)
 			done = append(done, id)
 		}
 	}

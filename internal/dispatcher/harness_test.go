@@ -16,8 +16,13 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
-// testAPIKey is accepted by every test dispatcher.
-const testAPIKey = "test-api-key-0123456789abcdef"
+// The API keys of every test dispatcher: testAPIKey is a bare key (Admin),
+// the others carry their role.
+const (
+	testAPIKey      = "test-api-key-0123456789abcdef"
+	testReaderKey   = "test-reader-key-0123456789abcdef"
+	testOperatorKey = "test-operator-key-0123456789abcdef"
+)
 
 // testAudience is the audience of the API's bearer tokens in tests.
 const testAudience = "api://cpvrefresh-test"
@@ -88,7 +93,7 @@ func (h *harness) config(id string) dispatcher.Config {
 		Discovery:           h.disc,
 		WebhookCertHosts:    []string{u.Host},
 		WebhookRequireMSOrg: false,
-		APIKeys:             []string{testAPIKey},
+		APIKeys:             []string{testAPIKey, "reader:" + testReaderKey, "Operator:" + testOperatorKey},
 		AuthIssuer:          h.issuer(h.sim.PartnerTenantID()),
 		AuthAudience:        testAudience,
 		HTTPClient:          h.sim.HTTPClient(),

@@ -35,16 +35,24 @@ func (d *Dispatcher) MetricsHandler() http.Handler { return d.mhandler }
 // route is one method of an API path.
 type route struct {
 	method string
-	write  bool // needs a principal allowed to write
+	role   Role // the least role allowed
 	h      func(http.ResponseWriter, *http.Request, principal)
 }
 
+// get is a read: every role may.
 func get(h func(http.ResponseWriter, *http.Request, principal)) route {
-	return route{method: http.MethodGet, h: h}
+	return route{method: http.MethodGet, role: RoleReader, h: h}
 }
 
+// post is an operation (refresh, reset, pause): Operator and Admin may.
 func post(h func(http.ResponseWriter, *http.Request, principal)) route {
-	return route{method: http.MethodPost, write: true, h: h}
+	return route{method: http.MethodPost, role: RoleOperator, h: h}
+}
+
+// admin makes rt a settings route: only Admin may.
+func admin(rt route) route {
+	rt.role = RoleAdmin
+	return rt
 }
 
 func (d *Dispatcher) routes() http.Handler {
@@ -61,24 +69,31 @@ func (d *Dispatcher) routes() http.Handler {
 		mux.HandleFunc("/metrics", d.serveMetrics())
 	}
 	mux.HandleFunc("/webhooks/partnercenter", d.methods(http.MethodPost, d.handleWebhook))
+	mux.HandleFunc("/auth/config", d.methods(http.MethodGet, d.handleAuthConfig))
+	mux.HandleFunc("/auth/login", d.methods(http.MethodGet, d.handleLogin))
+	mux.HandleFunc("/auth/callback", d.methods(http.MethodGet, d.handleCallback))
+	mux.HandleFunc("/auth/logout", d.methods(http.MethodPost, d.handleLogout))
 
 	d.api(mux, "/api/tenants", get(d.handleListTenants))
 	d.api(mux, "/api/tenants/{id}", get(d.handleGetTenant))
 	d.api(mux, "/api/tenants/{id}/refresh", post(d.handleTenantOp(false)))
 	d.api(mux, "/api/tenants/{id}/reset", post(d.handleTenantOp(true)))
-	d.api(mux, "/api/tenants/{id}/exclude", post(d.handleExclusion(true)))
-	d.api(mux, "/api/tenants/{id}/include", post(d.handleExclusion(false)))
+	d.api(mux, "/api/tenants/{id}/exclude", admin(post(d.handleExclusion(true))))
+	d.api(mux, "/api/tenants/{id}/include", admin(post(d.handleExclusion(false))))
 	d.api(mux, "/api/refresh", post(d.handleRefreshAll))
 	d.api(mux, "/api/runs", get(d.handleListRuns))
 	d.api(mux, "/api/runs/{id}", get(d.handleGetRun))
 	d.api(mux, "/api/backend", get(d.handleBackend))
 	d.api(mux, "/api/pause", post(d.handlePause))
 	d.api(mux, "/api/events", post(d.handleEvents))
+	d.api(mux, "/api/activity", get(d.handleActivity))
+	d.api(mux, "/api/me", get(d.handleMe))
+	d.api(mux, "/api/settings", admin(get(d.handleSettings)))
 	// The CIPP front end's shapes. It sends POST; a GET (a link followed, a
 	// prefetch) must not enqueue, so it is answered 405.
 	d.api(mux, "/api/ExecCPVPermissions", post(d.handleCIPPPermissions))
 	d.api(mux, "/api/ExecCPVRefresh", post(d.handleCIPPRefresh))
-	d.api(mux, "/api/ExecExcludeTenant", post(d.handleCIPPExclude))
+	d.api(mux, "/api/ExecExcludeTenant", admin(post(d.handleCIPPExclude)))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "notFound", "no such API route")
 	})
@@ -89,7 +104,19 @@ func (d *Dispatcher) routes() http.Handler {
 		}
 		writeError(w, http.StatusNotFound, "notFound", "no such route")
 	})
-	return d.instrument(canonical(mux))
+	return d.instrument(canonical(d.crossOrigin(mux)))
+}
+
+// crossOrigin refuses (403) a state-changing request a browser sent from
+// another site (Sec-Fetch-Site, or Origin against Host), whatever cookie
+// it carries; clients that are not browsers send neither header and pass.
+func (d *Dispatcher) crossOrigin(next http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.log.InfoContext(r.Context(), "cross-origin request refused", "method", r.Method, "path", clipText(r.URL.Path, 100))
+		writeError(w, http.StatusForbidden, "crossOrigin", "cross-origin requests that change something are refused")
+	}))
+	return cop.Handler(next)
 }
 
 // metricsRoutes serves /metrics alone.
@@ -173,7 +200,7 @@ func (d *Dispatcher) api(mux *http.ServeMux, pattern string, routes ...route) {
 			writeError(w, http.StatusMethodNotAllowed, "methodNotAllowed", "use "+strings.Join(allow, " or "))
 			return
 		}
-		p, err := d.auth.authenticate(r, rt.write)
+		p, err := d.authenticate(r, rt.role)
 		if err != nil {
 			var ae *authError
 			if !errors.As(err, &ae) {
@@ -182,7 +209,7 @@ func (d *Dispatcher) api(mux *http.ServeMux, pattern string, routes ...route) {
 			d.log.InfoContext(r.Context(), "API request refused", "route", pattern, "status", ae.status, "reason", ae.reason)
 			if ae.status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="cpvrefresh"`)
-				writeError(w, ae.status, "unauthorized", "authenticate with a bearer token or an API key")
+				writeError(w, ae.status, "unauthorized", "sign in, or authenticate with a bearer token or an API key")
 				return
 			}
 			writeError(w, ae.status, "forbidden", ae.reason)

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -318,11 +319,63 @@ func TestRelationshipRanks(t *testing.T) {
 
 func TestAPIKeyCompare(t *testing.T) {
 	t.Parallel()
-	a := newAuthenticator([]string{"first-key-0123456789", "second-key-0123456789"}, "", "", "", "CPV.Refresh",
-		http.DefaultClient, time.Now)
-	for key, want := range map[string]int{"first-key-0123456789": 1, "second-key-0123456789": 2, "first-key-012345678": 0, "": 0} {
-		if n, ok := a.apiKey(key); n != want || ok != (want != 0) {
-			t.Errorf("apiKey(%q) = %d %v, want %d", key, n, ok, want)
+	keys, err := ParseAPIKeys([]string{"first-key-0123456789", "reader:second-key-0123456789", " Operator:third:key-0123456789 "})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAuthenticator(keys, "", "", "", "CPV.Refresh", http.DefaultClient, time.Now)
+	type found struct {
+		N    int
+		Role Role
+	}
+	for key, want := range map[string]found{
+		"first-key-0123456789": {1, RoleAdmin}, "second-key-0123456789": {2, RoleReader}, "third:key-0123456789": {3, RoleOperator},
+		"reader:second-key-0123456789": {}, "first-key-012345678": {}, "": {},
+	} {
+		n, role, ok := a.apiKey(key)
+		if diff := cmp.Diff(want, found{n, role}); diff != "" || ok != (want.N != 0) {
+			t.Errorf("apiKey(%q) %v (-want +got):\n%s", key, ok, diff)
+		}
+	}
+}
+
+func TestParseAPIKeys(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in      []string
+		want    []APIKey
+		wantErr string
+	}{
+		{in: nil},
+		{in: []string{"admin:0123456789abcdef"}, want: []APIKey{{"0123456789abcdef", RoleAdmin}}},
+		{in: []string{"READER:0123456789abcdef"}, want: []APIKey{{"0123456789abcdef", RoleReader}}},
+		{in: []string{"nobody:0123456789abcdef"}, want: []APIKey{{"nobody:0123456789abcdef", RoleAdmin}}},
+		{in: []string{"operator:short-key", "fine-key-0123456789"}, wantErr: "API key 1: want at least 16 characters"},
+	} {
+		got, err := ParseAPIKeys(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || strings.Contains(err.Error(), "short-key") {
+				t.Errorf("ParseAPIKeys(%q): %v; want an error with %q that does not quote the key", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseAPIKeys(%q): %v", tc.in, err)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("ParseAPIKeys(%q) (-want +got):\n%s", tc.in, diff)
+		}
+	}
+}
+
+func TestReturnPath(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"": "#/tenants", "#/activity": "#/activity", "#/tenants/0b5e-1": "#/tenants/0b5e-1",
+		"https://evil.example/": "#/tenants", "//evil.example": "#/tenants", "#/x?y=<script>": "#/tenants",
+	} {
+		if got := returnPath(in); got != want {
+			t.Errorf("returnPath(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

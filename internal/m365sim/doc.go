@@ -33,6 +33,13 @@
 //     tenant, 50020 terminated GDAP relationship, 65001 consent revoked or
 //     (refresh grant) app not consented, 700016 app not in the tenant
 //     (client credentials), 70000 unknown or revoked refresh token.
+//     Sign-in: /{tenant}/oauth2/v2.0/authorize (partner tenant) shows a page
+//     to pick a simulated user (Options.SignInUsers, by default one per
+//     cpvrefresh app role and one without) and redirects back with a code
+//     bound to the client, the redirect URI, the PKCE challenge (S256 only)
+//     and the nonce, echoing the state; the authorization_code grant
+//     redeems it once for an ID token (aud = the app, nonce, name,
+//     preferred_username, roles) and an access token.
 //   - Microsoft Graph at /v1.0: servicePrincipals (by id, by the alternate
 //     key servicePrincipals(appId='...'), list with $filter appId eq/in,
 //     $select, $top and absolute @odata.nextLink paging, create, delete),

@@ -77,7 +77,7 @@ func (s *Sim) serveEntra(w http.ResponseWriter, r *http.Request) {
 	rest := strings.Join(segs[1:], "/")
 	var label string
 	switch rest {
-	case "v2.0/.well-known/openid-configuration", "oauth2/v2.0/token", "discovery/v2.0/keys":
+	case "v2.0/.well-known/openid-configuration", "oauth2/v2.0/token", "discovery/v2.0/keys", "oauth2/v2.0/authorize":
 		label = r.Method + " /{tenant}/" + rest
 	default:
 		label = r.Method + " /{other}"
@@ -108,6 +108,8 @@ func (s *Sim) serveEntra(w http.ResponseWriter, r *http.Request) {
 		s.serveMetadata(w, r, key, t)
 	case "discovery/v2.0/keys":
 		s.serveJWKS(w)
+	case "oauth2/v2.0/authorize":
+		s.serveAuthorize(w, r, key, t)
 	case "oauth2/v2.0/token":
 		if r.Method != http.MethodPost {
 			s.writeEntraError(w, r, &entraError{status: http.StatusMethodNotAllowed, err: "invalid_request", code: 900561, desc: "The endpoint only accepts POST, OPTIONS requests. Received a " + r.Method + " request."})
@@ -197,6 +199,12 @@ func (s *Sim) serveToken(w http.ResponseWriter, r *http.Request, key string, t *
 	}
 	switch grant {
 	case "client_credentials", "refresh_token":
+	case "authorization_code":
+		if t == nil && isCommonTenant(key) {
+			t = s.partner
+		}
+		s.serveAuthCode(w, r, t, form, clientID, secret)
+		return
 	case "":
 		s.writeEntraError(w, r, &entraError{status: http.StatusBadRequest, err: "invalid_request", code: 900144, desc: "The request body must contain the following parameter: 'grant_type'."})
 		return

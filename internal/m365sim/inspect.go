@@ -19,6 +19,10 @@ type Config struct {
 	AppSecret        string `json:"appSecret,omitempty"`
 	RefreshToken     string `json:"refreshToken,omitempty"`
 	Tenants          int    `json:"tenants"`
+	// SignInURL is the partner tenant's issuer for sign-in (SignInURL);
+	// SignInUsers are the people its page offers.
+	SignInURL   string       `json:"signInUrl"`
+	SignInUsers []SignInUser `json:"signInUsers"`
 }
 
 // Config returns the simulator's endpoints and credentials (simulator
@@ -30,7 +34,7 @@ func (s *Sim) Config() Config {
 	return Config{URL: s.URL(), AuthorityHost: s.AuthorityHost(), GraphURL: s.GraphURL(),
 		PartnerCenterURL: s.PartnerCenterURL(), WebhookCertURL: s.WebhookCertURL(),
 		PartnerTenantID: s.PartnerTenantID(), AppID: s.AppID(), AppSecret: s.AppSecret(),
-		RefreshToken: s.RefreshToken(), Tenants: n}
+		RefreshToken: s.RefreshToken(), Tenants: n, SignInURL: s.SignInURL(), SignInUsers: s.SignInUsers()}
 }
 
 func simError(w http.ResponseWriter, status int, msg string) {

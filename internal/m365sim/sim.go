@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -88,6 +89,12 @@ type Options struct {
 	// WWW-Authenticate: Bearer ... error="insufficient_claims",
 	// claims="<base64>". Without it the 401 carries no challenge.
 	CAE bool
+	// SignInUsers are the partner tenant's people who can sign in at the
+	// authorize endpoint's page; nil means DefaultSignInUsers.
+	SignInUsers []SignInUser
+	// RedirectURIs are the redirect URIs registered on the app; empty
+	// accepts any absolute http(s) URI.
+	RedirectURIs []string
 	// Addr is the listen address for Start; "" means "127.0.0.1:0".
 	Addr string
 	// TLSHosts are extra DNS names or IPs for the server certificate (for
@@ -141,6 +148,11 @@ type Sim struct {
 	rts       map[string]bool
 	latestRT  string
 	rtCounter uint64
+
+	// Sign-in: the users and the authorization codes not yet redeemed.
+	users   []SignInUser
+	codesMu sync.Mutex
+	codes   map[string]*authCode
 
 	// Partner Center: rate windows per app id and idempotent answers.
 	pcMu       sync.Mutex
@@ -219,6 +231,7 @@ func New(opts Options) (*Sim, error) {
 		domains:   map[string]*tenant{},
 		relByID:   map[string]*relationship{},
 		rts:       map[string]bool{},
+		codes:     map[string]*authCode{},
 		pcWindows: map[string]*rateWindow{},
 		pcAnswers: map[string]pcAnswer{},
 		failNext:  map[Surface][]int{},
@@ -261,6 +274,10 @@ func New(opts Options) (*Sim, error) {
 	s.rts[rt] = true
 	s.latestRT = rt
 	s.partnerDomain = "partner" + s.partnerID.String()[:8] + ".onmicrosoft.com"
+	s.users = DefaultSignInUsers(s.partnerDomain)
+	if opts.SignInUsers != nil {
+		s.users = slices.Clone(opts.SignInUsers)
+	}
 
 	cat, err := newCatalog(want, s.appID, s.partnerID.String())
 	if err != nil {

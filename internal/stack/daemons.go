@@ -65,6 +65,18 @@ func SimEnv(c m365sim.Config, caFile string) []string {
 	}
 }
 
+// SignInEnv is the dispatcher's sign-in with Microsoft through the
+// simulator: its app, the issuer (the partner tenant at the simulator) and
+// publicURL, where browsers reach the dispatcher.
+func SignInEnv(c m365sim.Config, publicURL string) []string {
+	return []string{
+		"CPV_SIGNIN_CLIENT_ID=" + c.AppID,
+		"CPV_SIGNIN_CLIENT_SECRET=" + c.AppSecret,
+		"CPV_SIGNIN_ISSUER=" + c.SignInURL,
+		"CPV_PUBLIC_URL=" + publicURL,
+	}
+}
+
 // Sim is the simulator run as a process (cmd/m365sim).
 type Sim struct {
 	*Process

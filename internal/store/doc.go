@@ -6,12 +6,14 @@
 //
 // Every table name is Config.TablePrefix ("cpv" by default) plus:
 //
-//	table    PartitionKey                RowKey                         one row per
-//	tenants  tenant id                   "tenant"                       customer tenant
-//	status   tenant id                   "status"                       tenant: its latest result
-//	history  tenant id                   inverted time + random suffix  attempt that changed something or failed
-//	runs     "run"                       run id                         nightly or bulk run
-//	control  "lease", "pause", "worker"  lease name, component, worker  lease, pause switch, worker heartbeat
+//	table     PartitionKey                RowKey                         one row per
+//	tenants   tenant id                   "tenant"                       customer tenant
+//	status    tenant id                   "status"                       tenant: its latest result
+//	history   tenant id                   inverted time + random suffix  attempt that changed something or failed
+//	runs      "run"                       run id                         nightly or bulk run
+//	control   "lease", "pause", "worker"  lease name, component, worker  lease, pause switch, worker heartbeat
+//	control   "session", "key"            session id, "session"          signed-in session, the cookie sealing key
+//	activity  "activity"                  inverted time + random suffix  action a person or an API key made
 //
 // Per-tenant rows use the tenant id as their PartitionKey, so 10,000+
 // tenants spread over as many partitions and no write lands on a hot
@@ -19,7 +21,11 @@
 // RowKey is the nanoseconds left until the end of int64 time (zero-padded),
 // with a random suffix so two entries written in the same instant both
 // stay. Runs and control rows are few and rarely written, so they share
-// small partitions that can be read in one query.
+// small partitions that can be read in one query. Activity rows (the
+// activity log: who refreshed, reset, paused or changed what) are written
+// by people and automation, not per tenant per night, so one partition
+// holds them, newest first; ListActivity pages through it with the last
+// row key as the continuation.
 //
 // Times are Edm.DateTime in UTC (a zero time is not written and reads back
 // zero), durations Edm.Int64 nanoseconds, lists JSON strings. Strings are

@@ -93,20 +93,21 @@ type Config struct {
 
 // Table base names; the full name is TablePrefix + base.
 const (
-	tenantsTable = "tenants"
-	statusTable  = "status"
-	historyTable = "history"
-	runsTable    = "runs"
-	controlTable = "control"
+	tenantsTable  = "tenants"
+	statusTable   = "status"
+	historyTable  = "history"
+	runsTable     = "runs"
+	controlTable  = "control"
+	activityTable = "activity"
 )
 
 // Store reads and writes the results tables. It is safe for concurrent use.
 type Store struct {
-	tenants, status, history, runs, control *aztables.Client
-	names                                   map[string]string
-	pageSize                                int32
-	now                                     func() time.Time
-	trips                                   *atomic.Int64
+	tenants, status, history, runs, control, activity *aztables.Client
+	names                                             map[string]string
+	pageSize                                          int32
+	now                                               func() time.Time
+	trips                                             *atomic.Int64
 }
 
 var tablePrefixRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]{0,54}$`)
@@ -167,7 +168,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		c    **aztables.Client
 	}{
 		{tenantsTable, &s.tenants}, {statusTable, &s.status}, {historyTable, &s.history},
-		{runsTable, &s.runs}, {controlTable, &s.control},
+		{runsTable, &s.runs}, {controlTable, &s.control}, {activityTable, &s.activity},
 	} {
 		name := prefix + t.base
 		s.names[t.base] = name
@@ -181,7 +182,8 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 
 // Tables returns the full names of the tables in use (for the backend page).
 func (s *Store) Tables() []string {
-	return []string{s.names[tenantsTable], s.names[statusTable], s.names[historyTable], s.names[runsTable], s.names[controlTable]}
+	return []string{s.names[tenantsTable], s.names[statusTable], s.names[historyTable], s.names[runsTable],
+		s.names[controlTable], s.names[activityTable]}
 }
 
 // RoundTrips returns the number of HTTP requests this Store has sent

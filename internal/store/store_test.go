@@ -799,7 +799,7 @@ func TestNew(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := cmp.Diff([]string{prefix + "tenants", prefix + "status", prefix + "history", prefix + "runs", prefix + "control"}, s.Tables()); d != "" {
+		if d := cmp.Diff([]string{prefix + "tenants", prefix + "status", prefix + "history", prefix + "runs", prefix + "control", prefix + "activity"}, s.Tables()); d != "" {
 			t.Errorf("Tables (-want +got):\n%s", d)
 		}
 	}

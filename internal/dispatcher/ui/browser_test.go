@@ -60,14 +60,32 @@ type stack struct {
 	want     *m365sim.Permissions // the manifest in the simulator's terms
 }
 
-func newStack(t *testing.T) *stack {
+// stackOptions change the stack for one test.
+type stackOptions struct {
+	// signIn turns on sign-in with Microsoft through the simulator.
+	signIn bool
+	// logger receives the dispatcher's, the worker's and the simulator's
+	// logs (testLogger() when nil).
+	logger *slog.Logger
+	// transport wraps the dispatcher's HTTP transport (to the simulator).
+	transport func(http.RoundTripper) http.RoundTripper
+}
+
+func newStack(t *testing.T, opts ...stackOptions) *stack {
 	t.Helper()
+	var o stackOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.logger == nil {
+		o.logger = testLogger()
+	}
 	ctx := context.Background()
 	az := testenv.Azurite(t)
 	sim := testenv.Sim(t, m365sim.Options{Seed: 7, Tenants: 8, Mix: map[m365sim.Kind]float64{
 		m365sim.KindNew: 2, m365sim.KindCorrect: 1, m365sim.KindDrifted: 2, m365sim.KindUnlicensed: 1,
 		m365sim.KindRevoked: 1, m365sim.KindTerminated: 1,
-	}})
+	}, Logger: o.logger})
 	s := &stack{sim: sim, manifest: cpv.DefaultManifest(), want: sim.Permissions()}
 
 	qname := testenv.Name("uiq")
@@ -95,13 +113,27 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatalf("gdap.New: %v", err)
 	}
+	// The server's address is known before the dispatcher, whose sign-in
+	// redirect URI names it.
+	s.srv = httptest.NewUnstartedServer(http.NotFoundHandler())
+	base := "http://" + s.srv.Listener.Addr().String()
+	hc := sim.HTTPClient()
+	if o.transport != nil {
+		hc = &http.Client{Transport: o.transport(hc.Transport)}
+	}
+	var signIn *dispatcher.SignIn
+	if o.signIn {
+		signIn = &dispatcher.SignIn{Issuer: sim.SignInURL(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
+			RedirectURL: base + "/auth/callback"}
+	}
 	s.disp, err = dispatcher.New(dispatcher.Config{
 		ID:         "dispatcher-ui-test",
 		Store:      s.store,
 		Queue:      s.queue,
 		Discovery:  disc,
 		APIKeys:    []string{testAPIKey},
-		HTTPClient: sim.HTTPClient(),
+		SignIn:     signIn,
+		HTTPClient: hc,
 		UI:         ui.Handler(),
 		Backend: map[string]string{
 			"transport":      "storage",
@@ -113,13 +145,14 @@ func newStack(t *testing.T) *stack {
 			"partnerCenter":  sim.PartnerCenterURL(),
 			"authority":      sim.AuthorityHost(),
 		},
-		Logger: testLogger(),
+		Logger: o.logger,
 	})
 	if err != nil {
 		t.Fatalf("dispatcher.New: %v", err)
 	}
 	t.Cleanup(s.disp.Close)
-	s.srv = httptest.NewServer(s.disp.Handler())
+	s.srv.Config.Handler = s.disp.Handler()
+	s.srv.Start()
 	t.Cleanup(s.srv.Close)
 	if err := s.disp.Mirror(ctx); err != nil {
 		t.Fatalf("Mirror: %v", err)
@@ -138,7 +171,7 @@ func newStack(t *testing.T) *stack {
 		WorkerID:        "worker-ui-test",
 		Host:            "ui-test-host",
 		ManifestVersion: s.manifest.Version(),
-		Logger:          testLogger(),
+		Logger:          o.logger,
 	}, s.queue, r.Engine, s.store)
 	if err != nil {
 		t.Fatalf("worker.New: %v", err)
@@ -210,7 +243,7 @@ func chromiumPath(t *testing.T) string {
 	return p
 }
 
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
 		chromedp.ExecPath(chromiumPath(t)),
@@ -225,6 +258,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1440, 900),
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc)
 	ctx, cancel := chromedp.NewContext(actx)

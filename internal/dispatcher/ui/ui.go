@@ -3,10 +3,16 @@
 // in the binary and served by Handler.
 //
 // The page talks only to the dispatcher's JSON API under /api/ on the same
-// origin, with the same authentication as any other API client: the user
-// signs in once with an API key or an Entra ID bearer token, the page keeps
-// it in sessionStorage (gone when the tab closes) and sends it as
-// "Authorization: Bearer ..."; a 401 brings the sign-in form back.
+// origin. People sign in with Microsoft (when the dispatcher has sign-in
+// configured): /auth/login, the partner tenant's sign-in page, then a
+// server-side session whose HttpOnly cookie the page never sees; "Sign
+// out" ends it on the server. Automation's API keys and bearer tokens work
+// too: the page keeps one in sessionStorage (gone when the tab closes) and
+// sends it as "Authorization: Bearer ...". A 401 brings the sign-in form
+// back. GET /api/me says who is signed in and with which role (Reader,
+// Operator, Admin); the header shows both, and the page hides what the
+// role may not do (refresh and reset buttons, refresh all and the pause
+// switches for a Reader, the settings page for all but an Admin).
 //
 // Pages (hash routes, so the server serves one document):
 //
@@ -20,6 +26,11 @@
 //   - #/backend: the storage account, queues (with depths) and tables in use,
 //     the Microsoft endpoints, Key Vault, the workers seen recently, the next
 //     scheduled run and the pause switches.
+//   - #/activity: the activity log (who refreshed, reset, paused, signed in),
+//     filtered by person, action and tenant, older entries page by page; a
+//     tenant's page shows its own entries.
+//   - #/settings (Admin): sign-in, bearer tokens, API keys by number and
+//     role, and what each role may do.
 //
 // Handler serves the document with "Cache-Control: no-cache" and the
 // assets under a content-hashed path (/static/<version>/...) that may be

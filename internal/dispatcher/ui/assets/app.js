@@ -11,6 +11,9 @@
   // app is the page's whole state; nothing else is kept between renders.
   const app = {
     credential: sessionStorage.getItem(CREDENTIAL_KEY) || '',
+    me: null,           // GET api/me once signed in: name, role, via, canOperate, canAdminister
+    microsoft: false,   // sign-in with Microsoft is configured (GET auth/config)
+    activity: null,     // the activity page: {items, continuation, filter}
     pollTimer: 0,
     renderToken: 0, // bumped on every route change: stale async renders give up
     tenants: [],
@@ -128,12 +131,14 @@
   }
 
   async function api(method, path, body) {
-    if (!app.credential) {
+    if (!app.me && path !== 'me') {
       // Signed out meanwhile (the sign-in form is showing): give up quietly.
       throw new APIError(401, 'unauthorized', 'not signed in');
     }
-    const used = app.credential;
-    const init = { method, headers: { Authorization: 'Bearer ' + used, Accept: 'application/json' }, cache: 'no-store' };
+    const used = app.me;
+    // A signed-in session rides in its HttpOnly cookie; a key or token in the header.
+    const init = { method, headers: { Accept: 'application/json' }, cache: 'no-store', credentials: 'same-origin' };
+    if (app.credential) init.headers.Authorization = 'Bearer ' + app.credential;
     if (body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
@@ -152,13 +157,13 @@
     if (res.status === 401) {
       // Several requests may fail together: sign out once, and never undo
       // a newer sign-in.
-      if (app.credential === used) signOut('The dispatcher did not accept your key or token (it may have expired). Sign in again.');
+      if (used && app.me === used) signOut(used.via === 'session' ? 'Your session has ended. Sign in again.' : 'The dispatcher did not accept your key or token (it may have expired). Sign in again.', true);
       throw new APIError(401, 'unauthorized', 'not signed in');
     }
     if (!res.ok) {
       const err = data && data.error;
       let msg = (err && err.message) || ('The dispatcher answered ' + res.status + '.');
-      if (res.status === 403) msg = 'Not allowed: ' + msg + ' (your token needs the role that permits refreshes).';
+      if (res.status === 403) msg = 'Not allowed: ' + msg;
       throw new APIError(res.status, (err && err.code) || 'http' + res.status, msg);
     }
     return data;
@@ -166,7 +171,22 @@
 
   // ---------- sign-in ----------
 
-  function signOut(message) {
+  // canOperate and canAdminister say what the signed-in role may do; the
+  // page hides what it may not (the API refuses it anyway).
+  function canOperate() { return !!(app.me && app.me.canOperate); }
+  function canAdminister() { return !!(app.me && app.me.canAdminister); }
+
+  // signOut forgets the key or token, or ends the session on the server
+  // (its cookie then no longer works), and shows the sign-in form.
+  async function signOut(message, expired) {
+    const me = app.me;
+    app.me = null;
+    if (me && me.via === 'session' && !expired) {
+      try {
+        await fetch('auth/logout', { method: 'POST', credentials: 'same-origin', cache: 'no-store' });
+      } catch (e) { /* the cookie is cleared by the answer; a lost answer leaves a session that expires */ }
+    }
+    drawWhoami();
     app.credential = '';
     sessionStorage.removeItem(CREDENTIAL_KEY);
     app.requests = [];
@@ -185,9 +205,14 @@
     $('#sign-out').hidden = true;
     document.title = 'Sign in · cpvrefresh';
     const input = h('input', { type: 'password', id: 'credential', name: 'credential', autocomplete: 'off', required: true, spellcheck: 'false', 'aria-describedby': 'credential-hint' + (message ? ' signin-message' : '') });
+    const back = location.hash && location.hash !== '#/' && location.hash !== '#/signin' ? location.hash : '#/tenants';
     const form = h('form', { class: 'panel signin', id: 'signin-form', novalidate: true },
       h('h1', { tabindex: '-1' }, 'Sign in'),
       message ? h('p', { id: 'signin-message', class: 'error-text', role: 'alert' }, message) : null,
+      app.microsoft ? [
+        h('p', {}, h('a', { class: 'button', id: 'signin-microsoft', href: 'auth/login?return=' + encodeURIComponent(back) }, 'Sign in with Microsoft')),
+        h('p', { class: 'hint' }, 'With your work account in the partner tenant. What you may do depends on the role assigned to you: Reader, Operator or Admin.'),
+        h('h2', { class: 'small' }, 'Or use an API key')] : null,
       h('div', { class: 'field' },
         h('label', { for: 'credential' }, 'API key or bearer token'),
         input,
@@ -228,12 +253,49 @@
     }, ms);
   }
 
+  // whoAmI asks who the key, the token or the session cookie belongs to.
+  async function whoAmI() {
+    try {
+      app.me = await api('GET', 'me');
+    } catch (e) {
+      app.me = null;
+      return e.status === 401 || e.status === 403 ? e : null;
+    }
+    drawWhoami();
+    return null;
+  }
+
+  // drawWhoami shows who is signed in and their role, and the pages the
+  // role may see.
+  function drawWhoami() {
+    const el = $('#whoami');
+    const me = app.me;
+    $('#nav-settings').hidden = !canAdminister();
+    if (!me) { el.hidden = true; fill(el); return; }
+    el.hidden = false;
+    el.dataset.role = me.role;
+    fill(el, h('span', { class: 'who' }, me.displayName || me.name.replace(/^user:/, '')), ' ',
+      h('span', { class: 'badge role', id: 'whoami-role' }, me.role));
+  }
+
   function route() {
     stopPolling();
     app.renderToken++;
     app.reload = null;
-    if (!app.credential) {
-      showSignIn('');
+    if (!app.me) {
+      const token = app.renderToken;
+      whoAmI().then((refused) => {
+        if (token !== app.renderToken) return;
+        if (app.me) { route(); return; }
+        const tried = !!app.credential;
+        app.credential = '';
+        sessionStorage.removeItem(CREDENTIAL_KEY);
+        let msg = '';
+        if (tried && refused) msg = refused.status === 403 ? refused.message : 'The dispatcher did not accept your key or token.';
+        else if (refused && refused.status === 403) msg = refused.message;
+        else if (!refused) msg = 'The dispatcher did not answer. Try again.';
+        showSignIn(msg);
+      });
       return;
     }
     $('#nav').hidden = false;
@@ -246,6 +308,12 @@
     } else if (hash === '#/backend') {
       setNav('backend');
       renderBackendPage();
+    } else if (hash === '#/activity') {
+      setNav('activity');
+      renderActivityPage();
+    } else if (hash === '#/settings' && canAdminister()) {
+      setNav('settings');
+      renderSettingsPage();
     } else {
       setNav('tenants');
       if (hash !== '#/tenants') history.replaceState(null, '', '#/tenants');
@@ -724,8 +792,8 @@
         h('div', {},
           h('h1', {}, 'Tenants'),
           h('p', { class: 'sub' }, 'The SAM application\'s consent and permissions in every customer tenant.')),
-        h('div', { class: 'actions' },
-          h('button', { type: 'button', class: 'button', id: 'refresh-all', onclick: requestRefreshAll }, 'Refresh all'))),
+        canOperate() ? h('div', { class: 'actions' },
+          h('button', { type: 'button', class: 'button', id: 'refresh-all', onclick: requestRefreshAll }, 'Refresh all')) : null),
       h('div', { id: 'run-region' }),
       h('div', { id: 'requests-region' }),
       h('section', { class: 'panel', 'aria-labelledby': 'list-title' },
@@ -908,13 +976,13 @@
       h('td', { class: 'nowrap small' }, inPlace(st)),
       h('td', {}, st && st.notices && st.notices.length ? h('ul', { class: 'notices' }, st.notices.map((n) => h('li', {}, n))) : h('span', { class: 'muted' }, '—')),
       h('td', {}, st && st.lastError ? errorBlock(st.lastError, st.advice, true) : h('span', { class: 'muted' }, '—')),
-      h('td', { class: 'actions-cell' },
+      h('td', { class: 'actions-cell' }, canOperate() ? [
         h('button', { type: 'button', class: 'button small', dataset: { focus: 'refresh:' + t.id, action: 'refresh' }, 'aria-label': 'Refresh ' + name,
           disabled: !!t.excluded, title: t.excluded ? 'Excluded: include it again to refresh it' : null,
           onclick: () => requestTenantOp(t, 'refresh') }, 'Refresh'),
         h('button', { type: 'button', class: 'button secondary small', dataset: { focus: 'reset:' + t.id, action: 'reset' }, 'aria-label': 'Reset ' + name,
           disabled: !!t.excluded, title: t.excluded ? 'Excluded: include it again to reset it' : null,
-          onclick: () => requestTenantOp(t, 'reset') }, 'Reset')));
+          onclick: () => requestTenantOp(t, 'reset') }, 'Reset')] : null));
   }
 
   // ---------- tenant page ----------
@@ -932,7 +1000,10 @@
   async function loadTenant(id, token, first) {
     let delay = 15000;
     try {
-      const t = await api('GET', 'tenants/' + encodeURIComponent(id) + '?limit=25');
+      const [t, act] = await Promise.all([
+        api('GET', 'tenants/' + encodeURIComponent(id) + '?limit=25'),
+        api('GET', 'activity?limit=10&tenant=' + encodeURIComponent(id)).catch((e) => { if (e.status === 401) throw e; return { error: e.message }; })]);
+      t.activity = act;
       if (token !== app.renderToken) return;
       await settleRequests((tid) => (tid === id ? (t.status || null) : undefined));
       if (token !== app.renderToken) return;
@@ -964,15 +1035,15 @@
     fill(region,
       h('div', { class: 'page-head' },
         h('p', { class: 'sub' }, t.defaultDomain ? t.defaultDomain + ' · ' : '', h('span', { class: 'mono' }, t.id)),
-        h('div', { class: 'actions' },
-          h('button', { type: 'button', class: 'button', id: 'tenant-refresh', dataset: { focus: 'tenant-refresh' }, disabled: !!t.excluded,
-            'aria-describedby': t.excluded ? 'excluded-note' : null, onclick: () => requestTenantOp(t, 'refresh') }, 'Refresh'),
-          h('button', { type: 'button', class: 'button secondary', id: 'tenant-reset', dataset: { focus: 'tenant-reset' }, disabled: !!t.excluded,
-            'aria-describedby': t.excluded ? 'excluded-note' : null, onclick: () => requestTenantOp(t, 'reset') }, 'Reset'),
-          t.known && !t.excluded ? h('button', { type: 'button', class: 'button secondary', id: 'tenant-exclude', dataset: { focus: 'tenant-exclusion' },
+        canOperate() || canAdminister() ? h('div', { class: 'actions' },
+          canOperate() ? h('button', { type: 'button', class: 'button', id: 'tenant-refresh', dataset: { focus: 'tenant-refresh' }, disabled: !!t.excluded,
+            'aria-describedby': t.excluded ? 'excluded-note' : null, onclick: () => requestTenantOp(t, 'refresh') }, 'Refresh') : null,
+          canOperate() ? h('button', { type: 'button', class: 'button secondary', id: 'tenant-reset', dataset: { focus: 'tenant-reset' }, disabled: !!t.excluded,
+            'aria-describedby': t.excluded ? 'excluded-note' : null, onclick: () => requestTenantOp(t, 'reset') }, 'Reset') : null,
+          canAdminister() && t.known && !t.excluded ? h('button', { type: 'button', class: 'button secondary', id: 'tenant-exclude', dataset: { focus: 'tenant-exclusion' },
             onclick: () => requestExclusion(t, true) }, 'Exclude') : null,
-          t.known && t.excluded ? h('button', { type: 'button', class: 'button', id: 'tenant-include', dataset: { focus: 'tenant-exclusion' },
-            onclick: () => requestExclusion(t, false) }, 'Include') : null)),
+          canAdminister() && t.known && t.excluded ? h('button', { type: 'button', class: 'button', id: 'tenant-include', dataset: { focus: 'tenant-exclusion' },
+            onclick: () => requestExclusion(t, false) }, 'Include') : null) : null),
       h('div', { id: 'exclusion-error' }),
       t.excluded ? h('p', { class: 'notice warn', id: 'excluded-note' }, 'This tenant is excluded: runs leave it out and refreshes and resets are refused. Include it again to refresh it.') : null,
       mine.length ? h('section', { class: 'panel', 'aria-labelledby': 'requests-title', id: 'requests' },
@@ -1008,7 +1079,13 @@
         latestResult ? permissionsSummary(latestResult, 'h3') : h('p', { class: 'empty' }, latest ? 'This attempt recorded no detail.' : 'No attempt recorded yet.')),
       h('section', { class: 'panel', 'aria-labelledby': 'history-title', id: 'history' },
         h('h2', { id: 'history-title' }, 'History'),
-        (t.history || []).length ? historyTable(t.history) : h('p', { class: 'empty' }, 'No attempts yet.')));
+        (t.history || []).length ? historyTable(t.history) : h('p', { class: 'empty' }, 'No attempts yet.')),
+      h('section', { class: 'panel', 'aria-labelledby': 'tenant-activity-title', id: 'tenant-activity' },
+        h('h2', { id: 'tenant-activity-title' }, 'Activity'),
+        t.activity && t.activity.error ? errorNotice(t.activity.error)
+          : t.activity && t.activity.items.length ? activityTable(t.activity.items, false)
+            : h('p', { class: 'empty' }, 'Nobody has refreshed or reset this tenant by hand yet.'),
+        h('p', { class: 'small' }, h('a', { href: '#/activity' }, 'All activity'))));
     if (first) {
       const hd = $('#main h1');
       if (hd) hd.focus();
@@ -1185,6 +1262,10 @@
       h('span', { class: 'track', 'aria-hidden': 'true' }),
       h('span', {}, label));
     const state = h('span', { class: 'badge ' + (on ? 'failed' : 'succeeded'), id: id + '-state' }, on ? 'paused' : 'running');
+    if (!canOperate()) {
+      // The role may not switch: the state only.
+      return h('div', { class: 'switch-row' }, h('div', {}, h('p', {}, label), h('p', { class: 'desc' }, desc)), state);
+    }
     btn.addEventListener('click', async () => {
       const want = btn.getAttribute('aria-checked') !== 'true';
       btn.disabled = true;
@@ -1208,10 +1289,138 @@
       state);
   }
 
+  // ---------- activity page ----------
+
+  const ACTIONS = [['', 'All actions'], ['refresh', 'Refresh'], ['reset', 'Reset'], ['refreshAll', 'Refresh all'],
+    ['pause', 'Pause'], ['resume', 'Resume'], ['signIn', 'Sign-in'], ['signOut', 'Sign-out']];
+
+  function actionLabel(a) {
+    const known = ACTIONS.find(([v]) => v === a);
+    return known && a ? known[1] : a;
+  }
+
+  function activityTable(items, withTenant) {
+    const names = new Map(app.tenants.map((t) => [t.id, tenantName(t)]));
+    return h('div', { class: 'table-wrap' }, h('table', { class: 'activity' },
+      h('caption', { class: 'visually-hidden' }, 'Actions, newest first'),
+      h('thead', {}, h('tr', {},
+        ['When', 'Who', 'Action', withTenant ? 'Tenant' : null, 'Outcome', 'Request'].filter(Boolean).map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, items.map((a) => h('tr', { dataset: { action: a.action, actor: a.actor, tenant: a.tenantId || '', request: a.requestId || '' } },
+        h('td', { class: 'nowrap' }, when(a.at), h('span', { class: 'sub' }, exact(a.at))),
+        h('td', {}, a.actorName || a.actor.replace(/^user:/, ''), h('span', { class: 'sub' }, a.actor + (a.role ? ' · ' + a.role : ''))),
+        h('td', {}, actionLabel(a.action), a.detail ? h('span', { class: 'sub' }, a.detail) : null),
+        withTenant ? h('td', {}, a.tenantId ? h('a', { href: '#/tenants/' + a.tenantId }, names.get(a.tenantId) || a.tenantId) : h('span', { class: 'muted' }, '—')) : null,
+        h('td', {}, h('span', { class: 'badge ' + (a.outcome === 'failed' ? 'failed' : a.outcome === 'skipped' ? 'partial' : 'succeeded') }, a.outcome)),
+        h('td', { class: 'small mono' }, a.requestId || '—'))))));
+  }
+
+  function renderActivityPage() {
+    const token = app.renderToken;
+    const f = (app.activity && app.activity.filter) || { user: '', action: '', tenant: '' };
+    const user = h('input', { type: 'search', id: 'activity-user', value: f.user, placeholder: 'user:someone@example.com or apikey:1', autocomplete: 'off' });
+    const action = h('select', { id: 'activity-action' }, ACTIONS.map(([v, label]) => h('option', { value: v, selected: f.action === v }, label)));
+    const tenant = h('input', { type: 'search', id: 'activity-tenant', value: f.tenant, placeholder: 'tenant id', autocomplete: 'off' });
+    const form = h('form', { class: 'toolbar', role: 'search', id: 'activity-filter' },
+      h('div', { class: 'field' }, h('label', { for: 'activity-user' }, 'Who'), user),
+      h('div', { class: 'field' }, h('label', { for: 'activity-action' }, 'Action'), action),
+      h('div', { class: 'field' }, h('label', { for: 'activity-tenant' }, 'Tenant'), tenant),
+      h('button', { type: 'submit', class: 'button secondary' }, 'Filter'));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      app.activity = { items: [], continuation: '', filter: { user: user.value.trim(), action: action.value, tenant: tenant.value.trim() } };
+      loadActivity(token, false);
+    });
+    page('Activity',
+      h('div', { class: 'page-head' },
+        h('div', {},
+          h('h1', {}, 'Activity'),
+          h('p', { class: 'sub' }, 'Every refresh, reset, refresh of all tenants, pause switch and sign-in: who, when, and what came of it.'))),
+      h('section', { class: 'panel', 'aria-labelledby': 'activity-title' },
+        h('h2', { id: 'activity-title', class: 'visually-hidden' }, 'Activity log'),
+        form,
+        h('div', { id: 'activity-region' }, h('p', { class: 'empty' }, 'Loading…'))));
+    app.activity = { items: [], continuation: '', filter: f };
+    app.reload = () => { stopPolling(); app.activity.items = []; app.activity.continuation = ''; loadActivity(token, false); };
+    loadActivity(token, false);
+  }
+
+  async function loadActivity(token, more) {
+    const a = app.activity;
+    const q = new URLSearchParams({ limit: '50' });
+    if (a.filter.user) q.set('user', a.filter.user);
+    if (a.filter.action) q.set('action', a.filter.action);
+    if (a.filter.tenant) q.set('tenant', a.filter.tenant.toLowerCase());
+    if (more && a.continuation) q.set('continuation', a.continuation);
+    const region = $('#activity-region');
+    try {
+      const res = await api('GET', 'activity?' + q.toString());
+      if (token !== app.renderToken) return;
+      a.items = more ? a.items.concat(res.items || []) : (res.items || []);
+      a.continuation = res.continuation || '';
+      if (!region) return;
+      fill(region,
+        a.items.length ? activityTable(a.items, true) : h('p', { class: 'empty' }, 'Nothing recorded matches.'),
+        a.continuation ? h('p', {}, h('button', { type: 'button', class: 'button secondary', id: 'activity-more', onclick: () => loadActivity(token, true) }, 'Older entries')) : null);
+    } catch (e) {
+      if (e.status === 401 || token !== app.renderToken) return;
+      if (region) fill(region, errorNotice(e));
+    }
+  }
+
+  // ---------- settings page (Admin) ----------
+
+  function renderSettingsPage() {
+    const token = app.renderToken;
+    page('Settings',
+      h('div', { class: 'page-head' },
+        h('div', {},
+          h('h1', {}, 'Settings'),
+          h('p', { class: 'sub' }, 'How people and automation are let in, and what each role may do.'))),
+      h('div', { id: 'settings-region' }, h('p', { class: 'empty' }, 'Loading…')));
+    (async () => {
+      const region = $('#settings-region');
+      try {
+        const v = await api('GET', 'settings');
+        if (token !== app.renderToken || !region) return;
+        const si = v.signIn || {};
+        fill(region,
+          h('div', { class: 'grid' },
+            h('section', { class: 'panel', 'aria-labelledby': 'signin-title', id: 'settings-signin' },
+              h('h2', { id: 'signin-title' }, 'Sign-in with Microsoft'),
+              si.enabled ? h('dl', { class: 'kv' },
+                h('dt', {}, 'Issuer'), h('dd', {}, h('code', {}, si.issuer)),
+                h('dt', {}, 'Application (client) id'), h('dd', {}, h('code', {}, si.clientId)),
+                h('dt', {}, 'Redirect URI'), h('dd', {}, h('code', {}, si.redirectUrl)),
+                h('dt', {}, 'Session lifetime'), h('dd', {}, si.sessionLifetime)) : h('p', { class: 'muted' }, 'Not configured: set CPV_SIGNIN_CLIENT_ID and CPV_PUBLIC_URL.')),
+            h('section', { class: 'panel', 'aria-labelledby': 'bearer-title' },
+              h('h2', { id: 'bearer-title' }, 'Bearer tokens for the API'),
+              v.bearer && v.bearer.issuer ? h('dl', { class: 'kv' },
+                h('dt', {}, 'Issuer'), h('dd', {}, h('code', {}, v.bearer.issuer)),
+                h('dt', {}, 'Audience'), h('dd', {}, h('code', {}, v.bearer.audience))) : h('p', { class: 'muted' }, 'Not configured.'))),
+          h('section', { class: 'panel', 'aria-labelledby': 'keys-title', id: 'settings-keys' },
+            h('h2', { id: 'keys-title' }, 'API keys'),
+            (v.apiKeys || []).length ? h('ul', {}, v.apiKeys.map((k) => h('li', {}, h('code', {}, 'apikey:' + k.number), ' · ' + k.role)))
+              : h('p', { class: 'muted' }, 'None.')),
+          h('section', { class: 'panel', 'aria-labelledby': 'roles-title', id: 'settings-roles' },
+            h('h2', { id: 'roles-title' }, 'Roles'),
+            h('div', { class: 'table-wrap' }, h('table', {},
+              h('thead', {}, h('tr', {}, ['Role', 'App role', 'May'].map((c) => h('th', { scope: 'col' }, c)))),
+              h('tbody', {}, (v.roles || []).map((r) => h('tr', {}, h('td', {}, r.name), h('td', {}, h('code', {}, r.appRole)), h('td', {}, r.allows))))))));
+      } catch (e) {
+        if (e.status === 401 || token !== app.renderToken) return;
+        if (region) fill(region, errorNotice(e));
+      }
+    })();
+  }
+
   // ---------- start ----------
 
-  function start() {
+  async function start() {
     $('#sign-out').addEventListener('click', () => signOut('You are signed out.'));
+    try {
+      const res = await fetch('auth/config', { cache: 'no-store', credentials: 'same-origin' });
+      app.microsoft = !!(res.ok && (await res.json()).microsoft);
+    } catch (e) { app.microsoft = false; }
     $('#skip-link').addEventListener('click', (ev) => {
       ev.preventDefault();
       $('#main').focus();
