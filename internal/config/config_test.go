@@ -97,6 +97,17 @@ func TestValidate(t *testing.T) {
 	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "CPV_METRICS_LISTEN") {
 		t.Fatalf("metrics on the main listener's own address must be refused, got %v", err)
 	}
+	d.MetricsListen = ""
+	if d.WebhookMaxAge != 6*time.Hour || d.WebhookCertPath != "/cert/*.cer" {
+		t.Errorf("webhook defaults: max age %s, certificate path %q", d.WebhookMaxAge, d.WebhookCertPath)
+	}
+	d.WebhookMaxAge, d.WebhookCertPath = 0, "cert/[.cer"
+	err = d.Validate()
+	for _, want := range []string{"CPV_WEBHOOK_MAX_AGE", "CPV_WEBHOOK_CERT_PATH"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
 }
 
 func TestRedactedHidesSecrets(t *testing.T) {
