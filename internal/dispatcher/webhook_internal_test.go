@@ -1,6 +1,9 @@
 package dispatcher
 
 import (
+	"crypto/x509"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -44,4 +47,39 @@ func FuzzDecodeEvent(f *testing.F) {
 			t.Fatalf("event id %q is not a valid row key", id)
 		}
 	})
+}
+
+// A certificate that verified a delivery is never evicted by certificates
+// that verified nothing, however many are cached after it; when every
+// entry is pinned the oldest one goes.
+func TestCertCachePinsVerified(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	c := newCertCache(&http.Client{}, func() time.Time { return now })
+	good := &x509.Certificate{Raw: []byte("good")}
+	c.put("https://h/cert/good.cer", good, now)
+	c.verified("https://h/cert/good.cer", good)
+	for i := range 64 {
+		c.put(fmt.Sprintf("https://h/cert/junk-%d.cer", i), &x509.Certificate{Raw: []byte{byte(i)}}, now.Add(time.Duration(i+1)*time.Second))
+	}
+	if len(c.items) != certCacheSize {
+		t.Fatalf("%d entries, want %d", len(c.items), certCacheSize)
+	}
+	if e, ok := c.items["https://h/cert/good.cer"]; !ok || !e.verified || e.cert != good {
+		t.Fatalf("the verified certificate was evicted: %+v", e)
+	}
+	// A certificate that did not verify with it is not pinned by it.
+	c.verified("https://h/cert/junk-63.cer", good)
+	if c.items["https://h/cert/junk-63.cer"].verified {
+		t.Error("an entry was pinned by a certificate it does not hold")
+	}
+	// All pinned: the oldest is evicted for a new one.
+	for k, e := range c.items {
+		e.verified = true
+		c.items[k] = e
+	}
+	c.put("https://h/cert/new.cer", good, now.Add(time.Hour))
+	if _, ok := c.items["https://h/cert/good.cer"]; ok || len(c.items) != certCacheSize {
+		t.Errorf("with every entry pinned the oldest should go: %d entries, good kept %v", len(c.items), ok)
+	}
 }
