@@ -14,6 +14,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
@@ -300,4 +301,47 @@ type downQueue struct{ dispatcher.Queue }
 
 func (downQueue) Send(context.Context, queue.Message, time.Duration) error {
 	return errors.New("queue: the queue service is unavailable")
+}
+
+// An event's record lives as long as the event can be accepted: once it is
+// older than the freshness window a later delivery purges the record, and
+// a replay of the event is refused as stale, so the records stay bounded.
+func TestWebhookEventRecordsExpire(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 2)
+	clk := testenv.NewClock(time.Now())
+	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })
+	srv := httptest.NewServer(d.Handler())
+	t.Cleanup(srv.Close)
+	url := srv.URL + "/webhooks/partnercenter"
+	ft := h.fleetTenant(t, m365sim.KindCorrect)
+	old := h.sim.RelationshipEvent(m365sim.EventRelationshipActivated, ft.RelationshipID)
+	if code, oc := h.deliver(t, url, old); code != http.StatusOK || oc != "enqueued" {
+		t.Fatalf("first event: %d %q", code, oc)
+	}
+	msgs := h.drain(t)
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages, want 1", len(msgs))
+	}
+	oldID := msgs[0].RequestID
+	ctx := context.Background()
+	if ev, err := h.store.GetEvent(ctx, oldID); err != nil || ev.State != store.EventDone || ev.Outcome != "enqueued" {
+		t.Fatalf("record of the first event: %+v, %v", ev, err)
+	}
+
+	clk.Add(dispatcher.DefaultWebhookMaxAge + time.Hour)
+	next := old
+	next.ResourceChangeUtcDate = clk.Now().UTC().Truncate(time.Millisecond)
+	if code, oc := h.deliver(t, url, next); code != http.StatusOK || oc != "enqueued" {
+		t.Fatalf("later event: %d %q", code, oc)
+	}
+	if _, err := h.store.GetEvent(ctx, oldID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the expired record was not purged: %v", err)
+	}
+	if code, _ := h.deliver(t, url, old); code != http.StatusUnprocessableEntity {
+		t.Errorf("replay of the expired event: %d, want 422", code)
+	}
+	if msgs := h.drain(t); len(msgs) != 1 || msgs[0].RequestID == oldID {
+		t.Errorf("messages %+v, want the later event's only", msgs)
+	}
 }
