@@ -119,6 +119,16 @@ func TestValidate(t *testing.T) {
 	if got, want := d.SignInIssuerURL(), "https://127.0.0.1:8443/"+w.PartnerTenantID+"/v2.0"; got != want {
 		t.Errorf("SignInIssuerURL() = %q, want %q", got, want)
 	}
+	if d.WebhookMaxAge != 6*time.Hour || d.WebhookCertPath != "/cert/*.cer" {
+		t.Errorf("webhook defaults: max age %s, certificate path %q", d.WebhookMaxAge, d.WebhookCertPath)
+	}
+	d.WebhookMaxAge, d.WebhookCertPath = 0, "cert/[.cer"
+	err = d.Validate()
+	for _, want := range []string{"CPV_WEBHOOK_MAX_AGE", "CPV_WEBHOOK_CERT_PATH"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
 }
 
 func TestRedactedHidesSecrets(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -73,8 +74,10 @@ type Dispatcher struct {
 	TimeZone            string        `env:"CPV_TIME_ZONE" default:"UTC" help:"IANA time zone of the schedule"`
 	CatchUp             time.Duration `env:"CPV_CATCH_UP" default:"24h" help:"a scheduled run missed within this window is run when the dispatcher starts"`
 	PropagationDelay    time.Duration `env:"CPV_PROPAGATION_DELAY" default:"15m" help:"delay before refreshing a tenant whose GDAP relationship was just approved or activated"`
-	WebhookCertHosts    []string      `env:"CPV_WEBHOOK_CERT_HOSTS" default:"api.partnercenter.microsoft.com" help:"hosts a Partner Center webhook's X-MS-Certificate-Url may point at (comma-separated)"`
+	WebhookCertHosts    []string      `env:"CPV_WEBHOOK_CERT_HOSTS" default:"3psostorageacct.blob.core.windows.net" help:"hosts a Partner Center webhook's X-MS-Certificate-Url may point at (comma-separated; Partner Center's is 3psostorageacct.blob.core.windows.net)"`
+	WebhookCertPath     string        `env:"CPV_WEBHOOK_CERT_PATH" default:"/cert/*.cer" help:"path pattern (Go path.Match: * stays within one segment) an X-MS-Certificate-Url must match to be fetched; a URL with a query, fragment or escaped characters never is"`
 	WebhookRequireMSOrg bool          `env:"CPV_WEBHOOK_REQUIRE_MICROSOFT_ORG" default:"true" help:"require O=Microsoft Corporation in the webhook signing certificate's subject"`
+	WebhookMaxAge       time.Duration `env:"CPV_WEBHOOK_MAX_AGE" default:"6h" help:"oldest Partner Center event (by its ResourceChangeUtcDate) still handled: older deliveries are refused with 422, and each event is remembered this long so its repeated deliveries enqueue one refresh"`
 	APIKeys             []string      `env:"CPV_API_KEYS" secret:"true" help:"API keys accepted as 'Authorization: Bearer <key>' or X-API-Key (comma-separated), each role:key with role reader, operator or admin, or a bare key (admin); at least 16 characters"`
 	AuthIssuer          string        `env:"CPV_AUTH_ISSUER" help:"Entra ID issuer whose bearer tokens the API accepts (e.g. https://login.microsoftonline.com/<tenant>/v2.0)"`
 	AuthAudience        string        `env:"CPV_AUTH_AUDIENCE" help:"audience the API's bearer tokens must carry"`
@@ -196,6 +199,12 @@ func (d *Dispatcher) Validate() error {
 	}
 	if d.PropagationDelay < 0 || d.PropagationDelay > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("CPV_PROPAGATION_DELAY %s: want 0..168h", d.PropagationDelay))
+	}
+	if d.WebhookMaxAge < time.Minute || d.WebhookMaxAge > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("CPV_WEBHOOK_MAX_AGE %s: want 1m..168h", d.WebhookMaxAge))
+	}
+	if _, err := path.Match(d.WebhookCertPath, "/"); err != nil || !strings.HasPrefix(d.WebhookCertPath, "/") {
+		errs = append(errs, fmt.Errorf("CPV_WEBHOOK_CERT_PATH %q: want a path pattern starting with /, such as /cert/*.cer", d.WebhookCertPath))
 	}
 	if len(d.APIKeys) == 0 && d.AuthIssuer == "" && d.SignInClientID == "" {
 		errs = append(errs, errors.New("the API is closed: set CPV_API_KEYS, CPV_AUTH_ISSUER (with CPV_AUTH_AUDIENCE) or CPV_SIGNIN_CLIENT_ID"))

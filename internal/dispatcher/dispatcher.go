@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,6 +70,7 @@ type Store interface {
 	Switches
 	Activities
 	Sessions
+	Events
 }
 
 // Config configures a Dispatcher. Store, Queue and ID are required; the
@@ -95,6 +98,14 @@ type Config struct {
 	WebhookCertHosts []string
 	// WebhookRequireMSOrg requires O=Microsoft Corporation in the certificate's subject.
 	WebhookRequireMSOrg bool
+	// WebhookCertPath is the path.Match pattern a certificate URL's path must
+	// match, Partner Center's shape "/cert/*.cer" when empty; a URL with a
+	// query or fragment is never fetched.
+	WebhookCertPath string
+	// WebhookMaxAge is how old an event (its ResourceChangeUtcDate) may be
+	// and still be handled (6h when 0): older deliveries are refused with 422.
+	// A delivered event is remembered for as long, so its replays are duplicates.
+	WebhookMaxAge time.Duration
 
 	// APIKeys are accepted as "Authorization: Bearer <key>" or X-API-Key,
 	// each "role:key" or a bare "key" (Admin); see ParseAPIKeys.
@@ -162,6 +173,8 @@ type Dispatcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	lastPurge atomic.Int64 // when expired webhook events were last purged (Unix ns)
+
 	mu           sync.Mutex
 	closing      bool            // Shutdown has begun: no new background runs
 	lastFinished string          // id of the last run this replica saw finished
@@ -188,6 +201,12 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	if cfg.CatchUp == 0 {
 		cfg.CatchUp = 24 * time.Hour
+	}
+	if cfg.WebhookCertPath == "" {
+		cfg.WebhookCertPath = DefaultWebhookCertPath
+	}
+	if cfg.WebhookMaxAge == 0 {
+		cfg.WebhookMaxAge = DefaultWebhookMaxAge
 	}
 	if cfg.AuthRole == "" {
 		cfg.AuthRole = "CPV.Refresh"
@@ -216,7 +235,10 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Transport: http.DefaultTransport}
 	}
-	if cfg.CatchUp < 0 || cfg.PropagationDelay < 0 || cfg.BatchSize < 0 || cfg.MaxBody < 0 || cfg.LeaseTTL < 0 || cfg.Recheck < 0 {
+	if _, err := path.Match(cfg.WebhookCertPath, "/"); err != nil || !strings.HasPrefix(cfg.WebhookCertPath, "/") {
+		errs = append(errs, fmt.Errorf("webhook certificate path %q: want a path pattern such as %s", cfg.WebhookCertPath, DefaultWebhookCertPath))
+	}
+	if cfg.CatchUp < 0 || cfg.WebhookMaxAge < 0 || cfg.PropagationDelay < 0 || cfg.BatchSize < 0 || cfg.MaxBody < 0 || cfg.LeaseTTL < 0 || cfg.Recheck < 0 {
 		errs = append(errs, errors.New("durations and sizes must not be negative"))
 	}
 	for _, h := range cfg.WebhookCertHosts {

@@ -31,13 +31,22 @@
 //     tenant with several relationships is enqueued once.
 //
 //   - Partner Center webhooks (POST /webhooks/partnercenter). The signature
-//     (RSA PKCS#1 v1.5 over SHA-256 of the raw body, with a certificate fetched
-//     only from allow-listed hosts) is verified before the body is parsed.
+//     (RSA PKCS#1 v1.5 over SHA-256 of the raw body) is verified before the
+//     body is parsed, with a certificate fetched only from a URL of Partner
+//     Center's shape (an allow-listed host, a path matching
+//     Config.WebhookCertPath, no query): fetches for URLs that never verified
+//     a delivery are bounded per time window (the excess is answered 429),
+//     and a certificate that verified one stays cached whatever else is
+//     named. An event older than Config.WebhookMaxAge is refused with 422.
+//     The event's identity (name, resource, change time) is the request id
+//     of its refresh and the key of its record in the store: the first
+//     delivery claims the record and enqueues, later ones are duplicates
+//     (200, nothing sent) on every transport, one that arrives while another
+//     holds the event is answered 409 so Partner Center delivers it again,
+//     and a delivery that failed or died leaves the event to the next one.
 //     Relationship and access-assignment events resolve the customer tenant
-//     through Graph; a reseller relationship names it directly. The request id
-//     of the refresh is derived from the event (name, resource, change time)
-//     and requestedAt is the change time, so the ten deliveries Partner Center
-//     may make of one event cost one refresh.
+//     through Graph; a reseller relationship names it directly. requestedAt
+//     is the change time.
 //
 //   - The API under /api/ (authenticated by API key, Entra ID bearer token or
 //     the session of a user signed in with Microsoft):
@@ -55,7 +64,7 @@
 //
 // # Routes
 //
-//	POST /webhooks/partnercenter           signed Partner Center events (200, 400, 401, 413)
+//	POST /webhooks/partnercenter           signed Partner Center events (200, 400, 401, 409, 413, 422, 429)
 //	POST /api/tenants/{id}/refresh         202 {"requestId","tenantId","op"}; 409 excluded (Operator)
 //	POST /api/tenants/{id}/reset           202 {"requestId","tenantId","op"}; 409 excluded (Operator)
 //	POST /api/tenants/{id}/exclude         {"reason"}? 200 {"tenantId","excluded","exclusionBy","exclusionAt","exclusionReason"}; 404 unknown (Admin)

@@ -214,21 +214,33 @@ func TestWebhookSignatureHeaders(t *testing.T) {
 
 func TestCertificateURLAllowList(t *testing.T) {
 	t.Parallel()
-	d := &Dispatcher{cfg: Config{WebhookCertHosts: []string{"api.partnercenter.microsoft.com", "127.0.0.1:8443"}}}
+	d := &Dispatcher{cfg: Config{WebhookCertHosts: []string{"3psostorageacct.blob.core.windows.net", "127.0.0.1:8443"},
+		WebhookCertPath: DefaultWebhookCertPath}}
 	for u, ok := range map[string]bool{
-		"https://api.partnercenter.microsoft.com/webhooks/v1/cert.pem":     true,
-		"https://API.PartnerCenter.Microsoft.com/cert":                     true,
-		"https://127.0.0.1:8443/_sim/webhook/certificate.pem":              true,
-		"https://127.0.0.1/cert":                                           false, // port differs
-		"https://127.0.0.1:9443/cert":                                      false,
-		"http://api.partnercenter.microsoft.com/cert":                      false,
-		"https://api.partnercenter.microsoft.com.evil.example/cert":        false,
-		"https://evil.example/api.partnercenter.microsoft.com":             false,
-		"https://user@api.partnercenter.microsoft.com/cert":                false,
-		"//api.partnercenter.microsoft.com/cert":                           false,
-		"https://api.partnercenter.microsoft.com:443/cert":                 false, // exact host[:port]
-		"https://evil.example\\@api.partnercenter.microsoft.com/cert":      false,
-		"https://api.partnercenter.microsoft.com%2f.evil.example/cert.pem": false,
+		"https://3psostorageacct.blob.core.windows.net/cert/pcnotifications-dispatch.microsoft.com.cer": true,
+		"https://3PSOStorageAcct.Blob.Core.Windows.Net/cert/pcnotifications.microsoft.com.cer":          true,
+		"https://127.0.0.1:8443/cert/pcnotifications-dispatch.microsoft.com.cer":                        true,
+		"https://127.0.0.1/cert/a.cer":                                             false, // port differs
+		"https://127.0.0.1:9443/cert/a.cer":                                        false,
+		"http://3psostorageacct.blob.core.windows.net/cert/a.cer":                  false,
+		"https://3psostorageacct.blob.core.windows.net.evil.example/cert/a.cer":    false,
+		"https://evil.example/3psostorageacct.blob.core.windows.net/cert/a.cer":    false,
+		"https://user@3psostorageacct.blob.core.windows.net/cert/a.cer":            false,
+		"//3psostorageacct.blob.core.windows.net/cert/a.cer":                       false,
+		"https://3psostorageacct.blob.core.windows.net:443/cert/a.cer":             false, // exact host[:port]
+		"https://evil.example\\@3psostorageacct.blob.core.windows.net/cert/a.cer":  false,
+		"https://3psostorageacct.blob.core.windows.net%2f.evil.example/cert/a.cer": false,
+		"https://3psostorageacct.blob.core.windows.net/cert/a.cer?v=1":             false, // no query
+		"https://3psostorageacct.blob.core.windows.net/cert/a.cer?":                false,
+		"https://3psostorageacct.blob.core.windows.net/cert/a.cer#x":               false, // no fragment
+		"https://3psostorageacct.blob.core.windows.net/cert/a%2Eb.cer":             false, // no escapes
+		"https://3psostorageacct.blob.core.windows.net/cert/x/a.cer":               false, // one segment
+		"https://3psostorageacct.blob.core.windows.net/cert/a.pem":                 false,
+		"https://3psostorageacct.blob.core.windows.net/CERT/a.cer":                 false,
+		"https://3psostorageacct.blob.core.windows.net/other/a.cer":                false,
+		"https://3psostorageacct.blob.core.windows.net/cert/.cer/../a.cer":         false,
+		"https://3psostorageacct.blob.core.windows.net//cert/a.cer":                false,
+		"https://3psostorageacct.blob.core.windows.net/cert/a.cer/":                false,
 	} {
 		if _, err := d.certificateURL(u); (err == nil) != ok {
 			t.Errorf("certificateURL(%q): err %v, want ok=%v", u, err, ok)

@@ -57,7 +57,8 @@
 //     token with Partner Center's audience is required; ms-requestid makes a
 //     repeated POST idempotent; 50 requests per second per application id.
 //     SendWebhook signs Partner Center events (RSA PKCS#1 v1.5 SHA-256) and
-//     POSTs them; the signing certificate is served at WebhookCertURL.
+//     POSTs them; the signing certificate is served at WebhookCertURL
+//     (/cert/pcnotifications-dispatch.microsoft.com.cer, Partner Center's shape).
 //   - Inspection at /_sim/... (no authentication, JSON): fleet, tenants/{id},
 //     conforms/{id} (against the simulator's permission set), stats, stats/reset,
 //     faults (GET, POST merges), failnext, revoke/{id} (POST: RevokeTokens),

@@ -71,6 +71,9 @@ func (s *Sim) routes() http.Handler {
 			s.servePartnerCenter(w, r)
 		case strings.HasPrefix(p, "/_sim/"):
 			s.serveInspect(w, r)
+		case p == webhookCertPath && r.Method == http.MethodGet:
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			_, _ = w.Write(s.webhookPEM)
 		default:
 			s.serveEntra(w, r)
 		}

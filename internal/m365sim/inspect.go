@@ -149,7 +149,7 @@ func (s *Sim) serveInspect(w http.ResponseWriter, r *http.Request) {
 		c := s.Config()
 		c.AppSecret, c.RefreshToken = "", ""
 		writeJSON(w, http.StatusOK, c)
-	case p == strings.TrimPrefix(webhookCertPath, "/_sim") && method == http.MethodGet:
+	case p == strings.TrimPrefix(webhookCertInspectPath, "/_sim") && method == http.MethodGet:
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = w.Write(s.webhookPEM)
 	case p == "/ca.pem" && method == http.MethodGet:

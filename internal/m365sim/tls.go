@@ -139,8 +139,10 @@ func serial() *big.Int {
 // WebhookCertificate is the certificate whose key signs webhooks.
 func (s *Sim) WebhookCertificate() *x509.Certificate { return s.webhookCert }
 
-// WebhookCertURL is where the webhook signing certificate is served (PEM);
-// empty before Start.
+// WebhookCertURL is where the webhook signing certificate is served (PEM),
+// at a path of the shape Partner Center's certificate URLs have
+// (/cert/<name>.cer); empty before Start. The inspection path
+// /_sim/webhook/certificate.pem serves it too.
 func (s *Sim) WebhookCertURL() string {
 	u := s.URL()
 	if u == "" {
@@ -149,4 +151,7 @@ func (s *Sim) WebhookCertURL() string {
 	return u + webhookCertPath
 }
 
-const webhookCertPath = "/_sim/webhook/certificate.pem"
+const (
+	webhookCertPath        = "/cert/pcnotifications-dispatch.microsoft.com.cer"
+	webhookCertInspectPath = "/_sim/webhook/certificate.pem"
+)

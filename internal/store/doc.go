@@ -12,6 +12,7 @@
 //	history   tenant id                   inverted time + random suffix  attempt that changed something or failed
 //	runs      "run"                       run id                         nightly or bulk run
 //	control   "lease", "pause", "worker"  lease name, component, worker  lease, pause switch, worker heartbeat
+//	control   "event"                     event id                       webhook event handled recently
 //	control   "session", "key"            session id, "session"          signed-in session, the cookie sealing key
 //	activity  "activity"                  inverted time + random suffix  action a person or an API key made
 //
@@ -52,7 +53,11 @@
 // rows again. Where only one writer may win, the write is
 // create-if-absent: CreateRun answers ErrExists when the run id exists
 // (the deterministic nightly-YYYY-MM-DD id elects one dispatcher), and a
-// lease is taken with an insert or an ETag-conditional replace.
+// lease is taken with an insert or an ETag-conditional replace. A webhook
+// event is claimed the same way (ClaimEvent), so one delivery of it at a
+// time is handled; FinishEvent marks it done, later deliveries are
+// duplicates, and PurgeEvents deletes the rows of events too old to be
+// accepted again.
 //
 // # Errors
 //
