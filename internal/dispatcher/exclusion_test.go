@@ -95,8 +95,9 @@ func TestExclusionAPI(t *testing.T) {
 	}
 	key := "Bearer " + testAPIKey
 	partner := h.sim.PartnerTenantID()
-	admin := h.token(t, partner, testAudience, map[string]any{"roles": []string{"CPV.Refresh"}, "preferred_username": "admin@partner.example"}, 0)
-	reader := h.token(t, partner, testAudience, map[string]any{"preferred_username": "reader@partner.example"}, 0)
+	admin := h.token(t, partner, testAudience, map[string]any{"roles": []string{"CPV.Admin"}, "preferred_username": "admin@partner.example"}, 0)
+	operator := h.token(t, partner, testAudience, map[string]any{"roles": []string{"CPV.Operator"}, "preferred_username": "operator@partner.example"}, 0)
+	reader := h.token(t, partner, testAudience, map[string]any{"roles": []string{"CPV.Reader"}, "preferred_username": "reader@partner.example"}, 0)
 	var a, b string // two tenants with active relationships
 	for id := range h.eligible() {
 		switch {
@@ -138,6 +139,14 @@ func TestExclusionAPI(t *testing.T) {
 	if got := row(a); !got.Excluded || got.ExclusionBy != "user:admin@partner.example" || !got.ExclusionAt.Equal(at) ||
 		got.ExclusionReason != "AADSTS90002: tenant deleted" {
 		t.Errorf("row after exclude: %+v", got)
+	}
+	acts, _, err := h.store.ListActivity(ctx, store.ActivityFilter{TenantID: a, Action: dispatcher.ActionExclude}, 10, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acts) != 1 || acts[0].Actor != "user:admin@partner.example" || acts[0].Outcome != dispatcher.OutcomeSucceeded ||
+		acts[0].Detail != "AADSTS90002: tenant deleted" {
+		t.Errorf("activity of the exclusion: %+v, want one entry by the admin with the reason", acts)
 	}
 	w = serve(d, apiRequest("POST", "/api/ExecExcludeTenant?AddExclusion=true", key, `{"value":"`+b+`"}`))
 	if w.Code != 200 {
@@ -261,7 +270,9 @@ func TestExclusionAPI(t *testing.T) {
 		{"malformed body", key, "/api/tenants/" + a + "/exclude", `{"reason":`, 400},
 		{"control characters", key, "/api/tenants/" + a + "/exclude", `{"reason":"a\u0000b"}`, 400},
 		{"reason too long", key, "/api/tenants/" + a + "/exclude", `{"reason":"` + strings.Repeat("x", store.MaxExclusionReason+1) + `"}`, 400},
-		{"token without the role", reader, "/api/tenants/" + a + "/exclude", "", 403},
+		{"an Operator's token", operator, "/api/tenants/" + a + "/exclude", "", 403},
+		{"an Operator's token, CIPP", operator, "/api/ExecExcludeTenant?AddExclusion=true", `{"value":"` + a + `"}`, 403},
+		{"a Reader's token", reader, "/api/tenants/" + a + "/exclude", "", 403},
 		{"no credentials", "", "/api/tenants/" + a + "/exclude", "", 401},
 		{"bad list filter", key, "/api/tenants?excluded=maybe", "", 400},
 	} {
