@@ -14,25 +14,26 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/worker"
 )
 
-// TestBrokenNight is a nightly run in which half the tenants are in a
+// TestBrokenNight is a nightly run in which most tenants are in a
 // permanent state a person must act on: consent revoked (AADSTS65001), GDAP
 // relationship terminated (AADSTS50020), or the tenant gone (AADSTS90002:
 // an id Entra does not know). Each is a result: its status row says failed,
 // with the code and the advice, its message is completed, and the poison
-// queue stays empty. The healthy half is refreshed as usual. On Storage
-// Queue the night has 300 broken tenants of 600; Service Bus runs a tenth
-// of it.
+// queue stays empty. The healthy tenants are refreshed as usual. On
+// Storage Queue the night has 300 broken tenants and 60 healthy ones;
+// Service Bus runs 30 and 10.
 func TestBrokenNight(t *testing.T) {
 	t.Parallel()
 	onEachTransport(t, brokenNight)
 }
 
 func brokenNight(t *testing.T, transport string) {
-	// A sixth of the night each: revoked, terminated, unknown; the rest
-	// healthy (new and correct).
-	sixth := sized(transport, 100, 10)
-	w := newWorld(t, transport, m365sim.Options{Seed: 14, Tenants: 5 * sixth, Mix: map[m365sim.Kind]float64{
-		m365sim.KindNew: 1.5, m365sim.KindCorrect: 1.5, m365sim.KindRevoked: 1, m365sim.KindTerminated: 1,
+	// As many of each broken kind (revoked, terminated, unknown), and
+	// healthy tenants, new and correct, alongside.
+	per, healthy := sized(transport, 100, 10), sized(transport, 60, 10)
+	w := newWorld(t, transport, m365sim.Options{Seed: 14, Tenants: 2*per + healthy, Mix: map[m365sim.Kind]float64{
+		m365sim.KindNew: float64(healthy) / 2, m365sim.KindCorrect: float64(healthy) / 2,
+		m365sim.KindRevoked: float64(per), m365sim.KindTerminated: float64(per),
 	}})
 	kind := map[string]m365sim.Kind{}
 	var tenants []string
@@ -41,7 +42,7 @@ func brokenNight(t *testing.T, transport string) {
 		tenants = append(tenants, ft.ID)
 	}
 	const kindUnknown m365sim.Kind = "unknown"
-	for range sixth {
+	for range per {
 		id := uuid.NewString()
 		kind[id] = kindUnknown
 		tenants = append(tenants, id)
