@@ -3,13 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -226,5 +230,110 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	if work != 2 || poison != 0 {
 		t.Errorf("after redrive: %d in the work queue, %d poison; want 2 and 0", work, poison)
+	}
+}
+
+// TestRedriveConcurrent runs two redrives of one queue at once, as two
+// operators (or a retried job) would, over a poison queue where every
+// message has two records (a crash between each poison record and its
+// delete). Each message goes back to the work queue once: the second
+// redrive waits for the first's lease.
+func TestRedriveConcurrent(t *testing.T) {
+	t.Parallel()
+	az := testenv.Azurite(t)
+	ctx := context.Background()
+	qname := testenv.Name("rdq")
+	q, err := queue.NewStorageQueue(queue.StorageQueueConfig{ConnectionString: az.ConnectionString, Queue: qname})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The poison queue seen as a work queue, to write the crashed records.
+	dead, err := queue.NewStorageQueue(queue.StorageQueueConfig{ConnectionString: az.ConnectionString, Queue: qname + "-poison"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const n = 60
+	want := map[string]int{}
+	var ms []queue.Message
+	for i := range n {
+		m := queue.Message{V: queue.Version, TenantID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), Op: cpvtype.OpRefresh,
+			Reason: queue.ReasonManual, RequestID: fmt.Sprintf("req-%d", i), RequestedBy: "test", RequestedAt: time.Now().UTC()}
+		ms = append(ms, m)
+		want[m.RequestID] = 1
+	}
+	if err := q.SendBatch(ctx, ms, 0); err != nil {
+		t.Fatal(err)
+	}
+	var held []*queue.Delivery
+	for len(held) < n {
+		ds, err := q.Receive(ctx, queue.MaxReceive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, ds...)
+	}
+	// The records the crashed attempts wrote, then the ones that stuck.
+	for _, d := range held {
+		rec, err := json.Marshal(queue.PoisonRecord{Reason: "crashed", Queue: qname, MessageID: d.ID, Attempts: 1,
+			PoisonedAt: time.Now().UTC(), Body: base64.StdEncoding.EncodeToString(d.Body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dead.SendRaw(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range held {
+		if err := q.Poison(ctx, d, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, poison, err := q.Depth(ctx); err != nil || poison != 2*n {
+		t.Fatalf("poison queue depth %d (%v), want %d", poison, err, 2*n)
+	}
+
+	env := map[string]string{"CPV_STORAGE_CONNECTION_STRING": az.ConnectionString, "CPV_QUEUE": qname,
+		"CPV_TABLE_PREFIX": testenv.Name("rdt"), "CPV_LOG_LEVEL": "error"}
+	var wg sync.WaitGroup
+	outs := make([]string, 2)
+	for i := range outs {
+		wg.Go(func() {
+			var stdout, stderr bytes.Buffer
+			if code := cli.Report(&stderr, "worker", run(ctx, []string{"redrive"}, envOf(env), &stdout, &stderr)); code != cli.ExitOK {
+				t.Errorf("redrive %d: exit %d\n%s", i, code, stderr.String())
+			}
+			outs[i] = stdout.String()
+		})
+	}
+	wg.Wait()
+	moved := 0
+	for _, out := range outs {
+		var k int
+		if _, err := fmt.Sscanf(out, "moved %d message", &k); err != nil {
+			t.Fatalf("redrive output %q: %v", out, err)
+		}
+		moved += k
+	}
+	got := map[string]int{}
+	for {
+		ds, err := q.Receive(ctx, queue.MaxReceive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) == 0 {
+			break
+		}
+		for _, d := range ds {
+			got[d.Message.RequestID]++
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" || moved != n {
+		t.Errorf("the redrives moved %d (%q); messages back in the work queue by request (-want +got):\n%s", moved, outs, diff)
+	}
+	if _, poison, err := q.Depth(ctx); err != nil || poison != 0 {
+		t.Errorf("poison queue depth %d (%v) after the redrives, want 0", poison, err)
 	}
 }

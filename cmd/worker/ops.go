@@ -286,16 +286,96 @@ func runPoison(ctx context.Context, e *env) error {
 	return nil
 }
 
-// runRedrive moves poison records' original messages back to the work queue.
+// redriveLease is how long a redrive's lease lasts without renewal; it is
+// renewed every third of it while the redrive runs, so a redrive that
+// crashed holds up the next one for at most this long.
+const redriveLease = 2 * time.Minute
+
+// runRedrive moves poison records' original messages back to the work
+// queue. It holds a lease on the queue in the store meanwhile: a Storage
+// Queue redrive sends a message's records once only among the records it
+// takes, so two redrives of one queue at once could each send one record
+// of the same message. A second redrive waits for the first.
 func runRedrive(ctx context.Context, e *env) error {
-	q, err := openQueue(&e.cfg)
+	b, err := newBackend(&e.cfg)
+	if err != nil {
+		return cli.Invalid(err)
+	}
+	q, err := b.OpenQueue()
 	if err != nil {
 		return cli.Invalid(err)
 	}
 	defer e.closeQueue(q)
+	st, err := b.OpenStore(ctx)
+	if err != nil {
+		return err
+	}
+	release, err := e.holdRedriveLease(ctx, st, e.cfg.Transport+"-"+strings.ReplaceAll(q.Name(), "/", "-"))
+	if err != nil {
+		return err
+	}
+	defer release()
 	n, err := q.Redrive(ctx, e.opts.max)
 	fmt.Fprintf(e.stdout, "moved %d message(s) from %s back to %s\n", n, queue.PoisonName(e.cfg.Transport, q.Name()), q.Name())
 	return err
+}
+
+// leaser is the part of the store a redrive's lease needs (*store.Store).
+type leaser interface {
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, name, holder string) error
+}
+
+// holdRedriveLease waits until it holds the redrive lease of queue, then
+// renews it until the returned release is called.
+func (e *env) holdRedriveLease(ctx context.Context, st leaser, queueName string) (release func(), err error) {
+	name := "redrive-" + queueName
+	holder := "worker-redrive-" + uuid.NewString()
+	told := false
+	for {
+		ok, err := st.AcquireLease(ctx, name, holder, redriveLease)
+		if err != nil {
+			return nil, fmt.Errorf("redrive: lease %s: %w", name, err)
+		}
+		if ok {
+			break
+		}
+		if !told {
+			fmt.Fprintf(e.stderr, "worker: another redrive of %s is running: waiting for it (at most %s)\n", queueName, redriveLease)
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(redriveLease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+				if ok, err := st.AcquireLease(rctx, name, holder, redriveLease); (!ok || err != nil) && rctx.Err() == nil {
+					fmt.Fprintf(e.stderr, "worker: redrive lease %s not renewed: %v\n", name, err)
+				}
+			}
+		}
+	}()
+	return func() {
+		stop()
+		<-renewed
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := st.ReleaseLease(lctx, name, holder); err != nil {
+			fmt.Fprintf(e.stderr, "worker: redrive lease %s not released (it lapses in %s): %v\n", name, redriveLease, err)
+		}
+	}, nil
 }
 
 func oneLine(s string) string {

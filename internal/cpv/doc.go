@@ -57,8 +57,9 @@
 //     "already exists" answers (for example 403 Authorization_RequestDenied).
 //     A permanent error stops the refresh: no request is made after the call
 //     that met it (a whole-call failure, such as a token error, stops the
-//     Graph client before its next $batch). The worker moves the message to the poison queue with the advice
-//     and records the failure in the tenant's status.
+//     Graph client before its next $batch). The worker records the failure, its code and the advice in the
+//     tenant's status and completes the message: a state of the tenant is
+//     a result, not poison.
 //   - Retryable: 5xx and network failures that outlived the clients' own
 //     retries, a consent not yet visible in the directory (replication),
 //     and any error without a classification. The worker makes the message

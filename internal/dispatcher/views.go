@@ -46,6 +46,7 @@ type StatusView struct {
 	LastError        string         `json:"lastError,omitempty"`
 	Advice           string         `json:"advice,omitempty"`
 	ErrorClass       string         `json:"errorClass,omitempty"`
+	ErrorCode        string         `json:"errorCode,omitempty"`
 	Attempts         int            `json:"attempts"`
 	Checks           int            `json:"checks"`
 	RunID            string         `json:"runId,omitempty"`
@@ -120,7 +121,7 @@ func statusView(s store.Status) *StatusView {
 		RequestedAt: timePtr(s.RequestedAt), ManifestVersion: s.ManifestVersion,
 		AppRolesApplied: s.AppRolesApplied, DelegatedApplied: s.DelegatedApplied,
 		AppRolesTotal: s.AppRolesTotal, DelegatedTotal: s.DelegatedTotal, Notices: s.Notices,
-		LastError: s.LastError, Advice: s.Advice, ErrorClass: s.ErrorClass, Attempts: s.Attempts, Checks: s.Checks,
+		LastError: s.LastError, Advice: s.Advice, ErrorClass: s.ErrorClass, ErrorCode: s.ErrorCode, Attempts: s.Attempts, Checks: s.Checks,
 		RunID: s.RunID, RequestID: s.RequestID, Op: s.Op, Reason: s.Reason,
 		DurationMS: s.Duration.Milliseconds(), RoundTrips: s.RoundTrips, Worker: s.Worker,
 	}

@@ -36,6 +36,13 @@
 // one: delivery is at least once, and refreshes are idempotent. After a
 // Delivery is settled, further calls on it return ErrSettled.
 //
+// A poison record is keyed by the original message's id. A crash between
+// Poison's record and its delete (Storage Queue) leaves the original to be
+// poisoned again, and two records of it: PeekPoison shows one, and Redrive
+// sends the message back once and deletes the others. On Service Bus,
+// dead-lettering is atomic and a re-driven copy's MessageId is
+// deterministic, so duplicate detection drops a copy sent twice.
+//
 // The diagram is Storage Queue's; ServiceBusQueue documents how each step
 // maps onto Service Bus (peek-lock, abandon, scheduled copies, the
 // dead-letter sub-queue).

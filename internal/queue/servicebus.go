@@ -807,7 +807,11 @@ func (q *ServiceBusQueue) record(m *azservicebus.ReceivedMessage) PoisonRecord {
 
 // Redrive moves up to limit dead-lettered messages back to the queue (a
 // fresh copy first, attempt 1, then completes the dead-lettered one) and
-// returns how many it moved.
+// returns how many it moved. Each message goes back once: dead-lettering is
+// one disposition, so a message has one record; the dead-letter queue's
+// peek-lock gives each to one redrive at a time; and a copy sent again
+// after a crash before the completion has the same MessageId, which
+// duplicate detection drops.
 func (q *ServiceBusQueue) Redrive(ctx context.Context, limit int) (int, error) {
 	q.deadMu.Lock()
 	defer q.deadMu.Unlock()

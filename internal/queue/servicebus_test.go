@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,6 +195,92 @@ func TestServiceBusDuplicateDetection(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{m.ID() + "#1"}, ids); diff != "" {
 		t.Errorf("MessageIds in the queue (-want +got):\n%s", diff)
+	}
+}
+
+// Dead-lettering is one atomic disposition, so a message has one record in
+// the dead-letter queue. A redrive that crashed between sending the copy
+// and completing the dead-lettered message leaves it to a later redrive,
+// whose copy has the same MessageId and is dropped by duplicate detection;
+// two redrives at once (two replicas) take different messages: each
+// message goes back once.
+func TestServiceBusRedriveOnce(t *testing.T) {
+	t.Parallel()
+	q := newPeerQueue(t, 2*time.Second, 0)
+	ctx := testContext(t)
+	sent := map[string]bool{}
+	for i := range 3 {
+		m := testMessage(70 + i)
+		sent[m.RequestID] = true
+		if err := q.Send(ctx, m, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := q.Receive(ctx, MaxReceive)
+	if err != nil || len(ds) != 3 {
+		t.Fatalf("Receive = %d deliveries, %v; want 3", len(ds), err)
+	}
+	for _, d := range ds {
+		if err := q.Poison(ctx, d, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitDepth(ctx, t, q, 0, 3)
+
+	// The crashed redrive: one dead-lettered message copied back, not completed.
+	q.deadMu.Lock()
+	ms, err := q.dead.ReceiveMessages(ctx, 1, nil)
+	if err == nil && len(ms) == 1 {
+		err = q.sender.SendMessage(ctx, copyOf(ms[0], time.Time{}, 0), nil)
+	}
+	q.deadMu.Unlock()
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("crashed redrive: %d received, %v", len(ms), err)
+	}
+
+	// A second replica's transport on the same queue.
+	other, err := NewServiceBusQueue(ServiceBusConfig{ConnectionString: testenv.ServiceBus(t).ConnectionString,
+		Queue: q.name, LockDuration: 2 * time.Second, ReceiveWait: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeOnCleanup(t, other)
+	// Both redrive until the dead-letter queue is empty (the crashed
+	// redrive's message comes back when its lock lapses).
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, r := range []*ServiceBusQueue{q, other} {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if _, err := r.Redrive(ctx, 10); err != nil {
+					errs <- err
+					return
+				}
+				if _, poison, err := r.Depth(ctx); err != nil || poison == 0 {
+					errs <- err
+					return
+				}
+			}
+			errs <- ctx.Err()
+		})
+	}
+	wg.Wait()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitDepth(ctx, t, q, 3, 0)
+	back := map[string]int{}
+	for _, d := range receiveAll(ctx, t, q) {
+		back[d.Message.RequestID]++
+	}
+	want := map[string]int{}
+	for id := range sent {
+		want[id] = 1
+	}
+	if diff := cmp.Diff(want, back); diff != "" {
+		t.Errorf("messages back in the queue (-want +got):\n%s", diff)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -63,6 +64,7 @@ type StorageQueue struct {
 	work       *azqueue.QueueClient
 	dead       *azqueue.QueueClient
 	visibility time.Duration
+	redriveMu  sync.Mutex // one Redrive at a time
 }
 
 // NewStorageQueue checks cfg and returns a StorageQueue. It makes no request;
@@ -421,7 +423,13 @@ func newPoisonRecord(queue, id string, attempts int, reason string, at time.Time
 }
 
 // Poison moves d's message to the poison queue with reason: it writes a
-// PoisonRecord holding the original body, then deletes the original.
+// PoisonRecord holding the original body, then deletes the original. The
+// record is keyed by the original's message id (PoisonRecord.MessageID),
+// which a redelivery keeps: a crash between the two steps, or a delete that
+// fails, leaves the original to be delivered and poisoned again, and so two
+// records of one message. Storage Queue cannot write a record only if none
+// exists for a key, so the readers make it idempotent: PeekPoison shows one
+// record per message and Redrive sends each message back once.
 func (q *StorageQueue) Poison(ctx context.Context, d *Delivery, reason string) error {
 	if err := d.hold(q); err != nil {
 		return err
@@ -460,9 +468,11 @@ func (q *StorageQueue) Depth(ctx context.Context) (work, poison int, err error) 
 	return work, poison, nil
 }
 
-// PeekPoison returns up to limit (at most 32) visible poison records without
-// taking them. A message in the poison queue that is not a record (put there
-// by hand) is returned with its text as Body and a Reason saying so.
+// PeekPoison returns the visible poison records among the first limit (at
+// most 32) messages of the poison queue without taking them. A message in
+// the poison queue that is not a record (put there by hand) is returned
+// with its text as Body and a Reason saying so. Records of one message (see
+// Poison) are returned once, as the latest of them.
 func (q *StorageQueue) PeekPoison(ctx context.Context, limit int) ([]PoisonRecord, error) {
 	n := int32(min(max(limit, 1), MaxReceive))
 	resp, err := q.dead.PeekMessages(ctx, &azqueue.PeekMessagesOptions{NumberOfMessages: &n})
@@ -487,7 +497,25 @@ func (q *StorageQueue) PeekPoison(ctx context.Context, limit int) ([]PoisonRecor
 		}
 		out = append(out, parseRecord(q.poisonName, id, count, text))
 	}
-	return out, nil
+	return collapse(out), nil
+}
+
+// collapse keeps one record per original message (MessageID), the one with
+// the most attempts, in the order the messages were first poisoned.
+func collapse(recs []PoisonRecord) []PoisonRecord {
+	at := make(map[string]int, len(recs))
+	out := recs[:0]
+	for _, r := range recs {
+		i, seen := at[r.MessageID]
+		switch {
+		case !seen:
+			at[r.MessageID] = len(out)
+			out = append(out, r)
+		case r.Attempts > out[i].Attempts:
+			out[i] = r
+		}
+	}
+	return out
 }
 
 // parseRecord reads a poison queue message as a PoisonRecord.
@@ -507,41 +535,81 @@ func parseRecord(queue, id string, count int, text string) PoisonRecord {
 	}
 }
 
-// Redrive moves up to limit poison records' original bodies back to the work
-// queue (copy first, then delete the record) and returns how many it moved.
-// A body that was truncated goes back truncated and will be poisoned again.
+// redriveHold is how long Redrive keeps the poison records it has taken
+// invisible: longer than a scan of the poison queue takes, so that no
+// record comes round twice in one scan.
+const redriveHold = 5 * time.Minute
+
+// Redrive moves up to limit poisoned messages back to the work queue (copy
+// first, then delete the record) and returns how many it moved. Each
+// message goes back once, whatever number of records it has (see Poison):
+// Redrive takes every record in the poison queue, sends the first of a
+// message and deletes the others, and makes the records beyond limit
+// visible again. A body that was truncated goes back truncated and will be
+// poisoned again. Calls on one StorageQueue take turns; two processes must
+// not redrive one queue at once (cmd/worker's redrive holds a lease).
 func (q *StorageQueue) Redrive(ctx context.Context, limit int) (int, error) {
-	moved := 0
-	vis, _ := visibilitySeconds(q.visibility)
-	for moved < limit {
-		n := int32(min(limit-moved, MaxReceive))
-		resp, err := q.dead.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: &n, VisibilityTimeout: &vis})
+	q.redriveMu.Lock()
+	defer q.redriveMu.Unlock()
+	type held struct{ id, receipt, text string }
+	var (
+		moved int
+		sent  = map[string]bool{} // original message ids sent back
+		taken = map[string]bool{} // poison queue message ids taken in this scan
+		keep  []held              // records beyond limit, to make visible again
+	)
+	release := func() error {
+		for _, h := range keep {
+			zero := int32(0)
+			_, err := q.dead.UpdateMessage(ctx, h.id, h.receipt, h.text, &azqueue.UpdateMessageOptions{VisibilityTimeout: &zero})
+			if err != nil && !queueerror.HasCode(err, queueerror.MessageNotFound, queueerror.PopReceiptMismatch) {
+				return fmt.Errorf("queue: redrive from %s: release record %s: %w", q.poisonName, h.id, compact(err))
+			}
+		}
+		return nil
+	}
+	hold, _ := visibilitySeconds(redriveHold)
+	for {
+		n := int32(MaxReceive)
+		resp, err := q.dead.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: &n, VisibilityTimeout: &hold})
 		if err != nil {
-			return moved, fmt.Errorf("queue: redrive from %s: receive: %w", q.poisonName, compact(err))
+			return moved, errors.Join(fmt.Errorf("queue: redrive from %s: receive: %w", q.poisonName, compact(err)), release())
 		}
-		if len(resp.Messages) == 0 {
-			return moved, nil
-		}
+		fresh := 0
 		for _, m := range resp.Messages {
-			if m == nil || m.MessageID == nil || m.PopReceipt == nil {
+			if m == nil || m.MessageID == nil || m.PopReceipt == nil || taken[*m.MessageID] {
 				continue
 			}
+			fresh++
+			taken[*m.MessageID] = true
 			var text string
 			if m.MessageText != nil {
 				text = *m.MessageText
 			}
-			body, _ := parseRecord(q.poisonName, *m.MessageID, 0, text).Original()
-			if err := q.enqueue(ctx, q.work, wireText(body), 0); err != nil {
-				return moved, fmt.Errorf("queue: redrive message %s from %s: send: %w", *m.MessageID, q.poisonName, err)
+			rec := parseRecord(q.poisonName, *m.MessageID, 0, text)
+			switch {
+			case sent[rec.MessageID]:
+				// Another record of a message already sent back.
+			case moved >= limit:
+				keep = append(keep, held{*m.MessageID, *m.PopReceipt, text})
+				continue
+			default:
+				body, _ := rec.Original()
+				if err := q.enqueue(ctx, q.work, wireText(body), 0); err != nil {
+					return moved, errors.Join(fmt.Errorf("queue: redrive message %s from %s: send: %w", rec.MessageID, q.poisonName, err), release())
+				}
+				sent[rec.MessageID] = true
+				moved++
 			}
 			if _, err := q.dead.DeleteMessage(ctx, *m.MessageID, *m.PopReceipt, nil); err != nil &&
 				!queueerror.HasCode(err, queueerror.MessageNotFound) {
-				return moved, fmt.Errorf("queue: redrive message %s from %s: delete record: %w", *m.MessageID, q.poisonName, compact(err))
+				return moved, errors.Join(fmt.Errorf("queue: redrive message %s from %s: delete record: %w", rec.MessageID, q.poisonName, compact(err)), release())
 			}
-			moved++
+		}
+		if fresh == 0 {
+			return moved, release()
 		}
 	}
-	return moved, nil
 }
 
 // storageError is an SDK error cut to one line that holds no secret:

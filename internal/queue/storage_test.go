@@ -202,6 +202,109 @@ func TestRedriveLimit(t *testing.T) {
 	wantDepth(ctx, t, q, 35, 5)
 }
 
+// A crash between Poison's record and its delete: the original comes back
+// (attempt 2) and is poisoned again, so the poison queue holds two records
+// of one message. They read as one, and Redrive sends the message back
+// once, whether it takes the two in one call or is run again.
+func TestPoisonCrashBeforeDelete(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	q := newStorageQueue(t, time.Second)
+	other := newStorageQueue(t, time.Second)
+	for _, tt := range []struct {
+		name  string
+		q     *StorageQueue
+		limit int
+	}{{"one redrive", q, 10}, {"redrive at its limit", other, 1}} {
+		m := testMessage(61)
+		if err := tt.q.Send(ctx, m, 0); err != nil {
+			t.Fatal(err)
+		}
+		d := receiveOne(ctx, t, tt.q)
+		// What Poison does up to the crash: the record, not the delete.
+		rec, err := newPoisonRecord(tt.q.name, d.ID, d.Attempt, "crashed", time.Now(), d.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tt.q.enqueue(ctx, tt.q.dead, string(rec), 0); err != nil {
+			t.Fatal(err)
+		}
+		// Another message, poisoned once between the two records, so that a
+		// redrive at its limit meets it before the second record.
+		extra := testMessage(62)
+		if err := tt.q.Send(ctx, extra, 0); err != nil {
+			t.Fatal(err)
+		}
+		var again *Delivery
+		testenv.Eventually(t, 30*time.Second, "both messages back", func() error {
+			ds, err := tt.q.Receive(ctx, MaxReceive)
+			if err != nil {
+				return err
+			}
+			for _, x := range ds {
+				if x.Message.RequestID == m.RequestID {
+					again = x
+					continue
+				}
+				if err := tt.q.Poison(ctx, x, "extra"); err != nil {
+					return err
+				}
+			}
+			if again == nil {
+				return errors.New("the crashed message is not back yet")
+			}
+			return nil
+		})
+		if again.ID != d.ID || again.Attempt < 2 {
+			t.Fatalf("redelivered %s attempt %d, want %s attempt 2 or more", again.ID, again.Attempt, d.ID)
+		}
+		if err := tt.q.Poison(ctx, again, "crashed"); err != nil {
+			t.Fatal(err)
+		}
+		wantDepth(ctx, t, tt.q, 0, 3)
+		recs, err := tt.q.PeekPoison(ctx, MaxReceive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, r := range recs {
+			ids = append(ids, r.MessageID)
+		}
+		if len(recs) != 2 || recs[0].MessageID != d.ID || recs[0].Attempts != again.Attempt {
+			t.Errorf("%s: PeekPoison = %v, want the crashed message once (attempt %d) and the extra one", tt.name, ids, again.Attempt)
+		}
+		for range 2 { // a second redrive moves what the first left, and nothing twice
+			if _, err := tt.q.Redrive(ctx, tt.limit); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wantDepth(ctx, t, tt.q, 2, 0)
+		back := map[string]int{}
+		for _, x := range receiveAll(ctx, t, tt.q) {
+			back[x.Message.RequestID]++
+		}
+		if diff := cmp.Diff(map[string]int{m.RequestID: 1, extra.RequestID: 1}, back); diff != "" {
+			t.Errorf("%s: messages back in the work queue (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}
+
+// receiveAll takes every visible message.
+func receiveAll(ctx context.Context, t *testing.T, q Transport) []*Delivery {
+	t.Helper()
+	var out []*Delivery
+	for {
+		ds, err := q.Receive(ctx, MaxReceive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) == 0 {
+			return out
+		}
+		out = append(out, ds...)
+	}
+}
+
 func TestNewStorageQueueRejects(t *testing.T) {
 	t.Parallel()
 	const key = "c2VjcmV0LWtleS1uZXZlci1pbi1lcnJvcnM=" // base64 "secret-key-never-in-errors"

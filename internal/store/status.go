@@ -29,6 +29,7 @@ type Status struct {
 	LastError        string
 	Advice           string
 	ErrorClass       string
+	ErrorCode        string
 	Attempts         int // consecutive failed attempts (reset on success)
 	Checks           int // attempts that found nothing to change since the last history row
 	RunID            string
@@ -119,6 +120,7 @@ func (s *Store) PutStatus(ctx context.Context, st Status) error {
 	p.str("LastError", st.LastError)
 	p.str("Advice", st.Advice)
 	p.str("ErrorClass", st.ErrorClass)
+	p.str("ErrorCode", st.ErrorCode)
 	p.int("Attempts", st.Attempts)
 	p.int("Checks", st.Checks)
 	p.str("RunID", st.RunID)
@@ -185,6 +187,7 @@ func statusFrom(r row) Status {
 		LastError:        r.str("LastError"),
 		Advice:           r.str("Advice"),
 		ErrorClass:       r.str("ErrorClass"),
+		ErrorCode:        r.str("ErrorCode"),
 		Attempts:         r.int("Attempts"),
 		Checks:           r.int("Checks"),
 		RunID:            r.str("RunID"),

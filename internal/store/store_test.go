@@ -254,7 +254,8 @@ func TestStatus(t *testing.T) {
 	s := newStore(t)
 
 	failed := store.Status{TenantID: tenantB, State: cpvtype.StatusFailed, LastAttempt: at(3), Attempts: 2,
-		LastError: "cpv: token (tenant x): AADSTS65001", Advice: "consent missing: run a CPV reset", ErrorClass: "permanent"}
+		LastError: "cpv: token (tenant x): AADSTS65001", Advice: "consent missing: run a CPV reset", ErrorClass: "permanent",
+		ErrorCode: "AADSTS65001"}
 	for _, st := range []store.Status{fullStatus(tenantA), fullStatus(tenantA), failed} { // the repeat is an idempotent upsert
 		if err := s.PutStatus(ctx, st); err != nil {
 			t.Fatal(err)

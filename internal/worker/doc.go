@@ -17,11 +17,20 @@
 //	   │  status marked "running" if it is still at work after MarkRunningAfter)
 //	   │
 //	   ├─ succeeded / partial ─> PutStatus (+ AddHistory if something changed) ─> Complete
-//	   ├─ permanent ───────────> PutStatus failed + advice, AddHistory ──────────> Poison (reason)
+//	   ├─ permanent ───────────> PutStatus failed + code + advice, AddHistory ───> Complete
 //	   ├─ retryable ───────────> PutStatus failed, AddHistory ─> Retry after backoff,
 //	   │                                                         or Poison on attempt MaxAttempts
 //	   ├─ throttled ───────────> (status put back) ─────────────> Snooze by Retry-After (no attempt burnt)
 //	   └─ shutdown cancelled ──> (status put back) ─────────────> Retry 0 (released to another replica)
+//
+// A permanent failure is a state of the tenant that a person must act on
+// (consent revoked, GDAP relationship terminated, tenant deleted, the app
+// lacking permissions): it is the tenant's result, recorded in the status
+// row with the service's code (ErrorCode, e.g. AADSTS65001) and the
+// advice, and its message is completed. Retrying cannot change it, and the
+// next run checks the tenant again. The poison queue holds only messages
+// that cannot be processed (a body that is not a valid envelope) and
+// retries exhausted, so what it holds needs a look.
 //
 // The result is always written before the message is settled, so a crash
 // between the two repeats a refresh and never loses a result. A crash

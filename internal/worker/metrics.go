@@ -14,7 +14,7 @@ const (
 	OutcomeCoalesced = "coalesced" // completed without work: the tenant succeeded after the request
 	OutcomeRetried   = "retried"   // a retryable failure; visible again after a backoff
 	OutcomeThrottled = "throttled" // delayed by the server's Retry-After, not counted as an attempt
-	OutcomeFailed    = "failed"    // a permanent failure, or the last attempt failed: poisoned
+	OutcomeFailed    = "failed"    // a permanent failure (a state of the tenant: completed) or the last attempt failed (poisoned)
 	OutcomeInvalid   = "invalid"   // the body is not a valid envelope: poisoned
 	OutcomeDeferred  = "deferred"  // the store or queue failed around the refresh; delayed, not counted as an attempt
 	OutcomeReleased  = "released"  // shutdown: handed back to the queue at once for another replica
@@ -24,7 +24,6 @@ const (
 // "reason_class" label.
 const (
 	PoisonInvalid     = "invalid"      // the body did not decode or validate
-	PoisonPermanent   = "permanent"    // the refresh failed with a permanent error
 	PoisonMaxAttempts = "max_attempts" // a retryable failure on the last allowed attempt
 )
 
@@ -58,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"outcome"}),
 		poisoned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cpv_messages_poisoned_total",
-			Help: "Messages moved to the poison queue, by reason class (invalid, permanent, max_attempts).",
+			Help: "Messages moved to the poison queue, by reason class (invalid, max_attempts).",
 		}, []string{"reason_class"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cpv_messages_in_flight",
@@ -93,7 +92,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		OutcomeFailed, OutcomeInvalid, OutcomeDeferred, OutcomeReleased} {
 		m.processed.WithLabelValues(o)
 	}
-	for _, r := range []string{PoisonInvalid, PoisonPermanent, PoisonMaxAttempts} {
+	for _, r := range []string{PoisonInvalid, PoisonMaxAttempts} {
 		m.poisoned.WithLabelValues(r)
 	}
 	for _, s := range []string{ServiceToken, ServiceGraph, ServicePartnerCenter, ServiceQueue, ServiceTable} {

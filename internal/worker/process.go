@@ -163,6 +163,9 @@ func (w *Worker) finish(ctx context.Context, a *attempt, res cpv.Result, err err
 		a.log.InfoContext(sctx, "tenant refreshed", "status", status, "no_change", res.NoChange,
 			"app_roles_applied", res.AppRoles.Applied, "delegated_applied", res.Delegated.Applied,
 			"notices", len(res.Notices), "round_trips", st.RoundTrips, "duration", res.Duration)
+	case class == retry.Permanent:
+		a.log.WarnContext(sctx, "refresh failed: the tenant's state needs a person", "code", st.ErrorCode,
+			"error", err, "advice", st.Advice)
 	case s.kind == settlePoison:
 		a.log.ErrorContext(sctx, "refresh failed: message poisoned", "class", class, "error", err,
 			"advice", st.Advice, "reason_class", s.reasonClass)
@@ -173,14 +176,16 @@ func (w *Worker) finish(ctx context.Context, a *attempt, res cpv.Result, err err
 }
 
 // decide picks the settlement of an attempt that produced a result (not
-// throttled): complete on success, poison a permanent failure or the last
-// allowed attempt, otherwise retry after a backoff.
+// throttled): complete on success and on a permanent failure (a state of
+// the tenant, such as consent revoked or relationship gone, is a result:
+// the status row holds it with its advice, and retrying cannot change it),
+// poison on the last allowed attempt, otherwise retry after a backoff.
 func (w *Worker) decide(a *attempt, status cpvtype.Status, class retry.Class, err error) settlement {
 	switch {
 	case err == nil:
 		return complete(string(status))
 	case class == retry.Permanent:
-		return poison(err.Error(), PoisonPermanent, OutcomeFailed)
+		return complete(OutcomeFailed)
 	case a.d.Attempt >= w.cfg.MaxAttempts:
 		return poison(fmt.Sprintf("failed on attempt %d of %d: %v", a.d.Attempt, w.cfg.MaxAttempts, err),
 			PoisonMaxAttempts, OutcomeFailed)
@@ -218,6 +223,11 @@ func (w *Worker) status(a *attempt, res cpv.Result, state cpvtype.Status, err er
 		class, _ := cpv.ClassOf(err)
 		st.LastError = err.Error()
 		st.ErrorClass = string(class)
+		st.ErrorCode = res.ErrorCode
+		var ce *cpv.Error
+		if errors.As(err, &ce) && ce.Code != "" {
+			st.ErrorCode = ce.Code
+		}
 		st.Advice = cpv.AdviceOf(err)
 		if st.Advice == "" {
 			st.Advice = res.Advice

@@ -180,6 +180,8 @@ func TestFinish(t *testing.T) {
 		PoisonClass string         // cpv_messages_poisoned_total, if poisoned
 		Throttled   bool           // cpv_throttled_total
 		State       cpvtype.Status // the status row's state afterwards ("" for none)
+		Code        string         // the status row's error code
+		Advice      string         // the status row's advice
 		RoundTrips  int            // the status row's round trips, when this attempt wrote it
 		Attempts    int            // the status row's failed attempts
 		History     int
@@ -207,9 +209,12 @@ func TestFinish(t *testing.T) {
 			want: want{How: "complete", Outcome: OutcomeSucceeded, State: cpvtype.StatusSucceeded, RoundTrips: 7, Refreshed: true}},
 		{name: "coalesced", prev: &fresh, refresh: ok(cpvtype.StatusSucceeded, false),
 			want: want{How: "complete", Outcome: OutcomeCoalesced, State: cpvtype.StatusSucceeded}},
-		{name: "permanent: poisoned", refresh: fail(permanent),
-			want: want{How: "poison", Reason: "AADSTS65001", Outcome: OutcomeFailed, PoisonClass: PoisonPermanent,
-				State: cpvtype.StatusFailed, RoundTrips: 3 + 4 + 11, Attempts: 1, History: 1, Refreshed: true}},
+		// A permanent failure is a state of the tenant: the status row holds
+		// it with its code and advice, and the message is completed (not
+		// poisoned: retrying cannot change it).
+		{name: "permanent: recorded, completed", refresh: fail(permanent),
+			want: want{How: "complete", Outcome: OutcomeFailed, State: cpvtype.StatusFailed, Code: "AADSTS65001",
+				Advice: "re-consent", RoundTrips: 3 + 4 + 1, Attempts: 1, History: 1, Refreshed: true}},
 		{name: "retryable: retried after a backoff", attempt: 1, refresh: fail(retryable),
 			want: want{How: "retry", MinDelay: 0, MaxDelay: base, Outcome: OutcomeRetried,
 				State: cpvtype.StatusFailed, RoundTrips: 3 + 4 + 5, Attempts: 1, History: 1, Refreshed: true}},
@@ -306,6 +311,9 @@ func TestFinish(t *testing.T) {
 						t.Errorf("status row not as it was (-want +got):\n%s", diff)
 					}
 				}
+				if st.ErrorCode != tt.want.Code || st.Advice != tt.want.Advice {
+					t.Errorf("status row: code %q, advice %q; want %q, %q", st.ErrorCode, st.Advice, tt.want.Code, tt.want.Advice)
+				}
 				if tt.want.RoundTrips != 0 && (st.RoundTrips != tt.want.RoundTrips || st.Attempts != tt.want.Attempts) {
 					t.Errorf("status row: %d round trips, %d attempts; want %d, %d", st.RoundTrips, st.Attempts, tt.want.RoundTrips, tt.want.Attempts)
 				}
@@ -329,7 +337,7 @@ func metricsOf(m *Metrics) map[string]float64 {
 			out["processed "+o] = v
 		}
 	}
-	for _, c := range []string{PoisonInvalid, PoisonPermanent, PoisonMaxAttempts} {
+	for _, c := range []string{PoisonInvalid, PoisonMaxAttempts} {
 		if v := testutil.ToFloat64(m.poisoned.WithLabelValues(c)); v != 0 {
 			out["poisoned "+c] = v
 		}
