@@ -71,6 +71,8 @@ func (s *Sim) routes() http.Handler {
 			s.servePartnerCenter(w, r)
 		case strings.HasPrefix(p, "/_sim/"):
 			s.serveInspect(w, r)
+		case p == "/secrets" || strings.HasPrefix(p, "/secrets/"):
+			s.serveVault(w, r)
 		default:
 			s.serveEntra(w, r)
 		}
