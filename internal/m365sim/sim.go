@@ -461,6 +461,16 @@ func (s *Sim) RevokeRefreshTokens() {
 	clear(s.rts)
 }
 
+// RevokeRefreshToken revokes one refresh token (as a sign-out of the
+// session that holds it does); it reports whether the token was valid.
+func (s *Sim) RevokeRefreshToken(rt string) bool {
+	s.rtMu.Lock()
+	defer s.rtMu.Unlock()
+	valid := s.rts[rt]
+	delete(s.rts, rt)
+	return valid
+}
+
 // IssueRefreshToken issues a new valid refresh token for the partner's admin
 // user (as an interactive sign-in would) and returns it.
 func (s *Sim) IssueRefreshToken() string {
