@@ -88,7 +88,7 @@ func runRefresh(ctx context.Context, e *env) error {
 	if err != nil {
 		return cli.Invalid(err)
 	}
-	engine, err := newEngine(&e.cfg, m, log)
+	engine, _, err := newEngine(ctx, &e.cfg, m, log)
 	if err != nil {
 		return cli.Invalid(err)
 	}

@@ -43,11 +43,11 @@ var ErrStopped = errors.New("vault: rotation stopped")
 
 // Outcomes of a rotation run.
 const (
-	OutcomeRotated     = "rotated"      // a new secret was added, stored and proven
-	OutcomeCompleted   = "completed"    // an interrupted rotation was finished
-	OutcomeUpToDate    = "up to date"   // nothing was due
-	OutcomeFailed      = "failed"       // see the error; the working secret is untouched
-	OutcomeUnsupported = "not rotated"  // the mode has no secret to rotate
+	OutcomeRotated     = "rotated"     // a new secret was added, stored and proven
+	OutcomeCompleted   = "completed"   // an interrupted rotation was finished
+	OutcomeUpToDate    = "up to date"  // nothing was due
+	OutcomeFailed      = "failed"      // see the error; the working secret is untouched
+	OutcomeUnsupported = "not rotated" // the mode has no secret to rotate
 )
 
 // Defaults of RotatorConfig.

@@ -573,3 +573,49 @@ func (s *Store) Run(ctx context.Context) {
 		}
 	}
 }
+
+// IdentityConfig names the daemons' own identity, which reads the vault.
+type IdentityConfig struct {
+	// ClientID is a user-assigned managed or workload identity's client id
+	// (or a service principal's with ClientSecret); empty for the
+	// environment's default identity.
+	ClientID string
+	// ClientSecret signs in as a service principal (outside Azure, and the
+	// local stack): TenantID and AuthorityHost are then used.
+	ClientSecret  string
+	TenantID      string
+	AuthorityHost string
+	HTTPClient    *http.Client
+}
+
+// NewIdentity is the credential Key Vault is read with: a service
+// principal's secret when one is configured, else workload identity (when
+// its token file is projected) or the managed identity named by ClientID,
+// else azidentity's default chain. It makes no request.
+func NewIdentity(cfg IdentityConfig) (azcore.TokenCredential, error) {
+	if cfg.ClientSecret != "" {
+		return entra.NewCredential(entra.Config{Mode: entra.ModeSecret, PartnerTenantID: cfg.TenantID, ClientID: cfg.ClientID,
+			ClientSecret: cfg.ClientSecret, AuthorityHost: cfg.AuthorityHost, HTTPClient: cfg.HTTPClient, CacheSize: 16})
+	}
+	if cfg.ClientID == "" {
+		c, err := azidentity.NewDefaultAzureCredential(nil)
+		if err != nil {
+			return nil, fmt.Errorf("vault identity: %w", err)
+		}
+		return c, nil
+	}
+	var chain []azcore.TokenCredential
+	if wi, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{ClientID: cfg.ClientID}); err == nil {
+		chain = append(chain, wi)
+	}
+	mi, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(cfg.ClientID)})
+	if err != nil {
+		return nil, fmt.Errorf("vault identity: %w", err)
+	}
+	chain = append(chain, mi)
+	c, err := azidentity.NewChainedTokenCredential(chain, nil)
+	if err != nil {
+		return nil, fmt.Errorf("vault identity: %w", err)
+	}
+	return c, nil
+}
