@@ -122,8 +122,9 @@ func (d *Dispatcher) NextRotation(t time.Time) time.Time {
 // errRotationHeld: another replica is rotating.
 var errRotationHeld = errors.New("the rotation is running on another replica")
 
-// rotate runs one rotation under the lease.
-func (d *Dispatcher) rotate(ctx context.Context, due time.Time) (vault.Report, error) {
+// rotate runs one rotation under the lease; force adds a new secret
+// whatever the working one's age.
+func (d *Dispatcher) rotate(ctx context.Context, due time.Time, force bool) (vault.Report, error) {
 	ok, err := d.cfg.Store.AcquireLease(ctx, rotationLease, d.cfg.ID, defaultRotationLeaseTTL)
 	if err != nil {
 		return vault.Report{}, fmt.Errorf("dispatcher: rotation lease: %w", err)
@@ -140,7 +141,12 @@ func (d *Dispatcher) rotate(ctx context.Context, due time.Time) (vault.Report, e
 	}()
 	lctx, cancel := context.WithTimeout(ctx, defaultRotationLeaseTTL)
 	defer cancel()
-	rep, err := d.cfg.Credential.Rotator.Rotate(lctx, due)
+	var rep vault.Report
+	if force {
+		rep, err = d.cfg.Credential.Rotator.RotateNow(lctx)
+	} else {
+		rep, err = d.cfg.Credential.Rotator.Rotate(lctx, due)
+	}
 	d.creds.outcome.WithLabelValues(rep.Outcome).Inc()
 	d.setExpiry(rep.Expires)
 	return rep, err
@@ -157,12 +163,13 @@ func (d *Dispatcher) RunRotation(ctx context.Context) {
 	forced := false
 	for {
 		now := d.now()
-		due := d.lastDue(now)
-		if forced {
-			due = now
-		}
 		wait := d.NextRotation(now).Sub(now)
-		rep, err := d.rotate(ctx, due)
+		rep, err := d.rotate(ctx, d.lastDue(now), forced)
+		if rep.Added != "" {
+			// Asked-for rotation done (a failure after the secret was
+			// added is finished by the next, unforced, runs).
+			forced = false
+		}
 		switch {
 		case ctx.Err() != nil:
 			return

@@ -177,8 +177,18 @@ type Report struct {
 // the working one has been proven for the overlap. The run's report is
 // kept in the vault (Names.Rotation) for every replica to show.
 func (r *Rotator) Rotate(ctx context.Context, due time.Time) (Report, error) {
+	return r.run(ctx, due, false)
+}
+
+// RotateNow is Rotate with a new secret added whatever the working one's
+// age ("rotate now").
+func (r *Rotator) RotateNow(ctx context.Context) (Report, error) {
+	return r.run(ctx, r.now(), true)
+}
+
+func (r *Rotator) run(ctx context.Context, due time.Time, force bool) (Report, error) {
 	rep := Report{Started: r.now().UTC()}
-	err := r.rotate(ctx, due, &rep)
+	err := r.rotate(ctx, due, force, &rep)
 	if errors.Is(err, ErrStopped) {
 		return rep, err
 	}
@@ -202,7 +212,7 @@ func (r *Rotator) stop(s Step) error {
 	return nil
 }
 
-func (r *Rotator) rotate(ctx context.Context, due time.Time, rep *Report) error {
+func (r *Rotator) rotate(ctx context.Context, due time.Time, force bool, rep *Report) error {
 	st := r.cfg.Store
 	if st.cfg.Mode != entra.ModeSecret {
 		rep.Outcome = OutcomeUnsupported
@@ -278,9 +288,9 @@ func (r *Rotator) rotate(ctx context.Context, due time.Time, rep *Report) error 
 		}
 	}
 
-	// 3. A new secret, when the working one predates the due instant.
-	// Tags and Key Vault's dates have whole seconds.
-	if since := provenAt(working); since.Before(due.Truncate(time.Second)) {
+	// 3. A new secret, when the working one predates the due instant (tags
+	// and Key Vault's dates have whole seconds), or when asked for.
+	if since := provenAt(working); force || since.Before(due.Truncate(time.Second)) {
 		v, err := r.add(ctx, app.ID, name)
 		if err != nil {
 			return err
