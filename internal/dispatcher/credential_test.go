@@ -76,15 +76,15 @@ func TestRotateNow(t *testing.T) {
 		c.Recheck = 20 * time.Millisecond
 		c.Logger = log
 	})
+	// Another replica holds the lease when this one starts and while the
+	// request comes.
+	if ok, err := h.store.AcquireLease(context.Background(), "credential-rotation", "other", time.Minute); err != nil || !ok {
+		t.Fatalf("lease: %v %v", ok, err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { d.RunRotation(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
-
-	// Another replica holds the lease while the request comes.
-	if ok, err := h.store.AcquireLease(context.Background(), "credential-rotation", "other", time.Minute); err != nil || !ok {
-		t.Fatalf("lease: %v %v", ok, err)
-	}
 	w := httptest.NewRecorder()
 	d.Handler().ServeHTTP(w, apiRequest(http.MethodPost, "/api/credential/rotate", "Bearer "+testAPIKey, ""))
 	if w.Code != http.StatusAccepted {
