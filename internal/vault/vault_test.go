@@ -3,10 +3,16 @@ package vault_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -417,5 +423,75 @@ func TestLoadErrors(t *testing.T) {
 	if _, err := vault.New(vault.Config{URL: "http://vault", Mode: entra.ModeWorkload, Names: vault.Names{ApplicationSecret: "bad name"}}); err == nil ||
 		!strings.Contains(err.Error(), "https") || !strings.Contains(err.Error(), "workload") || !strings.Contains(err.Error(), "bad name") || !strings.Contains(err.Error(), "credential") {
 		t.Errorf("bad configuration: %v", err)
+	}
+}
+
+// TestPollPicksUpNewVersion: a version an operator writes is used within
+// the poll interval, without a restart; a version the rotation has not
+// proven yet is skipped.
+func TestPollPicksUpNewVersion(t *testing.T) {
+	t.Parallel()
+	sim := testenv.Sim(t, m365sim.Options{Seed: 84})
+	first := sim.SetVaultSecret("ApplicationSecret", sim.AppSecret(), "", nil)
+	st, err := vault.New(vault.Config{URL: sim.VaultURL(), Credential: identity(t, sim), Transport: sim.HTTPClient(),
+		Mode: entra.ModeSecret, Poll: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { st.Run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+
+	sim.SetVaultSecret("ApplicationSecret", "unproven-secret-value", "", map[string]string{vault.TagState: vault.StateUnproven})
+	second := sim.SetVaultSecret("ApplicationSecret", "operator-secret-value", "", nil)
+	testenv.Eventually(t, 10*time.Second, "the new version in use", func() error {
+		if v := st.Secret().Version; v != second {
+			return fmt.Errorf("version %s (first %s)", v, first)
+		}
+		return nil
+	})
+	sim.SetVaultSecret("ApplicationSecret", "unproven-secret-value", "", map[string]string{vault.TagState: vault.StateUnproven})
+	// A read now (as the next poll does) stays on the operator's version.
+	if err := st.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := st.Secret(); s.Version != second || s.ClientSecret != "operator-secret-value" {
+		t.Errorf("after an unproven version the store uses %s", s.Version)
+	}
+}
+
+// TestCertificateFromVault: a PEM certificate with its key in the vault is
+// the credential's certificate, and its expiry is the credential's.
+func TestCertificateFromVault(t *testing.T) {
+	t.Parallel()
+	sim := testenv.Sim(t, m365sim.Options{Seed: 85})
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notAfter := time.Now().Add(90 * 24 * time.Hour).UTC().Truncate(time.Second)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cpvrefresh test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemText := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) +
+		string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
+	sim.SetVaultSecret("SAMCertificate", pemText, "application/x-pem-file", nil)
+	d := openDaemon(t, sim, entra.ModeCertificate, nil)
+	if exp := d.store.Info().Expires; exp == nil || !exp.Equal(notAfter) {
+		t.Errorf("expiry %v, want %v", exp, notAfter)
+	}
+	if _, err := d.cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{graphScope}}); err != nil {
+		t.Errorf("token with the vault's certificate: %v", err)
+	}
+	sim.SetVaultSecret("SAMCertificate", "not a certificate", "", nil)
+	if err := d.store.Load(context.Background()); err == nil || strings.Contains(err.Error(), "not a certificate") {
+		t.Errorf("a bad certificate: %v", err)
 	}
 }
