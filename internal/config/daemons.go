@@ -244,9 +244,9 @@ func (d *Dispatcher) Validate() error {
 }
 
 // Credential is the partner app's token source configuration for
-// entra.NewCredential. Rotated refresh tokens (refresh-token mode) are kept in
-// memory; the configured one stays valid until revoked, so a restart does
-// not lose access.
+// entra.NewCredential from the environment. onRotate receives the refresh
+// tokens Entra rotates (refresh-token mode); AppCredential adds the Key
+// Vault source and writes them back there.
 func (c *Common) Credential(hc *http.Client, onRotate func(string)) entra.Config {
 	return entra.Config{
 		Mode:                c.AuthMode,
