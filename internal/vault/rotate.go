@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -102,6 +103,9 @@ type Rotator struct {
 	apps *apps
 	log  *slog.Logger
 	now  func() time.Time
+
+	mu       sync.Mutex
+	recorded Report // the last report written to the vault
 }
 
 // NewRotator checks cfg.
@@ -484,8 +488,16 @@ func (r *Rotator) prove(ctx context.Context, secret string, within time.Duration
 	}
 }
 
-// record keeps rep in the vault as the rotation's latest report.
+// record keeps rep in the vault as the rotation's latest report. A failure
+// the same as the last one recorded is not written again: a run retried
+// every few minutes would otherwise add a version each time.
 func (r *Rotator) record(ctx context.Context, rep Report) error {
+	r.mu.Lock()
+	last := r.recorded
+	r.mu.Unlock()
+	if rep.Outcome == OutcomeFailed && last.Outcome == OutcomeFailed && rep.Error == last.Error {
+		return nil
+	}
 	b, err := json.Marshal(rep)
 	if err != nil {
 		return err
@@ -495,6 +507,9 @@ func (r *Rotator) record(ctx context.Context, rep Report) error {
 	if err != nil {
 		return vaultError("write", name, err)
 	}
+	r.mu.Lock()
+	r.recorded = rep
+	r.mu.Unlock()
 	return nil
 }
 

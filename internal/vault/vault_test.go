@@ -495,3 +495,32 @@ func TestCertificateFromVault(t *testing.T) {
 		t.Errorf("a bad certificate: %v", err)
 	}
 }
+
+// TestFailedRotationRecordedOnce: a rotation that keeps failing (here the
+// app cannot get a Graph token) reports its error each run, the working
+// secret stays, and the same failure adds no second version of the report.
+func TestFailedRotationRecordedOnce(t *testing.T) {
+	t.Parallel()
+	sim := testenv.Sim(t, m365sim.Options{Seed: 86})
+	sim.SetVaultSecret("ApplicationSecret", sim.AppSecret(), "", nil)
+	d := openDaemon(t, sim, entra.ModeSecret, nil)
+	r, err := vault.NewRotator(vault.RotatorConfig{
+		Store: d.store, GraphURL: sim.GraphURL(), ClientID: sim.AppID(), PartnerTenantID: sim.PartnerTenantID(),
+		AuthorityHost: sim.AuthorityHost(), AppCredential: identity(t, sim), HTTPClient: sim.HTTPClient(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		rep, err := r.RotateNow(context.Background())
+		if err == nil || rep.Outcome != vault.OutcomeFailed || rep.Error == "" {
+			t.Fatalf("a rotation without Graph access: %v %+v", err, rep)
+		}
+	}
+	if n := len(sim.VaultVersions("CPVRotation")); n != 1 {
+		t.Errorf("%d versions of the report for one repeated failure, want 1", n)
+	}
+	if got := sim.AppPasswords(); len(got) != 1 || !secretWorks(t, sim, sim.AppSecret()) {
+		t.Errorf("after failed rotations: %+v", got)
+	}
+}
