@@ -396,14 +396,9 @@ func TestBicepAgreesWithTheCode(t *testing.T) {
 					if c.StorageConnectionString != "" {
 						t.Error("the storage connection string (default: Azurite) is not cleared; the managed identity would not be used")
 					}
-					if mode == "certificate" {
-						mounts := block(t, code, "var credentialMountsByMode = {")
-						volumes := block(t, code, "var credentialVolumesByMode = {")
-						mount := regexp.MustCompile(`mountPath: '([^']+)'`).FindStringSubmatch(mounts)
-						path := regexp.MustCompile(`path: '([^']+)'`).FindStringSubmatch(volumes)
-						if mount == nil || path == nil || mount[1]+"/"+path[1] != c.CertificatePath {
-							t.Errorf("CPV_CERTIFICATE_PATH %q is not where the certificate volume is mounted (%v %v)", c.CertificatePath, mount, path)
-						}
+					// The credential comes from the Key Vault, read by the daemon.
+					if c.KeyVaultURL == "" {
+						t.Error("CPV_KEY_VAULT_URL is not set: the daemon would not read its credential from the Key Vault")
 					}
 				})
 			}
@@ -523,7 +518,7 @@ func TestBicepRoles(t *testing.T) {
 	for _, r := range []struct{ key, id, scope string }{
 		{"storageQueueDataContributor", "974c5e8b-45b9-4653-ba55-5f855dd0fb88", "storage"},
 		{"storageTableDataContributor", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", "storage"},
-		{"keyVaultSecretsUser", "4633458b-17de-408a-b874-0445c86b69e6", "vault"},
+		{"keyVaultSecretsOfficer", "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "vault"},
 		{"acrPull", "7f951dda-4ed3-4680-a7ca-43fe172d538d", "registry"},
 	} {
 		if !strings.Contains(roles, r.key+": '"+r.id+"'") {

@@ -330,6 +330,7 @@ var overlays = []struct {
 	{"kubernetes/base", "storagequeue", ""},
 	{"kubernetes/overlays/servicebus", "servicebus", ""},
 	{"kubernetes/overlays/production", "storagequeue", "cpvrefresh"},
+	{"kubernetes/overlays/keyvault", "storagequeue", ""},
 }
 
 // Values the test gives the references a cluster resolves at run time.

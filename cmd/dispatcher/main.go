@@ -34,6 +34,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/storage"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/vault"
 )
 
 // shutdownTimeout bounds how long in-flight HTTP requests may finish.
@@ -78,6 +79,9 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	if _, err := dispatcher.ParseAPIKeys(cfg.APIKeys); err != nil {
 		errs = append(errs, fmt.Errorf("CPV_API_KEYS: %w", err))
 	}
+	if err := dispatcher.ParseSchedule(cfg.RotationSchedule); err != nil {
+		errs = append(errs, fmt.Errorf("CPV_ROTATION_SCHEDULE %q: %v", cfg.RotationSchedule, err))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return cli.Invalid(fmt.Errorf("bad configuration:\n%w", err))
 	}
@@ -94,12 +98,27 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	log.Info("dispatcher starting", config.Redacted(cfg)...)
 
 	hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-	cred, err := entra.NewCredential(cfg.Credential(hc, func(string) {
-		// Never log the token itself.
-		log.Debug("refresh token rotated")
-	}))
+	cred, kv, err := cfg.AppCredential(ctx, hc, log)
 	if err != nil {
 		return cli.Invalid(fmt.Errorf("credential: %w", err))
+	}
+	credCfg := dispatcher.CredentialConfig{Kind: cfg.AuthMode, Store: kv, Schedule: cfg.RotationSchedule}
+	if kv != nil {
+		// It runs until serve returns, then writes the last rotated refresh token.
+		kvCtx, stopKV := context.WithCancel(context.WithoutCancel(ctx))
+		kvDone := make(chan struct{})
+		go func() { defer close(kvDone); kv.Run(kvCtx) }()
+		defer func() { stopKV(); <-kvDone }()
+		if cfg.AuthMode == entra.ModeSecret {
+			credCfg.Rotator, err = vault.NewRotator(vault.RotatorConfig{
+				Store: kv, GraphURL: cfg.GraphURL, ClientID: cfg.ClientID, PartnerTenantID: cfg.PartnerTenantID,
+				AuthorityHost: cfg.AuthorityHost, AppCredential: cred, HTTPClient: hc,
+				Overlap: cfg.RotationOverlap, Lifetime: cfg.SecretLifetime, Logger: log,
+			})
+			if err != nil {
+				return cli.Invalid(err)
+			}
+		}
 	}
 	disc, err := gdap.New(gdap.Config{
 		GraphURL: cfg.GraphURL, PartnerTenantID: cfg.PartnerTenantID, Credential: cred, HTTPClient: hc,
@@ -160,6 +179,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		MaxBody:             cfg.MaxBody,
 		HTTPClient:          hc,
 		Backend:             backendFacts(cfg, st),
+		Credential:          credCfg,
 		Registry:            prometheus.NewRegistry(),
 		SeparateMetrics:     cfg.MetricsListen != "",
 		Logger:              log,
@@ -198,6 +218,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 			log.Error("scheduler stopped", "error", err)
 		}
 	}()
+	wg.Go(func() { d.RunRotation(ctx) })
 	if len(listeners) > 1 {
 		log.Info("metrics listening", "addr", listeners[1].Addr().String())
 		if ready, ok := ctx.Value(metricsReadyKey{}).(func(string)); ok {

@@ -90,9 +90,17 @@ func runRefresh(ctx context.Context, e *env) error {
 	if err != nil {
 		return cli.Invalid(err)
 	}
-	engine, err := newEngine(&e.cfg, m, log)
+	engine, kv, err := newEngine(ctx, &e.cfg, m, log)
 	if err != nil {
 		return cli.Invalid(err)
+	}
+	if kv != nil {
+		// Refresh tokens Entra rotates during the refresh are written back
+		// before the command exits.
+		kvCtx, stopKV := context.WithCancel(context.WithoutCancel(ctx))
+		kvDone := make(chan struct{})
+		go func() { defer close(kvDone); kv.Run(kvCtx) }()
+		defer func() { stopKV(); <-kvDone }()
 	}
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.MessageTimeout)
 	defer cancel()

@@ -1,19 +1,22 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
-	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
 	"github.com/cpvrefresh/cpvrefresh/internal/logging"
 	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/storage"
+	"github.com/cpvrefresh/cpvrefresh/internal/vault"
 )
 
 func newLogger(e *env) (*slog.Logger, error) {
@@ -46,17 +49,21 @@ func microsoftClient(cfg *config.Worker) *http.Client {
 	return &http.Client{Transport: cpv.CountingTransport(tr, cfg.GraphURL, cfg.PartnerCenterURL)}
 }
 
-// newEngine builds the refresh engine: the partner credential, the Graph
-// client and the Partner Center client over one counting HTTP client.
-func newEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engine, error) {
+// newEngine builds the refresh engine: the partner credential (from Key
+// Vault when CPV_KEY_VAULT_URL is set: the store returned, else nil, must
+// run while the engine is used), the Graph client and the Partner Center
+// client over one counting HTTP client.
+func newEngine(ctx context.Context, cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engine, *vault.Store, error) {
 	hc := microsoftClient(cfg)
-	cred, err := entra.NewCredential(cfg.Credential(hc, func(string) {
-		// Never log the token itself.
-		log.Debug("refresh token rotated")
-	}))
+	cred, kv, err := cfg.AppCredential(ctx, hc, log)
 	if err != nil {
-		return nil, fmt.Errorf("credential: %w", err)
+		return nil, nil, fmt.Errorf("credential: %w", err)
 	}
+	engine, err := buildEngine(cfg, m, log, hc, cred)
+	return engine, kv, err
+}
+
+func buildEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger, hc *http.Client, cred azcore.TokenCredential) (*cpv.Engine, error) {
 	dir, err := graph.New(graph.Config{BaseURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("graph client: %w", err)

@@ -6,7 +6,7 @@
 // - a Key Vault (RBAC) for the SAM app's credentials;
 // - a user-assigned managed identity with the data-plane roles it needs
 //   (Storage Queue Data Contributor, Storage Table Data Contributor, Key Vault
-//   Secrets User, and AcrPull on a registry when one is named);
+//   Secrets Officer, and AcrPull on a registry when one is named);
 // - a Log Analytics workspace and a Container Apps environment;
 // - the dispatcher (external ingress on 8080 for webhooks, API and UI, at
 //   least one replica) and the worker (no ingress, scaled from zero by KEDA on
@@ -14,8 +14,13 @@
 //
 // First deployment (docs/operations.md, "First deployment"): deploy with
 // deployApps=false, put the credentials into the Key Vault, deploy again with
-// deployApps=true. Container Apps read the secrets from the Key Vault by
-// reference; no secret value passes through this template.
+// deployApps=true. The daemons read the SAM app's credential from the Key
+// Vault themselves with the managed identity (CPV_KEY_VAULT_URL): they pick
+// up a new version without a restart, write back every refresh token Entra
+// rotates, and the dispatcher rotates the client secret weekly, which is why
+// the identity is Secrets Officer (it writes versions). The API keys are a
+// Container Apps Key Vault reference. No secret value passes through this
+// template.
 
 targetScope = 'resourceGroup'
 
@@ -39,7 +44,7 @@ param partnerTenantId string = tenant().tenantId
 @description('Application (client) id of the partner\'s multi-tenant SAM app.')
 param clientId string
 
-@description('How the SAM app authenticates: secret (Key Vault secret cpv-client-secret), certificate (Key Vault certificate cpv-certificate, PEM) or refresh-token (secrets cpv-refresh-token and cpv-client-secret).')
+@description('How the SAM app authenticates: secret (Key Vault secret cpv-client-secret, rotated weekly), certificate (Key Vault certificate cpv-certificate) or refresh-token (secrets cpv-refresh-token and cpv-client-secret).')
 @allowed([
   'secret'
   'certificate'
@@ -74,6 +79,9 @@ param schedule string = '0 0 * * *'
 
 @description('IANA time zone of the schedule.')
 param timeZone string = 'UTC'
+
+@description('Cron schedule (in timeZone) of the weekly client secret rotation (authMode secret).')
+param rotationSchedule string = '0 0 * * 0'
 
 @description('Entra ID authority host.')
 param authorityHost string = environment().authentication.loginEndpoint
@@ -224,11 +232,13 @@ resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(vault.id, identity.id, roles.keyVaultSecretsUser)
+// The daemons write versions (rotated secrets and refresh tokens), so the
+// identity is Secrets Officer rather than Secrets User.
+resource secretsWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, identity.id, roles.keyVaultSecretsOfficer)
   scope: vault
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }
@@ -286,90 +296,41 @@ var vaultSecrets = {
   apiKeys: 'cpv-api-keys'
 }
 
-// Container Apps secrets, read from the Key Vault with the managed identity.
+// The daemons read the credential from the Key Vault themselves: no
+// Container Apps secret and no volume carries it.
 var credentialSecretsByMode = {
-  secret: [
-    {
-      name: 'client-secret'
-      keyVaultUrl: '${vault.properties.vaultUri}secrets/${vaultSecrets.clientSecret}'
-      identity: identity.id
-    }
-  ]
-  // A Key Vault certificate's secret is its certificate and private key:
-  // create the certificate with content type application/x-pem-file.
-  certificate: [
-    {
-      name: 'certificate'
-      keyVaultUrl: '${vault.properties.vaultUri}secrets/${vaultSecrets.certificate}'
-      identity: identity.id
-    }
-  ]
-  'refresh-token': [
-    {
-      name: 'client-secret'
-      keyVaultUrl: '${vault.properties.vaultUri}secrets/${vaultSecrets.clientSecret}'
-      identity: identity.id
-    }
-    {
-      name: 'refresh-token'
-      keyVaultUrl: '${vault.properties.vaultUri}secrets/${vaultSecrets.refreshToken}'
-      identity: identity.id
-    }
-  ]
+  secret: []
+  certificate: []
+  'refresh-token': []
 }
 
+// The Key Vault secret names of each mode (vaultSecrets; the daemons'
+// defaults are CIPP's names). A certificate created in the Key Vault keeps
+// its certificate and key in the secret of the same name (PFX, or PEM with
+// content type application/x-pem-file).
 var credentialEnvByMode = {
   secret: [
     {
-      name: 'CPV_CLIENT_SECRET'
-      secretRef: 'client-secret'
+      name: 'CPV_SECRET_NAME_APPLICATION_SECRET'
+      value: 'cpv-client-secret'
     }
   ]
   certificate: [
     {
-      name: 'CPV_CERTIFICATE_PATH'
-      value: '/mnt/credentials/certificate.pem'
+      name: 'CPV_SECRET_NAME_CERTIFICATE'
+      value: 'cpv-certificate'
     }
   ]
   'refresh-token': [
     {
-      name: 'CPV_CLIENT_SECRET'
-      secretRef: 'client-secret'
+      name: 'CPV_SECRET_NAME_APPLICATION_SECRET'
+      value: 'cpv-client-secret'
     }
     {
-      name: 'CPV_REFRESH_TOKEN'
-      secretRef: 'refresh-token'
+      name: 'CPV_SECRET_NAME_REFRESH_TOKEN'
+      value: 'cpv-refresh-token'
     }
   ]
-}
-
-// The certificate is mounted as a file; the other modes need no volume.
-var credentialVolumesByMode = {
-  secret: []
-  certificate: [
-    {
-      name: 'credentials'
-      storageType: 'Secret'
-      secrets: [
-        {
-          secretRef: 'certificate'
-          path: 'certificate.pem'
-        }
-      ]
-    }
-  ]
-  'refresh-token': []
-}
-
-var credentialMountsByMode = {
-  secret: []
-  certificate: [
-    {
-      volumeName: 'credentials'
-      mountPath: '/mnt/credentials'
-    }
-  ]
-  'refresh-token': []
 }
 
 // Settings both daemons read (docs/configuration.md).
@@ -422,8 +383,12 @@ var commonEnv = [
     name: 'CPV_LOG_FORMAT'
     value: 'json'
   }
-  // Selects the user-assigned identity for Azure Storage (azidentity's
-  // DefaultAzureCredential).
+  {
+    name: 'CPV_KEY_VAULT_URL'
+    value: vault.properties.vaultUri
+  }
+  // Selects the user-assigned identity for Azure Storage and Key Vault
+  // (azidentity's DefaultAzureCredential).
   {
     name: 'AZURE_CLIENT_ID'
     value: identity.properties.clientId
@@ -451,8 +416,8 @@ var dispatcherEnv = [
     value: timeZone
   }
   {
-    name: 'CPV_KEY_VAULT_URL'
-    value: vault.properties.vaultUri
+    name: 'CPV_ROTATION_SCHEDULE'
+    value: rotationSchedule
   }
 ]
 
@@ -518,7 +483,7 @@ resource dispatcher 'Microsoft.App/containerApps@2025-01-01' = if (deployApps) {
   dependsOn: [
     queueContributor
     tableContributor
-    secretsUser
+    secretsWriter
     acrPull
     workQueue
     poisonQueue
@@ -575,10 +540,8 @@ resource dispatcher 'Microsoft.App/containerApps@2025-01-01' = if (deployApps) {
               failureThreshold: 3
             }
           ]
-          volumeMounts: credentialMountsByMode[authMode]
         }
       ]
-      volumes: credentialVolumesByMode[authMode]
       scale: {
         minReplicas: 1
         maxReplicas: 2
@@ -600,7 +563,7 @@ resource worker 'Microsoft.App/containerApps@2025-01-01' = if (deployApps) {
   dependsOn: [
     queueContributor
     tableContributor
-    secretsUser
+    secretsWriter
     acrPull
     workQueue
     poisonQueue
@@ -651,10 +614,8 @@ resource worker 'Microsoft.App/containerApps@2025-01-01' = if (deployApps) {
               failureThreshold: 3
             }
           ]
-          volumeMounts: credentialMountsByMode[authMode]
         }
       ]
-      volumes: credentialVolumesByMode[authMode]
       scale: {
         minReplicas: 0
         maxReplicas: workerMaxReplicas

@@ -38,6 +38,17 @@ type Common struct {
 	TokenFile       string `env:"CPV_FEDERATED_TOKEN_FILE" fallback:"AZURE_FEDERATED_TOKEN_FILE" help:"federated token file (mode workload; AZURE_FEDERATED_TOKEN_FILE is used when empty)"`
 	RefreshToken    string `env:"CPV_REFRESH_TOKEN" secret:"true" help:"the partner admin's GDAP refresh token (mode refresh-token)"`
 
+	KeyVaultURL             string        `env:"CPV_KEY_VAULT_URL" help:"Key Vault holding the SAM app's credential (modes secret, certificate, refresh-token): read at start, reread every CPV_KEY_VAULT_POLL and when Entra refuses it; the credential variables are then not used"`
+	KeyVaultClientID        string        `env:"CPV_KEY_VAULT_CLIENT_ID" help:"client id of the identity that reads the Key Vault (a user-assigned managed or workload identity; empty: the environment's default identity)"`
+	KeyVaultClientSecret    string        `env:"CPV_KEY_VAULT_CLIENT_SECRET" secret:"true" help:"client secret of that identity, for a service principal outside Azure (and the local stack); empty: managed or workload identity"`
+	KeyVaultVerifyChallenge bool          `env:"CPV_KEY_VAULT_VERIFY_CHALLENGE" default:"true" help:"require Key Vault's authentication challenge to name the vault's own domain (false only for the local simulator)"`
+	KeyVaultPoll            time.Duration `env:"CPV_KEY_VAULT_POLL" default:"5m" help:"how often the Key Vault is read for a new version of the credential"`
+	SecretNameAppID         string        `env:"CPV_SECRET_NAME_APPLICATION_ID" default:"ApplicationID" help:"Key Vault secret holding the app's client id (read when CPV_CLIENT_ID is empty)"`
+	SecretNameAppSecret     string        `env:"CPV_SECRET_NAME_APPLICATION_SECRET" default:"ApplicationSecret" help:"Key Vault secret holding the app's client secret"`
+	SecretNameRefreshToken  string        `env:"CPV_SECRET_NAME_REFRESH_TOKEN" default:"RefreshToken" help:"Key Vault secret holding the GDAP refresh token (every rotated one is written back)"`
+	SecretNameCertificate   string        `env:"CPV_SECRET_NAME_CERTIFICATE" default:"SAMCertificate" help:"Key Vault secret holding the app's certificate and key (PEM, or a base64 PFX as a Key Vault certificate keeps it)"`
+	SecretNameRotation      string        `env:"CPV_SECRET_NAME_ROTATION" default:"CPVRotation" help:"Key Vault secret the rotation keeps its last report in (no secret value)"`
+
 	AuthorityHost    string `env:"CPV_AUTHORITY_HOST" default:"https://127.0.0.1:8443/" help:"Entra ID authority host; https://login.microsoftonline.com/ in production"`
 	GraphURL         string `env:"CPV_GRAPH_URL" default:"https://127.0.0.1:8443/v1.0" help:"Microsoft Graph base URL; https://graph.microsoft.com/v1.0 in production"`
 	PartnerCenterURL string `env:"CPV_PARTNER_CENTER_URL" default:"https://127.0.0.1:8443" help:"Partner Center API base URL; https://api.partnercenter.microsoft.com in production"`
@@ -90,7 +101,9 @@ type Dispatcher struct {
 	SessionKey          string        `env:"CPV_SESSION_KEY" secret:"true" help:"32 bytes in base64 that seal session cookies (empty: made once and kept in the control table)"`
 	SessionLifetime     time.Duration `env:"CPV_SESSION_LIFETIME" default:"8h" help:"how long a UI sign-in lasts"`
 	MaxBody             int           `env:"CPV_MAX_BODY" default:"65536" help:"largest accepted request body in bytes"`
-	KeyVaultURL         string        `env:"CPV_KEY_VAULT_URL" help:"Key Vault holding the app's credentials, shown on the backend page"`
+	RotationSchedule    string        `env:"CPV_ROTATION_SCHEDULE" default:"0 0 * * 0" help:"cron schedule (in CPV_TIME_ZONE) of the client secret's rotation in Key Vault (mode secret with CPV_KEY_VAULT_URL); one replica rotates"`
+	RotationOverlap     time.Duration `env:"CPV_ROTATION_OVERLAP" default:"24h" help:"how long a replaced client secret stays on the app after its successor was proven"`
+	SecretLifetime      time.Duration `env:"CPV_SECRET_LIFETIME" default:"4320h" help:"validity of a client secret the rotation adds"`
 }
 
 // Validate checks the shared settings, one message per bad field.
@@ -114,18 +127,33 @@ func (c *Common) Validate() error {
 	if err := queue.CheckName(c.Transport, c.Queue); err != nil {
 		errs = append(errs, fmt.Errorf("CPV_QUEUE: %w", err))
 	}
+	vault := c.KeyVaultURL != ""
+	if vault {
+		if u, err := url.Parse(c.KeyVaultURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("CPV_KEY_VAULT_URL %q: must be an https URL", c.KeyVaultURL))
+		}
+		if c.AuthMode == "workload" {
+			errs = append(errs, errors.New("CPV_KEY_VAULT_URL: mode workload keeps no secret; leave it empty"))
+		}
+		if c.KeyVaultClientSecret != "" && !cpvtype.IsGUID(c.KeyVaultClientID) {
+			errs = append(errs, errors.New("CPV_KEY_VAULT_CLIENT_SECRET needs CPV_KEY_VAULT_CLIENT_ID (a GUID)"))
+		}
+		if c.KeyVaultPoll < time.Second {
+			errs = append(errs, fmt.Errorf("CPV_KEY_VAULT_POLL %s: want at least 1s", c.KeyVaultPoll))
+		}
+	}
 	switch c.AuthMode {
 	case "secret":
-		if c.ClientSecret == "" {
+		if c.ClientSecret == "" && !vault {
 			errs = append(errs, errors.New("CPV_CLIENT_SECRET is required with CPV_AUTH_MODE=secret"))
 		}
 	case "certificate":
-		if c.CertificatePath == "" {
+		if c.CertificatePath == "" && !vault {
 			errs = append(errs, errors.New("CPV_CERTIFICATE_PATH is required with CPV_AUTH_MODE=certificate"))
 		}
 	case "workload":
 	case "refresh-token":
-		if c.RefreshToken == "" {
+		if c.RefreshToken == "" && !vault {
 			errs = append(errs, errors.New("CPV_REFRESH_TOKEN is required with CPV_AUTH_MODE=refresh-token"))
 		}
 	default:
@@ -134,7 +162,7 @@ func (c *Common) Validate() error {
 	if !cpvtype.IsGUID(c.PartnerTenantID) {
 		errs = append(errs, fmt.Errorf("CPV_PARTNER_TENANT_ID %q is not a GUID", c.PartnerTenantID))
 	}
-	if !cpvtype.IsGUID(c.ClientID) {
+	if !cpvtype.IsGUID(c.ClientID) && !(vault && c.ClientID == "") {
 		errs = append(errs, fmt.Errorf("CPV_CLIENT_ID %q is not a GUID", c.ClientID))
 	}
 	for _, u := range []struct{ env, val string }{
@@ -227,6 +255,9 @@ func (d *Dispatcher) Validate() error {
 	if _, port, _ := net.SplitHostPort(d.MetricsListen); d.MetricsListen != "" && d.MetricsListen == d.Listen && port != "0" {
 		errs = append(errs, fmt.Errorf("CPV_METRICS_LISTEN %q: must differ from CPV_DISPATCHER_LISTEN (leave it empty to serve /metrics there)", d.MetricsListen))
 	}
+	if d.RotationOverlap <= 0 || d.SecretLifetime <= d.RotationOverlap {
+		errs = append(errs, fmt.Errorf("CPV_ROTATION_OVERLAP %s / CPV_SECRET_LIFETIME %s: want 0 < overlap < lifetime", d.RotationOverlap, d.SecretLifetime))
+	}
 	if d.MaxBody < 1024 || d.MaxBody > 4<<20 {
 		errs = append(errs, fmt.Errorf("CPV_MAX_BODY %d: want 1024..4194304", d.MaxBody))
 	}
@@ -257,9 +288,9 @@ func (d *Dispatcher) SignInIssuerURL() string {
 }
 
 // Credential is the partner app's token source configuration for
-// entra.NewCredential. Rotated refresh tokens (refresh-token mode) are kept in
-// memory; the configured one stays valid until revoked, so a restart does
-// not lose access.
+// entra.NewCredential from the environment. onRotate receives the refresh
+// tokens Entra rotates (refresh-token mode); AppCredential adds the Key
+// Vault source and writes them back there.
 func (c *Common) Credential(hc *http.Client, onRotate func(string)) entra.Config {
 	return entra.Config{
 		Mode:                c.AuthMode,

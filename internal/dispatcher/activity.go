@@ -23,6 +23,7 @@ const (
 	ActionSignOut    = "signOut"
 	ActionExclude    = "exclude"
 	ActionInclude    = "include"
+	ActionRotate     = "rotateCredential"
 )
 
 // Outcomes in the activity log.

@@ -126,6 +126,9 @@ type Config struct {
 	HTTPClient *http.Client
 	// UI, when set, is served at "/" (the JSON API stays under /api/).
 	UI http.Handler
+	// Credential is the partner app's credential: shown by GET
+	// /api/credential, rotated by RunRotation and POST /api/credential/rotate.
+	Credential CredentialConfig
 	// Backend are facts shown as they are by GET /api/backend (endpoints,
 	// queue and table names, Key Vault); never secrets.
 	Backend map[string]string
@@ -167,6 +170,7 @@ type Dispatcher struct {
 	handler  http.Handler
 	mhandler http.Handler // /metrics alone (Config.SeparateMetrics)
 	ready    readiness
+	creds    *credentials
 
 	// base is cancelled by Close; background work (bulk runs) runs under it.
 	base   context.Context
@@ -281,6 +285,10 @@ func New(cfg Config) (*Dispatcher, error) {
 		apiKeys: keys,
 		base:    base,
 		cancel:  cancel,
+	}
+	if err := d.initCredentials(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("dispatcher: %w", err)
 	}
 	d.multiDay = firesMoreThanOncePerDay(sched, cfg.Location, cfg.Now())
 	d.auth = newAuthenticator(keys, cfg.AuthIssuer, cfg.AuthAudience, cfg.AuthJWKSURL, cfg.AuthRole,

@@ -84,6 +84,8 @@ func (d *Dispatcher) routes() http.Handler {
 	d.api(mux, "/api/runs", get(d.handleListRuns))
 	d.api(mux, "/api/runs/{id}", get(d.handleGetRun))
 	d.api(mux, "/api/backend", get(d.handleBackend))
+	d.api(mux, "/api/credential", get(d.handleCredential))
+	d.api(mux, "/api/credential/rotate", admin(post(d.handleRotate)))
 	d.api(mux, "/api/pause", post(d.handlePause))
 	d.api(mux, "/api/events", post(d.handleEvents))
 	d.api(mux, "/api/activity", get(d.handleActivity))

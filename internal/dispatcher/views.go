@@ -359,6 +359,7 @@ type BackendView struct {
 	Workers    []WorkerView               `json:"workers"`
 	Schedule   ScheduleView               `json:"schedule"`
 	Paused     map[cpvtype.Component]bool `json:"paused"`
+	Credential CredentialView             `json:"credential"`
 	Problems   []string                   `json:"problems,omitempty"`
 }
 
@@ -418,6 +419,7 @@ func (d *Dispatcher) handleBackend(w http.ResponseWriter, r *http.Request, _ pri
 		}
 		v.Paused[c] = p
 	}
+	v.Credential = d.credentialView(ctx)
 	v.Schedule = ScheduleView{Cron: d.cfg.Schedule, TimeZone: d.cfg.Location.String()}
 	if next := d.NextRun(now); !next.IsZero() {
 		v.Schedule.Next = &next

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -68,6 +69,11 @@ type Config struct {
 	TokenFilePath string
 	// RefreshToken is the partner admin's GDAP refresh token (refresh-token mode).
 	RefreshToken string
+	// Source, when set, supplies the material of the secret, certificate
+	// and refresh-token modes (ClientSecret, CertificatePath and
+	// CertificatePassword, RefreshToken are then not used), and replaces it
+	// while the process runs: see Source.
+	Source Source
 	// OnRefreshToken receives every rotated refresh token so it can be
 	// persisted (refresh-token mode). It is called with the credential's
 	// rotation lock held, in rotation order: keep it short and do not call
@@ -137,21 +143,33 @@ func NewCredential(cfg Config) (azcore.TokenCredential, error) {
 	if cfg.CacheSize < 0 {
 		errs = append(errs, fmt.Errorf("entra: credential: cache size %d is negative", cfg.CacheSize))
 	}
+	var sec Secret
+	if cfg.Source != nil {
+		sec = cfg.Source.Secret()
+	} else {
+		sec = Secret{ClientSecret: cfg.ClientSecret, RefreshToken: cfg.RefreshToken, CertificatePassword: cfg.CertificatePassword}
+	}
 	switch cfg.Mode {
 	case ModeSecret:
-		if cfg.ClientSecret == "" {
+		if sec.ClientSecret == "" {
 			errs = append(errs, errors.New("entra: credential: secret mode needs a client secret"))
 		}
 	case ModeCertificate:
-		if cfg.CertificatePath == "" {
+		if cfg.Source == nil && cfg.CertificatePath == "" {
 			errs = append(errs, errors.New("entra: credential: certificate mode needs a certificate path"))
+		}
+		if cfg.Source != nil && len(sec.Certificate) == 0 {
+			errs = append(errs, errors.New("entra: credential: certificate mode needs a certificate"))
 		}
 	case ModeWorkload:
 		if cfg.TokenFilePath == "" {
 			errs = append(errs, errors.New("entra: credential: workload mode needs a token file path"))
 		}
+		if cfg.Source != nil {
+			errs = append(errs, errors.New("entra: credential: workload mode has no secret to take from a credential source"))
+		}
 	case ModeRefreshToken:
-		if cfg.RefreshToken == "" {
+		if sec.RefreshToken == "" {
 			errs = append(errs, errors.New("entra: credential: refresh-token mode needs a refresh token"))
 		}
 	default:
@@ -173,31 +191,53 @@ func NewCredential(cfg Config) (azcore.TokenCredential, error) {
 	if size == 0 {
 		size = DefaultTokenCacheSize
 	}
-	cc := &clientCredentials{clientID: cfg.ClientID, authority: authority, http: hc}
-	var g grant = cc
-	switch cfg.Mode {
-	case ModeSecret:
-		cc.secret = cfg.ClientSecret
-	case ModeCertificate:
-		a, err := newCertificateAssertion(cfg.CertificatePath, cfg.CertificatePassword, cfg.ClientID, now)
-		if err != nil {
+	build := func(sec Secret) (grant, error) {
+		cc := &clientCredentials{clientID: cfg.ClientID, authority: authority, http: hc}
+		switch cfg.Mode {
+		case ModeSecret:
+			cc.secret = sec.ClientSecret
+		case ModeCertificate:
+			data := sec.Certificate
+			if cfg.Source == nil {
+				var err error
+				if data, err = os.ReadFile(cfg.CertificatePath); err != nil {
+					return nil, fmt.Errorf("entra: credential: read certificate: %w", err)
+				}
+			}
+			a, err := newCertificateAssertion(data, sec.CertificatePassword, cfg.ClientID, now)
+			if err != nil {
+				return nil, err
+			}
+			cc.assertion = a.sign
+		case ModeWorkload:
+			f, err := newFederatedTokenFile(cfg.TokenFilePath)
+			if err != nil {
+				return nil, err
+			}
+			cc.assertion = f.read
+		default: // ModeRefreshToken
+			return &refreshTokenGrant{
+				clientID:     cfg.ClientID,
+				clientSecret: sec.ClientSecret,
+				authority:    authority,
+				http:         hc,
+				onRotate:     cfg.OnRefreshToken,
+				refreshToken: sec.RefreshToken,
+			}, nil
+		}
+		return cc, nil
+	}
+	var g grant
+	if cfg.Source != nil {
+		sg := &sourcedGrant{src: cfg.Source, build: build}
+		if _, _, err := sg.current(); err != nil {
 			return nil, err
 		}
-		cc.assertion = a.sign
-	case ModeWorkload:
-		f, err := newFederatedTokenFile(cfg.TokenFilePath)
-		if err != nil {
+		g = sg
+	} else {
+		var err error
+		if g, err = build(sec); err != nil {
 			return nil, err
-		}
-		cc.assertion = f.read
-	default: // ModeRefreshToken
-		g = &refreshTokenGrant{
-			clientID:     cfg.ClientID,
-			clientSecret: cfg.ClientSecret,
-			authority:    authority,
-			http:         hc,
-			onRotate:     cfg.OnRefreshToken,
-			refreshToken: cfg.RefreshToken,
 		}
 	}
 	return &credential{partner: cfg.PartnerTenantID, grant: g, now: now, cache: newTokenCache(size)}, nil

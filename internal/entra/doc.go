@@ -13,6 +13,12 @@
 //     expired early) is dropped with the credential's Invalidate method, so
 //     the next request gets a new one; a claims challenge (continuous access
 //     evaluation) goes to Entra through TokenRequestOptions.Claims.
+//   - Source (source.go): the secret, certificate or refresh token can come
+//     from a store that changes while the process runs (internal/vault:
+//     Key Vault). The credential builds its grant again when the material's
+//     version changes, and when Entra refuses the material (AADSTS7000215
+//     and the like) it asks the source to reread its store and tries once
+//     more with a newer version.
 //   - ForTenant: the per-tenant wrapper that asks for a customer tenant's
 //     token and turns Entra's AADSTS errors into classified *cpv.Error
 //     values with the operator's advice (Code).

@@ -90,14 +90,10 @@ type certificateAssertion struct {
 	now          func() time.Time
 }
 
-// newCertificateAssertion loads the certificate and key at path (PEM, or
+// newCertificateAssertion loads the certificate and key in data (PEM, or
 // PFX unlocked by password) with azidentity.ParseCertificates. The signing
 // certificate is the one whose public key matches the private key.
-func newCertificateAssertion(path, password, clientID string, now func() time.Time) (*certificateAssertion, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("entra: credential: read certificate: %w", err)
-	}
+func newCertificateAssertion(data []byte, password, clientID string, now func() time.Time) (*certificateAssertion, error) {
 	certs, pk, err := azidentity.ParseCertificates(data, []byte(password))
 	if err != nil {
 		// The parser's message names no secret, but keep it generic anyway.

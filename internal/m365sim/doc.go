@@ -59,6 +59,20 @@
 //     SendWebhook signs Partner Center events (RSA PKCS#1 v1.5 SHA-256) and
 //     POSTs them; the signing certificate is served at WebhookCertURL
 //     (/cert/pcnotifications-dispatch.microsoft.com.cer, Partner Center's shape).
+//   - The partner's app registration at /v1.0/applications/{id} and
+//     /v1.0/applications(appId='...') (partner tenant only): its
+//     passwordCredentials, addPassword (the secret text returned once) and
+//     removePassword. The token endpoint accepts a client secret only while
+//     the app holds it unexpired (AADSTS7000215 otherwise, 7000222 expired).
+//   - Key Vault's secrets API at /secrets (VaultURL): set, get latest or a
+//     version, update tags and attributes, list secrets and versions (paged
+//     with nextLink), Key Vault's error shapes (404 SecretNotFound, 403
+//     ForbiddenByRbac). Challenge authentication as azsecrets expects: a
+//     request without a token gets 401 with WWW-Authenticate: Bearer
+//     authorization="{authority}{partner tenant}",
+//     resource="https://vault.azure.net". Only the daemons' identity
+//     (IdentityClientID, IdentitySecret) gets tokens for the vault, and the
+//     vault lets only it in.
 //   - Inspection at /_sim/... (no authentication, JSON): fleet, tenants/{id},
 //     conforms/{id} (against the simulator's permission set), stats, stats/reset,
 //     faults (GET, POST merges), failnext, revoke/{id} (POST: RevokeTokens),

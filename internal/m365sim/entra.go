@@ -218,6 +218,10 @@ func (s *Sim) serveToken(w http.ResponseWriter, r *http.Request, key string, t *
 	}
 	badClient := &entraError{status: http.StatusUnauthorized, err: "invalid_client", code: 7000215,
 		desc: "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '" + truncate(clientID, 64) + "'."}
+	if strings.EqualFold(clientID, s.identityID) {
+		s.serveIdentityToken(w, r, key, t)
+		return
+	}
 	if !strings.EqualFold(clientID, s.appID) {
 		s.writeEntraError(w, r, badClient)
 		return
@@ -234,8 +238,8 @@ func (s *Sim) serveToken(w http.ResponseWriter, r *http.Request, key string, t *
 			return
 		}
 	case secret != "":
-		if secret != s.appSecret {
-			s.writeEntraError(w, r, badClient)
+		if e := s.checkAppSecret(secret, badClient); e != nil {
+			s.writeEntraError(w, r, e)
 			return
 		}
 	case grant == "client_credentials":

@@ -222,6 +222,8 @@ func graphLabel(p string) string {
 		case seg == "":
 		case strings.HasPrefix(seg, "servicePrincipals(appId="):
 			b.WriteString("servicePrincipals(appId=)")
+		case strings.HasPrefix(seg, "applications(appId="):
+			b.WriteString("applications(appId=)")
 		case knownSegments[seg]:
 			b.WriteString(seg)
 		case i > 0 && collections[segs[i-1]]:
@@ -236,11 +238,12 @@ func graphLabel(p string) string {
 var knownSegments = map[string]bool{
 	"servicePrincipals": true, "appRoleAssignments": true, "appRoleAssignedTo": true, "oauth2PermissionGrants": true,
 	"tenantRelationships": true, "delegatedAdminRelationships": true, "$batch": true, "organization": true,
+	"applications": true, "addPassword": true, "removePassword": true,
 }
 
 var collections = map[string]bool{
 	"servicePrincipals": true, "appRoleAssignments": true, "appRoleAssignedTo": true, "oauth2PermissionGrants": true,
-	"delegatedAdminRelationships": true, "organization": true,
+	"delegatedAdminRelationships": true, "organization": true, "applications": true,
 }
 
 // route dispatches one Graph request (HTTP or $batch item).
@@ -262,6 +265,8 @@ func (s *Sim) route(q *gReq) gRes {
 		return s.routeRelationships(q, segs[1:])
 	case head == "organization":
 		return s.routeOrganization(q, segs[1:])
+	case head == "applications" || strings.HasPrefix(head, "applications("):
+		return s.routeApplications(q, segs)
 	case head == "$batch":
 		return fail(gErr(http.StatusBadRequest, "BadRequest", "Nested batch requests are not supported."))
 	}

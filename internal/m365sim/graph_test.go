@@ -118,7 +118,7 @@ func TestServicePrincipalQueries(t *testing.T) {
 		{"alternate key not a GUID", "/v1.0/servicePrincipals(appId='graph')", 400, "Request_BadRequest", 0, ""},
 		{"alternate key syntax", "/v1.0/servicePrincipals(appId=graph", 400, "BadRequest", 0, ""},
 		{"id not a GUID", "/v1.0/servicePrincipals/not-a-guid", 400, "Request_BadRequest", 0, ""},
-		{"unknown segment", "/v1.0/applications", 400, "BadRequest", 0, ""},
+		{"unknown segment", "/v1.0/groups", 400, "BadRequest", 0, ""},
 		{"unknown navigation", "/v1.0/servicePrincipals(appId='" + m365sim.GraphAppID + "')/owners", 400, "BadRequest", 0, ""},
 	}
 	for _, tc := range tests {

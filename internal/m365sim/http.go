@@ -74,6 +74,8 @@ func (s *Sim) routes() http.Handler {
 		case p == webhookCertPath && r.Method == http.MethodGet:
 			w.Header().Set("Content-Type", "application/x-pem-file")
 			_, _ = w.Write(s.webhookPEM)
+		case p == "/secrets" || strings.HasPrefix(p, "/secrets/"):
+			s.serveVault(w, r)
 		default:
 			s.serveEntra(w, r)
 		}

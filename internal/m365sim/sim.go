@@ -81,6 +81,12 @@ type Options struct {
 	// RefreshToken is the initial delegated refresh token of the partner's
 	// admin user; "" derives it from Seed.
 	RefreshToken string
+	// IdentityClientID is the daemons' own identity (a managed or workload
+	// identity), the only client Key Vault lets in; "" derives it from Seed.
+	IdentityClientID string
+	// IdentitySecret is that identity's client secret at the simulator;
+	// "" means "sim-identity-secret".
+	IdentitySecret string
 	// Faults are the initial fault and latency settings.
 	Faults Faults
 	// CAE makes Graph answer a revoked token (RevokeTokens) as it answers a
@@ -142,6 +148,16 @@ type Sim struct {
 	relByID   map[string]*relationship
 	partner   *tenant
 	nextIndex int
+
+	// The partner's app registration and its client secrets
+	// (application.go), the daemons' identity, and Key Vault (keyvault.go).
+	appObjectID    uuid.UUID
+	identityID     string
+	identitySecret string
+	appMu          sync.Mutex
+	passwords      []*passwordCredential
+	vaultMu        sync.Mutex
+	vault          map[string][]*vaultVersion // by lower-case name, oldest first
 
 	// Refresh tokens (valid set and the latest one).
 	rtMu      sync.Mutex
@@ -232,6 +248,7 @@ func New(opts Options) (*Sim, error) {
 		relByID:   map[string]*relationship{},
 		rts:       map[string]bool{},
 		codes:     map[string]*authCode{},
+		vault:     map[string][]*vaultVersion{},
 		pcWindows: map[string]*rateWindow{},
 		pcAnswers: map[string]pcAnswer{},
 		failNext:  map[Surface][]int{},
@@ -278,6 +295,10 @@ func New(opts Options) (*Sim, error) {
 	if opts.SignInUsers != nil {
 		s.users = slices.Clone(opts.SignInUsers)
 	}
+	if opts.IdentityClientID != "" && !isGUID(opts.IdentityClientID) {
+		return nil, fmt.Errorf("m365sim: options: identity client id %q is not a GUID", opts.IdentityClientID)
+	}
+	s.initApplication()
 
 	cat, err := newCatalog(want, s.appID, s.partnerID.String())
 	if err != nil {
@@ -437,7 +458,8 @@ func (s *Sim) PartnerTenantID() string { return s.partnerID.String() }
 // AppID is the partner's multi-tenant application id.
 func (s *Sim) AppID() string { return s.appID }
 
-// AppSecret is the app's client secret (a simulator credential).
+// AppSecret is the app's first client secret (a simulator credential); it
+// works until removePassword removes it.
 func (s *Sim) AppSecret() string { return s.appSecret }
 
 // RefreshToken is the latest refresh token issued for the partner's admin user.
@@ -454,6 +476,16 @@ func (s *Sim) RevokeRefreshTokens() {
 	s.rtMu.Lock()
 	defer s.rtMu.Unlock()
 	clear(s.rts)
+}
+
+// RevokeRefreshToken revokes one refresh token (as a sign-out of the
+// session that holds it does); it reports whether the token was valid.
+func (s *Sim) RevokeRefreshToken(rt string) bool {
+	s.rtMu.Lock()
+	defer s.rtMu.Unlock()
+	valid := s.rts[rt]
+	delete(s.rts, rt)
+	return valid
 }
 
 // IssueRefreshToken issues a new valid refresh token for the partner's admin

@@ -1236,6 +1236,7 @@
             h('dt', {}, 'Time zone'), h('dd', { id: 'time-zone' }, sched.timeZone || 'UTC'),
             h('dt', {}, 'Schedule'), h('dd', {}, sched.cron ? h('code', {}, sched.cron) : '—'),
             h('dt', {}, 'This dispatcher'), h('dd', {}, b.dispatcher || '—')))),
+      credentialPanel(b.credential || {}, sched.timeZone),
       h('div', { class: 'grid' },
         endpointPanel('storage', 'Storage', groups.storage),
         endpointPanel('microsoft', 'Microsoft endpoints', groups.microsoft),
@@ -1254,6 +1255,39 @@
         h('h2', { id: 'ep-' + id }, title),
         keys.length ? h('dl', { class: 'kv' }, keys.map((k) => kvRow(k, endpoints[k]))) : h('p', { class: 'muted' }, 'Not configured.'));
     }
+  }
+
+  // The app's credential: what it is and its rotation, never its value.
+  function credentialPanel(c, tz) {
+    const outcome = c.lastOutcome || '';
+    const bad = outcome === 'failed';
+    const rotate = c.rotates ? h('button', { type: 'button', class: 'button', id: 'rotate-now' }, 'Rotate now') : null;
+    if (rotate) {
+      rotate.addEventListener('click', async () => {
+        rotate.disabled = true;
+        try {
+          await api('POST', 'credential/rotate', {});
+          announce('Rotation requested; its outcome appears here when it is done.');
+        } catch (e) {
+          if (e.status === 401) return;
+          announce('The rotation was not requested: ' + e.message);
+        } finally {
+          rotate.disabled = false;
+        }
+      });
+    }
+    return h('section', { class: 'panel', 'aria-labelledby': 'credential-title', id: 'credential' },
+      h('h2', { id: 'credential-title' }, 'App credential'),
+      h('dl', { class: 'kv' },
+        h('dt', {}, 'Kind'), h('dd', { id: 'credential-kind' }, c.kind || '—'),
+        h('dt', {}, 'Source'), h('dd', {}, c.source ? h('code', {}, c.source) : '—'),
+        h('dt', {}, 'Version'), h('dd', {}, c.version ? h('code', {}, c.version) : '—'),
+        h('dt', {}, 'Expires'), h('dd', {}, validTime(c.expires) ? [exact(c.expires, tz), ' · ', when(c.expires)] : 'unknown'),
+        h('dt', {}, 'Last rotation'), h('dd', {}, validTime(c.lastRotation) ? when(c.lastRotation) : '—'),
+        h('dt', {}, 'Last run'), h('dd', { id: 'credential-outcome' }, outcome ? h('span', { class: 'badge ' + (bad ? 'failed' : 'succeeded') }, outcome) : '—',
+          validTime(c.lastRun) ? [' ', when(c.lastRun)] : null, c.lastError ? h('p', { class: 'desc' }, c.lastError) : null),
+        h('dt', {}, 'Next rotation'), h('dd', {}, c.rotates && validTime(c.nextRotation) ? [exact(c.nextRotation, tz), ' · ', when(c.nextRotation)] : 'not rotated here')),
+      rotate);
   }
 
   function switchRow(component, label, desc, on) {
