@@ -69,6 +69,46 @@ func startShared() (*Storage, error) {
 	return &Storage{QueueURL: a.QueueURL(), TableURL: a.TableURL(), ConnectionString: a.ConnectionString}, nil
 }
 
+// RestartableAzurite is an Azurite of one test's own that the test can
+// restart, to see what its clients do while storage goes away and comes
+// back. Its methods are safe for concurrent use.
+type RestartableAzurite struct {
+	Storage
+	mu sync.Mutex
+	a  *stack.Azurite
+}
+
+// OwnAzurite starts an Azurite for t alone, keeping its data on disk in a
+// temporary folder so that a restart keeps it. It is stopped when t ends.
+func OwnAzurite(t testing.TB) *RestartableAzurite {
+	t.Helper()
+	a, err := stack.StartAzurite(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatalf("testenv: azurite of the test's own: %v", err)
+	}
+	r := &RestartableAzurite{
+		Storage: Storage{QueueURL: a.QueueURL(), TableURL: a.TableURL(), ConnectionString: a.ConnectionString},
+		a:       a,
+	}
+	t.Cleanup(func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if err := r.a.Stop(); err != nil {
+			t.Errorf("testenv: stop azurite: %v", err)
+		}
+	})
+	return r
+}
+
+// Restart stops Azurite gracefully (its clients' requests are refused from
+// then on) and starts it again on the same ports with the same data. Two
+// restarts at once run one after the other.
+func (r *RestartableAzurite) Restart(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.a.Restart(ctx)
+}
+
 // RepoRoot walks up from the working directory to the folder with go.mod.
 func RepoRoot() (string, error) { return stack.RepoRoot() }
 
