@@ -75,18 +75,26 @@ func reasonOf(kind string) queue.Reason {
 }
 
 // runLease is a run's lease as its holder knows it: when it was last taken
-// or renewed, by the monotonic clock.
+// or renewed, by the monotonic clock, and whether it was renewed after a
+// gap in which it could have expired (and another replica taken the run,
+// finished or not, and let the lease go).
 type runLease struct {
-	name string
-	ttl  time.Duration
-	mu   sync.Mutex
-	at   time.Time
+	name   string
+	ttl    time.Duration
+	mu     sync.Mutex
+	at     time.Time
+	gaps   int // renewals after the lease could have expired
+	fenced int // gaps a checkpoint written since has ruled out
 }
 
 func (l *runLease) renewed() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.at = time.Now()
+	now := time.Now()
+	if !l.at.IsZero() && now.Sub(l.at) >= l.ttl {
+		l.gaps++
+	}
+	l.at = now
 }
 
 // fresh reports whether the lease was taken or renewed within half its
@@ -95,6 +103,25 @@ func (l *runLease) fresh() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return time.Since(l.at) < l.ttl/2
+}
+
+// gap returns the count of gaps no checkpoint has ruled out yet; 0 if none.
+// After a gap the run writes a checkpoint before it sends again: if another
+// replica took the run meanwhile, that write fails with store.ErrStale.
+func (l *runLease) gap() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gaps == l.fenced {
+		return 0
+	}
+	return l.gaps
+}
+
+// fence records that a checkpoint written after gap g succeeded.
+func (l *runLease) fence(g int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fenced = max(l.fenced, g)
 }
 
 // execute brings the run id to Finished if this replica can take its lease.
@@ -370,6 +397,12 @@ func (d *Dispatcher) flush(ctx context.Context, lease *runLease, p *progress, pe
 	}
 	if !lease.fresh() {
 		return errLeaseStale
+	}
+	if g := lease.gap(); g > 0 {
+		if err := d.record(ctx, p); err != nil {
+			return err
+		}
+		lease.fence(g)
 	}
 	sent, uncertain, err := d.send(ctx, pending, min(sendTimeout, lease.ttl/4))
 	for _, m := range sent {

@@ -2,9 +2,11 @@
 // the Azure Storage emulator, is started once per test binary from the
 // project's pinned copy (deploy/azurite, installed by `make deps`; started
 // by internal/stack, the one place that starts Azurite), or taken from
-// TESTENV_AZURITE (a connection string) when that names a running one. The
-// Service Bus peer (deploy/sbpeer, a wire-level AMQP 1.0 stand-in for Azure
-// Service Bus) is likewise started once per test binary by ServiceBus.
+// TESTENV_AZURITE (a connection string) when that names a running one;
+// OwnAzurite starts one for a single test, on disk, that the test can
+// restart under its clients. The Service Bus peer (deploy/sbpeer, a
+// wire-level AMQP 1.0 stand-in for Azure Service Bus) is likewise started
+// once per test binary by ServiceBus.
 // Tests never skip because either is missing: they fail and say how to
 // install it. The knobs this package reads are named TESTENV_*.
 //
