@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -36,9 +37,12 @@ type faultPoint struct {
 
 func (f *faultQueue) Send(ctx context.Context, m queue.Message, delay time.Duration) error {
 	if err := f.Queue.Send(ctx, m, delay); err != nil {
+		// As the dispatcher tells them apart: no connection, or a refusal,
+		// enqueued nothing; anything else may have.
 		var re *azcore.ResponseError
 		var oe *net.OpError
-		if !errors.As(err, &re) && !(errors.As(err, &oe) && oe.Op == "dial") {
+		refused := errors.As(err, &re) && (re.StatusCode < 500 || re.StatusCode == http.StatusServiceUnavailable)
+		if !refused && !(errors.As(err, &oe) && oe.Op == "dial") {
 			f.mu.Lock()
 			f.uncertain[m.TenantID] = true
 			f.lost++

@@ -8,6 +8,7 @@ import (
 	"hash/maphash"
 	"maps"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -479,14 +480,18 @@ func (d *Dispatcher) send(ctx context.Context, ms []queue.Message, timeout time.
 	return sent, uncertain, nil
 }
 
-// unsent reports whether a failed send certainly enqueued nothing: the
-// service answered with an error, or no connection was made. Anything else
-// (a connection lost, a timeout awaiting the answer) may have enqueued the
-// message.
+// unsent reports whether a failed send certainly enqueued nothing: no
+// connection was made, or the service refused the request (4xx, 503 busy).
+// Anything else (a connection lost, no answer in time, a 500 or 504, which
+// Storage answers when an operation timed out and may have completed) may
+// have enqueued the message.
 func unsent(err error) bool {
 	var re *azcore.ResponseError
+	if errors.As(err, &re) {
+		return re.StatusCode < 500 || re.StatusCode == http.StatusServiceUnavailable
+	}
 	var oe *net.OpError
-	return errors.As(err, &re) || errors.As(err, &oe) && oe.Op == "dial"
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 // runMessage is the refresh of tenant id for run r: the run's id as request
