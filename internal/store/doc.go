@@ -47,15 +47,15 @@
 // create-if-absent: CreateRun answers ErrExists when the run id exists
 // (the deterministic nightly-YYYY-MM-DD id elects one dispatcher), and a
 // lease is taken with an insert or an ETag-conditional replace.
-// CheckpointRun is ETag-conditional too: a dispatcher records a run's
-// progress only over the version it last read or wrote, so one that lost
-// the run to another gets ErrStale instead of writing over its progress.
 //
 // # Errors
 //
 // Missing rows are ErrNotFound, create-if-absent conflicts ErrExists and
 // conditional writes over a changed row ErrStale (all wrapped; test with
-// errors.Is). Other failures wrap one of ErrInvalid,
+// errors.Is). CheckpointRun is such a write: a dispatcher records a run's
+// progress only over the version of the record it last read or wrote, so
+// one that lost the run to another gets ErrStale instead of writing over
+// the other's progress. Other failures wrap one of ErrInvalid,
 // ErrDenied, ErrBusy or ErrUnavailable with the operation and tenant, as
 // retry.Classify reads the answer (429 is ErrBusy; 5xx and network failures
 // ErrUnavailable; 401/403 ErrDenied;
