@@ -256,8 +256,9 @@ func (p *progress) advance() {
 	p.order = slices.Delete(p.order, 0, i)
 }
 
-// record writes the checkpoint over the version last read or written.
-func (d *Dispatcher) record(ctx context.Context, p *progress) error {
+// checkpoint writes the run's progress over the version last read or
+// written.
+func (d *Dispatcher) checkpoint(ctx context.Context, p *progress) error {
 	r := p.run
 	r.Dispatcher = d.cfg.ID
 	r.Ahead = nil
@@ -294,7 +295,7 @@ func (d *Dispatcher) enqueueRun(ctx context.Context, lease *runLease, run store.
 	p.run.RequestedBy = cmp.Or(run.RequestedBy, requestedBy)
 	// Taking the run up is a checkpoint: a replica still executing it gets
 	// ErrStale at its next one, and stops.
-	if err := d.record(ctx, p); err != nil {
+	if err := d.checkpoint(ctx, p); err != nil {
 		return fmt.Errorf("dispatcher: run %s: take up: %w", run.ID, err)
 	}
 	switch {
@@ -320,7 +321,7 @@ func (d *Dispatcher) enqueueRun(ctx context.Context, lease *runLease, run store.
 			if p.dirty && !errors.Is(err, store.ErrStale) {
 				// What was sent is recorded, so that no one sends it again.
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
-				if rerr := d.record(rctx, p); rerr != nil {
+				if rerr := d.checkpoint(rctx, p); rerr != nil {
 					d.log.WarnContext(ctx, "run stopped with its last sends not recorded", "run", run.ID, "error", rerr)
 				}
 				cancel()
@@ -345,7 +346,7 @@ func (d *Dispatcher) enqueueRun(ctx context.Context, lease *runLease, run store.
 // tenants the checkpoint does not cover, and records the run finished.
 func (d *Dispatcher) pass(ctx context.Context, lease *runLease, p *progress, reason queue.Reason) error {
 	if p.dirty {
-		if err := d.record(ctx, p); err != nil {
+		if err := d.checkpoint(ctx, p); err != nil {
 			return err
 		}
 	}
@@ -382,7 +383,7 @@ func (d *Dispatcher) pass(ctx context.Context, lease *runLease, p *progress, rea
 	// tenants no longer eligible.
 	clear(p.ahead)
 	p.run.Finished, p.run.Total = d.now(), p.run.Enqueued
-	if err := d.record(ctx, p); err != nil {
+	if err := d.checkpoint(ctx, p); err != nil {
 		p.dirty = true
 		return err
 	}
@@ -400,7 +401,7 @@ func (d *Dispatcher) flush(ctx context.Context, lease *runLease, p *progress, pe
 		return errLeaseStale
 	}
 	if g := lease.gap(); g > 0 {
-		if err := d.record(ctx, p); err != nil {
+		if err := d.checkpoint(ctx, p); err != nil {
 			return err
 		}
 		lease.fence(g)
@@ -423,7 +424,7 @@ func (d *Dispatcher) flush(ctx context.Context, lease *runLease, p *progress, pe
 	}
 	p.advance()
 	if p.dirty {
-		if rerr := d.record(ctx, p); rerr != nil {
+		if rerr := d.checkpoint(ctx, p); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 	}
