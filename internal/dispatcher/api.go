@@ -52,7 +52,7 @@ func (d *Dispatcher) StartBulk(ctx context.Context, requestedBy string) (string,
 	if err != nil {
 		return "", fmt.Errorf("dispatcher: bulk run: read pause switch: %w", err)
 	}
-	run := store.Run{ID: id, Kind: KindBulk, Scheduled: now, Started: now, Dispatcher: d.cfg.ID}
+	run := store.Run{ID: id, Kind: KindBulk, Scheduled: now, Started: now, Dispatcher: d.cfg.ID, RequestedBy: requestedBy}
 	if paused {
 		run.Kind, run.Finished = KindBulk+SkippedSuffix, now
 	}

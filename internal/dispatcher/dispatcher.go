@@ -23,7 +23,6 @@ import (
 // Queue is what the dispatcher needs of a transport: sends and depths.
 type Queue interface {
 	Send(ctx context.Context, m queue.Message, delay time.Duration) error
-	SendBatch(ctx context.Context, ms []queue.Message, delay time.Duration) error
 	Depth(ctx context.Context) (work, poison int, err error)
 }
 
@@ -41,6 +40,7 @@ type Tenants interface {
 type Runs interface {
 	CreateRun(ctx context.Context, r store.Run) error
 	UpdateRun(ctx context.Context, r store.Run) error
+	CheckpointRun(ctx context.Context, r store.Run) (string, error)
 	GetRun(ctx context.Context, id string) (store.Run, error)
 	ListRuns(ctx context.Context, limit int) ([]store.Run, error)
 	RunProgress(ctx context.Context, runID string) (store.Progress, error)
@@ -144,8 +144,8 @@ type Config struct {
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
-	// BatchSize is the number of messages per SendBatch while a run
-	// enqueues (500 when 0).
+	// BatchSize is the number of tenants a run lists between two
+	// checkpoints of its progress (250, the most, when 0).
 	BatchSize int
 	// LeaseTTL is how long a run's lease lasts without renewal (2m when 0).
 	LeaseTTL time.Duration
@@ -219,7 +219,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg.MaxBody = 64 << 10
 	}
 	if cfg.BatchSize == 0 {
-		cfg.BatchSize = 500
+		cfg.BatchSize = maxCheckpointEvery
 	}
 	if cfg.LeaseTTL == 0 {
 		cfg.LeaseTTL = 2 * time.Minute

@@ -7,14 +7,34 @@
 //     or "nightly-2026-11-22T1200" for schedules that fire more than once a
 //     day). Any number of replicas may run the scheduler. The replica whose
 //     create-if-absent run record wins takes the lease "run:<id>" and enqueues;
-//     the others see the record and skip. A replica that dies mid-enqueue
-//     leaves a record with Started but not Finished: when its lease expires
-//     (or the same replica restarts) the run is resumed by sending every
-//     message again. Every message of a run carries the run id as request id
-//     and the scheduled instant as requestedAt, so the worker's coalescing
-//     completes a duplicate with one read and Service Bus duplicate detection
-//     drops it. A replica that was down at the scheduled instant catches up on
-//     start when the instant is within the catch-up window.
+//     the others see the record and skip. A replica that was down at the
+//     scheduled instant catches up on start when the instant is within the
+//     catch-up window.
+//
+//   - Runs that resume exactly. A run (nightly or bulk) lists the tenants table
+//     in key order and sends each eligible tenant one message, up to 32 at
+//     once; every 250 tenants listed (Config.BatchSize) it records a checkpoint
+//     in its run record: the count sent, a cursor (every tenant up to it has
+//     been sent) and the few sent beyond it. A send once started is not
+//     cancelled with the run, so a replica shut down or cancelled mid-run knows
+//     what it sent and records it before it lets the lease go. While the queue
+//     or the store fails (Azurite restarted, say), the run keeps what it sent
+//     in memory and tries again from its checkpoint with backoff; it sends only
+//     on a lease renewed within half its TTL, and a checkpoint is written only
+//     over the record's version its writer last saw, so a replica that lost the
+//     run to another stops at its next one (store.ErrStale); after a renewal
+//     that came too late to rule a takeover out, it writes one before it sends
+//     again. A run cut short is resumed from its checkpoint, sending only what
+//     was not sent: by another replica once the lease is free, or by the same
+//     replica after a restart, which resumes its own unfinished runs whatever
+//     the catch-up window (another replica's within a day, or the window if
+//     longer). The one send whose outcome cannot be known is one whose answer
+//     was lost (the storage service went away mid-request): it is counted in
+//     the record's Uncertain and its tenant is sent again, so that tenant may
+//     have a second message of the run. Every message of a run carries the run
+//     id as request id and the scheduled instant as requestedAt, so the
+//     worker's coalescing completes that second message with one read, and
+//     Service Bus duplicate detection (message id run:tenant) drops it.
 //
 //   - Tenant discovery. Before a run enqueues, the partner's GDAP
 //     relationships are read from Microsoft Graph page by page (streamed)

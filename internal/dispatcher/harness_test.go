@@ -42,9 +42,15 @@ type harness struct {
 // fresh store and queue.
 func newHarness(t testing.TB, n int) *harness {
 	t.Helper()
+	return newHarnessOn(t, n, testenv.Azurite(t).ConnectionString)
+}
+
+// newHarnessOn is newHarness with the store and queue in the Azurite of
+// connection string conn.
+func newHarnessOn(t testing.TB, n int, conn string) *harness {
+	t.Helper()
 	sim := testenv.Sim(t, m365sim.Options{Seed: 42, Tenants: n})
-	az := testenv.Azurite(t)
-	h := &harness{sim: sim, conn: az.ConnectionString, prefix: testenv.Name("d")}
+	h := &harness{sim: sim, conn: conn, prefix: testenv.Name("d")}
 	h.store = h.openStore(t, nil)
 	q, err := queue.NewStorageQueue(queue.StorageQueueConfig{
 		ConnectionString: h.conn, Queue: testenv.Name("dq"), Visibility: 10 * time.Minute,

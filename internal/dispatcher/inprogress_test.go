@@ -11,34 +11,32 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
-// pausingQueue holds every SendBatch after the first until released, so a
+// pausingQueue holds every Send after the first free until released, so a
 // run stays in the middle of its enqueue for as long as a test needs.
 type pausingQueue struct {
 	dispatcher.Queue
+	free    int
 	once    sync.Once
-	started chan struct{} // closed when the first batch has been sent
+	started chan struct{} // closed when a send is first held
 	release chan struct{}
 	mu      sync.Mutex
-	batches int
+	sends   int
 }
 
-func (p *pausingQueue) SendBatch(ctx context.Context, ms []queue.Message, delay time.Duration) error {
+func (p *pausingQueue) Send(ctx context.Context, m queue.Message, delay time.Duration) error {
 	p.mu.Lock()
-	p.batches++
-	first := p.batches == 1
+	p.sends++
+	held := p.sends > p.free
 	p.mu.Unlock()
-	if !first {
+	if held {
+		p.once.Do(func() { close(p.started) })
 		select {
 		case <-p.release:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	err := p.Queue.SendBatch(ctx, ms, delay)
-	if first {
-		p.once.Do(func() { close(p.started) })
-	}
-	return err
+	return p.Queue.Send(ctx, m, delay)
 }
 
 // The scheduler's periodic check must not start a second copy of a run the
@@ -49,7 +47,7 @@ func TestRunInProgressIsNotResumedByItsOwnReplica(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 30)
 	clk := testenv.NewClock(midnight.Add(time.Second))
-	pq := &pausingQueue{Queue: h.queue, started: make(chan struct{}), release: make(chan struct{})}
+	pq := &pausingQueue{Queue: h.queue, free: 5, started: make(chan struct{}), release: make(chan struct{})}
 	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 5; c.Queue = pq })
 
 	ctx := context.Background()

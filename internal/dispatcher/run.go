@@ -6,15 +6,23 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/google/uuid"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
@@ -30,9 +38,35 @@ const (
 // a page of relationships is mirrored.
 const mirrorConcurrency = 16
 
-// errLeaseLost stops a run whose lease could not be renewed: another
-// replica may be resuming it.
-var errLeaseLost = errors.New("run lease lost")
+// How a run sends and records its progress.
+const (
+	// maxCheckpointEvery bounds the tenants a run lists between two
+	// checkpoints (Config.BatchSize when smaller), and so the tenants a
+	// checkpoint lists as sent beyond its cursor.
+	maxCheckpointEvery = 250
+	// sendConcurrency bounds a run's sends in flight.
+	sendConcurrency = 32
+	// sendTimeout bounds one send (a quarter of the lease's TTL when
+	// shorter). A send once started is not cancelled with its run: what was
+	// sent must be known, to be recorded. Sends start only on a fresh lease
+	// (renewed within half its TTL), so the last has ended before the lease
+	// can expire and another replica take the run.
+	sendTimeout = 30 * time.Second
+	// recordTimeout bounds the checkpoint of a run that is stopping.
+	recordTimeout = 10 * time.Second
+)
+
+// runBackoff spaces a run's attempts while the queue or the store fails.
+var runBackoff = retry.Backoff{Base: 250 * time.Millisecond, Max: 5 * time.Second}
+
+var (
+	// errLeaseLost stops a run whose lease another replica holds now.
+	errLeaseLost = errors.New("run lease lost")
+	// errLeaseStale holds a run's sends while its lease has not been
+	// renewed lately (the store is failing): another replica may take a
+	// lease that expires.
+	errLeaseStale = errors.New("run lease not renewed lately; sends wait until it is")
+)
 
 func reasonOf(kind string) queue.Reason {
 	if strings.HasPrefix(kind, KindBulk) {
@@ -41,13 +75,63 @@ func reasonOf(kind string) queue.Reason {
 	return queue.ReasonNightly
 }
 
+// runLease is a run's lease as its holder knows it: when it was last taken
+// or renewed, by the monotonic clock, and whether it was renewed after a
+// gap in which it could have expired (and another replica taken the run,
+// finished or not, and let the lease go).
+type runLease struct {
+	name   string
+	ttl    time.Duration
+	mu     sync.Mutex
+	at     time.Time
+	gaps   int // renewals after the lease could have expired
+	fenced int // gaps a checkpoint written since has ruled out
+}
+
+func (l *runLease) renewed() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if !l.at.IsZero() && now.Sub(l.at) >= l.ttl {
+		l.gaps++
+	}
+	l.at = now
+}
+
+// fresh reports whether the lease was taken or renewed within half its
+// TTL. A run sends only then, so never on a lease that may have expired.
+func (l *runLease) fresh() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Since(l.at) < l.ttl/2
+}
+
+// gap returns the count of gaps no checkpoint has ruled out yet; 0 if none.
+// After a gap the run writes a checkpoint before it sends again: if another
+// replica took the run meanwhile, that write fails with store.ErrStale.
+func (l *runLease) gap() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gaps == l.fenced {
+		return 0
+	}
+	return l.gaps
+}
+
+// fence records that a checkpoint written after gap g succeeded.
+func (l *runLease) fence(g int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fenced = max(l.fenced, g)
+}
+
 // execute brings the run id to Finished if this replica can take its lease.
 // It reports whether the run is finished (by anyone) when it returns; false
 // with a nil error means another replica holds the run.
 func (d *Dispatcher) execute(ctx context.Context, id, requestedBy string) (bool, error) {
 	// A run this replica is already executing (a long bulk run seen by the
 	// scheduler's resume check) is not started again: its own lease would
-	// let it in, and every tenant would be enqueued twice.
+	// let it in, and the two would send the same tenants.
 	d.mu.Lock()
 	if d.inProgress[id] {
 		d.mu.Unlock()
@@ -63,8 +147,8 @@ func (d *Dispatcher) execute(ctx context.Context, id, requestedBy string) (bool,
 		delete(d.inProgress, id)
 		d.mu.Unlock()
 	}()
-	lease := "run:" + id
-	ok, err := d.cfg.Store.AcquireLease(ctx, lease, d.cfg.ID, d.cfg.LeaseTTL)
+	lease := &runLease{name: "run:" + id, ttl: d.cfg.LeaseTTL}
+	ok, err := d.cfg.Store.AcquireLease(ctx, lease.name, d.cfg.ID, lease.ttl)
 	if err != nil {
 		return false, fmt.Errorf("dispatcher: run %s: take lease: %w", id, err)
 	}
@@ -72,20 +156,21 @@ func (d *Dispatcher) execute(ctx context.Context, id, requestedBy string) (bool,
 		d.log.DebugContext(ctx, "run held by another replica", "run", id)
 		return false, nil
 	}
+	lease.renewed()
 	runCtx, stop := context.WithCancelCause(ctx)
-	renewed := make(chan struct{})
+	renewing := make(chan struct{})
 	go func() {
-		defer close(renewed)
+		defer close(renewing)
 		d.keepLease(runCtx, lease, stop)
 	}()
 	defer func() {
 		stop(nil)
-		<-renewed
+		<-renewing
 		// Release even when ctx is cancelled (shutdown), so another
 		// replica can resume at once rather than after the lease's TTL.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := d.cfg.Store.ReleaseLease(rctx, lease, d.cfg.ID); err != nil {
+		if err := d.cfg.Store.ReleaseLease(rctx, lease.name, d.cfg.ID); err != nil {
 			d.log.WarnContext(ctx, "run lease not released", "run", id, "error", err)
 		}
 	}()
@@ -111,7 +196,7 @@ func (d *Dispatcher) execute(ctx context.Context, id, requestedBy string) (bool,
 		d.log.InfoContext(ctx, "run skipped: dispatching is paused", "run", id)
 		return true, nil
 	}
-	if err := d.enqueueRun(runCtx, run, kind, requestedBy); err != nil {
+	if err := d.enqueueRun(runCtx, lease, run, kind, requestedBy); err != nil {
 		if cause := context.Cause(runCtx); errors.Is(cause, errLeaseLost) {
 			err = fmt.Errorf("%w: %w", cause, err)
 		}
@@ -122,46 +207,102 @@ func (d *Dispatcher) execute(ctx context.Context, id, requestedBy string) (bool,
 	return true, nil
 }
 
-// keepLease renews the run's lease every third of its TTL until ctx ends,
-// and stops the run if the lease is lost.
-func (d *Dispatcher) keepLease(ctx context.Context, lease string, stop context.CancelCauseFunc) {
-	t := time.NewTicker(max(d.cfg.LeaseTTL/3, 10*time.Millisecond))
+// keepLease renews the run's lease every third of its TTL until ctx ends.
+// A renewal that fails leaves the run running (it stops sending once the
+// lease is no longer fresh, and goes on when a renewal succeeds); a lease
+// another replica holds stops the run.
+func (d *Dispatcher) keepLease(ctx context.Context, l *runLease, stop context.CancelCauseFunc) {
+	t := time.NewTicker(max(l.ttl/3, 10*time.Millisecond))
 	defer t.Stop()
-	failures := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		ok, err := d.cfg.Store.AcquireLease(ctx, lease, d.cfg.ID, d.cfg.LeaseTTL)
+		ok, err := d.cfg.Store.AcquireLease(ctx, l.name, d.cfg.ID, l.ttl)
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			// Two more chances before the lease can have expired.
-			failures++
-			d.log.WarnContext(ctx, "run lease not renewed", "lease", lease, "error", err)
-			if failures >= 2 {
-				stop(errLeaseLost)
-				return
-			}
+			d.log.WarnContext(ctx, "run lease not renewed", "lease", l.name, "error", err)
 		case !ok:
 			stop(errLeaseLost)
 			return
 		default:
-			failures = 0
+			l.renewed()
 		}
 	}
 }
 
-// enqueueRun mirrors the partner's relationships (when discovery is
-// configured), then streams the tenants table and sends one message per
-// eligible tenant, in chunks, updating the run record as it goes.
-func (d *Dispatcher) enqueueRun(ctx context.Context, run store.Run, kind, requestedBy string) error {
+// progress is a run's checkpoint as the replica executing it knows it.
+type progress struct {
+	run   store.Run       // the record as last read or written: Version, Cursor, Enqueued
+	ahead map[string]bool // tenants sent that sort after the cursor
+	order []string        // this pass: eligible tenants after the cursor, in key order
+	dirty bool            // sent since the last checkpoint written
+	moved time.Time       // when a message was last sent or the checkpoint written (monotonic)
+}
+
+// advance moves the cursor over the tenants at the head of the pass that
+// have been sent.
+func (p *progress) advance() {
+	i := 0
+	for i < len(p.order) && p.ahead[p.order[i]] {
+		p.run.Cursor = p.order[i]
+		delete(p.ahead, p.order[i])
+		i++
+	}
+	p.order = slices.Delete(p.order, 0, i)
+}
+
+// checkpoint writes the run's progress over the version last read or
+// written.
+func (d *Dispatcher) checkpoint(ctx context.Context, p *progress) error {
+	r := p.run
+	r.Dispatcher = d.cfg.ID
+	r.Ahead = nil
+	for _, id := range slices.Sorted(maps.Keys(p.ahead)) {
+		if id > r.Cursor {
+			r.Ahead = append(r.Ahead, id)
+		}
+	}
+	v, err := d.cfg.Store.CheckpointRun(ctx, r)
+	if err != nil {
+		return fmt.Errorf("record progress: %w", err)
+	}
+	p.run.Version = v
+	p.dirty = false
+	p.moved = time.Now()
+	return nil
+}
+
+// enqueueRun sends one message per eligible tenant of the run, each
+// exactly once across takeovers, restarts and outages (see doc.go). It
+// lists the tenants table in key order, sends up to sendConcurrency at
+// once, and records a checkpoint every checkpointEvery tenants listed.
+// While the queue or the store fails it tries again from the checkpoint,
+// with backoff; after a lease's TTL without progress it gives up (the
+// scheduler resumes the run later), unless it holds sends it could not
+// record yet: then it keeps trying until ctx ends, so that they are not
+// sent again.
+func (d *Dispatcher) enqueueRun(ctx context.Context, lease *runLease, run store.Run, kind, requestedBy string) error {
 	start := d.now()
-	reason := reasonOf(kind)
-	if d.cfg.Discovery != nil {
+	p := &progress{run: run, ahead: map[string]bool{}, moved: time.Now()}
+	for _, id := range run.Ahead {
+		p.ahead[id] = true
+	}
+	p.run.RequestedBy = cmp.Or(run.RequestedBy, requestedBy)
+	// Taking the run up is a checkpoint: a replica still executing it gets
+	// ErrStale at its next one, and stops.
+	if err := d.checkpoint(ctx, p); err != nil {
+		return fmt.Errorf("dispatcher: run %s: take up: %w", run.ID, err)
+	}
+	switch {
+	case run.Enqueued > 0 || run.Cursor != "" || len(run.Ahead) > 0:
+		// The tenants were mirrored before the first send.
+		d.log.InfoContext(ctx, "run resumed from its checkpoint", "run", run.ID, "enqueued", run.Enqueued, "cursor", run.Cursor)
+	case d.cfg.Discovery != nil:
 		if err := d.Mirror(ctx); err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("dispatcher: run %s: %w", run.ID, err)
@@ -170,55 +311,202 @@ func (d *Dispatcher) enqueueRun(ctx context.Context, run store.Run, kind, reques
 			d.log.WarnContext(ctx, "tenant discovery failed; enqueuing the known tenants", "run", run.ID, "error", err)
 		}
 	}
-	requestedAt := run.Scheduled
-	if requestedAt.IsZero() {
-		requestedAt = run.Started
-	}
-	batch := make([]queue.Message, 0, d.cfg.BatchSize)
-	total, sent := 0, 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+	reason := reasonOf(kind)
+	for attempt := 1; ; attempt++ {
+		err := d.pass(ctx, lease, p, reason)
+		if err == nil {
+			break
 		}
-		if err := d.cfg.Queue.SendBatch(ctx, batch, 0); err != nil {
-			return fmt.Errorf("dispatcher: run %s: send %d messages: %w", run.ID, len(batch), err)
+		if ctx.Err() != nil || errors.Is(err, store.ErrStale) {
+			if p.dirty && !errors.Is(err, store.ErrStale) {
+				// What was sent is recorded, so that no one sends it again.
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+				if rerr := d.checkpoint(rctx, p); rerr != nil {
+					d.log.WarnContext(ctx, "run stopped with its last sends not recorded", "run", run.ID, "error", rerr)
+				}
+				cancel()
+			}
+			return fmt.Errorf("dispatcher: run %s: %w", run.ID, err)
 		}
-		sent += len(batch)
-		d.metrics.enqueued.WithLabelValues(string(reason)).Add(float64(len(batch)))
-		batch = batch[:0]
-		if err := d.cfg.Store.UpdateRun(ctx, store.Run{ID: run.ID, Enqueued: sent}); err != nil && ctx.Err() == nil {
-			d.log.WarnContext(ctx, "run progress not recorded", "run", run.ID, "error", err)
+		if !p.dirty && time.Since(p.moved) > lease.ttl {
+			return fmt.Errorf("dispatcher: run %s: no progress for %s: %w", run.ID, lease.ttl, err)
 		}
-		return nil
-	}
-	err := d.cfg.Store.EachTenant(ctx, func(t store.Tenant) error {
-		if t.Excluded || !eligible(t.RelationshipStatus) || !cpvtype.IsGUID(t.ID) {
-			return nil
-		}
-		total++
-		batch = append(batch, queue.Message{
-			V: queue.Version, TenantID: t.ID, Op: cpvtype.OpRefresh, Reason: reason,
-			RunID: run.ID, RequestID: run.ID, RequestedBy: requestedBy, RequestedAt: requestedAt,
-		})
-		if len(batch) >= d.cfg.BatchSize {
-			return flush()
-		}
-		return nil
-	})
-	if err == nil {
-		err = flush()
-	}
-	if err != nil {
-		return fmt.Errorf("dispatcher: run %s: %w", run.ID, err)
-	}
-	done := store.Run{ID: run.ID, Finished: d.now(), Enqueued: sent, Total: total, Dispatcher: d.cfg.ID}
-	if err := d.cfg.Store.UpdateRun(ctx, done); err != nil {
-		return fmt.Errorf("dispatcher: run %s: record finish: %w", run.ID, err)
+		d.log.WarnContext(ctx, "run interrupted; trying again from its checkpoint", "run", run.ID,
+			"enqueued", p.run.Enqueued, "error", err)
+		_ = retry.Wait(ctx, runBackoff.Delay(attempt)) // a cancelled ctx ends the next pass at once
 	}
 	elapsed := d.now().Sub(start)
 	d.metrics.runDuration.WithLabelValues(kind).Observe(elapsed.Seconds())
-	d.log.InfoContext(ctx, "run enqueued", "run", run.ID, "kind", kind, "enqueued", sent, "elapsed", elapsed.Round(time.Millisecond).String())
+	d.log.InfoContext(ctx, "run enqueued", "run", run.ID, "kind", kind, "enqueued", p.run.Enqueued,
+		"elapsed", elapsed.Round(time.Millisecond).String())
 	return nil
+}
+
+// pass lists the tenants table once, from the start, sends the eligible
+// tenants the checkpoint does not cover, and records the run finished.
+func (d *Dispatcher) pass(ctx context.Context, lease *runLease, p *progress, reason queue.Reason) error {
+	if p.dirty {
+		if err := d.checkpoint(ctx, p); err != nil {
+			return err
+		}
+	}
+	p.order = p.order[:0]
+	every := max(1, min(d.cfg.BatchSize, maxCheckpointEvery))
+	var pending []queue.Message
+	last := ""
+	err := d.cfg.Store.EachTenant(ctx, func(t store.Tenant) error {
+		if last != "" && t.ID <= last {
+			return fmt.Errorf("tenants listed out of key order (%s after %s): a checkpoint cannot say what was sent", t.ID, last)
+		}
+		last = t.ID
+		if t.ID <= p.run.Cursor || t.Excluded || !eligible(t.RelationshipStatus) || !cpvtype.IsGUID(t.ID) {
+			return nil
+		}
+		p.order = append(p.order, t.ID)
+		if !p.ahead[t.ID] {
+			pending = append(pending, runMessage(p.run, t.ID, reason))
+		}
+		if len(p.order) < every {
+			return nil
+		}
+		err := d.flush(ctx, lease, p, pending, reason)
+		pending = pending[:0]
+		return err
+	})
+	if err == nil {
+		err = d.flush(ctx, lease, p, pending, reason)
+	}
+	if err != nil {
+		return err
+	}
+	// Every tenant listed has been sent: what is ahead of the cursor now is
+	// tenants no longer eligible.
+	clear(p.ahead)
+	p.run.Finished, p.run.Total = d.now(), p.run.Enqueued
+	if err := d.checkpoint(ctx, p); err != nil {
+		p.dirty = true
+		return err
+	}
+	return nil
+}
+
+// flush sends pending, moves the cursor over what has been sent, and
+// records the checkpoint. It fails if a message was not sent.
+func (d *Dispatcher) flush(ctx context.Context, lease *runLease, p *progress, pending []queue.Message, reason queue.Reason) error {
+	if len(pending) == 0 {
+		p.advance()
+		return nil
+	}
+	if !lease.fresh() {
+		return errLeaseStale
+	}
+	if g := lease.gap(); g > 0 {
+		if err := d.checkpoint(ctx, p); err != nil {
+			return err
+		}
+		lease.fence(g)
+	}
+	sent, uncertain, err := d.send(ctx, pending, min(sendTimeout, lease.ttl/4))
+	for _, m := range sent {
+		p.ahead[m.TenantID] = true
+	}
+	if uncertain > 0 {
+		// Sent again later, as a miss would be worse than a message the
+		// worker completes with one read.
+		p.run.Uncertain += uncertain
+		p.dirty = true
+		d.log.WarnContext(ctx, "sends ended without an answer; their tenants are sent again", "run", p.run.ID, "sends", uncertain)
+	}
+	if len(sent) > 0 {
+		p.run.Enqueued += len(sent)
+		p.dirty, p.moved = true, time.Now()
+		d.metrics.enqueued.WithLabelValues(string(reason)).Add(float64(len(sent)))
+	}
+	p.advance()
+	if p.dirty {
+		if rerr := d.checkpoint(ctx, p); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+// send sends ms, up to sendConcurrency at once, and returns those sent and
+// how many sends ended without an answer. A send once started runs to its
+// end whatever happens to ctx, so that its outcome is known; none starts
+// after ctx ends. The SDK does not retry a send on its own: a retry after a
+// lost answer would add a message no one counts.
+func (d *Dispatcher) send(ctx context.Context, ms []queue.Message, timeout time.Duration) (sent []queue.Message, uncertain int, err error) {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	once := policy.WithRetryOptions(context.WithoutCancel(ctx), policy.RetryOptions{MaxRetries: -1, TryTimeout: timeout})
+	sem := make(chan struct{}, sendConcurrency)
+	for _, m := range ms {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			sctx, cancel := context.WithTimeout(once, timeout)
+			defer cancel()
+			err := d.cfg.Queue.Send(sctx, m, 0)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if !unsent(err) {
+					uncertain++
+				}
+				if len(errs) < 3 {
+					errs = append(errs, err)
+				}
+				return
+			}
+			sent = append(sent, m)
+		})
+	}
+	wg.Wait()
+	if n := len(ms) - len(sent); n > 0 {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+		}
+		return sent, uncertain, fmt.Errorf("%d of %d messages not sent: %w", n, len(ms), errors.Join(errs...))
+	}
+	return sent, uncertain, nil
+}
+
+// unsent reports whether a failed send certainly enqueued nothing: no
+// connection was made, or the service refused the request (4xx, 503 busy).
+// Anything else (a connection lost, no answer in time, a 500 or 504, which
+// Storage answers when an operation timed out and may have completed) may
+// have enqueued the message.
+func unsent(err error) bool {
+	var re *azcore.ResponseError
+	if errors.As(err, &re) {
+		return re.StatusCode < 500 || re.StatusCode == http.StatusServiceUnavailable
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// runMessage is the refresh of tenant id for run r: the run's id as request
+// id, and the instant it was asked for (its scheduled time) as
+// requestedAt, whoever sends it.
+func runMessage(r store.Run, id string, reason queue.Reason) queue.Message {
+	at := r.Scheduled
+	if at.IsZero() {
+		at = r.Started
+	}
+	return queue.Message{
+		V: queue.Version, TenantID: id, Op: cpvtype.OpRefresh, Reason: reason,
+		RunID: r.ID, RequestID: r.ID, RequestedBy: r.RequestedBy, RequestedAt: at,
+	}
 }
 
 // Mirror reads the partner's GDAP relationships page by page and records

@@ -19,6 +19,12 @@ const maxScheduleSteps = 200_000
 // abandoned runs to resume.
 const recentRuns = 20
 
+// resumeWindow is how long after its start a replica resumes an unfinished
+// run another replica executed (CatchUp when longer). Its own unfinished
+// runs a replica resumes whatever their age: the catch-up window is for
+// missed scheduled instants, not for runs already under way.
+const resumeWindow = 24 * time.Hour
+
 // NextRun returns the first scheduled instant after t, in the schedule's
 // time zone; zero if the schedule never fires.
 func (d *Dispatcher) NextRun(t time.Time) time.Time {
@@ -116,22 +122,27 @@ func (d *Dispatcher) ensureRun(ctx context.Context, id string, at, now time.Time
 }
 
 // resumeAbandoned resumes recent unfinished runs (nightly or bulk) whose
-// lease is free: their replica crashed or was shut down mid-enqueue.
+// lease is free: their replica crashed, was shut down or lost its storage
+// mid-enqueue. They go on from their checkpoint. A replica resumes the
+// runs it executed last whatever their age, and those of other replicas
+// within resumeWindow (or CatchUp, if longer).
 func (d *Dispatcher) resumeAbandoned(ctx context.Context, now time.Time, skip string) error {
 	runs, err := d.cfg.Store.ListRuns(ctx, recentRuns)
 	if err != nil {
 		return fmt.Errorf("dispatcher: list runs: %w", err)
 	}
+	window := max(d.cfg.CatchUp, resumeWindow)
 	var errs []error
 	for _, r := range runs {
 		when := r.Scheduled
 		if when.IsZero() {
 			when = r.Started
 		}
-		if r.ID == skip || !r.Finished.IsZero() || now.Sub(when) > d.cfg.CatchUp {
+		own := r.Dispatcher == d.cfg.ID
+		if r.ID == skip || !r.Finished.IsZero() || !own && now.Sub(when) > window {
 			continue
 		}
-		d.log.InfoContext(ctx, "resuming unfinished run", "run", r.ID)
+		d.log.InfoContext(ctx, "resuming unfinished run", "run", r.ID, "enqueued", r.Enqueued)
 		if _, err := d.execute(ctx, r.ID, "scheduler"); err != nil {
 			errs = append(errs, err)
 		}

@@ -79,22 +79,22 @@ type crashingQueue struct {
 	sent   int
 }
 
-func (c *crashingQueue) SendBatch(ctx context.Context, ms []queue.Message, delay time.Duration) error {
-	if err := c.Queue.SendBatch(ctx, ms, delay); err != nil {
+func (c *crashingQueue) Send(ctx context.Context, m queue.Message, delay time.Duration) error {
+	if err := c.Queue.Send(ctx, m, delay); err != nil {
 		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.sent += len(ms)
+	c.sent++
 	if c.sent >= c.after {
 		c.cancel()
 	}
 	return nil
 }
 
-// A dispatcher killed mid-enqueue and restarted completes the run: every
-// tenant has a message, and the duplicates carry the same request id and
-// requestedAt (the worker completes them with one read each).
+// A dispatcher killed mid-enqueue and restarted completes the run from its
+// checkpoint: every tenant has exactly one message, all with the run's
+// request id and requestedAt, and the record counts them.
 func TestKilledMidEnqueueResumes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 30)
@@ -109,8 +109,8 @@ func TestKilledMidEnqueueResumes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GetRun: %v", err)
 	}
-	if run.Started.IsZero() || !run.Finished.IsZero() {
-		t.Fatalf("run after the crash = %+v, want started and not finished", run)
+	if run.Started.IsZero() || !run.Finished.IsZero() || run.Enqueued != 10 {
+		t.Fatalf("run after the crash = %+v, want started, not finished, 10 enqueued", run)
 	}
 
 	clk.Set(midnight.Add(30 * time.Second))
@@ -119,33 +119,20 @@ func TestKilledMidEnqueueResumes(t *testing.T) {
 		t.Fatalf("Tick after restart: %v", err)
 	}
 	msgs := h.drain(t)
-	got := map[string]bool{}
-	dups := 0
+	if diff := cmp.Diff(h.eligible(), countByTenant(msgs)); diff != "" {
+		t.Errorf("messages per tenant (-want +got):\n%s", diff)
+	}
 	for _, m := range msgs {
-		if got[m.TenantID] {
-			dups++
-		}
-		got[m.TenantID] = true
 		if m.RequestID != "nightly-2026-11-22" || !m.RequestedAt.Equal(midnight) {
 			t.Errorf("message %+v: want request id nightly-2026-11-22 and requestedAt %v", m, midnight)
 		}
-	}
-	want := map[string]bool{}
-	for id := range h.eligible() {
-		want[id] = true
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("tenants enqueued (-want +got):\n%s", diff)
-	}
-	if dups != 10 {
-		t.Errorf("duplicates = %d, want the 10 sent before the crash", dups)
 	}
 	run, err = h.store.GetRun(context.Background(), "nightly-2026-11-22")
 	if err != nil {
 		t.Fatalf("GetRun: %v", err)
 	}
-	if run.Finished.IsZero() || run.Enqueued != len(want) {
-		t.Errorf("run after the restart = %+v, want finished with %d enqueued", run, len(want))
+	if run.Finished.IsZero() || run.Enqueued != len(msgs) || run.Total != len(msgs) {
+		t.Errorf("run after the restart = %+v, want finished with %d enqueued", run, len(msgs))
 	}
 }
 
@@ -172,19 +159,21 @@ func TestAbandonedRunTakenOverAfterLeaseExpiry(t *testing.T) {
 	if err := other.Tick(context.Background()); err != nil {
 		t.Fatalf("Tick while the lease is held: %v", err)
 	}
-	if n := len(h.drain(t)); n != 4 {
-		t.Fatalf("messages while the lease is held = %d, want the 4 sent before the crash", n)
+	msgs := h.drain(t)
+	if len(msgs) != 4 {
+		t.Fatalf("messages while the lease is held = %d, want the 4 sent before the crash", len(msgs))
 	}
 	storeClock.Set(time.Now().Add(2 * time.Minute))
 	if err := other.Tick(context.Background()); err != nil {
 		t.Fatalf("Tick after the lease expired: %v", err)
 	}
-	if diff := cmp.Diff(h.eligible(), countByTenant(h.drain(t))); diff != "" {
-		t.Errorf("messages after the takeover (-want +got):\n%s", diff)
+	msgs = append(msgs, h.drain(t)...)
+	if diff := cmp.Diff(h.eligible(), countByTenant(msgs)); diff != "" {
+		t.Errorf("messages before and after the takeover (-want +got):\n%s", diff)
 	}
 	run, err := h.store.GetRun(context.Background(), "nightly-2026-11-22")
-	if err != nil || run.Finished.IsZero() || run.Dispatcher != "replica-b" {
-		t.Errorf("run = %+v, %v; want finished by replica-b", run, err)
+	if err != nil || run.Finished.IsZero() || run.Dispatcher != "replica-b" || run.Enqueued != len(msgs) {
+		t.Errorf("run = %+v, %v; want finished by replica-b with %d enqueued", run, err, len(msgs))
 	}
 }
 
@@ -305,5 +294,44 @@ func TestRunLoopCatchesUpAndStops(t *testing.T) {
 	}
 	if diff := cmp.Diff(h.eligible(), countByTenant(msgs)); diff != "" {
 		t.Errorf("messages per tenant (-want +got):\n%s", diff)
+	}
+}
+
+// A replica resumes a run it was executing whatever its catch-up window:
+// the window is for missed scheduled instants, not for runs under way. A
+// replica that never executed the run leaves it alone once it is older
+// than a day and the window.
+func TestOwnRunResumedWhateverTheCatchUpWindow(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 30)
+	clk := testenv.NewClock(midnight.Add(time.Second))
+	ctx, kill := context.WithCancel(context.Background())
+	crash := &crashingQueue{Queue: h.queue, after: 10, cancel: kill}
+	oneSecond := func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 5; c.CatchUp = time.Second }
+	first := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now; c.BatchSize = 5; c.Queue = crash })
+	if err := first.Tick(ctx); err == nil {
+		t.Fatal("Tick of the killed dispatcher succeeded")
+	}
+	sent := h.drain(t)
+
+	clk.Set(midnight.Add(30 * time.Hour))
+	stranger := h.dispatcher(t, "replica-c", oneSecond)
+	if err := stranger.Tick(context.Background()); err != nil {
+		t.Fatalf("Tick of another replica: %v", err)
+	}
+	if n := len(h.drain(t)); n != 0 {
+		t.Errorf("another replica resumed a 30-hour-old run: %d messages", n)
+	}
+	restarted := h.dispatcher(t, "replica-a", oneSecond)
+	if err := restarted.Tick(context.Background()); err != nil {
+		t.Fatalf("Tick after restart: %v", err)
+	}
+	msgs := append(sent, h.drain(t)...)
+	if diff := cmp.Diff(h.eligible(), countByTenant(msgs)); diff != "" {
+		t.Errorf("messages per tenant (-want +got):\n%s", diff)
+	}
+	run, err := h.store.GetRun(context.Background(), "nightly-2026-11-22")
+	if err != nil || run.Finished.IsZero() || run.Enqueued != len(msgs) {
+		t.Errorf("run = %+v, %v; want finished with %d enqueued", run, err, len(msgs))
 	}
 }

@@ -76,16 +76,20 @@ type HistoryView struct {
 
 // RunView is a run record, with its progress when asked for one run.
 type RunView struct {
-	ID         string        `json:"id"`
-	Kind       string        `json:"kind"`
-	Skipped    bool          `json:"skipped"`
-	Scheduled  *time.Time    `json:"scheduled,omitempty"`
-	Started    *time.Time    `json:"started,omitempty"`
-	Finished   *time.Time    `json:"finished,omitempty"`
-	Enqueued   int           `json:"enqueued"`
-	Total      int           `json:"total"`
-	Dispatcher string        `json:"dispatcher,omitempty"`
-	Progress   *ProgressView `json:"progress,omitempty"`
+	ID        string     `json:"id"`
+	Kind      string     `json:"kind"`
+	Skipped   bool       `json:"skipped"`
+	Scheduled *time.Time `json:"scheduled,omitempty"`
+	Started   *time.Time `json:"started,omitempty"`
+	Finished  *time.Time `json:"finished,omitempty"`
+	Enqueued  int        `json:"enqueued"`
+	Total     int        `json:"total"`
+	// Uncertain counts sends whose answer was lost; their tenants were
+	// sent again (see store.Run).
+	Uncertain   int           `json:"uncertain,omitempty"`
+	Dispatcher  string        `json:"dispatcher,omitempty"`
+	RequestedBy string        `json:"requestedBy,omitempty"`
+	Progress    *ProgressView `json:"progress,omitempty"`
 }
 
 // ProgressView counts a run's tenants by their latest state.
@@ -147,7 +151,7 @@ func runView(r store.Run) RunView {
 	return RunView{
 		ID: r.ID, Kind: strings.TrimSuffix(r.Kind, SkippedSuffix), Skipped: strings.HasSuffix(r.Kind, SkippedSuffix),
 		Scheduled: timePtr(r.Scheduled), Started: timePtr(r.Started), Finished: timePtr(r.Finished),
-		Enqueued: r.Enqueued, Total: r.Total, Dispatcher: r.Dispatcher,
+		Enqueued: r.Enqueued, Total: r.Total, Uncertain: r.Uncertain, Dispatcher: r.Dispatcher, RequestedBy: r.RequestedBy,
 	}
 }
 

@@ -61,8 +61,12 @@
 //
 // # Errors
 //
-// Missing rows are ErrNotFound and create-if-absent conflicts ErrExists
-// (both wrapped; test with errors.Is). Other failures wrap one of ErrInvalid,
+// Missing rows are ErrNotFound, create-if-absent conflicts ErrExists and
+// conditional writes over a changed row ErrStale (all wrapped; test with
+// errors.Is). CheckpointRun is such a write: a dispatcher records a run's
+// progress only over the version of the record it last read or wrote, so
+// one that lost the run to another gets ErrStale instead of writing over
+// the other's progress. Other failures wrap one of ErrInvalid,
 // ErrDenied, ErrBusy or ErrUnavailable with the operation and tenant, as
 // retry.Classify reads the answer (429 is ErrBusy; 5xx and network failures
 // ErrUnavailable; 401/403 ErrDenied;

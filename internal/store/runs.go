@@ -3,6 +3,8 @@ package store
 import (
 	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -16,16 +18,40 @@ import (
 // plus bulk requests), read by the UI, written a couple of times per run.
 const runsPartition = "run"
 
-// Run is one nightly or bulk run: when, and how many tenants it enqueued.
+// ErrStale is returned (wrapped) by CheckpointRun when the record has been
+// written since the version it was given: another dispatcher has taken the
+// run over.
+var ErrStale = errors.New("store: changed since read")
+
+// maxAhead bounds Run.Ahead, so that it fits one table property.
+const maxAhead = 600
+
+// Run is one nightly or bulk run: when, how many tenants it enqueued, and
+// its checkpoint while it enqueues.
 type Run struct {
-	ID         string // e.g. "nightly-2026-11-22"
-	Kind       string // e.g. "nightly", "manual"
-	Scheduled  time.Time
-	Started    time.Time
-	Finished   time.Time
-	Enqueued   int
+	ID        string // e.g. "nightly-2026-11-22"
+	Kind      string // e.g. "nightly", "manual"
+	Scheduled time.Time
+	Started   time.Time
+	Finished  time.Time
+	Enqueued  int // messages sent, each tenant once
+	// Uncertain counts sends whose answer was lost (the queue service went
+	// away mid-request): each tenant was sent again, so up to Uncertain of
+	// them may have a second message of the run, which the worker
+	// completes with one read (Service Bus drops it by its message id).
+	Uncertain  int
 	Total      int
-	Dispatcher string
+	Dispatcher string // the replica that created the run, or last took it over
+	// RequestedBy is who asked for the run ("scheduler" for nightly runs).
+	RequestedBy string
+	// Cursor and Ahead are the checkpoint: every tenant of the run whose id
+	// sorts up to Cursor (the tenants table's key order) has been sent, and
+	// so have the tenants in Ahead, which sort after it (at most 600).
+	Cursor string
+	Ahead  []string
+	// Version is the record's ETag as GetRun read it or CheckpointRun
+	// wrote it.
+	Version string
 }
 
 // CreateRun creates a run record if none has its id; ErrExists otherwise.
@@ -71,6 +97,49 @@ func (s *Store) UpdateRun(ctx context.Context, r Run) error {
 	return nil
 }
 
+// CheckpointRun records a run's progress — Enqueued, Uncertain, Cursor, Ahead,
+// Dispatcher, RequestedBy when set, and Finished and Total when set — over
+// the version r.Version names, and returns the new version (one round
+// trip). ErrStale if the record was written since (another dispatcher took
+// the run over), ErrNotFound if it does not exist.
+func (s *Store) CheckpointRun(ctx context.Context, r Run) (string, error) {
+	const op = "checkpoint run"
+	if err := checkKey(op, "run id", r.ID); err != nil {
+		return "", err
+	}
+	if r.Version == "" {
+		return "", invalid(op, "run %s: no version to write over", r.ID)
+	}
+	if len(r.Ahead) > maxAhead {
+		return "", invalid(op, "run %s: %d tenants ahead of the cursor, at most %d", r.ID, len(r.Ahead), maxAhead)
+	}
+	p := props{}
+	p.int("Enqueued", r.Enqueued)
+	p.intIf("Uncertain", r.Uncertain)
+	p.str("Cursor", r.Cursor)
+	p.str("Ahead", "")
+	p.strings("Ahead", r.Ahead)
+	p.strIf("Dispatcher", r.Dispatcher)
+	p.strIf("RequestedBy", r.RequestedBy)
+	p.time("Finished", r.Finished)
+	p.intIf("Total", r.Total)
+	b, err := p.entity(runsPartition, r.ID)
+	if err != nil {
+		return "", failure(op, "", err)
+	}
+	etag := azcore.ETag(r.Version)
+	resp, err := s.runs.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeMerge, IfMatch: &etag})
+	switch {
+	case isPrecondition(err):
+		return "", fmt.Errorf("%w: %s %s", ErrStale, op, r.ID)
+	case isNotFound(err):
+		return "", notFound(op, r.ID)
+	case err != nil:
+		return "", failure(op+" "+r.ID, "", err)
+	}
+	return string(resp.ETag), nil
+}
+
 func runProps(r Run) props {
 	p := props{}
 	p.strIf("Kind", r.Kind)
@@ -80,6 +149,7 @@ func runProps(r Run) props {
 	p.intIf("Enqueued", r.Enqueued)
 	p.intIf("Total", r.Total)
 	p.strIf("Dispatcher", r.Dispatcher)
+	p.strIf("RequestedBy", r.RequestedBy)
 	return p
 }
 
@@ -100,7 +170,9 @@ func (s *Store) GetRun(ctx context.Context, id string) (Run, error) {
 	if err := e.UnmarshalJSON(resp.Value); err != nil {
 		return Run{}, failure(op+" "+id, "", err)
 	}
-	return runFrom(row{e}), nil
+	r := runFrom(row{e})
+	r.Version = string(resp.ETag)
+	return r, nil
 }
 
 // ListRuns returns the latest runs, newest first by Scheduled; at most
@@ -131,14 +203,19 @@ func (s *Store) ListRuns(ctx context.Context, limit int) ([]Run, error) {
 
 func runFrom(r row) Run {
 	return Run{
-		ID:         r.RowKey,
-		Kind:       r.str("Kind"),
-		Scheduled:  r.time("Scheduled"),
-		Started:    r.time("Started"),
-		Finished:   r.time("Finished"),
-		Enqueued:   r.int("Enqueued"),
-		Total:      r.int("Total"),
-		Dispatcher: r.str("Dispatcher"),
+		ID:          r.RowKey,
+		Kind:        r.str("Kind"),
+		Scheduled:   r.time("Scheduled"),
+		Started:     r.time("Started"),
+		Finished:    r.time("Finished"),
+		Enqueued:    r.int("Enqueued"),
+		Uncertain:   r.int("Uncertain"),
+		Total:       r.int("Total"),
+		Dispatcher:  r.str("Dispatcher"),
+		RequestedBy: r.str("RequestedBy"),
+		Cursor:      r.str("Cursor"),
+		Ahead:       r.strings("Ahead"),
+		Version:     r.ETag,
 	}
 }
 

@@ -46,10 +46,11 @@ var (
 // ClassOf says what a caller should do with an error of this package:
 // retry.Permanent for ErrInvalid and ErrDenied, retry.Throttled for ErrBusy,
 // retry.Retryable otherwise (ErrUnavailable, and anything unknown). It is ""
-// for nil, ErrNotFound and ErrExists, which are answers, not failures.
+// for nil, ErrNotFound, ErrExists and ErrStale, which are answers, not
+// failures.
 func ClassOf(err error) retry.Class {
 	switch {
-	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrExists):
+	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrExists), errors.Is(err, ErrStale):
 		return ""
 	case errors.Is(err, ErrInvalid), errors.Is(err, ErrDenied):
 		return retry.Permanent

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
@@ -483,7 +484,7 @@ func TestRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := store.Run{ID: r.ID, Kind: "nightly", Scheduled: at(0), Started: at(1), Finished: at(2), Enqueued: 500, Total: 500, Dispatcher: "d1"}
-	if d := cmp.Diff(want, got); d != "" {
+	if d := cmp.Diff(want, got, cmpopts.IgnoreFields(store.Run{}, "Version")); d != "" {
 		t.Errorf("GetRun (-want +got):\n%s", d)
 	}
 	if err := s.UpdateRun(ctx, store.Run{ID: "never-created", Enqueued: 1}); !errors.Is(err, store.ErrNotFound) {
@@ -512,6 +513,64 @@ func TestRuns(t *testing.T) {
 	}
 	if d := cmp.Diff([]string{"nightly-2026-11-24", "nightly-2026-11-23", "nightly-2026-11-22"}, ids); d != "" {
 		t.Errorf("ListRuns (-want +got):\n%s", d)
+	}
+}
+
+// CheckpointRun writes a run's progress only over the version last read
+// or written: a writer holding an older version gets ErrStale and changes
+// nothing. The list of tenants ahead of the cursor is replaced, not merged.
+func TestCheckpointRun(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	if err := s.CreateRun(ctx, store.Run{ID: "bulk-1", Kind: "bulk", Started: at(0), Dispatcher: "d1", RequestedBy: "ops@contoso.example"}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.GetRun(ctx, "bulk-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Version == "" {
+		t.Fatal("GetRun returned no version")
+	}
+	a := first
+	a.Enqueued, a.Uncertain, a.Cursor, a.Ahead = 7, 2, "tenant-07", []string{"tenant-09", "tenant-12"}
+	v, err := s.CheckpointRun(ctx, a)
+	if err != nil {
+		t.Fatalf("CheckpointRun: %v", err)
+	}
+	// Another dispatcher that read the first version has lost the run.
+	stale := first
+	stale.Dispatcher, stale.Enqueued = "d2", 99
+	if _, err := s.CheckpointRun(ctx, stale); !errors.Is(err, store.ErrStale) {
+		t.Errorf("CheckpointRun over an older version: %v, want ErrStale", err)
+	}
+	a.Version, a.Enqueued, a.Cursor, a.Ahead, a.Dispatcher = v, 12, "tenant-12", nil, "d3"
+	if _, err := s.CheckpointRun(ctx, a); err != nil {
+		t.Fatalf("CheckpointRun over the version it wrote: %v", err)
+	}
+	got, err := s.GetRun(ctx, "bulk-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Run{ID: "bulk-1", Kind: "bulk", Started: at(0), Enqueued: 12, Uncertain: 2, Dispatcher: "d3",
+		RequestedBy: "ops@contoso.example", Cursor: "tenant-12"}
+	if d := cmp.Diff(want, got, cmpopts.IgnoreFields(store.Run{}, "Version")); d != "" {
+		t.Errorf("GetRun (-want +got):\n%s", d)
+	}
+
+	for _, tc := range []struct {
+		name string
+		r    store.Run
+		want error
+	}{
+		{"no version", store.Run{ID: "bulk-1"}, store.ErrInvalid},
+		{"missing run", store.Run{ID: "bulk-none", Version: got.Version}, store.ErrNotFound},
+		{"too many ahead", store.Run{ID: "bulk-1", Version: got.Version, Ahead: make([]string, 601)}, store.ErrInvalid},
+	} {
+		if _, err := s.CheckpointRun(ctx, tc.r); !errors.Is(err, tc.want) {
+			t.Errorf("%s: CheckpointRun: %v, want %v", tc.name, err, tc.want)
+		}
 	}
 }
 

@@ -2,9 +2,11 @@
 // the Azure Storage emulator, is started once per test binary from the
 // project's pinned copy (deploy/azurite, installed by `make deps`; started
 // by internal/stack, the one place that starts Azurite), or taken from
-// TESTENV_AZURITE (a connection string) when that names a running one. The
-// Service Bus peer (deploy/sbpeer, a wire-level AMQP 1.0 stand-in for Azure
-// Service Bus) is likewise started once per test binary by ServiceBus.
+// TESTENV_AZURITE (a connection string) when that names a running one;
+// OwnAzurite starts one for a single test, on disk, that the test can
+// restart under its clients. The Service Bus peer (deploy/sbpeer, a
+// wire-level AMQP 1.0 stand-in for Azure Service Bus) is likewise started
+// once per test binary by ServiceBus.
 // Tests never skip because either is missing: they fail and say how to
 // install it. The knobs this package reads are named TESTENV_*.
 //
@@ -67,6 +69,46 @@ func startShared() (*Storage, error) {
 		return nil, err
 	}
 	return &Storage{QueueURL: a.QueueURL(), TableURL: a.TableURL(), ConnectionString: a.ConnectionString}, nil
+}
+
+// RestartableAzurite is an Azurite of one test's own that the test can
+// restart, to see what its clients do while storage goes away and comes
+// back. Its methods are safe for concurrent use.
+type RestartableAzurite struct {
+	Storage
+	mu sync.Mutex
+	a  *stack.Azurite
+}
+
+// OwnAzurite starts an Azurite for t alone, keeping its data on disk in a
+// temporary folder so that a restart keeps it. It is stopped when t ends.
+func OwnAzurite(t testing.TB) *RestartableAzurite {
+	t.Helper()
+	a, err := stack.StartAzurite(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatalf("testenv: azurite of the test's own: %v", err)
+	}
+	r := &RestartableAzurite{
+		Storage: Storage{QueueURL: a.QueueURL(), TableURL: a.TableURL(), ConnectionString: a.ConnectionString},
+		a:       a,
+	}
+	t.Cleanup(func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if err := r.a.Stop(); err != nil {
+			t.Errorf("testenv: stop azurite: %v", err)
+		}
+	})
+	return r
+}
+
+// Restart stops Azurite gracefully (its clients' requests are refused from
+// then on) and starts it again on the same ports with the same data. Two
+// restarts at once run one after the other.
+func (r *RestartableAzurite) Restart(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.a.Restart(ctx)
 }
 
 // RepoRoot walks up from the working directory to the folder with go.mod.
