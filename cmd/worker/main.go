@@ -9,6 +9,8 @@
 //	                                                        send refresh (or reset) requests to the queue
 //	worker poison [--max N]                                 list poison messages (reason, attempts, when)
 //	worker redrive [--max N]                                move poison messages back to the work queue
+//	worker manifest import [--out file] [--skip-unpublished] <SAMManifest.json> [<AdditionalPermissions.json>]
+//	                                                        print CIPP's permission set as a manifest
 //
 // Configuration comes from CPV_* environment variables or flags of the same
 // names (-queue, -concurrency, ...; `worker help` lists them). Exit status:
@@ -35,6 +37,7 @@ func main() { cli.Main("worker", run) }
 type env struct {
 	cfg    config.Worker
 	opts   *opts
+	args   []string // positional arguments, for a command that takes them
 	stdout io.Writer
 	stderr io.Writer
 }
@@ -48,6 +51,8 @@ type command struct {
 	// fullConfig: the command needs the partner credentials (cfg.Validate);
 	// the others need only the storage settings.
 	fullConfig bool
+	// args: the command takes positional arguments.
+	args bool
 }
 
 // run runs the command args name; the error's exit status is cli.Code's.
@@ -87,10 +92,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := fs.Parse(subArgs); err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", cmd.name, err))
 	}
-	if len(positional) > 0 {
+	if len(positional) > 0 && !cmd.args {
 		errs = append(errs, fmt.Errorf("%s: unexpected arguments %q", cmd.name, positional))
 	}
-	e := &env{opts: o, stdout: stdout, stderr: stderr}
+	e := &env{opts: o, args: positional, stdout: stdout, stderr: stderr}
 	if err := config.Load(&e.cfg, cfgArgs, getenv, "worker"); err != nil {
 		errs = append(errs, err)
 	} else if cmd.fullConfig {
@@ -111,6 +116,7 @@ func commands() []command {
 		{name: "enqueue", summary: "send refresh (or reset) requests for tenants to the queue", flags: enqueueFlags, run: runEnqueue},
 		{name: "poison", summary: "list poison messages without removing them", flags: maxFlag(32), run: runPoison},
 		{name: "redrive", summary: "move poison messages back to the work queue", flags: maxFlag(1000), run: runRedrive},
+		{name: "manifest", summary: "import <SAMManifest.json> [<AdditionalPermissions.json>]: print CIPP's set as a manifest", flags: manifestFlags, run: runManifest, fullConfig: true, args: true},
 	}
 }
 

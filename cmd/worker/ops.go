@@ -51,6 +51,8 @@ type opts struct {
 	reason  string
 	runID   string
 	max     int
+	out     string
+	skip    bool
 }
 
 func refreshFlags(fs *flag.FlagSet, o *opts) {

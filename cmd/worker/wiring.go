@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
@@ -50,16 +52,9 @@ func microsoftClient(cfg *config.Worker) *http.Client {
 // client and the Partner Center client over one counting HTTP client.
 func newEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engine, error) {
 	hc := microsoftClient(cfg)
-	cred, err := entra.NewCredential(cfg.Credential(hc, func(string) {
-		// Never log the token itself.
-		log.Debug("refresh token rotated")
-	}))
+	cred, dir, err := newDirectory(cfg, hc, log)
 	if err != nil {
-		return nil, fmt.Errorf("credential: %w", err)
-	}
-	dir, err := graph.New(graph.Config{BaseURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("graph client: %w", err)
+		return nil, err
 	}
 	pc, err := partnercenter.New(partnercenter.Config{
 		BaseURL:         cfg.PartnerCenterURL,
@@ -72,6 +67,22 @@ func newEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engi
 		return nil, fmt.Errorf("partner center client: %w", err)
 	}
 	return cpv.New(cpv.Config{Manifest: m, AppID: cfg.ClientID, Directory: dir, Consenter: pc, Exact: cfg.Exact, Logger: log})
+}
+
+// newDirectory is the partner credential and the Graph client over hc.
+func newDirectory(cfg *config.Worker, hc *http.Client, log *slog.Logger) (azcore.TokenCredential, *graph.Client, error) {
+	cred, err := entra.NewCredential(cfg.Credential(hc, func(string) {
+		// Never log the token itself.
+		log.Debug("refresh token rotated")
+	}))
+	if err != nil {
+		return nil, nil, fmt.Errorf("credential: %w", err)
+	}
+	dir, err := graph.New(graph.Config{BaseURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("graph client: %w", err)
+	}
+	return cred, dir, nil
 }
 
 // newBackend is the worker's storage: one HTTP client, with an idle
