@@ -1,0 +1,52 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+)
+
+// TestExtras adds, replaces, lists, deletes and resets extra permissions
+// and checks the rows, with who added each and when.
+func TestExtras(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	at := time.Date(2026, 12, 5, 13, 0, 0, 0, time.UTC)
+	role := store.Extra{ResourceAppID: "00000003-0000-0000-C000-000000000000", ResourceName: "Microsoft Graph", Type: "Role",
+		ID: "7AB1D382-F21E-4ACD-A863-BA3E13F7DA61", Value: "Directory.Read.All", AddedBy: "admin@partner", AddedAt: at}
+	scope := store.Extra{ResourceAppID: "00000003-0000-0000-c000-000000000000", ResourceName: "Microsoft Graph", Type: "Scope",
+		ID: "e1fe6dd8-ba31-4d61-89e7-88639da4683d", Value: "User.Read", AddedBy: "admin@partner", AddedAt: at}
+	for _, x := range []store.Extra{role, scope, role} {
+		if err := s.PutExtra(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Extras(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Extra{
+		{ResourceAppID: "00000003-0000-0000-c000-000000000000", ResourceName: "Microsoft Graph", Type: "Role", ID: "7ab1d382-f21e-4acd-a863-ba3e13f7da61", Value: "Directory.Read.All", AddedBy: "admin@partner", AddedAt: at},
+		{ResourceAppID: "00000003-0000-0000-c000-000000000000", ResourceName: "Microsoft Graph", Type: "Scope", ID: "e1fe6dd8-ba31-4d61-89e7-88639da4683d", Value: "User.Read", AddedBy: "admin@partner", AddedAt: at},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("extras (-want +got):\n%s", d)
+	}
+	if ok, err := s.DeleteExtra(ctx, role.Key()); !ok || err != nil {
+		t.Errorf("delete: %v %v", ok, err)
+	}
+	if ok, err := s.DeleteExtra(ctx, role.Key()); ok || err != nil {
+		t.Errorf("delete again: %v %v, want false nil", ok, err)
+	}
+	if n, err := s.ResetExtras(ctx); n != 1 || err != nil {
+		t.Errorf("reset: %d %v, want 1", n, err)
+	}
+	if got, err := s.Extras(ctx); len(got) != 0 || err != nil {
+		t.Errorf("after reset: %v %v", got, err)
+	}
+}
