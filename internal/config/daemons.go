@@ -40,6 +40,7 @@ type Common struct {
 	GraphURL         string `env:"CPV_GRAPH_URL" default:"https://127.0.0.1:8443/v1.0" help:"Microsoft Graph base URL; https://graph.microsoft.com/v1.0 in production"`
 	PartnerCenterURL string `env:"CPV_PARTNER_CENTER_URL" default:"https://127.0.0.1:8443" help:"Partner Center API base URL; https://api.partnercenter.microsoft.com in production"`
 	ManifestFile     string `env:"CPV_MANIFEST_FILE" help:"JSON permission manifest overriding the embedded default"`
+	FollowApp        bool   `env:"CPV_FOLLOW_APP" default:"false" help:"add the permissions the partner's app registration declares (requiredResourceAccess) to the base manifest"`
 
 	LogFormat string `env:"CPV_LOG_FORMAT" default:"auto" help:"log format: auto (colour text on a terminal, JSON otherwise), text or json"`
 	LogLevel  string `env:"CPV_LOG_LEVEL" default:"info" help:"log level: debug, info, warn or error"`
@@ -59,6 +60,7 @@ type Worker struct {
 	RetryMax       time.Duration `env:"CPV_RETRY_MAX" default:"15m" help:"longest backoff after a retryable failure"`
 	ShutdownGrace  time.Duration `env:"CPV_SHUTDOWN_GRACE" default:"25s" help:"on SIGTERM, how long in-flight refreshes may finish before they are released to another replica"`
 	Exact          bool          `env:"CPV_EXACT" default:"false" help:"also remove application roles the manifest no longer lists"`
+	ManifestReload time.Duration `env:"CPV_MANIFEST_RELOAD" default:"30s" help:"how often the effective manifest (base, app registration, extra permissions) is read again; 0: never"`
 	PollMax        time.Duration `env:"CPV_POLL_MAX" default:"5s" help:"longest wait between receives while the queue is empty"`
 }
 
@@ -81,6 +83,7 @@ type Dispatcher struct {
 	AuthRole            string        `env:"CPV_AUTH_ROLE" default:"CPV.Refresh" help:"app role (roles claim) a bearer token needs for refresh, reset and pause"`
 	MaxBody             int           `env:"CPV_MAX_BODY" default:"65536" help:"largest accepted request body in bytes"`
 	KeyVaultURL         string        `env:"CPV_KEY_VAULT_URL" help:"Key Vault holding the app's credentials, shown on the backend page"`
+	PermissionsRun      bool          `env:"CPV_PERMISSIONS_RUN" default:"true" help:"enqueue a refresh of every tenant when a change of the extra permissions makes a new effective manifest"`
 }
 
 // Validate checks the shared settings, one message per bad field.

@@ -257,3 +257,28 @@ func addSource(list []Source, s Source) []Source {
 	}
 	return append(list, s)
 }
+
+// LayerOf groups lines (each one permission) into a layer of source.
+func LayerOf(source Source, lines []Line) Layer {
+	byApp := map[string]*Resource{}
+	var order []string
+	for _, l := range lines {
+		appID := strings.ToLower(l.ResourceAppID)
+		r := byApp[appID]
+		if r == nil {
+			r = &Resource{AppID: appID, DisplayName: l.ResourceName}
+			byApp[appID] = r
+			order = append(order, appID)
+		}
+		if l.Type == AccessRole {
+			r.AppRoles = append(r.AppRoles, Permission{ID: strings.ToLower(l.ID), Value: l.Value})
+		} else {
+			r.Scopes = append(r.Scopes, l.Value)
+		}
+	}
+	layer := Layer{Source: source}
+	for _, id := range order {
+		layer.Resources = append(layer.Resources, *byApp[id])
+	}
+	return layer
+}

@@ -121,6 +121,10 @@ type Config struct {
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
+	// Permissions configures the permission set API (/api/permissions);
+	// its Extras nil leaves the API out.
+	Permissions Permissions
+
 	// BatchSize is the number of messages per SendBatch while a run
 	// enqueues (500 when 0).
 	BatchSize int

@@ -72,6 +72,11 @@ func (d *Dispatcher) routes() http.Handler {
 	d.api(mux, "/api/backend", get(d.handleBackend))
 	d.api(mux, "/api/pause", post(d.handlePause))
 	d.api(mux, "/api/events", post(d.handleEvents))
+	if d.cfg.Permissions.Extras != nil {
+		d.api(mux, "/api/permissions", get(d.handleListPermissions), post(d.handleAddPermission))
+		d.api(mux, "/api/permissions/reset", post(d.handleResetPermissions))
+		d.api(mux, "/api/permissions/{key}", del(d.handleRemovePermission))
+	}
 	// The CIPP front end's shapes. It sends POST; a GET (a link followed, a
 	// prefetch) must not enqueue, so it is answered 405.
 	d.api(mux, "/api/ExecCPVPermissions", post(d.handleCIPPPermissions))

@@ -222,6 +222,8 @@ func graphLabel(p string) string {
 		case seg == "":
 		case strings.HasPrefix(seg, "servicePrincipals(appId="):
 			b.WriteString("servicePrincipals(appId=)")
+		case strings.HasPrefix(seg, "applications(appId="):
+			b.WriteString("applications(appId=)")
 		case knownSegments[seg]:
 			b.WriteString(seg)
 		case i > 0 && collections[segs[i-1]]:
@@ -262,6 +264,8 @@ func (s *Sim) route(q *gReq) gRes {
 		return s.routeRelationships(q, segs[1:])
 	case head == "organization":
 		return s.routeOrganization(q, segs[1:])
+	case strings.HasPrefix(head, "applications("):
+		return s.routeApplication(q, segs)
 	case head == "$batch":
 		return fail(gErr(http.StatusBadRequest, "BadRequest", "Nested batch requests are not supported."))
 	}

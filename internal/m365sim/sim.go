@@ -114,7 +114,11 @@ type Sim struct {
 	log  *slog.Logger
 	now  func() time.Time
 	want *Permissions
-	cat  *catalog
+	// appExtra: permissions AddAppPermission declared on the partner's app
+	// registration; appObjectID: the registration's object id.
+	appExtra    []RequiredAccess
+	appObjectID string
+	cat         *catalog
 
 	partnerID     uuid.UUID
 	appID         string
@@ -267,6 +271,7 @@ func New(opts Options) (*Sim, error) {
 		return nil, err
 	}
 	s.cat = cat
+	s.appObjectID = uuid.NewSHA1(uuid.NameSpaceOID, []byte("application "+s.appID)).String()
 
 	if err := s.initCrypto(); err != nil {
 		return nil, err
