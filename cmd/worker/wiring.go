@@ -12,6 +12,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
+	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/logging"
 	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
@@ -51,10 +52,21 @@ func microsoftClient(cfg *config.Worker) *http.Client {
 // newEngine builds the refresh engine: the partner credential, the Graph
 // client and the Partner Center client over one counting HTTP client.
 func newEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engine, error) {
+	build, _, err := newEngineBuilder(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return build(m)
+}
+
+// newEngineBuilder builds the clients once and returns a function that
+// makes an engine over them for a manifest, and the partner-tenant reader
+// of published permissions and the app registration.
+func newEngineBuilder(cfg *config.Worker, log *slog.Logger) (func(*cpv.Manifest) (*cpv.Engine, error), *gdap.Client, error) {
 	hc := microsoftClient(cfg)
 	cred, dir, err := newDirectory(cfg, hc, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pc, err := partnercenter.New(partnercenter.Config{
 		BaseURL:         cfg.PartnerCenterURL,
@@ -64,9 +76,16 @@ func newEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engi
 		Logger:          log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("partner center client: %w", err)
+		return nil, nil, fmt.Errorf("partner center client: %w", err)
 	}
-	return cpv.New(cpv.Config{Manifest: m, AppID: cfg.ClientID, Directory: dir, Consenter: pc, Exact: cfg.Exact, Logger: log})
+	pub, err := gdap.New(gdap.Config{GraphURL: cfg.GraphURL, PartnerTenantID: cfg.PartnerTenantID, Credential: cred, HTTPClient: hc})
+	if err != nil {
+		return nil, nil, fmt.Errorf("partner tenant reader: %w", err)
+	}
+	build := func(m *cpv.Manifest) (*cpv.Engine, error) {
+		return cpv.New(cpv.Config{Manifest: m, AppID: cfg.ClientID, Directory: dir, Consenter: pc, Exact: cfg.Exact, Logger: log})
+	}
+	return build, pub, nil
 }
 
 // newDirectory is the partner credential and the Graph client over hc.
