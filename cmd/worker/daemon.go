@@ -62,7 +62,7 @@ func runDaemon(ctx context.Context, e *env) error {
 		return fmt.Errorf("store not reachable: %w", err)
 	}
 
-	engine, err := newEffectiveEngine(startCtx, &effectiveEngine{base: m, build: build, partner: partner, extras: st,
+	engine, err := newEffectiveEngine(startCtx, &effectiveEngine{base: m, build: build, partner: partner, extras: st, profiles: st,
 		followApp: cfg.FollowApp, appID: cfg.ClientID, log: log})
 	if err != nil {
 		return cli.Invalid(fmt.Errorf("engine not built: %w", err))

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +26,13 @@ type extraReader interface {
 	Extras(ctx context.Context) ([]store.Extra, error)
 }
 
+// profileReader lists the permission profiles and the tenants assigned to
+// them (*store.Store).
+type profileReader interface {
+	Profiles(ctx context.Context) ([]store.Profile, error)
+	TenantProfiles(ctx context.Context) (map[string]string, error)
+}
+
 // effectiveEngine refreshes with an engine of the effective manifest: the
 // base, the app registration's permissions (followApp) and the extra
 // permissions. Reload reads the layers again and swaps the engine when the
@@ -32,6 +42,7 @@ type effectiveEngine struct {
 	build     func(*cpv.Manifest) (*cpv.Engine, error)
 	partner   partnerReader
 	extras    extraReader
+	profiles  profileReader
 	followApp bool
 	appID     string
 	log       *slog.Logger
@@ -39,12 +50,20 @@ type effectiveEngine struct {
 	mu      sync.RWMutex
 	engine  *cpv.Engine
 	version string
+	// A tenant assigned to a profile is refreshed with the profile's
+	// engine: exactly the profile's set.
+	byProfile map[string]*cpv.Engine
+	versions  map[string]string // profile -> its manifest's version
+	assigned  map[string]string // tenant -> profile
 }
 
 // Refresh implements worker.Refresher with the current engine.
 func (e *effectiveEngine) Refresh(ctx context.Context, tenant string, opts cpv.Options) (cpv.Result, error) {
 	e.mu.RLock()
 	engine := e.engine
+	if p, ok := e.byProfile[e.assigned[strings.ToLower(tenant)]]; ok {
+		engine = p
+	}
 	e.mu.RUnlock()
 	return engine.Refresh(ctx, tenant, opts)
 }
@@ -63,6 +82,11 @@ func (e *effectiveEngine) Reload(ctx context.Context) error {
 	m, err := e.effective(ctx)
 	if err != nil {
 		return err
+	}
+	if e.profiles != nil {
+		if err := e.reloadProfiles(ctx, m.Consent); err != nil {
+			return err
+		}
 	}
 	if m.Version() == e.Version() {
 		return nil
@@ -111,6 +135,51 @@ func (e *effectiveEngine) effective(ctx context.Context) (*cpv.Manifest, error) 
 	}
 	m, _, err := cpv.Merge(e.base, layers...)
 	return m, err
+}
+
+// reloadProfiles reads the profiles and the tenants' assignments and
+// rebuilds the engine of each profile whose set changed. A profile that is
+// not a valid manifest is logged and left out (its tenants get the
+// effective manifest).
+func (e *effectiveEngine) reloadProfiles(ctx context.Context, consent []cpv.ConsentGrant) error {
+	ps, err := e.profiles.Profiles(ctx)
+	if err != nil {
+		return fmt.Errorf("effective manifest: read the profiles: %w", err)
+	}
+	assigned, err := e.profiles.TenantProfiles(ctx)
+	if err != nil {
+		return fmt.Errorf("effective manifest: read the tenants' profiles: %w", err)
+	}
+	e.mu.RLock()
+	engines, versions := maps.Clone(e.byProfile), maps.Clone(e.versions)
+	e.mu.RUnlock()
+	next, nextVersions := map[string]*cpv.Engine{}, map[string]string{}
+	for _, p := range ps {
+		var resources []cpv.Resource
+		var m *cpv.Manifest
+		err := json.Unmarshal(p.Resources, &resources)
+		if err == nil {
+			m, err = cpv.NewManifest(consent, resources)
+		}
+		if err != nil {
+			e.log.WarnContext(ctx, "profile left out", "profile", p.Name, "error", err)
+			continue
+		}
+		if versions[p.Name] == m.Version() && engines[p.Name] != nil {
+			next[p.Name], nextVersions[p.Name] = engines[p.Name], m.Version()
+			continue
+		}
+		engine, err := e.build(m)
+		if err != nil {
+			return err
+		}
+		next[p.Name], nextVersions[p.Name] = engine, m.Version()
+		e.log.InfoContext(ctx, "profile loaded", "profile", p.Name, "version", m.Version())
+	}
+	e.mu.Lock()
+	e.byProfile, e.versions, e.assigned = next, nextVersions, assigned
+	e.mu.Unlock()
+	return nil
 }
 
 // newEffectiveEngine starts with the base's engine and reloads once.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"slices"
 	"strings"
@@ -100,5 +101,54 @@ func TestEffectiveEngine(t *testing.T) {
 	}
 	if d := sim.Conforms(tenants[2].ID, nil); len(d) != 0 {
 		t.Errorf("after reset the tenant does not hold the base: %v", d)
+	}
+}
+
+// TestProfiles: a tenant assigned to a least-privilege profile ends holding
+// exactly that profile's set, while another tenant holds the full set.
+func TestProfiles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sim := testenv.Sim(t, m365sim.Options{Seed: 82, Tenants: 2, Mix: map[m365sim.Kind]float64{m365sim.KindNew: 1}})
+	st, err := store.New(ctx, store.Config{ConnectionString: testenv.Azurite(t).ConnectionString, TablePrefix: testenv.Name("prof")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rig.New(t, sim, rig.Options{})
+	least := []cpv.Resource{{AppID: cpv.GraphAppID, DisplayName: "Microsoft Graph",
+		AppRoles: []cpv.Permission{{ID: "df021288-bdef-4463-88db-98f22de89214", Value: "User.Read.All"}}, Scopes: []string{"User.Read"}}}
+	raw, err := json.Marshal(least)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutProfile(ctx, store.Profile{Name: "least-privilege", Resources: raw, UpdatedBy: "apikey:1"}); err != nil {
+		t.Fatal(err)
+	}
+	tenants := sim.Fleet()
+	if err := st.SetTenantProfile(ctx, tenants[0].ID, "least-privilege", "apikey:1"); err != nil {
+		t.Fatal(err)
+	}
+	e, err := newEffectiveEngine(ctx, &effectiveEngine{base: cpv.DefaultManifest(), extras: st, profiles: st, log: slog.New(slog.DiscardHandler),
+		build: func(m *cpv.Manifest) (*cpv.Engine, error) {
+			return cpv.New(cpv.Config{Manifest: m, AppID: sim.AppID(), Directory: r.Dir, Consenter: r.PC, Exact: true})
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ft := range tenants {
+		if _, err := e.Refresh(ctx, ft.ID, cpv.Options{}); err != nil {
+			t.Fatalf("refresh %s: %v", ft.ID, err)
+		}
+	}
+	want := &m365sim.Permissions{Resources: []m365sim.Resource{{AppID: cpv.GraphAppID, Roles: []string{"df021288-bdef-4463-88db-98f22de89214"}, Scopes: []string{"User.Read"}}}}
+	if d := sim.Conforms(tenants[0].ID, want); len(d) != 0 {
+		t.Errorf("profile tenant does not hold the profile's set: %v", d)
+	}
+	s0, _ := sim.Tenant(tenants[0].ID)
+	if len(s0.AppRoleAssignments) != 1 || len(s0.Grants) != 1 || s0.Grants[0].Scope != "User.Read" {
+		t.Errorf("profile tenant holds more than the profile: %d assignments, grants %+v", len(s0.AppRoleAssignments), s0.Grants)
+	}
+	if d := sim.Conforms(tenants[1].ID, nil); len(d) != 0 {
+		t.Errorf("the other tenant does not hold the full set: %v", d)
 	}
 }

@@ -77,6 +77,11 @@ func (d *Dispatcher) routes() http.Handler {
 		d.api(mux, "/api/permissions/reset", post(d.handleResetPermissions))
 		d.api(mux, "/api/permissions/{key}", del(d.handleRemovePermission))
 	}
+	if d.cfg.Permissions.Profiles != nil && d.cfg.Permissions.Publisher != nil {
+		d.api(mux, "/api/profiles", get(d.handleListProfiles))
+		d.api(mux, "/api/profiles/{name}", post(d.handlePutProfile), del(d.handleDeleteProfile))
+		d.api(mux, "/api/tenants/{id}/profile", post(d.handleTenantProfile))
+	}
 	// The CIPP front end's shapes. It sends POST; a GET (a link followed, a
 	// prefetch) must not enqueue, so it is answered 405.
 	d.api(mux, "/api/ExecCPVPermissions", post(d.handleCIPPPermissions))

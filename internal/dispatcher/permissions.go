@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
@@ -45,6 +48,8 @@ type Permissions struct {
 	// Run enqueues a refresh of every tenant when a change of the extras
 	// makes a new effective manifest.
 	Run bool
+	// Profiles stores permission profiles; nil leaves /api/profiles out.
+	Profiles Profiles
 }
 
 func del(h func(http.ResponseWriter, *http.Request, principal)) route {
@@ -299,4 +304,178 @@ func (d *Dispatcher) changePermissions(w http.ResponseWriter, r *http.Request, p
 		}
 	}
 	writeJSON(w, status, out)
+}
+
+// Profiles keeps the permission profiles and the tenants assigned to them
+// (*store.Store).
+type Profiles interface {
+	PutProfile(ctx context.Context, p store.Profile) error
+	Profiles(ctx context.Context) ([]store.Profile, error)
+	DeleteProfile(ctx context.Context, name string) (bool, error)
+	SetTenantProfile(ctx context.Context, tenant, name, by string) error
+	TenantProfiles(ctx context.Context) (map[string]string, error)
+}
+
+// handleListProfiles serves GET /api/profiles: each profile's set and the
+// tenants assigned to it.
+func (d *Dispatcher) handleListProfiles(w http.ResponseWriter, r *http.Request, _ principal) {
+	pr := d.cfg.Permissions.Profiles
+	ps, err := pr.Profiles(r.Context())
+	if err != nil {
+		d.unavailable(w, r, err)
+		return
+	}
+	assigned, err := pr.TenantProfiles(r.Context())
+	if err != nil {
+		d.unavailable(w, r, err)
+		return
+	}
+	type view struct {
+		Name      string          `json:"name"`
+		Resources json.RawMessage `json:"resources"`
+		Tenants   []string        `json:"tenants"`
+		UpdatedBy string          `json:"updatedBy,omitempty"`
+		UpdatedAt time.Time       `json:"updatedAt"`
+	}
+	out := make([]view, 0, len(ps))
+	for _, p := range ps {
+		v := view{Name: p.Name, Resources: p.Resources, Tenants: []string{}, UpdatedBy: p.UpdatedBy, UpdatedAt: p.UpdatedAt}
+		for t, name := range assigned {
+			if name == p.Name {
+				v.Tenants = append(v.Tenants, t)
+			}
+		}
+		sort.Strings(v.Tenants)
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"profiles": out})
+}
+
+// handlePutProfile serves POST /api/profiles/{name} {"requiredResourceAccess":
+// [...]}: the profile's set, in an app registration's format (ids or names),
+// checked against what each resource publishes before it is stored.
+func (d *Dispatcher) handlePutProfile(w http.ResponseWriter, r *http.Request, p principal) {
+	body, err := readBody(w, r, d.cfg.MaxBody)
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "payloadTooLarge", err.Error())
+		return
+	}
+	name := r.PathValue("name")
+	if !validProfileName(name) {
+		writeError(w, http.StatusBadRequest, "invalidProfile", "a profile name is 1 to 64 letters, digits, '-' or '_'")
+		return
+	}
+	var in struct {
+		RequiredResourceAccess []cpv.RequiredResourceAccess `json:"requiredResourceAccess"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil || len(in.RequiredResourceAccess) == 0 {
+		writeError(w, http.StatusBadRequest, "invalidBody", `the body must be JSON: {"requiredResourceAccess": [{"resourceAppId", "resourceAccess": [{"id": id or name, "type": "Role" or "Scope"}]}]}`)
+		return
+	}
+	published, err := d.cfg.Permissions.Publisher.Published(r.Context(), cpv.ResourceAppIDs(in.RequiredResourceAccess))
+	if err != nil {
+		d.unavailable(w, r, err)
+		return
+	}
+	resources, err := cpv.Resolve(in.RequiredResourceAccess, published)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "unknownPermission", strings.ReplaceAll(err.Error(), "cpv: ", ""))
+		return
+	}
+	base := d.cfg.Permissions.Base
+	if base == nil {
+		base = cpv.DefaultManifest()
+	}
+	m, err := cpv.NewManifest(base.Consent, resources)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalidProfile", err.Error())
+		return
+	}
+	raw, err := json.Marshal(m.Resources)
+	if err != nil {
+		d.unavailable(w, r, err)
+		return
+	}
+	if err := d.cfg.Permissions.Profiles.PutProfile(r.Context(), store.Profile{Name: name, Resources: raw, UpdatedBy: p.Name}); err != nil {
+		d.unavailable(w, r, err)
+		return
+	}
+	d.log.InfoContext(r.Context(), "profile saved", "profile", name, "by", p.Name, "version", m.Version())
+	roles, scopes := m.Counts()
+	writeJSON(w, http.StatusOK, map[string]any{"name": name, "version": m.Version(), "appRoles": roles, "scopes": scopes})
+}
+
+// handleDeleteProfile serves DELETE /api/profiles/{name}.
+func (d *Dispatcher) handleDeleteProfile(w http.ResponseWriter, r *http.Request, p principal) {
+	name := r.PathValue("name")
+	if !validProfileName(name) {
+		writeError(w, http.StatusBadRequest, "invalidProfile", "a profile name is 1 to 64 letters, digits, '-' or '_'")
+		return
+	}
+	ok, err := d.cfg.Permissions.Profiles.DeleteProfile(r.Context(), name)
+	switch {
+	case err != nil:
+		d.unavailable(w, r, err)
+	case !ok:
+		writeError(w, http.StatusNotFound, "notFound", "no profile "+name)
+	default:
+		d.log.InfoContext(r.Context(), "profile deleted", "profile", name, "by", p.Name)
+		writeJSON(w, http.StatusOK, map[string]string{"name": name})
+	}
+}
+
+// handleTenantProfile serves POST /api/tenants/{id}/profile {"profile":
+// name, or "" for none} and enqueues a refresh of the tenant.
+func (d *Dispatcher) handleTenantProfile(w http.ResponseWriter, r *http.Request, p principal) {
+	body, err := readBody(w, r, d.cfg.MaxBody)
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "payloadTooLarge", err.Error())
+		return
+	}
+	id := r.PathValue("id")
+	var in struct {
+		Profile string `json:"profile"`
+	}
+	switch {
+	case !cpvtype.IsGUID(id):
+		writeError(w, http.StatusBadRequest, "invalidTenant", "the tenant id must be a GUID")
+		return
+	case json.Unmarshal(body, &in) != nil || (in.Profile != "" && !validProfileName(in.Profile)):
+		writeError(w, http.StatusBadRequest, "invalidBody", `the body must be JSON: {"profile": name, or "" for none}`)
+		return
+	}
+	pr := d.cfg.Permissions.Profiles
+	if in.Profile != "" {
+		ps, err := pr.Profiles(r.Context())
+		if err != nil {
+			d.unavailable(w, r, err)
+			return
+		}
+		if !slices.ContainsFunc(ps, func(x store.Profile) bool { return x.Name == in.Profile }) {
+			writeError(w, http.StatusNotFound, "notFound", "no profile "+in.Profile)
+			return
+		}
+	}
+	if err := pr.SetTenantProfile(r.Context(), id, in.Profile, p.Name); err != nil {
+		d.unavailable(w, r, err)
+		return
+	}
+	reqID, err := d.Enqueue(r.Context(), id, cpvtype.OpRefresh, queue.ReasonManual, p.Name)
+	if err != nil {
+		d.unavailable(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"tenantId": strings.ToLower(id), "profile": in.Profile, "requestId": reqID})
+}
+
+func validProfileName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

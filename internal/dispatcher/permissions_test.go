@@ -139,3 +139,57 @@ func TestPermissionsAPI(t *testing.T) {
 		t.Errorf("messages by run %v, want %d for each of %s and %s", byRun, n, added.RunID, removed.RunID)
 	}
 }
+
+// TestProfilesAPI saves a least-privilege profile (refused first with a
+// bogus permission, naming the resource and the name), assigns a tenant to
+// it (the tenant's refresh is enqueued) and lists it.
+func TestProfilesAPI(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 2)
+	ctx := context.Background()
+	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) {
+		c.Permissions = dispatcher.Permissions{Extras: h.store, Publisher: h.disc, Profiles: h.store}
+	})
+	key := "Bearer " + testAPIKey
+	tenant := h.sim.Fleet()[0].ID
+	bogus := `{"requiredResourceAccess":[{"resourceAppId":"` + cpv.GraphAppID + `","resourceAccess":[{"id":"User.Read.Everyone","type":"Role"}]}]}`
+	w := serve(d, apiRequest("POST", "/api/profiles/least-privilege", key, bogus))
+	var refused struct{ Error struct{ Message string } }
+	decode(t, w, &refused)
+	if w.Code != 400 || !strings.Contains(refused.Error.Message, `Microsoft Graph (00000003-0000-0000-c000-000000000000) publishes no application permission "User.Read.Everyone"`) {
+		t.Errorf("bogus profile: %d %s", w.Code, w.Body)
+	}
+	if ps, err := h.store.Profiles(ctx); err != nil || len(ps) != 0 {
+		t.Fatalf("a refused profile was stored: %v %v", ps, err)
+	}
+	good := `{"requiredResourceAccess":[{"resourceAppId":"` + cpv.GraphAppID + `","resourceAccess":[{"id":"User.Read.All","type":"Role"},{"id":"e1fe6dd8-ba31-4d61-89e7-88639da4683d","type":"Scope"}]}]}`
+	if w := serve(d, apiRequest("POST", "/api/profiles/least-privilege", key, good)); w.Code != 200 {
+		t.Fatalf("save profile: %d %s", w.Code, w.Body)
+	}
+	if w := serve(d, apiRequest("POST", "/api/tenants/"+tenant+"/profile", key, `{"profile":"nonexistent"}`)); w.Code != 404 {
+		t.Errorf("assign an unknown profile: %d %s", w.Code, w.Body)
+	}
+	if w := serve(d, apiRequest("POST", "/api/tenants/"+tenant+"/profile", key, `{"profile":"least-privilege"}`)); w.Code != 202 {
+		t.Fatalf("assign: %d %s", w.Code, w.Body)
+	}
+	if msgs := h.drain(t); len(msgs) != 1 || msgs[0].TenantID != tenant {
+		t.Errorf("assigning enqueued %+v, want one refresh of %s", msgs, tenant)
+	}
+	w = serve(d, apiRequest("GET", "/api/profiles", key, ""))
+	var list struct {
+		Profiles []struct {
+			Name      string
+			Tenants   []string
+			Resources []cpv.Resource
+		}
+	}
+	decode(t, w, &list)
+	want := []cpv.Resource{{AppID: cpv.GraphAppID, DisplayName: "Microsoft Graph",
+		AppRoles: []cpv.Permission{{ID: "df021288-bdef-4463-88db-98f22de89214", Value: "User.Read.All"}}, Scopes: []string{"User.Read"}}}
+	if len(list.Profiles) != 1 || list.Profiles[0].Name != "least-privilege" || !cmp.Equal(list.Profiles[0].Tenants, []string{tenant}) {
+		t.Fatalf("profiles: %s", w.Body)
+	}
+	if d := cmp.Diff(want, list.Profiles[0].Resources); d != "" {
+		t.Errorf("profile's set (-want +got):\n%s", d)
+	}
+}

@@ -50,3 +50,37 @@ func TestExtras(t *testing.T) {
 		t.Errorf("after reset: %v %v", got, err)
 	}
 }
+
+// TestProfiles stores, lists and deletes profiles and assigns tenants.
+func TestProfiles(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	res := []byte(`[{"appId":"00000003-0000-0000-c000-000000000000","displayName":"Microsoft Graph","appRoles":[],"scopes":["User.Read"]}]`)
+	if err := s.PutProfile(ctx, store.Profile{Name: "least", Resources: []byte("{not json"), UpdatedBy: "a"}); err == nil {
+		t.Error("a profile that is not JSON was stored")
+	}
+	if err := s.PutProfile(ctx, store.Profile{Name: "least", Resources: res, UpdatedBy: "apikey:1"}); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := s.Profiles(ctx)
+	if err != nil || len(ps) != 1 || ps[0].Name != "least" || string(ps[0].Resources) != string(res) || ps[0].UpdatedBy != "apikey:1" || ps[0].UpdatedAt.IsZero() {
+		t.Fatalf("profiles: %+v %v", ps, err)
+	}
+	const tenant = "7CF9D947-6599-429E-80DB-1266EE26424D"
+	if err := s.SetTenantProfile(ctx, tenant, "least", "apikey:1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.TenantProfiles(ctx); err != nil || !cmp.Equal(got, map[string]string{"7cf9d947-6599-429e-80db-1266ee26424d": "least"}) {
+		t.Errorf("tenant profiles: %v %v", got, err)
+	}
+	if err := s.SetTenantProfile(ctx, tenant, "", "apikey:1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.TenantProfiles(ctx); err != nil || len(got) != 0 {
+		t.Errorf("after unassigning: %v %v", got, err)
+	}
+	if ok, err := s.DeleteProfile(ctx, "least"); !ok || err != nil {
+		t.Errorf("delete: %v %v", ok, err)
+	}
+}
