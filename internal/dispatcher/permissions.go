@@ -211,7 +211,12 @@ func (d *Dispatcher) handleAddPermission(w http.ResponseWriter, r *http.Request,
 		writeError(w, http.StatusBadRequest, "unknownPermission", strings.TrimPrefix(err.Error(), "cpv: "))
 		return
 	}
-	sp := published[0]
+	var sp cpv.ServicePrincipal
+	for _, x := range published {
+		if strings.EqualFold(x.AppID, in.ResourceAppID) {
+			sp = x
+		}
+	}
 	list := sp.AppRoles
 	if in.Type == cpv.AccessScope {
 		list = sp.Scopes
