@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -83,17 +84,16 @@ func (e *effectiveEngine) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var perr error
 	if e.profiles != nil {
-		if err := e.reloadProfiles(ctx, m.Consent); err != nil {
-			return err
-		}
+		perr = e.reloadProfiles(ctx, m.Consent) // the effective manifest is swapped in all the same
 	}
 	if m.Version() == e.Version() {
-		return nil
+		return perr
 	}
 	engine, err := e.build(m)
 	if err != nil {
-		return err
+		return errors.Join(err, perr)
 	}
 	e.mu.Lock()
 	old := e.version
@@ -101,7 +101,7 @@ func (e *effectiveEngine) Reload(ctx context.Context) error {
 	e.mu.Unlock()
 	roles, scopes := m.Counts()
 	e.log.InfoContext(ctx, "effective manifest changed", "version", m.Version(), "previous", old, "app_roles", roles, "scopes", scopes)
-	return nil
+	return perr
 }
 
 func (e *effectiveEngine) effective(ctx context.Context) (*cpv.Manifest, error) {
