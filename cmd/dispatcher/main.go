@@ -26,6 +26,7 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cli"
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher/ui"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
@@ -126,6 +127,18 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	if err != nil {
 		return cli.Invalid(err)
 	}
+	base := cpv.DefaultManifest()
+	if cfg.ManifestFile != "" {
+		f, err := os.Open(cfg.ManifestFile)
+		if err != nil {
+			return cli.Invalid(fmt.Errorf("manifest: %w", err))
+		}
+		base, err = cpv.LoadManifest(f)
+		_ = f.Close() // read only
+		if err != nil {
+			return cli.Invalid(fmt.Errorf("manifest %s: %w", cfg.ManifestFile, err))
+		}
+	}
 	backend, err := storage.New(&cfg.Common, storage.Options{})
 	if err != nil {
 		return cli.Invalid(err)
@@ -183,6 +196,8 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		Registry:            prometheus.NewRegistry(),
 		SeparateMetrics:     cfg.MetricsListen != "",
 		Logger:              log,
+		Permissions: dispatcher.Permissions{Base: base, Extras: st, Publisher: disc,
+			FollowApp: cfg.FollowApp, AppID: cfg.ClientID, Run: cfg.PermissionsRun, Profiles: st},
 	})
 	if err != nil {
 		return cli.Invalid(err)

@@ -34,7 +34,7 @@ func runDaemon(ctx context.Context, e *env) error {
 	if err != nil {
 		return cli.Invalid(err)
 	}
-	engine, kv, err := newEngine(ctx, cfg, m, log)
+	build, partner, kv, err := newEngineBuilder(ctx, cfg, log)
 	if err != nil {
 		return cli.Invalid(fmt.Errorf("engine not built: %w", err))
 	}
@@ -70,6 +70,21 @@ func runDaemon(ctx context.Context, e *env) error {
 		return fmt.Errorf("store not reachable: %w", err)
 	}
 
+	engine, err := newEffectiveEngine(startCtx, &effectiveEngine{base: m, build: build, partner: partner, extras: st, profiles: st,
+		followApp: cfg.FollowApp, appID: cfg.ClientID, log: log})
+	if err != nil {
+		return cli.Invalid(fmt.Errorf("engine not built: %w", err))
+	}
+	if cfg.ManifestReload > 0 {
+		rctx, stopReload := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			engine.reloadEvery(rctx, cfg.ManifestReload)
+		}()
+		defer func() { stopReload(); <-done }()
+	}
+
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collectors.NewGoCollector()); err != nil {
 		return fmt.Errorf("metrics not registered: %w", err)
@@ -93,7 +108,7 @@ func runDaemon(ctx context.Context, e *env) error {
 		PollMax:         cfg.PollMax,
 		WorkerID:        cfg.WorkerID,
 		Host:            host,
-		ManifestVersion: m.Version(),
+		ManifestVersion: engine.Version(),
 		Logger:          log,
 		Metrics:         metrics,
 	}, q, engine, st)

@@ -12,6 +12,8 @@
 //	worker exclude <tenant>... [--reason text] [--by name]  leave tenants out of runs and refuse manual refreshes
 //	worker include <tenant>... [--by name]                  include excluded tenants again
 //	worker excluded [--json]                                list the excluded tenants (who, when, why)
+//	worker manifest import [--out file] [--skip-unpublished] <SAMManifest.json> [<AdditionalPermissions.json>]
+//	                                                        print CIPP's permission set as a manifest
 //
 // Configuration comes from CPV_* environment variables or flags of the same
 // names (-queue, -concurrency, ...; `worker help` lists them). Exit status:
@@ -38,6 +40,7 @@ func main() { cli.Main("worker", run) }
 type env struct {
 	cfg    config.Worker
 	opts   *opts
+	args   []string // positional arguments, for a command that takes them
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
@@ -122,6 +125,7 @@ func commands() []command {
 		{name: "exclude", summary: "leave tenants out of runs and refuse their manual refreshes", args: "<tenant>...", flags: exclusionFlags(true), run: runExclusion(true)},
 		{name: "include", summary: "include excluded tenants again", args: "<tenant>...", flags: exclusionFlags(false), run: runExclusion(false)},
 		{name: "excluded", summary: "list the excluded tenants: who excluded them, when and why", flags: jsonFlag, run: runExcluded},
+		{name: "manifest", summary: "import <SAMManifest.json> [<AdditionalPermissions.json>]: print CIPP's set as a manifest", flags: manifestFlags, run: runManifest, fullConfig: true, args: "<SAMManifest.json> [<AdditionalPermissions.json>]"},
 	}
 }
 

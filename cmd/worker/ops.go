@@ -53,6 +53,8 @@ type opts struct {
 	max     int
 	by      string
 	args    []string // positional arguments
+	out     string
+	skip    bool
 }
 
 func refreshFlags(fs *flag.FlagSet, o *opts) {

@@ -12,6 +12,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph"
+	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/logging"
 	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
@@ -49,24 +50,27 @@ func microsoftClient(cfg *config.Worker) *http.Client {
 	return &http.Client{Transport: cpv.CountingTransport(tr, cfg.GraphURL, cfg.PartnerCenterURL)}
 }
 
-// newEngine builds the refresh engine: the partner credential (from Key
-// Vault when CPV_KEY_VAULT_URL is set: the store returned, else nil, must
-// run while the engine is used), the Graph client and the Partner Center
-// client over one counting HTTP client.
+// newEngine builds the refresh engine for m: see newEngineBuilder.
 func newEngine(ctx context.Context, cfg *config.Worker, m *cpv.Manifest, log *slog.Logger) (*cpv.Engine, *vault.Store, error) {
-	hc := microsoftClient(cfg)
-	cred, kv, err := cfg.AppCredential(ctx, hc, log)
+	build, _, kv, err := newEngineBuilder(ctx, cfg, log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("credential: %w", err)
+		return nil, nil, err
 	}
-	engine, err := buildEngine(cfg, m, log, hc, cred)
+	engine, err := build(m)
 	return engine, kv, err
 }
 
-func buildEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger, hc *http.Client, cred azcore.TokenCredential) (*cpv.Engine, error) {
-	dir, err := graph.New(graph.Config{BaseURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log})
+// newEngineBuilder builds the clients once: the partner credential (from
+// Key Vault when CPV_KEY_VAULT_URL is set: the store returned, else nil,
+// must run while the engine is used), the Graph client and the Partner
+// Center client over one counting HTTP client. It returns a function that
+// makes an engine over them for a manifest, and the partner-tenant reader
+// of published permissions and the app registration.
+func newEngineBuilder(ctx context.Context, cfg *config.Worker, log *slog.Logger) (func(*cpv.Manifest) (*cpv.Engine, error), *gdap.Client, *vault.Store, error) {
+	hc := microsoftClient(cfg)
+	cred, dir, kv, err := newDirectory(ctx, cfg, hc, log)
 	if err != nil {
-		return nil, fmt.Errorf("graph client: %w", err)
+		return nil, nil, nil, err
 	}
 	pc, err := partnercenter.New(partnercenter.Config{
 		BaseURL:         cfg.PartnerCenterURL,
@@ -76,9 +80,30 @@ func buildEngine(cfg *config.Worker, m *cpv.Manifest, log *slog.Logger, hc *http
 		Logger:          log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("partner center client: %w", err)
+		return nil, nil, nil, fmt.Errorf("partner center client: %w", err)
 	}
-	return cpv.New(cpv.Config{Manifest: m, AppID: cfg.ClientID, Directory: dir, Consenter: pc, Exact: cfg.Exact, Logger: log})
+	pub, err := gdap.New(gdap.Config{GraphURL: cfg.GraphURL, PartnerTenantID: cfg.PartnerTenantID, Credential: cred, HTTPClient: hc})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("partner tenant reader: %w", err)
+	}
+	build := func(m *cpv.Manifest) (*cpv.Engine, error) {
+		return cpv.New(cpv.Config{Manifest: m, AppID: cfg.ClientID, Directory: dir, Consenter: pc, Exact: cfg.Exact, Logger: log})
+	}
+	return build, pub, kv, nil
+}
+
+// newDirectory is the partner credential (and its Key Vault store, nil
+// without one) and the Graph client over hc.
+func newDirectory(ctx context.Context, cfg *config.Worker, hc *http.Client, log *slog.Logger) (azcore.TokenCredential, *graph.Client, *vault.Store, error) {
+	cred, kv, err := cfg.AppCredential(ctx, hc, log)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("credential: %w", err)
+	}
+	dir, err := graph.New(graph.Config{BaseURL: cfg.GraphURL, Credential: cred, HTTPClient: hc, Logger: log})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("graph client: %w", err)
+	}
+	return cred, dir, kv, nil
 }
 
 // newBackend is the worker's storage: one HTTP client, with an idle

@@ -53,6 +53,7 @@ type Common struct {
 	GraphURL         string `env:"CPV_GRAPH_URL" default:"https://127.0.0.1:8443/v1.0" help:"Microsoft Graph base URL; https://graph.microsoft.com/v1.0 in production"`
 	PartnerCenterURL string `env:"CPV_PARTNER_CENTER_URL" default:"https://127.0.0.1:8443" help:"Partner Center API base URL; https://api.partnercenter.microsoft.com in production"`
 	ManifestFile     string `env:"CPV_MANIFEST_FILE" help:"JSON permission manifest overriding the embedded default"`
+	FollowApp        bool   `env:"CPV_FOLLOW_APP" default:"false" help:"add the permissions the partner's app registration declares (requiredResourceAccess) to the base manifest"`
 
 	LogFormat string `env:"CPV_LOG_FORMAT" default:"auto" help:"log format: auto (colour text on a terminal, JSON otherwise), text or json"`
 	LogLevel  string `env:"CPV_LOG_LEVEL" default:"info" help:"log level: debug, info, warn or error"`
@@ -72,6 +73,7 @@ type Worker struct {
 	RetryMax       time.Duration `env:"CPV_RETRY_MAX" default:"15m" help:"longest backoff after a retryable failure"`
 	ShutdownGrace  time.Duration `env:"CPV_SHUTDOWN_GRACE" default:"25s" help:"on SIGTERM, how long in-flight refreshes may finish before they are released to another replica"`
 	Exact          bool          `env:"CPV_EXACT" default:"false" help:"also remove application roles the manifest no longer lists"`
+	ManifestReload time.Duration `env:"CPV_MANIFEST_RELOAD" default:"30s" help:"how often the effective manifest (base, app registration, extra permissions) is read again; 0: never"`
 	PollMax        time.Duration `env:"CPV_POLL_MAX" default:"5s" help:"longest wait between receives while the queue is empty"`
 }
 
@@ -104,6 +106,7 @@ type Dispatcher struct {
 	RotationSchedule    string        `env:"CPV_ROTATION_SCHEDULE" default:"0 0 * * 0" help:"cron schedule (in CPV_TIME_ZONE) of the client secret's rotation in Key Vault (mode secret with CPV_KEY_VAULT_URL); one replica rotates"`
 	RotationOverlap     time.Duration `env:"CPV_ROTATION_OVERLAP" default:"24h" help:"how long a replaced client secret stays on the app after its successor was proven"`
 	SecretLifetime      time.Duration `env:"CPV_SECRET_LIFETIME" default:"4320h" help:"validity of a client secret the rotation adds"`
+	PermissionsRun      bool          `env:"CPV_PERMISSIONS_RUN" default:"true" help:"enqueue a refresh of every tenant when a change of the extra permissions makes a new effective manifest"`
 }
 
 // Validate checks the shared settings, one message per bad field.

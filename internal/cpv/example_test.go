@@ -71,6 +71,6 @@ func ExampleEngine_Refresh() {
 	}
 	fmt.Printf("second: %s, no change %v, round trips: %d token, %d graph\n", res.Status, res.NoChange, res.Trips.Token, res.Trips.Graph)
 	// Output:
-	// first: succeeded, consented true, app roles 74/74, delegated scopes 105/105
+	// first: succeeded, consented true, app roles 74/74, delegated scopes 97/97
 	// second: succeeded, no change true, round trips: 0 token, 1 graph
 }

@@ -128,6 +128,9 @@ func (m *Manifest) normalize() {
 			r.AppRoles[j].ID = strings.ToLower(r.AppRoles[j].ID)
 		}
 		sort.Slice(r.AppRoles, func(a, b int) bool { return r.AppRoles[a].ID < r.AppRoles[b].ID })
+		if r.AppRoles == nil {
+			r.AppRoles = []Permission{} // absent and empty are the same version
+		}
 		r.Scopes = uniqueSorted(r.Scopes)
 	}
 	sort.Slice(m.Resources, func(a, b int) bool { return m.Resources[a].AppID < m.Resources[b].AppID })

@@ -181,8 +181,8 @@ func TestRefreshUnlicensedTenantIsPartial(t *testing.T) {
 	if res.Status != cpvtype.StatusPartial {
 		t.Errorf("status %s, want partial", res.Status)
 	}
+	// The base names WindowsDefenderATP, not Microsoft Threat Protection.
 	want := []string{
-		"Microsoft Threat Protection (8ee8fdad-f234-4243-8f3b-15c294843740) is not available in this tenant (no licence)",
 		"WindowsDefenderATP (fc780465-2017-40d4-a0c5-307022471b92) is not available in this tenant (no licence)",
 	}
 	got := slices.Clone(res.Notices)
@@ -193,8 +193,7 @@ func TestRefreshUnlicensedTenantIsPartial(t *testing.T) {
 	// Everything else is applied.
 	testenv.Conforms(t, sim, tenant)
 	atp, _ := cpv.DefaultManifest().Resource("fc780465-2017-40d4-a0c5-307022471b92")
-	mtp, _ := cpv.DefaultManifest().Resource("8ee8fdad-f234-4243-8f3b-15c294843740")
-	if got, want := res.AppRoles.Unavailable, len(atp.AppRoles)+len(mtp.AppRoles); got != want {
+	if got, want := res.AppRoles.Unavailable, len(atp.AppRoles); got != want {
 		t.Errorf("unavailable app roles = %d, want %d", got, want)
 	}
 	if res.AppRoles.Applied+res.AppRoles.AlreadyPresent+res.AppRoles.Unavailable != res.AppRoles.Wanted {
@@ -653,7 +652,7 @@ func TestRefreshUnpublishedRoleIsPartial(t *testing.T) {
 
 // TestRefreshWrongRoleIDIsNotSucceeded shows why the simulator keeps its own
 // catalog: a manifest whose Microsoft Graph role carries a wrong id (a random
-// GUID instead of Application.Read.All's) is not published by the simulator,
+// GUID instead of Application.ReadWrite.All's) is not published by the simulator,
 // so a refresh with it cannot end succeeded, on a new tenant or a correct
 // one, and the real role stays missing where it was never assigned. (When
 // the simulator built its catalog from the manifest, it published any id the
@@ -672,7 +671,7 @@ func TestRefreshWrongRoleIDIsNotSucceeded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const realID = "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30" // Application.Read.All
+	const realID = "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9" // Application.ReadWrite.All
 	wrongID := uuid.NewString()
 	replaced := 0
 	for i := range raw.Resources {
@@ -684,7 +683,7 @@ func TestRefreshWrongRoleIDIsNotSucceeded(t *testing.T) {
 		}
 	}
 	if replaced != 1 {
-		t.Fatalf("the default manifest has %d Application.Read.All roles on Graph, want 1", replaced)
+		t.Fatalf("the default manifest has %d Application.ReadWrite.All roles on Graph, want 1", replaced)
 	}
 	if b, err = json.Marshal(raw); err != nil {
 		t.Fatal(err)
@@ -698,7 +697,7 @@ func TestRefreshWrongRoleIDIsNotSucceeded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	notice := "Microsoft Graph (" + cpv.GraphAppID + ") does not publish app role Application.Read.All (" + wrongID + ") in this tenant"
+	notice := "Microsoft Graph (" + cpv.GraphAppID + ") does not publish app role Application.ReadWrite.All (" + wrongID + ") in this tenant"
 	for _, tc := range []struct {
 		kind        m365sim.Kind
 		realMissing bool // the real role is still not assigned afterwards

@@ -14,16 +14,18 @@ import (
 
 // Actions in the activity log.
 const (
-	ActionRefresh    = "refresh"
-	ActionReset      = "reset"
-	ActionRefreshAll = "refreshAll"
-	ActionPause      = "pause"
-	ActionResume     = "resume"
-	ActionSignIn     = "signIn"
-	ActionSignOut    = "signOut"
-	ActionExclude    = "exclude"
-	ActionInclude    = "include"
-	ActionRotate     = "rotateCredential"
+	ActionRefresh     = "refresh"
+	ActionReset       = "reset"
+	ActionRefreshAll  = "refreshAll"
+	ActionPause       = "pause"
+	ActionResume      = "resume"
+	ActionSignIn      = "signIn"
+	ActionSignOut     = "signOut"
+	ActionExclude     = "exclude"
+	ActionInclude     = "include"
+	ActionRotate      = "rotateCredential"
+	ActionPermissions = "permissions"
+	ActionProfile     = "profile"
 )
 
 // Outcomes in the activity log.

@@ -144,6 +144,10 @@ type Config struct {
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
+	// Permissions configures the permission set API (/api/permissions);
+	// its Extras nil leaves the API out.
+	Permissions Permissions
+
 	// BatchSize is the number of tenants a run lists between two
 	// checkpoints of its progress (250, the most, when 0).
 	BatchSize int

@@ -91,6 +91,16 @@ func (d *Dispatcher) routes() http.Handler {
 	d.api(mux, "/api/activity", get(d.handleActivity))
 	d.api(mux, "/api/me", get(d.handleMe))
 	d.api(mux, "/api/settings", admin(get(d.handleSettings)))
+	if d.cfg.Permissions.Extras != nil {
+		d.api(mux, "/api/permissions", get(d.handleListPermissions), admin(post(d.handleAddPermission)))
+		d.api(mux, "/api/permissions/reset", admin(post(d.handleResetPermissions)))
+		d.api(mux, "/api/permissions/{key}", admin(del(d.handleRemovePermission)))
+	}
+	if d.cfg.Permissions.Profiles != nil && d.cfg.Permissions.Publisher != nil {
+		d.api(mux, "/api/profiles", get(d.handleListProfiles))
+		d.api(mux, "/api/profiles/{name}", admin(post(d.handlePutProfile)), admin(del(d.handleDeleteProfile)))
+		d.api(mux, "/api/tenants/{id}/profile", admin(post(d.handleTenantProfile)))
+	}
 	// The CIPP front end's shapes. It sends POST; a GET (a link followed, a
 	// prefetch) must not enqueue, so it is answered 405.
 	d.api(mux, "/api/ExecCPVPermissions", post(d.handleCIPPPermissions))

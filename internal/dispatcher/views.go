@@ -70,6 +70,7 @@ type HistoryView struct {
 	DurationMS int64           `json:"durationMs"`
 	Error      string          `json:"error,omitempty"`
 	Advice     string          `json:"advice,omitempty"`
+	Manifest   string          `json:"manifestVersion,omitempty"`
 	Detail     json.RawMessage `json:"detail,omitempty"`
 	Truncated  bool            `json:"truncated,omitempty"`
 }
@@ -135,7 +136,7 @@ func historyView(h store.HistoryEntry) HistoryView {
 	v := HistoryView{
 		At: h.At.UTC(), State: h.State, Op: h.Op, Reason: h.Reason, RunID: h.RunID, RequestID: h.RequestID,
 		Worker: h.Worker, DurationMS: h.Duration.Milliseconds(), Error: h.Error, Advice: h.Advice,
-		Truncated: h.Truncated,
+		Manifest: h.ManifestVersion, Truncated: h.Truncated,
 	}
 	if len(h.Detail) > 0 {
 		if json.Valid(h.Detail) {

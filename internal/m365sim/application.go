@@ -2,6 +2,7 @@ package m365sim
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -169,15 +170,28 @@ func (s *Sim) applicationBody(q *gReq) map[string]any {
 	for i, p := range s.passwords {
 		creds[i] = p.graph()
 	}
+	req := s.appRequired()
 	s.appMu.Unlock()
+	var rra []map[string]any
+	idx := map[string]int{}
+	for _, r := range req {
+		i, seen := idx[r.ResourceAppID]
+		if !seen {
+			i = len(rra)
+			idx[r.ResourceAppID] = i
+			rra = append(rra, map[string]any{"resourceAppId": r.ResourceAppID, "resourceAccess": []map[string]any{}})
+		}
+		rra[i]["resourceAccess"] = append(rra[i]["resourceAccess"].([]map[string]any), map[string]any{"id": r.ID, "type": r.Type})
+	}
 	body := map[string]any{
-		"@odata.context":      q.base + "/$metadata#applications/$entity",
-		"id":                  s.appObjectID.String(),
-		"appId":               s.appID,
-		"displayName":         s.cat.app.displayName,
-		"signInAudience":      "AzureADMultipleOrgs",
-		"passwordCredentials": creds,
-		"keyCredentials":      []any{},
+		"@odata.context":         q.base + "/$metadata#applications/$entity",
+		"id":                     s.appObjectID.String(),
+		"appId":                  s.appID,
+		"displayName":            s.cat.app.displayName,
+		"signInAudience":         "AzureADMultipleOrgs",
+		"passwordCredentials":    creds,
+		"requiredResourceAccess": rra,
+		"keyCredentials":         []any{},
 	}
 	if sel := q.query.Get("$select"); sel != "" {
 		keep := map[string]bool{"@odata.context": true}
@@ -259,4 +273,62 @@ func (s *Sim) removePassword(q *gReq) gRes {
 		}
 	}
 	return fail(gErr(http.StatusBadRequest, "Request_BadRequest", "No credential with keyId '"+in.KeyID+"' was found on the application."))
+}
+
+// RequiredAccess is one permission the partner's app registration declares
+// (an entry of its requiredResourceAccess): a resource app, the
+// permission's id and "Role" or "Scope".
+type RequiredAccess struct {
+	ResourceAppID string
+	ID            string
+	Type          string
+}
+
+// appRequired returns the partner app registration's requiredResourceAccess:
+// the permission set's roles and scopes (by id), then what AddAppPermission
+// added; s.appMu is held.
+func (s *Sim) appRequired() []RequiredAccess {
+	var out []RequiredAccess
+	for _, d := range s.cat.apps {
+		if !d.wanted {
+			continue
+		}
+		for _, id := range d.wantRoles {
+			out = append(out, RequiredAccess{ResourceAppID: d.appID, ID: id.String(), Type: "Role"})
+		}
+		for _, v := range d.wantScopes {
+			for _, p := range d.scopes {
+				if p.Value == v {
+					out = append(out, RequiredAccess{ResourceAppID: d.appID, ID: p.ID, Type: "Scope"})
+				}
+			}
+		}
+	}
+	return append(out, s.appExtra...)
+}
+
+// AddAppPermission declares one more permission on the partner's app
+// registration, as a partner editing it in Entra would: value is the name
+// of an application role (typ "Role") or delegated scope ("Scope") that
+// the resource publishes. Tenants are not changed.
+func (s *Sim) AddAppPermission(resourceAppID, typ, value string) error {
+	d := s.cat.byAppID[strings.ToLower(resourceAppID)]
+	if d == nil || d == s.cat.app {
+		return fmt.Errorf("m365sim: add app permission: %s is not a resource app of the catalog", resourceAppID)
+	}
+	list := d.roles
+	if typ == "Scope" {
+		list = d.scopes
+	} else if typ != "Role" {
+		return fmt.Errorf("m365sim: add app permission: type %q, want Role or Scope", typ)
+	}
+	for _, p := range list {
+		if p.Value == value {
+			s.appMu.Lock()
+			s.appExtra = append(s.appExtra, RequiredAccess{ResourceAppID: d.appID, ID: p.ID, Type: typ})
+			s.appMu.Unlock()
+			return nil
+		}
+	}
+	return fmt.Errorf("m365sim: add app permission: %s publishes no %s %q", d.displayName, typ, value)
 }

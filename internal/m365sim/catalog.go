@@ -32,13 +32,11 @@ var newTenantResources = []string{GraphAppID, aadGraphAppID, exchangeAppID, shar
 var unlicensedResources = []string{defenderAppID, mtpAppID}
 
 // catalogJSON is what the simulator's resource apps publish: for each, its
-// appId, display name, app roles and delegated scopes with their ids. The
-// data is the simulator's own (see the file's "source"): it was written once
-// from what the simulator published when its catalog was still derived from
-// internal/cpv/manifest.json (Microsoft's real app role ids, plus ids the
-// simulator synthesized for scopes and for a few extra permissions per
-// resource), and no longer follows the manifest, so that a wrong id in a
-// manifest fails a test instead of being published by the simulator.
+// appId, display name, app roles and delegated scopes with Microsoft's ids.
+// It is built from public dumps of Microsoft's first-party service
+// principals (README.md beside it says which, and when), not from any
+// manifest, so that a wrong id in a manifest fails a test instead of being
+// published by the simulator.
 //
 //go:embed catalog.json
 var catalogJSON []byte

@@ -45,6 +45,8 @@
 //     $select, $top and absolute @odata.nextLink paging, create, delete),
 //     appRoleAssignments and appRoleAssignedTo, oauth2PermissionGrants,
 //     tenantRelationships/delegatedAdminRelationships (partner tenant),
+//     applications(appId='...') (the partner's app registration and its
+//     requiredResourceAccess, partner tenant; AddAppPermission edits it),
 //     organization, and $batch (at most 20 requests, dependsOn, 424 for a
 //     failed dependency, per-item 429 with Retry-After inside a 200). The
 //     directory a request sees is the one of its token's tid. Request bodies

@@ -305,6 +305,14 @@ func (s *Sim) drift(t *tenant) {
 		return
 	}
 	perm := r.Perm(len(t.grants))
+	// The changed grant is one whose resource publishes a scope the set does
+	// not want, so that it can gain an extra scope.
+	for i, j := range perm {
+		if extraScope(t.spByID(t.grants[j].resource).def) != "" {
+			perm[0], perm[i] = perm[i], perm[0]
+			break
+		}
+	}
 	changed, dup, missing := perm[0], perm[1], perm[2]
 	// Extra and missing scopes on one grant.
 	g := &t.grants[changed]
@@ -319,11 +327,8 @@ func (s *Sim) drift(t *tenant) {
 	}
 	r.Shuffle(len(scopes), func(a, b int) { scopes[a], scopes[b] = scopes[b], scopes[a] })
 	scopes = scopes[remove:]
-	for _, p := range d.scopes {
-		if !contains(d.wantScopes, p.Value) {
-			scopes = append(scopes, p.Value)
-			break
-		}
+	if x := extraScope(d); x != "" {
+		scopes = append(scopes, x)
 	}
 	sort.Strings(scopes)
 	g.scope = strings.Join(scopes, " ")
@@ -332,6 +337,17 @@ func (s *Sim) drift(t *tenant) {
 	t.addGrant(dg.client, dg.resource, dg.scope)
 	// One resource's grant missing.
 	t.grants = append(t.grants[:missing], t.grants[missing+1:]...)
+}
+
+// extraScope returns a scope d publishes that the permission set does not
+// want, or "" if there is none.
+func extraScope(d *appDef) string {
+	for _, p := range d.scopes {
+		if !contains(d.wantScopes, p.Value) {
+			return p.Value
+		}
+	}
+	return ""
 }
 
 func contains(list []string, v string) bool {

@@ -479,7 +479,7 @@ func (s *Sim) listSPs(q *gReq) gRes {
 		}
 		items = append(items, keyed{key: sp.id.String(), m: m})
 	}
-	return page(q, items, spFields, 999, "servicePrincipals")
+	return page(q, items, spFields, maxDirectoryTop, "servicePrincipals")
 }
 
 func (s *Sim) createSP(q *gReq) gRes {
@@ -621,7 +621,7 @@ func (s *Sim) listAssignments(q *gReq, match func(*assignObj) bool, ctx string) 
 		}
 		items = append(items, keyed{key: m["id"].(string), m: m})
 	}
-	return page(q, items, assignmentFields, 999, ctx)
+	return page(q, items, assignmentFields, maxDirectoryTop, ctx)
 }
 
 func (s *Sim) createAssignment(q *gReq, sp *spObj) gRes {
@@ -694,7 +694,7 @@ func (s *Sim) listGrants(q *gReq, match func(*grantObj) bool, ctx string) gRes {
 		}
 		items = append(items, keyed{key: m["id"].(string), m: m})
 	}
-	return page(q, items, grantFields, 999, ctx)
+	return page(q, items, grantFields, maxDirectoryTop, ctx)
 }
 
 func (s *Sim) routeGrants(q *gReq, rest []string) gRes {
@@ -963,6 +963,8 @@ func decodeSkipToken(tok string) (string, bool) {
 	return string(b), true
 }
 
+// topOf reads $top. Above the 999 directory objects allow, Graph answers
+// Request_UnsupportedQuery; any other bad value is Request_BadRequest.
 func topOf(q url.Values, def, maxTop int) (int, *graphError) {
 	v := q.Get("$top")
 	if v == "" {
@@ -970,10 +972,17 @@ func topOf(q url.Values, def, maxTop int) (int, *graphError) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > maxTop {
-		return 0, gErr(http.StatusBadRequest, "Request_BadRequest", fmt.Sprintf("Invalid page size specified: '%s'. Must be between 1 and %d inclusive.", truncate(v, 20), maxTop))
+		code := "Request_BadRequest"
+		if err == nil && n > maxTop && maxTop == maxDirectoryTop {
+			code = "Request_UnsupportedQuery"
+		}
+		return 0, gErr(http.StatusBadRequest, code, fmt.Sprintf("Invalid page size specified: '%s'. Must be between 1 and %d inclusive.", truncate(v, 20), maxTop))
 	}
 	return n, nil
 }
+
+// maxDirectoryTop is the largest $top Graph accepts for directory objects.
+const maxDirectoryTop = 999
 
 // page sorts items by key, applies $skiptoken and $top and builds the
 // collection answer with an absolute @odata.nextLink.

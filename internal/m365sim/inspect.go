@@ -161,3 +161,14 @@ func (s *Sim) serveInspect(w http.ResponseWriter, r *http.Request) {
 }
 
 var _ json.Marshaler = Faults{}
+
+// Published returns what the resource app appID publishes in the
+// simulator's catalog (Microsoft's app roles and delegated scopes, with
+// their ids), or ok false if the catalog has no such app.
+func (s *Sim) Published(appID string) (displayName string, roles, scopes []Permission, ok bool) {
+	d := s.cat.byAppID[strings.ToLower(appID)]
+	if d == nil || d == s.cat.app {
+		return "", nil, nil, false
+	}
+	return d.displayName, append([]Permission(nil), d.roles...), append([]Permission(nil), d.scopes...), true
+}

@@ -172,3 +172,33 @@ func TestPartnerCenterRateLimit(t *testing.T) {
 		t.Errorf("PC429Rate 1: %d", r.Status)
 	}
 }
+
+// TestConsentAnyPublishedScope consents to scopes Microsoft Graph publishes
+// that no permission set asks for (Directory.Read.All among them): Partner
+// Center accepts any scope the resource publishes, and refuses one it does
+// not, naming it.
+func TestConsentAnyPublishedScope(t *testing.T) {
+	t.Parallel()
+	sim := start(t, m365sim.Options{Seed: 32, Tenants: 8})
+	news := tenantsOf(sim, m365sim.KindNew)
+	if len(news) < 2 {
+		t.Fatalf("want 2 new tenants, have %d", len(news))
+	}
+	pc := pcToken(t, sim)
+	body := func(scope string) map[string]any {
+		return map[string]any{"applicationId": sim.AppID(), "applicationGrants": []any{map[string]any{"enterpriseApplicationId": m365sim.GraphAppID, "scope": scope}}}
+	}
+	const scope = "Directory.Read.All,User.Read,Policy.Read.All"
+	r := call(t, sim, "POST", "/v1/customers/"+news[0].ID+"/applicationconsents", pc, body(scope))
+	if r.Status != 201 {
+		t.Fatalf("consent for %s: %d %s", scope, r.Status, r.Raw)
+	}
+	st, _ := sim.Tenant(news[0].ID)
+	if len(st.Grants) != 1 || st.Grants[0].Scope != "Directory.Read.All User.Read Policy.Read.All" {
+		t.Errorf("grants after consent: %+v", st.Grants)
+	}
+	bad := call(t, sim, "POST", "/v1/customers/"+news[1].ID+"/applicationconsents", pc, body("Directory.Read.Everything"))
+	if bad.Status != 400 || !strings.Contains(string(bad.Raw), "Directory.Read.Everything") {
+		t.Errorf("consent for an unpublished scope: %d %s", bad.Status, bad.Raw)
+	}
+}

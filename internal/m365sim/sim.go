@@ -127,7 +127,10 @@ type Sim struct {
 	log  *slog.Logger
 	now  func() time.Time
 	want *Permissions
-	cat  *catalog
+	// appExtra: permissions AddAppPermission declared on the partner's app
+	// registration (under appMu).
+	appExtra []RequiredAccess
+	cat      *catalog
 
 	partnerID     uuid.UUID
 	appID         string
@@ -310,13 +313,14 @@ func New(opts Options) (*Sim, error) {
 		return nil, err
 	}
 
-	// The partner tenant: the app and Microsoft Graph exist there.
+	// The partner tenant: the app and every resource app of the catalog
+	// exist there (the partner consented to its own app).
 	p := &tenant{id: s.partnerID, idStr: s.partnerID.String(), displayName: "Partner " + s.partnerID.String()[:8], domain: s.partnerDomain, partner: true}
 	p.rng = rand.New(rand.NewPCG(s.seed, 0xffff_ffff))
 	p.ready = true
 	p.addSP(s.cat.app)
-	if g := s.cat.byAppID[GraphAppID]; g != nil {
-		p.addSP(g)
+	for _, d := range s.cat.apps {
+		p.addSP(d)
 	}
 	s.partner = p
 	s.tenants[p.id] = p

@@ -27,6 +27,8 @@ type HistoryEntry struct {
 	Duration  time.Duration
 	Error     string
 	Advice    string
+	// ManifestVersion is the effective manifest the attempt applied.
+	ManifestVersion string
 	// Detail is the per-permission detail (JSON). Over the 64 KiB property
 	// limit it is stored as a JSON string holding its start, and Truncated
 	// is set.
@@ -64,6 +66,7 @@ func (s *Store) AddHistory(ctx context.Context, h HistoryEntry) error {
 	p.int64("DurationNs", int64(h.Duration))
 	p.str("Error", h.Error)
 	p.str("Advice", h.Advice)
+	p.strIf("ManifestVersion", h.ManifestVersion)
 	p.strIf("Detail", detail)
 	p.bool("Truncated", h.Truncated || cut)
 	b, err := p.entity(h.TenantID, historyRowKey(h.At))
@@ -87,18 +90,19 @@ func (s *Store) ListHistory(ctx context.Context, tenantID string, limit int) ([]
 	err := s.each(ctx, s.history, "PartitionKey eq "+odataString(tenantID), "", limit, func(e aztables.EDMEntity) error {
 		r := row{e}
 		h := HistoryEntry{
-			TenantID:  r.PartitionKey,
-			At:        r.time("At"),
-			State:     cpvtype.Status(r.str("State")),
-			Op:        cpvtype.Op(r.str("Op")),
-			Reason:    r.str("Reason"),
-			RunID:     r.str("RunID"),
-			RequestID: r.str("RequestID"),
-			Worker:    r.str("Worker"),
-			Duration:  time.Duration(r.int64("DurationNs")),
-			Error:     r.str("Error"),
-			Advice:    r.str("Advice"),
-			Truncated: r.bool("Truncated"),
+			TenantID:        r.PartitionKey,
+			At:              r.time("At"),
+			State:           cpvtype.Status(r.str("State")),
+			Op:              cpvtype.Op(r.str("Op")),
+			Reason:          r.str("Reason"),
+			RunID:           r.str("RunID"),
+			RequestID:       r.str("RequestID"),
+			Worker:          r.str("Worker"),
+			Duration:        time.Duration(r.int64("DurationNs")),
+			Error:           r.str("Error"),
+			Advice:          r.str("Advice"),
+			ManifestVersion: r.str("ManifestVersion"),
+			Truncated:       r.bool("Truncated"),
 		}
 		if d := r.str("Detail"); d != "" {
 			h.Detail = json.RawMessage(d)

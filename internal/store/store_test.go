@@ -385,7 +385,7 @@ func TestHistory(t *testing.T) {
 
 	detail := json.RawMessage(`{"appRoles":[{"id":"x","applied":true}]}`)
 	entries := []store.HistoryEntry{
-		{TenantID: tenantA, At: at(20), State: cpvtype.StatusSucceeded, Op: "refresh", Reason: "nightly", RunID: "r2", RequestID: "q2", Worker: "w", Duration: 3 * time.Second, Detail: detail},
+		{TenantID: tenantA, At: at(20), State: cpvtype.StatusSucceeded, Op: "refresh", Reason: "nightly", RunID: "r2", RequestID: "q2", Worker: "w", Duration: 3 * time.Second, ManifestVersion: "c21b3c66fc4bf34f", Detail: detail},
 		{TenantID: tenantA, At: at(0), State: cpvtype.StatusFailed, Op: "refresh", Reason: "event", Error: "boom", Advice: "retry later"},
 		{TenantID: tenantA, At: at(10), State: cpvtype.StatusPartial, Op: "reset", Reason: "manual"},
 		{TenantID: tenantA, At: at(10), State: cpvtype.StatusSucceeded, Op: "refresh", Reason: "manual"}, // same instant: both kept

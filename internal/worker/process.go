@@ -251,6 +251,8 @@ func (w *Worker) historyEntry(a *attempt, res cpv.Result, st store.Status) store
 		Duration:  st.Duration,
 		Error:     st.LastError,
 		Advice:    st.Advice,
+		// Which tenants got a permission, and when, is answerable from the history.
+		ManifestVersion: st.ManifestVersion,
 	}
 	if detail, err := json.Marshal(res); err == nil {
 		h.Detail = detail

@@ -127,14 +127,15 @@ func newStack(t *testing.T, opts ...stackOptions) *stack {
 			RedirectURL: base + "/auth/callback"}
 	}
 	s.disp, err = dispatcher.New(dispatcher.Config{
-		ID:         "dispatcher-ui-test",
-		Store:      s.store,
-		Queue:      s.queue,
-		Discovery:  disc,
-		APIKeys:    []string{testAPIKey},
-		SignIn:     signIn,
-		HTTPClient: hc,
-		UI:         ui.Handler(),
+		ID:          "dispatcher-ui-test",
+		Store:       s.store,
+		Queue:       s.queue,
+		Discovery:   disc,
+		APIKeys:     []string{testAPIKey},
+		SignIn:      signIn,
+		HTTPClient:  hc,
+		UI:          ui.Handler(),
+		Permissions: dispatcher.Permissions{Extras: s.store, Publisher: disc, Run: true},
 		Backend: map[string]string{
 			"transport":      "storage",
 			"storageAccount": "devstoreaccount1",
@@ -616,6 +617,32 @@ func TestBrowser(t *testing.T) {
 	b.until("the finished run", `document.querySelector('#run-progress [data-count="pending"]')?.textContent.trim().endsWith(' 0')`, 30*time.Second)
 	b.until("every status", `document.querySelectorAll('#tenants-table tbody tr[data-state="never"]').length === 0`, 30*time.Second)
 	b.screenshot("tenants.png")
+
+	// Permissions: an Admin adds a Graph application permission; a bogus
+	// one is refused with the resource and the name; reset to defaults
+	// takes the added one away.
+	b.click(`a[data-nav="permissions"]`)
+	b.until("the permission lines", `document.querySelectorAll('#perm-table tbody tr').length > 100`, 20*time.Second)
+	b.do("type a bogus permission", chromedp.SendKeys(chromedp.CSS("#perm-name"), "Directory.Read.Everything"))
+	b.click("#perm-submit")
+	b.until("the refusal", `document.querySelector('#perm-result .error')?.textContent.includes('Microsoft Graph') && document.querySelector('#perm-result .error').textContent.includes('Directory.Read.Everything')`, 20*time.Second)
+	eval[string](b, `document.querySelector('#perm-name').value = ''`)
+	b.do("type Directory.Read.All", chromedp.SendKeys(chromedp.CSS("#perm-name"), "Directory.Read.All"))
+	b.click("#perm-submit")
+	b.until("the added line", `[...document.querySelectorAll('#perm-table tbody tr[data-perm="Directory.Read.All"][data-type="Role"]')].some((tr) => tr.textContent.includes('extra') && tr.textContent.includes('apikey:1'))`, 20*time.Second)
+	if xs, err := s.store.Extras(ctx); err != nil || len(xs) != 1 || xs[0].Value != "Directory.Read.All" || xs[0].AddedBy != "apikey:1" {
+		t.Errorf("extras after adding through the UI: %+v, %v", xs, err)
+	}
+	if !strings.Contains(eval[string](b, `document.querySelector('#perm-result').textContent`), "refreshes every tenant") {
+		t.Errorf("the added permission started no run: %s", eval[string](b, `document.querySelector('#perm-result').textContent`))
+	}
+	b.screenshot("permissions.png")
+	b.click("#perm-reset")
+	b.click("#confirm-ok")
+	b.until("the added line gone", `document.querySelector('#perm-result .notice')?.textContent.startsWith('Reset') && !document.querySelector('#perm-table tbody tr[data-perm="Directory.Read.All"][data-type="Role"]')`, 20*time.Second)
+	if xs, err := s.store.Extras(ctx); err != nil || len(xs) != 0 {
+		t.Errorf("extras after reset: %+v, %v", xs, err)
+	}
 
 	// The key never reaches the document; signing out forgets it.
 	if leaked := eval[bool](b, `document.documentElement.outerHTML.includes(`+js(testAPIKey)+`) || document.body.innerText.includes(`+js(testAPIKey)+`)`); leaked {

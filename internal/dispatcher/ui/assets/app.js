@@ -314,6 +314,9 @@
     } else if (hash === '#/settings' && canAdminister()) {
       setNav('settings');
       renderSettingsPage();
+    } else if (hash === '#/permissions') {
+      setNav('permissions');
+      renderPermissionsPage();
     } else {
       setNav('tenants');
       if (hash !== '#/tenants') history.replaceState(null, '', '#/tenants');
@@ -1112,6 +1115,101 @@
   }
 
   // ---------- backend page ----------
+
+  // ---------- permissions ----------
+
+  function renderPermissionsPage() {
+    const token = app.renderToken;
+    const resource = h('input', { id: 'perm-resource', name: 'resourceAppId', required: true, value: '00000003-0000-0000-c000-000000000000', size: 38, spellcheck: 'false', autocomplete: 'off' });
+    const type = h('select', { id: 'perm-type', name: 'type' }, h('option', { value: 'Role' }, 'Application (Role)'), h('option', { value: 'Scope' }, 'Delegated (Scope)'));
+    const perm = h('input', { id: 'perm-name', name: 'permission', required: true, placeholder: 'e.g. Directory.Read.All or its id', size: 40, spellcheck: 'false', autocomplete: 'off' });
+    const result = h('div', { id: 'perm-result', 'aria-live': 'polite' });
+    const form = h('form', { id: 'perm-add', class: 'panel' },
+      h('h2', {}, 'Add a permission'),
+      h('p', { class: 'sub' }, 'Checked against what the resource publishes before it is saved. A new permission set starts a refresh of every tenant.'),
+      h('p', {}, h('label', { for: 'perm-resource' }, 'Resource app id '), resource),
+      h('p', {}, h('label', { for: 'perm-type' }, 'Type '), type),
+      h('p', {}, h('label', { for: 'perm-name' }, 'Permission '), perm),
+      h('p', {}, h('button', { type: 'submit', class: 'primary', id: 'perm-submit' }, 'Add permission'), ' ',
+        h('button', { type: 'button', id: 'perm-reset' }, 'Reset to defaults')),
+      result);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      fill(result);
+      try {
+        const res = await api('POST', 'permissions', { resourceAppId: resource.value.trim(), type: type.value, permission: perm.value.trim() });
+        announce('Permission added' + (res.runId ? '; refreshing every tenant.' : '.'));
+        fill(result, h('p', { class: 'notice' }, 'Added. Manifest version ' + res.version + (res.runId ? '; run ' + res.runId + ' refreshes every tenant.' : ' (no change).')));
+        perm.value = '';
+        loadPermissions(token);
+      } catch (e) {
+        if (e.status === 401) return;
+        fill(result, errorNotice(e));
+      }
+    });
+    $('#perm-reset', form).addEventListener('click', async () => {
+      const ok = await confirmDialog({ title: 'Reset to defaults?', body: [h('p', {}, 'Every added permission is removed, and every tenant is refreshed with the base set.')], ok: 'Reset', danger: true });
+      if (!ok) return;
+      fill(result);
+      try {
+        const res = await api('POST', 'permissions/reset');
+        announce('Permissions reset to defaults.');
+        fill(result, h('p', { class: 'notice' }, 'Reset. Manifest version ' + res.version + (res.runId ? '; run ' + res.runId + ' refreshes every tenant.' : '.')));
+        loadPermissions(token);
+      } catch (e) {
+        if (e.status === 401) return;
+        fill(result, errorNotice(e));
+      }
+    });
+    page('Permissions',
+      h('div', { class: 'page-head' },
+        h('div', {},
+          h('h1', {}, 'Permissions'),
+          h('p', { class: 'sub' }, 'What every tenant is given: the base set, the app registration\'s (when followed) and the permissions added here, each with where it comes from.'))),
+      canAdminister() ? form : null,
+      h('div', { id: 'perm-region' }, h('p', { class: 'empty' }, 'Loading…')));
+    app.reload = () => loadPermissions(token);
+    loadPermissions(token);
+  }
+
+  async function loadPermissions(token) {
+    const region = $('#perm-region');
+    try {
+      const p = await api('GET', 'permissions');
+      if (token !== app.renderToken || !region) return;
+      keepFocus(() => fill(region,
+        h('p', { id: 'perm-summary' }, 'Manifest version ', h('code', {}, p.version), ' · ' + p.appRoles + ' application and ' + p.scopes + ' delegated permissions' + (p.followApp ? ' · following the app registration' : '')),
+        h('div', { class: 'table-wrap' }, h('table', { id: 'perm-table' },
+          h('thead', {}, h('tr', {}, ['Resource', 'Type', 'Permission', 'Source', 'Added', ''].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', {}, p.lines.map((l) => h('tr', { dataset: { perm: l.value, type: l.type } },
+            h('td', {}, l.resourceName || l.resourceAppId),
+            h('td', {}, l.type === 'Role' ? 'Application' : 'Delegated'),
+            h('td', {}, h('code', {}, l.value)),
+            h('td', {}, l.sources.join(', ')),
+            h('td', {}, l.addedBy ? l.addedBy + ' · ' + when(l.addedAt) : ''),
+            h('td', {}, l.key && canAdminister() ? removeButton(l, token) : ''))))))));
+    } catch (e) {
+      if (e.status === 401 || token !== app.renderToken || !region) return;
+      fill(region, errorNotice(e));
+    }
+  }
+
+  function removeButton(l, token) {
+    const btn = h('button', { type: 'button', class: 'small', dataset: { focus: 'remove-' + l.key } }, 'Remove', h('span', { class: 'visually-hidden' }, ' ' + l.value));
+    btn.addEventListener('click', async () => {
+      btn.disabled = true;
+      try {
+        await api('DELETE', 'permissions/' + encodeURIComponent(l.key));
+        announce(l.value + ' removed.');
+        loadPermissions(token);
+      } catch (e) {
+        if (e.status === 401) return;
+        btn.disabled = false;
+        announce('Not removed: ' + e.message);
+      }
+    });
+    return btn;
+  }
 
   function renderBackendPage() {
     const token = app.renderToken;
