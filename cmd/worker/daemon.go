@@ -38,14 +38,7 @@ func runDaemon(ctx context.Context, e *env) error {
 	if err != nil {
 		return cli.Invalid(fmt.Errorf("engine not built: %w", err))
 	}
-	if kv != nil {
-		// It runs until the worker has stopped, then writes the last
-		// rotated refresh token.
-		kvCtx, stopKV := context.WithCancel(context.WithoutCancel(ctx))
-		kvDone := make(chan struct{})
-		go func() { defer close(kvDone); kv.Run(kvCtx) }()
-		defer func() { stopKV(); <-kvDone }()
-	}
+	defer runVault(ctx, kv)()
 	backend, err := newBackend(cfg)
 	if err != nil {
 		return cli.Invalid(err)

@@ -40,7 +40,6 @@ func main() { cli.Main("worker", run) }
 type env struct {
 	cfg    config.Worker
 	opts   *opts
-	args   []string // positional arguments, for a command that takes them
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
@@ -125,7 +124,7 @@ func commands() []command {
 		{name: "exclude", summary: "leave tenants out of runs and refuse their manual refreshes", args: "<tenant>...", flags: exclusionFlags(true), run: runExclusion(true)},
 		{name: "include", summary: "include excluded tenants again", args: "<tenant>...", flags: exclusionFlags(false), run: runExclusion(false)},
 		{name: "excluded", summary: "list the excluded tenants: who excluded them, when and why", flags: jsonFlag, run: runExcluded},
-		{name: "manifest", summary: "import <SAMManifest.json> [<AdditionalPermissions.json>]: print CIPP's set as a manifest", flags: manifestFlags, run: runManifest, fullConfig: true, args: "<SAMManifest.json> [<AdditionalPermissions.json>]"},
+		{name: "manifest", summary: "import <SAMManifest.json> [<AdditionalPermissions.json>]: print CIPP's set as a manifest", flags: manifestFlags, run: runManifest, fullConfig: true, args: "import <SAMManifest.json> [<AdditionalPermissions.json>]"},
 	}
 }
 

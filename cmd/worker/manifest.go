@@ -24,17 +24,17 @@ func manifestFlags(fs *flag.FlagSet, o *opts) {
 // publishes in the partner tenant (ids and Microsoft's names), and prints
 // the manifest (for CPV_MANIFEST_FILE) with the base's consent.
 func runManifest(ctx context.Context, e *env) error {
-	if len(e.args) < 2 || len(e.args) > 3 || e.args[0] != "import" {
+	if len(e.opts.args) < 2 || len(e.opts.args) > 3 || e.opts.args[0] != "import" {
 		return cli.Invalid(errors.New("manifest: usage: worker manifest import <SAMManifest.json> [<AdditionalPermissions.json>]"))
 	}
-	sam, err := os.Open(e.args[1])
+	sam, err := os.Open(e.opts.args[1])
 	if err != nil {
 		return cli.Invalid(fmt.Errorf("manifest import: %w", err))
 	}
 	defer func() { _ = sam.Close() }() // read only
 	var additional io.Reader
-	if len(e.args) == 3 {
-		f, err := os.Open(e.args[2])
+	if len(e.opts.args) == 3 {
+		f, err := os.Open(e.opts.args[2])
 		if err != nil {
 			return cli.Invalid(fmt.Errorf("manifest import: %w", err))
 		}
@@ -53,13 +53,7 @@ func runManifest(ctx context.Context, e *env) error {
 	if err != nil {
 		return cli.Invalid(err)
 	}
-	if kv != nil {
-		// A refresh token Entra rotates is written back before the command exits.
-		kvCtx, stopKV := context.WithCancel(context.WithoutCancel(ctx))
-		kvDone := make(chan struct{})
-		go func() { defer close(kvDone); kv.Run(kvCtx) }()
-		defer func() { stopKV(); <-kvDone }()
-	}
+	defer runVault(ctx, kv)()
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.MessageTimeout)
 	defer cancel()
 	st, err := dir.Read(rctx, e.cfg.PartnerTenantID, e.cfg.ClientID, cpv.ResourceAppIDs(req))

@@ -96,14 +96,7 @@ func runRefresh(ctx context.Context, e *env) error {
 	if err != nil {
 		return cli.Invalid(err)
 	}
-	if kv != nil {
-		// Refresh tokens Entra rotates during the refresh are written back
-		// before the command exits.
-		kvCtx, stopKV := context.WithCancel(context.WithoutCancel(ctx))
-		kvDone := make(chan struct{})
-		go func() { defer close(kvDone); kv.Run(kvCtx) }()
-		defer func() { stopKV(); <-kvDone }()
-	}
+	defer runVault(ctx, kv)()
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.MessageTimeout)
 	defer cancel()
 	res, err := engine.Refresh(rctx, o.tenants[0], cpv.Options{Reset: o.reset, DryRun: o.dryRun})

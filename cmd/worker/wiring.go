@@ -92,6 +92,19 @@ func newEngineBuilder(ctx context.Context, cfg *config.Worker, log *slog.Logger)
 	return build, pub, kv, nil
 }
 
+// runVault runs kv (nothing when nil) until the returned stop is called:
+// refresh tokens Entra rotates meanwhile are written back, the last one
+// before stop returns.
+func runVault(ctx context.Context, kv *vault.Store) (stop func()) {
+	if kv == nil {
+		return func() {}
+	}
+	kvCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); kv.Run(kvCtx) }()
+	return func() { cancel(); <-done }
+}
+
 // newDirectory is the partner credential (and its Key Vault store, nil
 // without one) and the Graph client over hc.
 func newDirectory(ctx context.Context, cfg *config.Worker, hc *http.Client, log *slog.Logger) (azcore.TokenCredential, *graph.Client, *vault.Store, error) {
