@@ -25,6 +25,11 @@ var ErrNotFound = errors.New("store: not found")
 // already exists: someone else created it first.
 var ErrExists = errors.New("store: already exists")
 
+// ErrChanged is returned (wrapped) by conditional writes (PutStatusIf,
+// ClaimStatus) when the row is no longer as it was read: someone else
+// wrote it since.
+var ErrChanged = errors.New("store: changed since read")
+
 // The other failures, each wrapped with the operation, the tenant and what
 // the Table service said (test with errors.Is; retry.Class of one with
 // ClassOf):
@@ -46,10 +51,11 @@ var (
 // ClassOf says what a caller should do with an error of this package:
 // retry.Permanent for ErrInvalid and ErrDenied, retry.Throttled for ErrBusy,
 // retry.Retryable otherwise (ErrUnavailable, and anything unknown). It is ""
-// for nil, ErrNotFound and ErrExists, which are answers, not failures.
+// for nil, ErrNotFound, ErrExists and ErrChanged, which are answers, not
+// failures.
 func ClassOf(err error) retry.Class {
 	switch {
-	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrExists):
+	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrExists), errors.Is(err, ErrChanged):
 		return ""
 	case errors.Is(err, ErrInvalid), errors.Is(err, ErrDenied):
 		return retry.Permanent
@@ -276,6 +282,7 @@ func invalid(op string, format string, args ...any) error {
 // notFound and exists build the sentinel errors with their context.
 func notFound(op, what string) error { return fmt.Errorf("%w: %s %s", ErrNotFound, op, what) }
 func exists(op, what string) error   { return fmt.Errorf("%w: %s %s", ErrExists, op, what) }
+func changed(op, what string) error  { return fmt.Errorf("%w: %s %s", ErrChanged, op, what) }
 
 // checkKey rejects values the Table service does not allow in a
 // PartitionKey or RowKey (/, \, #, ?, control characters) and empty ones.
