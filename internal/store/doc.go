@@ -46,16 +46,20 @@
 // rows again. Where only one writer may win, the write is
 // create-if-absent: CreateRun answers ErrExists when the run id exists
 // (the deterministic nightly-YYYY-MM-DD id elects one dispatcher), and a
-// lease is taken with an insert or an ETag-conditional replace.
+// lease is taken with an insert or an ETag-conditional replace. A tenant's
+// write lease lives on its status row (LeaseOwner, LeaseUntil): ClaimStatus
+// takes it with one merge conditional on the ETag GetStatus returned (an
+// insert when there is no row), and PutStatusIf writes the result over
+// that ETag only; both answer ErrChanged when someone wrote the row since.
 //
 // # Errors
 //
-// Missing rows are ErrNotFound and create-if-absent conflicts ErrExists
-// (both wrapped; test with errors.Is). Other failures wrap one of ErrInvalid,
-// ErrDenied, ErrBusy or ErrUnavailable with the operation and tenant, as
-// retry.Classify reads the answer (429 is ErrBusy; 5xx and network failures
-// ErrUnavailable; 401/403 ErrDenied;
-// other 4xx ErrInvalid); ClassOf gives their retry.Class. Their text names
+// Missing rows are ErrNotFound, create-if-absent conflicts ErrExists and
+// failed conditional writes ErrChanged (wrapped; test with errors.Is).
+// Other failures wrap one of ErrInvalid, ErrDenied, ErrBusy or
+// ErrUnavailable with the operation and tenant, as retry.Classify reads the
+// answer (429 is ErrBusy; 5xx and network failures ErrUnavailable; 401/403
+// ErrDenied; other 4xx ErrInvalid); ClassOf gives their retry.Class. Their text names
 // the HTTP status and the service's code only, never the connection string
 // or a key. The package imports no domain package: it stores plain records.
 package store

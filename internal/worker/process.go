@@ -25,9 +25,13 @@ type attempt struct {
 
 	prev    store.Status // the tenant's status row before this attempt
 	hasPrev bool
-	marked  bool   // MarkRunning was (or may have been) written
-	etag    string // the status row's ETag as this attempt last read or wrote it
-	leased  bool   // this attempt holds the tenant's write lease (claim)
+	marked  bool // MarkRunning was (or may have been) written
+
+	// mu guards etag and leased, which the lease's renewals (keepInvisible)
+	// use too; it is held through each write of the status row.
+	mu     sync.Mutex
+	etag   string // the status row's ETag as this attempt last read or wrote it
+	leased bool   // this attempt holds the tenant's write lease (claim)
 
 	// trips are the round trips to the store and the queue on behalf of
 	// this message, added by the counting decorators (withTally).
@@ -72,6 +76,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		return
 	}
 	defer unlock()
+	a.start = w.cfg.Now() // the attempt starts when it has the tenant
 
 	// One read serves coalescing, the lease check and carries the status
 	// row's counters over.
@@ -107,7 +112,12 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
 	if mark.wait() {
+		a.mu.Lock()
+		if !a.marked && mark.etag != "" {
+			a.etag = mark.etag // no claim came after the mark
+		}
 		a.marked = true
+		a.mu.Unlock()
 	}
 
 	var busy *busyError
@@ -175,17 +185,17 @@ func (e *claimError) Unwrap() error { return e.err }
 // When the row changed since it was read, it is read again: a live lease
 // of another worker makes the message wait (busyError).
 func (w *Worker) claim(ctx context.Context, a *attempt, mk *marker) error {
-	if mk.wait() {
+	marked := mk.wait()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if marked {
 		a.marked = true
 		if mk.etag != "" {
 			a.etag = mk.etag
 		}
 	}
 	for i := 1; ; i++ {
-		now := w.cfg.Now()
-		c := store.Claim{Owner: w.owner, RunID: a.m.RunID, RequestID: a.m.RequestID, Worker: w.cfg.WorkerID,
-			At: a.start, Until: now.Add(w.cfg.MessageTimeout + w.cfg.SettleTimeout)}
-		etag, err := w.results.ClaimStatus(ctx, a.m.TenantID, c, a.etag)
+		etag, err := w.results.ClaimStatus(ctx, a.m.TenantID, w.claimOf(a), a.etag)
 		a.marked = true
 		switch {
 		case err == nil:
@@ -205,8 +215,36 @@ func (w *Worker) claim(ctx context.Context, a *attempt, mk *marker) error {
 	}
 }
 
+// claimOf is the lease this attempt takes or renews: it lasts a
+// visibility timeout, as the message's own hold does, and is renewed with
+// it (renewLease), so a crashed holder's lease ends when its message
+// becomes visible again.
+func (w *Worker) claimOf(a *attempt) store.Claim {
+	return store.Claim{Owner: w.owner, RunID: a.m.RunID, RequestID: a.m.RequestID, Worker: w.cfg.WorkerID,
+		At: a.start, Until: w.cfg.Now().Add(w.cfg.Visibility)}
+}
+
+// renewLease extends the lease this attempt holds, if it holds one (with
+// each extension of its message's visibility: a refresh that writes and
+// runs longer than Visibility/2). A row written by someone else since
+// ends the lease; the final write then reads the row again.
+func (w *Worker) renewLease(ctx context.Context, a *attempt) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.leased {
+		return
+	}
+	etag, err := w.results.ClaimStatus(ctx, a.m.TenantID, w.claimOf(a), a.etag)
+	if err != nil {
+		a.leased = false
+		a.log.WarnContext(ctx, "tenant lease not renewed", "error", err)
+		return
+	}
+	a.etag = etag
+}
+
 // reread reads the status row again after a conditional write found it
-// changed.
+// changed; a.mu is held.
 func (w *Worker) reread(ctx context.Context, a *attempt) error {
 	cur, err := w.results.GetStatus(ctx, a.m.TenantID)
 	switch {
@@ -226,6 +264,8 @@ func (w *Worker) reread(ctx context.Context, a *attempt) error {
 // the row rebuilt over it, keeping that worker's live lease. The lease this
 // attempt holds ends with the write.
 func (w *Worker) writeStatus(ctx context.Context, a *attempt, build func() store.Status) (store.Status, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for i := 1; ; i++ {
 		st := build()
 		st.ETag = a.etag
@@ -438,6 +478,8 @@ func (w *Worker) deferMessage(ctx context.Context, a *attempt, op string, err er
 // earlier row keeps the "running" mark, without this attempt's lease: its
 // message is still pending in the queue.
 func (w *Worker) restoreStatus(ctx context.Context, a *attempt) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if !a.marked || (!a.hasPrev && !a.leased) {
 		return
 	}
@@ -495,6 +537,9 @@ func (w *Worker) keepInvisible(ctx context.Context, a *attempt) func() {
 			if err != nil {
 				a.log.WarnContext(ctx, "visibility not extended: another worker may take the message", "error", err)
 			}
+			ectx, cancel = context.WithTimeout(context.WithoutCancel(ctx), every)
+			w.renewLease(ectx, a)
+			cancel()
 		}
 	}()
 	var once sync.Once
