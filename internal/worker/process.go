@@ -29,9 +29,10 @@ type attempt struct {
 
 	// mu guards etag and leased, which the lease's renewals (keepInvisible)
 	// use too; it is held through each write of the status row.
-	mu     sync.Mutex
-	etag   string // the status row's ETag as this attempt last read or wrote it
-	leased bool   // this attempt holds the tenant's write lease (claim)
+	mu      sync.Mutex
+	etag    string // the status row's ETag as this attempt last read or wrote it
+	leased  bool   // this attempt holds the tenant's write lease (claim)
+	claimed bool   // the refresh's Guard ran (claim)
 
 	// trips are the round trips to the store and the queue on behalf of
 	// this message, added by the counting decorators (withTally).
@@ -113,10 +114,12 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	cancel()
 	if mark.wait() {
 		a.mu.Lock()
-		if !a.marked && mark.etag != "" {
-			a.etag = mark.etag // no claim came after the mark
+		if !a.claimed { // else the claim took the mark over
+			a.marked = true
+			if mark.etag != "" {
+				a.etag = mark.etag
+			}
 		}
-		a.marked = true
 		a.mu.Unlock()
 	}
 
@@ -188,6 +191,7 @@ func (w *Worker) claim(ctx context.Context, a *attempt, mk *marker) error {
 	marked := mk.wait()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.claimed = true
 	if marked {
 		a.marked = true
 		if mk.etag != "" {
@@ -196,7 +200,9 @@ func (w *Worker) claim(ctx context.Context, a *attempt, mk *marker) error {
 	}
 	for i := 1; ; i++ {
 		etag, err := w.results.ClaimStatus(ctx, a.m.TenantID, w.claimOf(a), a.etag)
-		a.marked = true
+		if !errors.Is(err, store.ErrChanged) {
+			a.marked = true // written, or perhaps written
+		}
 		switch {
 		case err == nil:
 			a.etag, a.leased = etag, true
@@ -244,8 +250,10 @@ func (w *Worker) renewLease(ctx context.Context, a *attempt) {
 }
 
 // reread reads the status row again after a conditional write found it
-// changed; a.mu is held.
+// changed; a.mu is held. The row is someone else's write now: this
+// attempt's mark, if any, is gone with it, and nothing is to be restored.
 func (w *Worker) reread(ctx context.Context, a *attempt) error {
+	a.marked = false
 	cur, err := w.results.GetStatus(ctx, a.m.TenantID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
