@@ -46,13 +46,20 @@ func concurrentResetsAndRefreshes(t *testing.T, transport string) {
 	if err := w.queue.SendBatch(context.Background(), ms, 0); err != nil {
 		t.Fatalf("SendBatch: %v", err)
 	}
+	reg := prometheus.NewRegistry()
+	metrics, err := worker.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range 2 {
 		cfg := w.config(8)
 		cfg.Visibility = visibility
+		cfg.Metrics = metrics
 		cfg.WorkerID = fmt.Sprintf("replica-%d", i)
 		w.startWith(t, cfg, w.newEngine(t))
 	}
 	w.waitDrained(t, ids(fleet), 3*time.Minute)
+	t.Logf("%d messages by outcome: %v", len(ms), counterValues(t, reg, "cpv_messages_processed_total", "outcome"))
 
 	if recs := w.poison(t); len(recs) != 0 {
 		for _, r := range recs {
