@@ -49,7 +49,7 @@
 //   - Permanent: retrying cannot help; a person must act (Advice says how).
 //     A tenant id that is not a GUID (refused before any request); Entra
 //     token errors AADSTS65001 (consent revoked: run a CPV reset), AADSTS50020
-//     (GDAP relationship gone), AADSTS700016 (app missing even after consent),
+//     (GDAP relationship gone),
 //     AADSTS7000215/7000222 (bad or expired client secret), AADSTS50173/70000/
 //     700082 (refresh token revoked or expired), AADSTS90002 (tenant
 //     deleted), any other 4xx from Entra; Partner Center 401/403/404 on a
@@ -69,6 +69,13 @@
 //     process (or that outlived its attempts). Not a failure: the worker
 //     delays the message by RetryAfter without burning an attempt where the
 //     transport allows.
+//   - Conflict (inside a refresh only): an object vanished or appeared under
+//     it — the app's service principal deleted by a concurrent reset (Graph
+//     404 "Resource '<id>' does not exist" on a write, or 400 for a grant or
+//     assignment that names it), the app gone again right after a consent.
+//     A refresh is level-triggered: it reads the tenant again and
+//     reconciles once more, up to MaxPasses passes; a conflict that lasts
+//     longer is returned Retryable with the code "Conflict", never Permanent.
 //
 // Answers that mean the desired state already holds are not errors: Partner
 // Center's "Permission entry already exists" (409), Graph's "Permission being

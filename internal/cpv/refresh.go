@@ -51,7 +51,21 @@ type Options struct {
 	Reset bool
 	// DryRun reads and plans but writes nothing; Result.Plan holds the plan.
 	DryRun bool
+	// Guard, when set, is called once, just before the refresh's first
+	// write to the tenant (a reset's consent removal, a consent, or the
+	// first directory write). An error from it stops the refresh with
+	// nothing written and is returned as it is (not classified): the
+	// caller's way to serialise the writers of one tenant without a cost
+	// for a refresh that writes nothing.
+	Guard func(ctx context.Context) error
 }
+
+// MaxPasses bounds the reconcile passes of one refresh. A pass that meets
+// a conflict (an object that vanished or appeared under it, e.g. the app's
+// service principal deleted by a concurrent reset) reads the tenant again
+// and reconciles once more; after MaxPasses the conflict is a Retryable
+// failure with the code "Conflict".
+const MaxPasses = 3
 
 // New validates cfg and builds an Engine.
 func New(cfg Config) (*Engine, error) {
@@ -106,7 +120,8 @@ func New(cfg Config) (*Engine, error) {
 // resource service principals (an unlicensed one becomes a notice); plan
 // again on the new state and apply everything else in one Directory.Apply.
 // A permanent error stops the refresh: no request follows the call that met
-// it. With
+// it. A conflict (retry.Conflict: the tenant changed under the refresh)
+// starts another pass from the read, up to MaxPasses. With
 // Reset, the consent and the app's service principal are removed first.
 // With DryRun, nothing is written and Result.Plan holds the plan.
 //
@@ -177,6 +192,7 @@ type run struct {
 	failures     []error
 	final        State // the state the last plan was made on
 	written      int
+	guarded      bool // Options.Guard was called
 }
 
 func (r *run) run(ctx context.Context, tenant string) error {
@@ -193,11 +209,63 @@ func (r *run) run(ctx context.Context, tenant string) error {
 			return err
 		}
 	}
+	for pass := 1; ; pass++ {
+		err := r.pass(ctx)
+		if c, _ := ClassOf(err); c != retry.Conflict {
+			return err
+		}
+		if pass == MaxPasses {
+			return &Error{Op: "refresh", Tenant: r.tenant, Class: retry.Retryable, Code: "Conflict",
+				Err:    fmt.Errorf("the tenant changed under each of %d passes: %w", MaxPasses, err),
+				Advice: "another refresh or reset of this tenant was writing at the same time; the next attempt reads it again"}
+		}
+		r.log.InfoContext(ctx, "conflict: reading the tenant again", "pass", pass, "error", err)
+		r.nextPass()
+	}
+}
+
+// pass reads the tenant (consenting the app when it is missing), plans and
+// writes the difference.
+func (r *run) pass(ctx context.Context) error {
 	st, err := r.consented(ctx)
 	if err != nil {
 		return err
 	}
 	return r.apply(ctx, st)
+}
+
+// nextPass forgets what a pass that met a conflict failed at: the next
+// pass plans from a new read. What it wrote stays counted.
+func (r *run) nextPass() {
+	r.failures, r.unavailable, r.createFailed = nil, nil, nil
+	r.final = State{}
+	kept := r.res.Changes[:0]
+	for _, d := range r.res.Changes {
+		if d.Outcome != Failed && d.Outcome != Planned {
+			kept = append(kept, d)
+		}
+	}
+	r.res.Changes = kept
+	r.res.Notices = nil
+}
+
+// guard calls Options.Guard before the first write.
+func (r *run) guard(ctx context.Context) error {
+	if r.guarded || r.opts.Guard == nil {
+		return nil
+	}
+	r.guarded = true
+	return r.opts.Guard(ctx)
+}
+
+// conflict is the error of a pass that found the app's service principal
+// gone after it had read (or created) it.
+func (r *run) conflict(op string, cause error) error {
+	err := errorf(retry.Conflict, op, r.tenant, "", "the app's service principal disappeared during the refresh")
+	if cause != nil {
+		err.Err = fmt.Errorf("%w: %w", err.Err, cause)
+	}
+	return err
 }
 
 // read reads the tenant's state.
@@ -228,19 +296,29 @@ func (r *run) consented(ctx context.Context) (State, error) {
 	case err == nil && st.App != nil:
 		return st, nil
 	}
+	if err := r.guard(ctx); err != nil {
+		return State{}, err
+	}
 	r.log.InfoContext(ctx, "app not consented, consenting through partner center")
 	if err := r.e.cons.Consent(ctx, r.tenant, r.e.appID, r.e.m.Consent); err != nil {
 		return State{}, WithOp("consent", r.tenant, err)
 	}
 	st, err = r.read(ctx)
-	if err != nil {
+	var ce *Error
+	switch {
+	case err != nil && errors.As(err, &ce) && ce.Code == "AADSTS700016":
+		// The app is not in the tenant although Partner Center has just
+		// consented it: removed again since (a concurrent reset).
+		return State{}, r.conflict("read state", err)
+	case err != nil:
 		// Partner Center says the consent is there, yet Entra still refuses
 		// the app: a revoked consent, which only a reset repairs.
 		return State{}, err
-	}
-	if st.App == nil {
-		return State{}, errorf(retry.Retryable, "read state", r.tenant, "",
-			"the app's service principal is not visible yet after consent (replication)")
+	case st.App == nil:
+		// Not visible yet (replication), or removed again since: another
+		// pass consents and reads again.
+		return State{}, errorf(retry.Conflict, "read state", r.tenant, "",
+			"the app's service principal is not visible after consent (replication, or a concurrent reset)")
 	}
 	r.res.Consented = true
 	return st, nil
@@ -248,6 +326,9 @@ func (r *run) consented(ctx context.Context) (State, error) {
 
 // reset removes the consent and the app's service principal.
 func (r *run) reset(ctx context.Context) error {
+	if err := r.guard(ctx); err != nil {
+		return err
+	}
 	r.log.InfoContext(ctx, "resetting consent")
 	if err := r.e.cons.RemoveConsent(ctx, r.tenant, r.e.appID); err != nil {
 		return WithOp("reset", r.tenant, err)
@@ -255,7 +336,7 @@ func (r *run) reset(ctx context.Context) error {
 	r.written++
 	st, err := r.read(ctx)
 	if err != nil {
-		if appMissing(err) {
+		if c, _ := ClassOf(err); appMissing(err) || c == retry.Conflict {
 			return nil // the app is gone with its consent
 		}
 		return err
@@ -290,11 +371,13 @@ func (r *run) apply(ctx context.Context, st State) error {
 		}
 		if reread {
 			fresh, err := r.read(ctx)
-			if err != nil {
+			switch {
+			case err != nil && appMissing(err):
+				return r.conflict("read state", err)
+			case err != nil:
 				return err
-			}
-			if fresh.App == nil {
-				return errorf(retry.Retryable, "read state", r.tenant, "", "the app's service principal disappeared during the refresh")
+			case fresh.App == nil:
+				return r.conflict("read state", nil)
 			}
 			st, appSP = fresh, fresh.App.ID
 		}
@@ -330,6 +413,12 @@ func (r *run) applyChanges(ctx context.Context, appSP string, changes []Change) 
 
 // applyOutcomes applies changes, recording each outcome in the result.
 func (r *run) applyOutcomes(ctx context.Context, appSP string, changes []Change) ([]Outcome, error) {
+	if err := r.guard(ctx); err != nil {
+		for _, c := range changes {
+			r.res.Changes = append(r.res.Changes, r.detail(c, Planned, ""))
+		}
+		return nil, err
+	}
 	outs, err := r.e.dir.Apply(ctx, r.tenant, appSP, changes)
 	if err != nil {
 		// Record what is known, then stop: the call as a whole failed.
@@ -440,12 +529,13 @@ func (r *run) stopOnPermanent() error {
 }
 
 // failure returns the error for the recorded failures: a permanent one
-// first, then a retryable one (worth another attempt now), then throttling.
+// first, then a conflict (another pass reads again), then a retryable one
+// (worth another attempt now), then throttling.
 func (r *run) failure() error {
 	if len(r.failures) == 0 {
 		return nil
 	}
-	for _, want := range []retry.Class{retry.Permanent, retry.Retryable, retry.Throttled} {
+	for _, want := range []retry.Class{retry.Permanent, retry.Conflict, retry.Retryable, retry.Throttled} {
 		for _, err := range r.failures {
 			if c, _ := ClassOf(err); c == want {
 				return err

@@ -22,7 +22,7 @@
 //     in memory and tries again from its checkpoint with backoff; it sends only
 //     on a lease renewed within half its TTL, and a checkpoint is written only
 //     over the record's version its writer last saw, so a replica that lost the
-//     run to another stops at its next one (store.ErrStale); after a renewal
+//     run to another stops at its next one (store.ErrChanged); after a renewal
 //     that came too late to rule a takeover out, it writes one before it sends
 //     again. A run cut short is resumed from its checkpoint, sending only what
 //     was not sent: by another replica once the lease is free, or by the same

@@ -108,7 +108,7 @@ func (l *runLease) fresh() bool {
 
 // gap returns the count of gaps no checkpoint has ruled out yet; 0 if none.
 // After a gap the run writes a checkpoint before it sends again: if another
-// replica took the run meanwhile, that write fails with store.ErrStale.
+// replica took the run meanwhile, that write fails with store.ErrChanged.
 func (l *runLease) gap() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -294,7 +294,7 @@ func (d *Dispatcher) enqueueRun(ctx context.Context, lease *runLease, run store.
 	}
 	p.run.RequestedBy = cmp.Or(run.RequestedBy, requestedBy)
 	// Taking the run up is a checkpoint: a replica still executing it gets
-	// ErrStale at its next one, and stops.
+	// ErrChanged at its next one, and stops.
 	if err := d.checkpoint(ctx, p); err != nil {
 		return fmt.Errorf("dispatcher: run %s: take up: %w", run.ID, err)
 	}
@@ -317,8 +317,8 @@ func (d *Dispatcher) enqueueRun(ctx context.Context, lease *runLease, run store.
 		if err == nil {
 			break
 		}
-		if ctx.Err() != nil || errors.Is(err, store.ErrStale) {
-			if p.dirty && !errors.Is(err, store.ErrStale) {
+		if ctx.Err() != nil || errors.Is(err, store.ErrChanged) {
+			if p.dirty && !errors.Is(err, store.ErrChanged) {
 				// What was sent is recorded, so that no one sends it again.
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 				if rerr := d.checkpoint(rctx, p); rerr != nil {

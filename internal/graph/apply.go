@@ -30,8 +30,10 @@ var objectID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 // role assignment, 409 Request_MultipleObjectsWithSameKeyValue) and 404 on a
 // delete are AlreadyPresent; a resource without a backing application
 // (NoBackingApplicationObject: the tenant has no licence for it) is
-// Unavailable; 429 and 5xx items are retried (see send); any other answer
-// is Failed with a Permanent *cpv.Error carrying Graph's code and message.
+// Unavailable; 429 and 5xx items are retried (see send); a write naming an
+// object deleted since the read is Failed with a retry.Conflict error (see
+// vanished); any other answer is Failed with a Permanent *cpv.Error
+// carrying Graph's code and message.
 //
 // The error is non-nil when the call as a whole failed: a token failure, a
 // failed $batch, a 401, or throttling that outlived its retries (Throttled,
@@ -245,15 +247,35 @@ func outcome(tenant string, ch cpv.Change, a answer) (o cpv.Outcome, callErr *cp
 		return o, nil
 	}
 	e := classError(changeOp(ch), tenant, f)
-	if f.status == http.StatusNotFound && ch.Kind == cpv.UpdateGrant {
-		// Deleted by someone else since the read: a new read plans a create.
-		e.Class, e.Advice = retry.Retryable, ""
+	if vanished(ch, f) {
+		// An object the change names was deleted since the read (a
+		// concurrent reset): a new read plans against what is there now.
+		e.Class, e.Advice = retry.Conflict, ""
 	}
 	o.Status, o.Err = cpv.Failed, e
 	if f.status == http.StatusUnauthorized || f.status == http.StatusTooManyRequests {
 		return o, classError(opApply, tenant, f)
 	}
 	return o, nil
+}
+
+// vanished reports whether a failed write names an object that no longer
+// exists: a 404 on a write that is not a delete (the app's service
+// principal in the URL, a grant to update), or a 400 saying a referenced
+// object does not exist (the client or resource of a grant or assignment).
+func vanished(ch cpv.Change, f failure) bool {
+	switch ch.Kind {
+	case cpv.AddAppRole, cpv.CreateGrant, cpv.UpdateGrant:
+	default:
+		return false
+	}
+	switch f.status {
+	case http.StatusNotFound:
+		return true
+	case http.StatusBadRequest:
+		return strings.Contains(strings.ToLower(f.message), msgNotExist)
+	}
+	return false
 }
 
 // worse reports whether a call error should be reported rather than b:

@@ -93,7 +93,10 @@
 //
 // Every error is a *cpv.Error with the operation and the tenant: Throttled
 // with RetryAfter for 429, Retryable for 5xx, transport failures and
-// cancellation, Permanent otherwise (with Graph's code, e.g.
+// cancellation, Conflict for a write that names an object deleted since the
+// read (404 on a write that is not a delete; 400 "Resource '<id>' does not
+// exist" for a grant's or assignment's client or resource) and for a read
+// whose app service principal vanished between its items, Permanent otherwise (with Graph's code, e.g.
 // Authorization_RequestDenied, and advice for the ones an operator can act
 // on). Token failures come from entra.ForTenant already classified (e.g.
 // AADSTS65001, consent missing) and pass through unchanged. Tenant, app and

@@ -20,6 +20,10 @@ const (
 	codeDuplicate        = "Request_MultipleObjectsWithSameKeyValue"
 	codeNoBackingApp     = "NoBackingApplicationObject"
 	msgRoleAlreadyExists = "already exists on the object"
+	// msgNotExist is in Graph's answer to a write that references a
+	// deleted object: "Resource '<id>' does not exist or one of its
+	// queried reference-property objects are not present."
+	msgNotExist = "does not exist"
 )
 
 // failure is a Graph error answer: of a whole request or of one $batch item.

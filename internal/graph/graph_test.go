@@ -557,21 +557,31 @@ func TestApplyFailedChanges(t *testing.T) {
 	}
 	res := st.Resources[0]
 
+	role := res.AppRoles[0].ID
 	tests := []struct {
 		name   string
 		change cpv.Change
-		status int // 0: refused before any request
+		status int         // 0: refused before any request
+		class  retry.Class // "": Permanent
+		appSP  string      // "": the app's service principal
 	}{
-		{"role the resource does not publish", cpv.Change{Kind: cpv.AddAppRole, ResourceAppID: res.AppID, ResourceID: res.ID, AppRoleID: unknownObjectGUID}, 400},
-		{"grant that does not exist", cpv.Change{Kind: cpv.UpdateGrant, ResourceAppID: res.AppID, ResourceID: res.ID, ObjectID: "bm90LWEtcmVhbC1ncmFudC1pZA", Scope: "User.Read"}, 404},
-		{"resource id not a GUID", cpv.Change{Kind: cpv.AddAppRole, ResourceAppID: res.AppID, ResourceID: notAGUID, AppRoleID: unknownObjectGUID}, 0},
-		{"object id with a path in it", cpv.Change{Kind: cpv.DeleteGrant, ResourceAppID: res.AppID, ObjectID: "../servicePrincipals/x"}, 0},
-		{"unknown kind", cpv.Change{Kind: "renameTenant"}, 0},
+		{"role the resource does not publish", cpv.Change{Kind: cpv.AddAppRole, ResourceAppID: res.AppID, ResourceID: res.ID, AppRoleID: unknownObjectGUID}, 400, "", ""},
+		// Deleted since the read (a concurrent reset): a new read re-plans it.
+		{"grant that does not exist", cpv.Change{Kind: cpv.UpdateGrant, ResourceAppID: res.AppID, ResourceID: res.ID, ObjectID: "bm90LWEtcmVhbC1ncmFudC1pZA", Scope: "User.Read"}, 404, retry.Conflict, ""},
+		{"role for an app service principal that does not exist", cpv.Change{Kind: cpv.AddAppRole, ResourceAppID: res.AppID, ResourceID: res.ID, AppRoleID: role}, 404, retry.Conflict, unknownObjectGUID},
+		{"grant for an app service principal that does not exist", cpv.Change{Kind: cpv.CreateGrant, ResourceAppID: res.AppID, ResourceID: res.ID, Scope: "User.Read"}, 400, retry.Conflict, unknownObjectGUID},
+		{"resource id not a GUID", cpv.Change{Kind: cpv.AddAppRole, ResourceAppID: res.AppID, ResourceID: notAGUID, AppRoleID: unknownObjectGUID}, 0, "", ""},
+		{"object id with a path in it", cpv.Change{Kind: cpv.DeleteGrant, ResourceAppID: res.AppID, ObjectID: "../servicePrincipals/x"}, 0, "", ""},
+		{"unknown kind", cpv.Change{Kind: "renameTenant"}, 0, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := graphTrips(sim, tenant)
-			out, err := c.Apply(ctx, tenant, st.App.ID, []cpv.Change{tt.change})
+			appSP := st.App.ID
+			if tt.appSP != "" {
+				appSP = tt.appSP
+			}
+			out, err := c.Apply(ctx, tenant, appSP, []cpv.Change{tt.change})
 			if err != nil {
 				t.Fatalf("Apply: %v (want a per-change failure)", err)
 			}
@@ -583,8 +593,8 @@ func TestApplyFailedChanges(t *testing.T) {
 				t.Fatalf("outcome error %v is not a *cpv.Error", out[0].Err)
 			}
 			wantClass := retry.Permanent
-			if tt.status == 404 {
-				wantClass = retry.Retryable // deleted since the read: a new read re-plans it
+			if tt.class != "" {
+				wantClass = tt.class
 			}
 			if e.Class != wantClass || e.Status != tt.status || e.Tenant != tenant {
 				t.Errorf("error = %+v, want class %s, status %d, tenant %s", e, wantClass, tt.status, tenant)

@@ -81,7 +81,13 @@ func (c *Client) Read(ctx context.Context, tenant, appID string, resourceAppIDs 
 				if a.status == http.StatusNotFound && appMissing && p != partResources {
 					continue // no app service principal: nothing hangs off it
 				}
-				return cpv.State{}, classError(opRead, tenant, a.failure())
+				e := classError(opRead, tenant, a.failure())
+				if a.status == http.StatusNotFound && p != partResources {
+					// The app's service principal was there for one item
+					// and gone for another: deleted during the read.
+					e.Class, e.Advice = retry.Conflict, ""
+				}
+				return cpv.State{}, e
 			}
 			link, err := addPage(&st, p, a)
 			if err != nil {

@@ -32,6 +32,10 @@ const (
 	// Throttled failures carry the server's delay. They are not failures of
 	// the work and do not burn an attempt.
 	Throttled Class = "throttled"
+	// Conflict failures met an object that vanished or appeared since it
+	// was read (a concurrent reset deleted it): read again and reconcile.
+	// A caller that cannot re-read treats it as Retryable.
+	Conflict Class = "conflict"
 )
 
 // MaxAfter bounds a Retry-After: a longer value is taken as this (it is

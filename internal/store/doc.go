@@ -53,19 +53,23 @@
 // rows again. Where only one writer may win, the write is
 // create-if-absent: CreateRun answers ErrExists when the run id exists
 // (the deterministic nightly-YYYY-MM-DD id elects one dispatcher), and a
-// lease is taken with an insert or an ETag-conditional replace. A webhook
-// event is claimed the same way (ClaimEvent), so one delivery of it at a
-// time is handled; FinishEvent marks it done, later deliveries are
+// lease is taken with an insert or an ETag-conditional replace. A tenant's
+// write lease lives on its status row (LeaseOwner, LeaseUntil): ClaimStatus
+// takes it with one merge conditional on the ETag GetStatus returned (an
+// insert when there is no row), and PutStatusIf writes the result over
+// that ETag only; both answer ErrChanged when someone wrote the row since.
+// A webhook event is claimed the same way (ClaimEvent), so one delivery of
+// it at a time is handled; FinishEvent marks it done, later deliveries are
 // duplicates, and PurgeEvents deletes the rows of events too old to be
 // accepted again.
 //
 // # Errors
 //
 // Missing rows are ErrNotFound, create-if-absent conflicts ErrExists and
-// conditional writes over a changed row ErrStale (all wrapped; test with
+// conditional writes over a changed row ErrChanged (all wrapped; test with
 // errors.Is). CheckpointRun is such a write: a dispatcher records a run's
 // progress only over the version of the record it last read or wrote, so
-// one that lost the run to another gets ErrStale instead of writing over
+// one that lost the run to another gets ErrChanged instead of writing over
 // the other's progress. Other failures wrap one of ErrInvalid,
 // ErrDenied, ErrBusy or ErrUnavailable with the operation and tenant, as
 // retry.Classify reads the answer (429 is ErrBusy; 5xx and network failures

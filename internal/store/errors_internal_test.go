@@ -64,7 +64,7 @@ func TestFailure(t *testing.T) {
 	if err := failure("get", "", context.Canceled); !errors.Is(err, context.Canceled) || ClassOf(err) != retry.Retryable {
 		t.Errorf("cancelled: %v", err)
 	}
-	for _, err := range []error{nil, fmt.Errorf("x: %w", ErrNotFound), fmt.Errorf("x: %w", ErrExists), fmt.Errorf("x: %w", ErrStale)} {
+	for _, err := range []error{nil, fmt.Errorf("x: %w", ErrNotFound), fmt.Errorf("x: %w", ErrExists), fmt.Errorf("x: %w", ErrChanged)} {
 		if c := ClassOf(err); c != "" {
 			t.Errorf("ClassOf(%v) = %q, want none", err, c)
 		}

@@ -29,7 +29,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	start := time.Now()
-	if err := s.MarkRunning(ctx, tenant, "nightly-2026-11-22", "req-1", "worker-a", start); err != nil {
+	if _, err := s.MarkRunning(ctx, tenant, "nightly-2026-11-22", "req-1", "worker-a", start); err != nil {
 		log.Fatal(err)
 	}
 

@@ -3,7 +3,6 @@ package store
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -17,11 +16,6 @@ import (
 // runsPartition holds every run: a few hundred rows a year (one per night
 // plus bulk requests), read by the UI, written a couple of times per run.
 const runsPartition = "run"
-
-// ErrStale is returned (wrapped) by CheckpointRun when the record has been
-// written since the version it was given: another dispatcher has taken the
-// run over.
-var ErrStale = errors.New("store: changed since read")
 
 // maxAhead bounds Run.Ahead, so that it fits one table property.
 const maxAhead = 600
@@ -100,7 +94,7 @@ func (s *Store) UpdateRun(ctx context.Context, r Run) error {
 // CheckpointRun records a run's progress — Enqueued, Uncertain, Cursor, Ahead,
 // Dispatcher, RequestedBy when set, and Finished and Total when set — over
 // the version r.Version names, and returns the new version (one round
-// trip). ErrStale if the record was written since (another dispatcher took
+// trip). ErrChanged if the record was written since (another dispatcher took
 // the run over), ErrNotFound if it does not exist.
 func (s *Store) CheckpointRun(ctx context.Context, r Run) (string, error) {
 	const op = "checkpoint run"
@@ -131,7 +125,7 @@ func (s *Store) CheckpointRun(ctx context.Context, r Run) (string, error) {
 	resp, err := s.runs.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeMerge, IfMatch: &etag})
 	switch {
 	case isPrecondition(err):
-		return "", fmt.Errorf("%w: %s %s", ErrStale, op, r.ID)
+		return "", fmt.Errorf("%w: %s %s", ErrChanged, op, r.ID)
 	case isNotFound(err):
 		return "", notFound(op, r.ID)
 	case err != nil:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
@@ -39,6 +40,20 @@ type Status struct {
 	Duration         time.Duration
 	RoundTrips       int
 	Worker           string
+	// LastReset is when the last successful reset started (reset coalescing).
+	LastReset time.Time
+	// LeaseOwner holds the tenant's write lease until LeaseUntil (see
+	// ClaimStatus); empty when nobody does.
+	LeaseOwner string
+	LeaseUntil time.Time
+	// ETag is the row's version as read (GetStatus) or written; PutStatusIf
+	// and ClaimStatus write only over it. Not stored.
+	ETag string
+}
+
+// Leased reports whether someone other than owner holds the row's lease at now.
+func (st Status) Leased(owner string, now time.Time) bool {
+	return st.LeaseOwner != "" && st.LeaseOwner != owner && now.Before(st.LeaseUntil)
 }
 
 // Fold prepares the status row for an attempt that just ended: st is its
@@ -46,7 +61,7 @@ type Status struct {
 // whether the attempt wrote anything. It carries the counters over —
 // Attempts counts consecutive failures, Checks counts attempts that found
 // nothing to change since the last history row, LastSuccess is kept until
-// the next success — and reports whether the attempt deserves a history
+// the next success, LastReset until the next reset — and reports whether the attempt deserves a history
 // row: only one that changed something or failed does. A no-change
 // attempt is folded into the status row instead, so an already-correct
 // tenant costs one status write (see the package documentation).
@@ -63,6 +78,9 @@ func Fold(prev, st Status, changed bool) (Status, bool) {
 			st.LastSuccess = st.LastAttempt
 		}
 	}
+	if st.LastReset.IsZero() {
+		st.LastReset = prev.LastReset
+	}
 	history := failed || changed
 	if history {
 		st.Checks = 0
@@ -74,12 +92,74 @@ func Fold(prev, st Status, changed bool) (Status, bool) {
 
 // MarkRunning marks a tenant's refresh as started, in one round trip:
 // it merges State, LastAttempt, the run, request and worker into the row
-// (creating it if missing) and keeps every other field.
-func (s *Store) MarkRunning(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time) error {
+// (creating it if missing) and keeps every other field. It returns the
+// row's new ETag.
+func (s *Store) MarkRunning(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time) (string, error) {
 	const op = "mark running"
 	if err := checkKey(op, "tenant id", tenantID); err != nil {
-		return err
+		return "", err
 	}
+	b, err := s.runningRow(tenantID, runID, requestID, worker, at, nil)
+	if err != nil {
+		return "", failure(op, tenantID, err)
+	}
+	resp, err := s.status.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeMerge})
+	if err != nil {
+		return "", failure(op, tenantID, err)
+	}
+	return string(resp.ETag), nil
+}
+
+// Claim is a tenant's write lease as ClaimStatus takes it.
+type Claim struct {
+	Owner, RunID, RequestID, Worker string
+	At, Until                       time.Time
+}
+
+// ClaimStatus takes the tenant's write lease for c.Owner until c.Until and
+// marks the row running (as MarkRunning does), in one round trip: a merge
+// over the row at etag, or the row's creation when etag is empty. It
+// returns the row's new ETag, or ErrChanged when the row is not (or no
+// longer) at etag: read it again. Whether a live lease of another owner
+// stands is the caller's to judge from the row it read (Status.Leased).
+func (s *Store) ClaimStatus(ctx context.Context, tenantID string, c Claim, etag string) (string, error) {
+	const op = "claim status"
+	if err := checkKey(op, "tenant id", tenantID); err != nil {
+		return "", err
+	}
+	if c.Owner == "" || c.Until.IsZero() {
+		return "", invalid(op, "tenant %s: a claim needs an owner and an expiry", tenantID)
+	}
+	b, err := s.runningRow(tenantID, c.RunID, c.RequestID, c.Worker, c.At, func(p props) {
+		p.str("LeaseOwner", c.Owner)
+		p.time("LeaseUntil", c.Until)
+	})
+	if err != nil {
+		return "", failure(op, tenantID, err)
+	}
+	if etag == "" {
+		resp, err := s.status.AddEntity(ctx, b, nil)
+		switch {
+		case isConflict(err):
+			return "", changed(op, tenantID)
+		case err != nil:
+			return "", failure(op, tenantID, err)
+		}
+		return string(resp.ETag), nil
+	}
+	match := azcore.ETag(etag)
+	resp, err := s.status.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeMerge, IfMatch: &match})
+	switch {
+	case isPrecondition(err), isNotFound(err):
+		return "", changed(op, tenantID)
+	case err != nil:
+		return "", failure(op, tenantID, err)
+	}
+	return string(resp.ETag), nil
+}
+
+// runningRow is the merge of a refresh that started at at.
+func (s *Store) runningRow(tenantID, runID, requestID, worker string, at time.Time, more func(props)) ([]byte, error) {
 	if at.IsZero() {
 		at = s.now()
 	}
@@ -89,14 +169,10 @@ func (s *Store) MarkRunning(ctx context.Context, tenantID, runID, requestID, wor
 	p.str("RunID", runID)
 	p.str("RequestID", requestID)
 	p.str("Worker", worker)
-	b, err := p.entity(tenantID, statusRowKey)
-	if err != nil {
-		return failure(op, tenantID, err)
+	if more != nil {
+		more(p)
 	}
-	if _, err := s.status.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeMerge}); err != nil {
-		return failure(op, tenantID, err)
-	}
-	return nil
+	return p.entity(tenantID, statusRowKey)
 }
 
 // PutStatus writes a tenant's status row, replacing what was there (one
@@ -106,6 +182,44 @@ func (s *Store) PutStatus(ctx context.Context, st Status) error {
 	if err := checkKey(op, "tenant id", st.TenantID); err != nil {
 		return err
 	}
+	b, err := statusRow(st)
+	if err != nil {
+		return failure(op, st.TenantID, err)
+	}
+	if _, err := s.status.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeReplace}); err != nil {
+		return failure(op, st.TenantID, err)
+	}
+	return nil
+}
+
+// PutStatusIf is PutStatus over the row at st.ETag only (its creation when
+// st.ETag is empty), in one round trip. It answers ErrChanged when the row
+// was written (or created) by someone else since: read it again.
+func (s *Store) PutStatusIf(ctx context.Context, st Status) error {
+	const op = "put status"
+	if err := checkKey(op, "tenant id", st.TenantID); err != nil {
+		return err
+	}
+	b, err := statusRow(st)
+	if err != nil {
+		return failure(op, st.TenantID, err)
+	}
+	if st.ETag == "" {
+		_, err = s.status.AddEntity(ctx, b, nil)
+	} else {
+		match := azcore.ETag(st.ETag)
+		_, err = s.status.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeReplace, IfMatch: &match})
+	}
+	switch {
+	case isConflict(err), isPrecondition(err), isNotFound(err):
+		return changed(op, st.TenantID)
+	case err != nil:
+		return failure(op, st.TenantID, err)
+	}
+	return nil
+}
+
+func statusRow(st Status) ([]byte, error) {
 	p := props{}
 	p.str("State", string(st.State))
 	p.time("LastAttempt", st.LastAttempt)
@@ -130,14 +244,10 @@ func (s *Store) PutStatus(ctx context.Context, st Status) error {
 	p.int64("DurationNs", int64(st.Duration))
 	p.int("RoundTrips", st.RoundTrips)
 	p.str("Worker", st.Worker)
-	b, err := p.entity(st.TenantID, statusRowKey)
-	if err != nil {
-		return failure(op, st.TenantID, err)
-	}
-	if _, err := s.status.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeReplace}); err != nil {
-		return failure(op, st.TenantID, err)
-	}
-	return nil
+	p.time("LastReset", st.LastReset)
+	p.strIf("LeaseOwner", st.LeaseOwner)
+	p.time("LeaseUntil", st.LeaseUntil)
+	return p.entity(st.TenantID, statusRowKey)
 }
 
 // GetStatus reads one tenant's status. ErrNotFound if it has none yet.
@@ -157,7 +267,9 @@ func (s *Store) GetStatus(ctx context.Context, tenantID string) (Status, error) 
 	if err := e.UnmarshalJSON(resp.Value); err != nil {
 		return Status{}, failure(op, tenantID, err)
 	}
-	return statusFrom(row{e}), nil
+	st := statusFrom(row{e})
+	st.ETag = string(resp.ETag)
+	return st, nil
 }
 
 // EachStatus streams every status row, a page at a time, to fn (in tenant
@@ -197,5 +309,8 @@ func statusFrom(r row) Status {
 		Duration:         time.Duration(r.int64("DurationNs")),
 		RoundTrips:       r.int("RoundTrips"),
 		Worker:           r.str("Worker"),
+		LastReset:        r.time("LastReset"),
+		LeaseOwner:       r.str("LeaseOwner"),
+		LeaseUntil:       r.time("LeaseUntil"),
 	}
 }

@@ -25,6 +25,11 @@ var ErrNotFound = errors.New("store: not found")
 // already exists: someone else created it first.
 var ErrExists = errors.New("store: already exists")
 
+// ErrChanged is returned (wrapped) by conditional writes (PutStatusIf,
+// ClaimStatus, CheckpointRun) when the row is no longer as it was read:
+// someone else wrote it since (for a run: another dispatcher took it over).
+var ErrChanged = errors.New("store: changed since read")
+
 // The other failures, each wrapped with the operation, the tenant and what
 // the Table service said (test with errors.Is; retry.Class of one with
 // ClassOf):
@@ -46,11 +51,11 @@ var (
 // ClassOf says what a caller should do with an error of this package:
 // retry.Permanent for ErrInvalid and ErrDenied, retry.Throttled for ErrBusy,
 // retry.Retryable otherwise (ErrUnavailable, and anything unknown). It is ""
-// for nil, ErrNotFound, ErrExists and ErrStale, which are answers, not
+// for nil, ErrNotFound, ErrExists and ErrChanged, which are answers, not
 // failures.
 func ClassOf(err error) retry.Class {
 	switch {
-	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrExists), errors.Is(err, ErrStale):
+	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrExists), errors.Is(err, ErrChanged):
 		return ""
 	case errors.Is(err, ErrInvalid), errors.Is(err, ErrDenied):
 		return retry.Permanent
@@ -279,6 +284,7 @@ func invalid(op string, format string, args ...any) error {
 // notFound and exists build the sentinel errors with their context.
 func notFound(op, what string) error { return fmt.Errorf("%w: %s %s", ErrNotFound, op, what) }
 func exists(op, what string) error   { return fmt.Errorf("%w: %s %s", ErrExists, op, what) }
+func changed(op, what string) error  { return fmt.Errorf("%w: %s %s", ErrChanged, op, what) }
 
 // checkKey rejects values the Table service does not allow in a
 // PartitionKey or RowKey (/, \, #, ?, control characters) and empty ones.

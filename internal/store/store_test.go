@@ -246,8 +246,12 @@ func fullStatus(tenant string) store.Status {
 		LastError: "", Advice: "", ErrorClass: "",
 		Attempts: 0, Checks: 4, RunID: "nightly-2026-11-22", RequestID: "req-1", Op: "refresh", Reason: "nightly",
 		Duration: 1234567890 * time.Nanosecond, RoundTrips: 6, Worker: "worker-a",
+		LastReset: at(1), LeaseOwner: "worker-a/x", LeaseUntil: at(9),
 	}
 }
+
+// noETag compares status rows without their ETags (a version, not data).
+var noETag = cmpopts.IgnoreFields(store.Status{}, "ETag")
 
 func TestStatus(t *testing.T) {
 	t.Parallel()
@@ -266,12 +270,15 @@ func TestStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(fullStatus(tenantA), got); d != "" {
+	if d := cmp.Diff(fullStatus(tenantA), got, noETag); d != "" {
 		t.Errorf("GetStatus (-want +got):\n%s", d)
+	}
+	if got.ETag == "" {
+		t.Error("GetStatus gave no ETag")
 	}
 
 	// MarkRunning changes the attempt fields and keeps the rest.
-	if err := s.MarkRunning(ctx, tenantA, "manual-7", "req-2", "worker-b", at(100)); err != nil {
+	if _, err := s.MarkRunning(ctx, tenantA, "manual-7", "req-2", "worker-b", at(100)); err != nil {
 		t.Fatal(err)
 	}
 	got, err = s.GetStatus(ctx, tenantA)
@@ -280,7 +287,7 @@ func TestStatus(t *testing.T) {
 	}
 	want := fullStatus(tenantA)
 	want.State, want.LastAttempt, want.RunID, want.RequestID, want.Worker = cpvtype.StatusRunning, at(100), "manual-7", "req-2", "worker-b"
-	if d := cmp.Diff(want, got); d != "" {
+	if d := cmp.Diff(want, got, noETag); d != "" {
 		t.Errorf("after MarkRunning (-want +got):\n%s", d)
 	}
 
@@ -290,7 +297,7 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	// MarkRunning on a tenant with no row yet creates one.
-	if err := s.MarkRunning(ctx, "33333333-3333-3333-3333-333333333333", "run", "req", "w", at(7)); err != nil {
+	if _, err := s.MarkRunning(ctx, "33333333-3333-3333-3333-333333333333", "run", "req", "w", at(7)); err != nil {
 		t.Fatal(err)
 	}
 	var all []store.Status
@@ -316,7 +323,7 @@ func TestRefreshRoundTrips(t *testing.T) {
 	s := newStore(t)
 	prev := fullStatus(tenantA)
 	before := s.RoundTrips()
-	if err := s.MarkRunning(ctx, tenantA, "run", "req", "w", at(20)); err != nil {
+	if _, err := s.MarkRunning(ctx, tenantA, "run", "req", "w", at(20)); err != nil {
 		t.Fatal(err)
 	}
 	st, history := store.Fold(prev, store.Status{TenantID: tenantA, State: cpvtype.StatusSucceeded, LastAttempt: at(21)}, false)
@@ -342,6 +349,71 @@ func TestRefreshRoundTrips(t *testing.T) {
 	}
 	if got.Checks != prev.Checks+1 {
 		t.Errorf("Checks = %d, want %d", got.Checks, prev.Checks+1)
+	}
+}
+
+// TestStatusClaimAndConditionalWrites: ClaimStatus and PutStatusIf write
+// only over the row as it was read (or create it when absent), and answer
+// ErrChanged otherwise; a claim keeps the row's other fields.
+func TestStatusClaimAndConditionalWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	const tenant = "55555555-5555-5555-5555-555555555555"
+	claim := store.Claim{Owner: "w1/a", RunID: "run", RequestID: "req", Worker: "w1", At: at(10), Until: at(20)}
+
+	// Absent row: a claim creates it; a second creation is refused.
+	etag, err := s.ClaimStatus(ctx, tenant, claim, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimStatus(ctx, tenant, store.Claim{Owner: "w2/b", Until: at(20)}, ""); !errors.Is(err, store.ErrChanged) {
+		t.Fatalf("second creating claim: %v, want ErrChanged", err)
+	}
+	got, err := s.GetStatus(ctx, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Status{TenantID: tenant, State: cpvtype.StatusRunning, LastAttempt: at(10), RunID: "run", RequestID: "req",
+		Worker: "w1", LeaseOwner: "w1/a", LeaseUntil: at(20)}
+	if d := cmp.Diff(want, got, noETag); d != "" {
+		t.Errorf("claimed row (-want +got):\n%s", d)
+	}
+	if got.ETag != etag {
+		t.Errorf("ETag read %q, want the claim's %q", got.ETag, etag)
+	}
+	if !got.Leased("w2/b", at(15)) || got.Leased("w1/a", at(15)) || got.Leased("w2/b", at(20)) {
+		t.Error("Leased: want true for another owner before the expiry only")
+	}
+
+	// A write over a stale ETag is refused; over the current one it goes,
+	// and a replace without lease fields ends the lease.
+	stale := fullStatus(tenant)
+	stale.ETag = `W/"datetime'2000-01-01T00%3A00%3A00.0000000Z'"`
+	if err := s.PutStatusIf(ctx, stale); !errors.Is(err, store.ErrChanged) {
+		t.Fatalf("PutStatusIf over a stale ETag: %v, want ErrChanged", err)
+	}
+	done := store.Status{TenantID: tenant, State: cpvtype.StatusSucceeded, LastAttempt: at(10), LastSuccess: at(10), ETag: etag}
+	if err := s.PutStatusIf(ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.GetStatus(ctx, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done.ETag = ""
+	if d := cmp.Diff(done, got, noETag); d != "" {
+		t.Errorf("after PutStatusIf (-want +got):\n%s", d)
+	}
+	// Creation only where there is no row; a claim over the old ETag fails.
+	if err := s.PutStatusIf(ctx, store.Status{TenantID: tenant, State: cpvtype.StatusFailed}); !errors.Is(err, store.ErrChanged) {
+		t.Errorf("creating PutStatusIf over an existing row: %v, want ErrChanged", err)
+	}
+	if _, err := s.ClaimStatus(ctx, tenant, claim, etag); !errors.Is(err, store.ErrChanged) {
+		t.Errorf("claim over a stale ETag: %v, want ErrChanged", err)
+	}
+	if c := store.ClassOf(store.ErrChanged); c != "" {
+		t.Errorf("ClassOf(ErrChanged) = %q, want none (an answer)", c)
 	}
 }
 
@@ -517,7 +589,7 @@ func TestRuns(t *testing.T) {
 }
 
 // CheckpointRun writes a run's progress only over the version last read
-// or written: a writer holding an older version gets ErrStale and changes
+// or written: a writer holding an older version gets ErrChanged and changes
 // nothing. The list of tenants ahead of the cursor is replaced, not merged.
 func TestCheckpointRun(t *testing.T) {
 	t.Parallel()
@@ -542,8 +614,8 @@ func TestCheckpointRun(t *testing.T) {
 	// Another dispatcher that read the first version has lost the run.
 	stale := first
 	stale.Dispatcher, stale.Enqueued = "d2", 99
-	if _, err := s.CheckpointRun(ctx, stale); !errors.Is(err, store.ErrStale) {
-		t.Errorf("CheckpointRun over an older version: %v, want ErrStale", err)
+	if _, err := s.CheckpointRun(ctx, stale); !errors.Is(err, store.ErrChanged) {
+		t.Errorf("CheckpointRun over an older version: %v, want ErrChanged", err)
 	}
 	a.Version, a.Enqueued, a.Cursor, a.Ahead, a.Dispatcher = v, 12, "tenant-12", nil, "d3"
 	if _, err := s.CheckpointRun(ctx, a); err != nil {
@@ -614,7 +686,7 @@ func TestRunProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.MarkRunning(ctx, "00000000-0000-0000-0000-000000000010", run, "q", "w", at(1)); err != nil {
+	if _, err := s.MarkRunning(ctx, "00000000-0000-0000-0000-000000000010", run, "q", "w", at(1)); err != nil {
 		t.Fatal(err)
 	}
 	// A tenant whose latest result belongs to another run, attempted before

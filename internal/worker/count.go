@@ -106,7 +106,7 @@ func (r countedResults) done(ctx context.Context, err error) {
 	if t := tallyOf(ctx); t != nil {
 		t.table.Add(1)
 	}
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrChanged) {
 		err = nil
 	}
 	r.probe(err)
@@ -118,14 +118,26 @@ func (r countedResults) GetStatus(ctx context.Context, tenantID string) (store.S
 	return st, err
 }
 
-func (r countedResults) MarkRunning(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time) error {
-	err := r.res.MarkRunning(ctx, tenantID, runID, requestID, worker, at)
+func (r countedResults) MarkRunning(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time) (string, error) {
+	etag, err := r.res.MarkRunning(ctx, tenantID, runID, requestID, worker, at)
 	r.done(ctx, err)
-	return err
+	return etag, err
+}
+
+func (r countedResults) ClaimStatus(ctx context.Context, tenantID string, c store.Claim, etag string) (string, error) {
+	etag, err := r.res.ClaimStatus(ctx, tenantID, c, etag)
+	r.done(ctx, err)
+	return etag, err
 }
 
 func (r countedResults) PutStatus(ctx context.Context, st store.Status) error {
 	err := r.res.PutStatus(ctx, st)
+	r.done(ctx, err)
+	return err
+}
+
+func (r countedResults) PutStatusIf(ctx context.Context, st store.Status) error {
+	err := r.res.PutStatusIf(ctx, st)
 	r.done(ctx, err)
 	return err
 }

@@ -10,11 +10,15 @@
 //
 //	receive ─> poison body? ───────────────────────────────> Poison (reason, one attempt)
 //	   │
-//	   ├─ GetStatus: the tenant succeeded after the request,
-//	   │  same manifest, op refresh? ─────────────────────────> Complete (coalesced: one read)
+//	   ├─ wait for the tenant's other message in this worker, if any (one at a time)
+//	   │
+//	   ├─ GetStatus: the tenant succeeded after the request (a reset: a reset
+//	   │  started after it), same manifest? ──────────────────> Complete (coalesced: one read)
+//	   ├─ another worker's live lease on the row? ───────────> Snooze (busy, no attempt burnt)
 //	   │
 //	   ├─ Refresh (per-message timeout; the message's visibility extended every Visibility/2;
-//	   │  status marked "running" if it is still at work after MarkRunningAfter)
+//	   │  status marked "running" if it is still at work after MarkRunningAfter;
+//	   │  the lease claimed before its first write: busy ─────> Snooze)
 //	   │
 //	   ├─ succeeded / partial ─> PutStatus (+ AddHistory if something changed) ─> Complete
 //	   ├─ permanent ───────────> PutStatus failed + code + advice, AddHistory ───> Complete
@@ -47,6 +51,25 @@
 // (cpvtype.ComponentWorkers) is read every PauseCheck: while it is on, nothing is
 // received and refreshes in flight finish.
 //
+// # One tenant, one writer
+//
+// Two messages of one tenant never write to it at once. Within a worker a
+// keyed lock holds the second until the first is settled; it then reads
+// the status the first wrote and usually coalesces. Across replicas the
+// status row carries a lease (store.ClaimStatus): the engine calls its
+// Guard just before its first write, and the worker then claims the row
+// with one merge conditional on the ETag it read, which also marks it
+// running. A refresh that writes nothing (an already-correct tenant)
+// never claims, so the lease costs it nothing; one that writes pays one
+// table request. Every later write of the row is conditional on the ETag
+// this attempt last saw (store.PutStatusIf, the same one request), so it
+// never removes another worker's lease; when the row changed, it is read
+// again and the result written over it. A message that meets another
+// worker's live lease is snoozed (OutcomeBusy) until it ends, never
+// poisoned. A lease lasts one Visibility and is renewed with the message's
+// visibility, so the lease of a worker that died ends when its message
+// becomes visible again; the final status write ends it.
+//
 // # Settlements
 //
 // Every way out is a settlement value (settle.go): complete, retry after a
@@ -66,7 +89,8 @@
 // would be a sixth; it is written only when a refresh is still at work
 // after MarkRunningAfter (1 s by default), which an already-correct tenant
 // rarely is. An attempt that changed nothing does not add a history row:
-// it counts a check on the status row (store.Fold).
+// it counts a check on the status row (store.Fold). A refresh that writes
+// to the tenant adds one: the lease claim (which is also its running mark).
 //
 // Round trips are counted by decorators around the worker's Source,
 // Results and Refresher (count.go), never inline: each call adds to

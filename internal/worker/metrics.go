@@ -18,6 +18,7 @@ const (
 	OutcomeInvalid   = "invalid"   // the body is not a valid envelope: poisoned
 	OutcomeDeferred  = "deferred"  // the store or queue failed around the refresh; delayed, not counted as an attempt
 	OutcomeReleased  = "released"  // shutdown: handed back to the queue at once for another replica
+	OutcomeBusy      = "busy"      // another worker holds the tenant's lease; delayed, not counted as an attempt
 )
 
 // Poison reason classes, the values of cpv_messages_poisoned_total's
@@ -89,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	// Start the labelled series at zero so dashboards and alerts see them
 	// before the first event.
 	for _, o := range []string{OutcomeSucceeded, OutcomePartial, OutcomeCoalesced, OutcomeRetried, OutcomeThrottled,
-		OutcomeFailed, OutcomeInvalid, OutcomeDeferred, OutcomeReleased} {
+		OutcomeFailed, OutcomeInvalid, OutcomeDeferred, OutcomeReleased, OutcomeBusy} {
 		m.processed.WithLabelValues(o)
 	}
 	for _, r := range []string{PoisonInvalid, PoisonMaxAttempts} {

@@ -27,6 +27,13 @@ type attempt struct {
 	hasPrev bool
 	marked  bool // MarkRunning was (or may have been) written
 
+	// mu guards etag and leased, which the lease's renewals (keepInvisible)
+	// use too; it is held through each write of the status row.
+	mu      sync.Mutex
+	etag    string // the status row's ETag as this attempt last read or wrote it
+	leased  bool   // this attempt holds the tenant's write lease (claim)
+	claimed bool   // the refresh's Guard ran (claim)
+
 	// trips are the round trips to the store and the queue on behalf of
 	// this message, added by the counting decorators (withTally).
 	trips tally
@@ -62,11 +69,22 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	a.stopExtend = w.keepInvisible(ctx, a)
 	defer a.stopExtend()
 
-	// One read serves coalescing and carries the status row's counters over.
+	// One message of a tenant at a time in this worker; the next one then
+	// reads the status its predecessor wrote, and usually coalesces.
+	unlock, err := w.tenants.lock(ctx, a.m.TenantID)
+	if err != nil {
+		w.release(ctx, a)
+		return
+	}
+	defer unlock()
+	a.start = w.cfg.Now() // the attempt starts when it has the tenant
+
+	// One read serves coalescing, the lease check and carries the status
+	// row's counters over.
 	prev, err := w.results.GetStatus(ctx, a.m.TenantID)
 	switch {
 	case err == nil:
-		a.prev, a.hasPrev = prev, true
+		a.prev, a.hasPrev, a.etag = prev, true, prev.ETag
 	case errors.Is(err, store.ErrNotFound):
 	case ctx.Err() != nil:
 		w.release(ctx, a)
@@ -76,21 +94,46 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		return
 	}
 	if w.coalesces(a) {
-		a.log.DebugContext(ctx, "refresh coalesced: the tenant succeeded after the request",
-			"last_success", a.prev.LastSuccess, "requested_at", a.m.RequestedAt)
+		a.log.DebugContext(ctx, "message coalesced: the tenant succeeded after the request",
+			"last_success", a.prev.LastSuccess, "last_reset", a.prev.LastReset, "requested_at", a.m.RequestedAt)
 		sctx, cancel := w.settleContext(ctx)
 		defer cancel()
 		w.settle(sctx, a, complete(OutcomeCoalesced))
 		return
 	}
+	if a.prev.Leased(w.owner, w.cfg.Now()) {
+		w.deferBusy(ctx, a, a.prev)
+		return
+	}
 
 	mark := w.markRunning(ctx, a)
 	rctx, cancel := context.WithTimeout(ctx, w.cfg.MessageTimeout)
-	res, err := w.refresh.Refresh(rctx, a.m.TenantID, cpv.Options{Reset: a.m.Op == cpvtype.OpReset})
+	opts := cpv.Options{Reset: a.m.Op == cpvtype.OpReset, Guard: func(ctx context.Context) error { return w.claim(ctx, a, mark) }}
+	res, err := w.refresh.Refresh(rctx, a.m.TenantID, opts)
 	timedOut := errors.Is(rctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
-	a.marked = mark.wait()
+	if mark.wait() {
+		a.mu.Lock()
+		if !a.claimed { // else the claim took the mark over
+			a.marked = true
+			if mark.etag != "" {
+				a.etag = mark.etag
+			}
+		}
+		a.mu.Unlock()
+	}
 
+	var busy *busyError
+	var unclaimed *claimError
+	switch {
+	case errors.As(err, &busy):
+		w.deferBusy(ctx, a, busy.holder)
+		return
+	case errors.As(err, &unclaimed) && ctx.Err() == nil:
+		w.restoreStatus(ctx, a)
+		w.deferMessage(ctx, a, "claim status", unclaimed.err)
+		return
+	}
 	if err != nil && ctx.Err() != nil {
 		// Shutdown (or the caller) cancelled the refresh: it is not a
 		// result. Hand the message to another replica.
@@ -105,14 +148,164 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 }
 
 // coalesces reports whether the message is already satisfied: a refresh
-// (not a reset) requested no later than the tenant's last success against
-// the same manifest. Completing it costs the one read already made.
+// requested no later than the start of the tenant's last success, or a
+// reset requested no later than the start of its last successful reset,
+// against the same manifest. Completing it costs the one read already made.
 func (w *Worker) coalesces(a *attempt) bool {
 	p := a.prev
-	return a.m.Op == cpvtype.OpRefresh && a.hasPrev &&
-		(p.State == cpvtype.StatusSucceeded || p.State == cpvtype.StatusPartial) &&
+	last := p.LastSuccess
+	if a.m.Op == cpvtype.OpReset {
+		last = p.LastReset
+	}
+	return a.hasPrev && (p.State == cpvtype.StatusSucceeded || p.State == cpvtype.StatusPartial) &&
 		p.ManifestVersion == w.cfg.ManifestVersion &&
-		!p.LastSuccess.IsZero() && !p.LastSuccess.Before(a.m.RequestedAt)
+		!last.IsZero() && !last.Before(a.m.RequestedAt)
+}
+
+// claimTries bounds the conditional writes of a claim and of the final
+// status row against a row other replicas keep writing.
+const claimTries = 3
+
+// busyError is the Guard's answer when another worker holds the tenant's
+// lease: the refresh stops before its first write and the message waits.
+type busyError struct{ holder store.Status }
+
+func (e *busyError) Error() string {
+	return fmt.Sprintf("worker: tenant %s is being written by %s", e.holder.TenantID, e.holder.LeaseOwner)
+}
+
+// claimError is the Guard's answer when the store failed while taking the
+// lease: not the tenant's failure.
+type claimError struct{ err error }
+
+func (e *claimError) Error() string { return "worker: claim the tenant's lease: " + e.err.Error() }
+func (e *claimError) Unwrap() error { return e.err }
+
+// claim takes the tenant's write lease before the refresh's first write
+// (the engine's Guard): one conditional merge over the status row this
+// attempt read, which also marks it running. A refresh that writes nothing
+// never claims, so an already-correct tenant pays nothing for the lease.
+// When the row changed since it was read, it is read again: a live lease
+// of another worker makes the message wait (busyError).
+func (w *Worker) claim(ctx context.Context, a *attempt, mk *marker) error {
+	marked := mk.wait()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.claimed = true
+	if marked {
+		a.marked = true
+		if mk.etag != "" {
+			a.etag = mk.etag
+		}
+	}
+	for i := 1; ; i++ {
+		etag, err := w.results.ClaimStatus(ctx, a.m.TenantID, w.claimOf(a), a.etag)
+		if !errors.Is(err, store.ErrChanged) {
+			a.marked = true // written, or perhaps written
+		}
+		switch {
+		case err == nil:
+			a.etag, a.leased = etag, true
+			return nil
+		case !errors.Is(err, store.ErrChanged):
+			return &claimError{err: err}
+		case i == claimTries:
+			return &busyError{holder: store.Status{TenantID: a.m.TenantID, LeaseOwner: "a concurrent writer"}}
+		}
+		if err := w.reread(ctx, a); err != nil {
+			return &claimError{err: err}
+		}
+		if a.prev.Leased(w.owner, w.cfg.Now()) {
+			return &busyError{holder: a.prev}
+		}
+	}
+}
+
+// claimOf is the lease this attempt takes or renews: it lasts a
+// visibility timeout, as the message's own hold does, and is renewed with
+// it (renewLease), so a crashed holder's lease ends when its message
+// becomes visible again.
+func (w *Worker) claimOf(a *attempt) store.Claim {
+	return store.Claim{Owner: w.owner, RunID: a.m.RunID, RequestID: a.m.RequestID, Worker: w.cfg.WorkerID,
+		At: a.start, Until: w.cfg.Now().Add(w.cfg.Visibility)}
+}
+
+// renewLease extends the lease this attempt holds, if it holds one (with
+// each extension of its message's visibility: a refresh that writes and
+// runs longer than Visibility/2). A row written by someone else since
+// ends the lease; the final write then reads the row again.
+func (w *Worker) renewLease(ctx context.Context, a *attempt) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.leased {
+		return
+	}
+	etag, err := w.results.ClaimStatus(ctx, a.m.TenantID, w.claimOf(a), a.etag)
+	if err != nil {
+		a.leased = false
+		a.log.WarnContext(ctx, "tenant lease not renewed", "error", err)
+		return
+	}
+	a.etag = etag
+}
+
+// reread reads the status row again after a conditional write found it
+// changed; a.mu is held. The row is someone else's write now: this
+// attempt's mark, if any, is gone with it, and nothing is to be restored.
+func (w *Worker) reread(ctx context.Context, a *attempt) error {
+	a.marked = false
+	cur, err := w.results.GetStatus(ctx, a.m.TenantID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		a.prev, a.hasPrev, a.etag = store.Status{}, false, ""
+	case err != nil:
+		return err
+	default:
+		a.prev, a.hasPrev, a.etag = cur, true, cur.ETag
+	}
+	return nil
+}
+
+// writeStatus writes the attempt's status row, built by build over the row
+// as last read, only over that row (store.PutStatusIf): it never removes
+// another worker's lease. When the row changed since, it is read again and
+// the row rebuilt over it, keeping that worker's live lease. The lease this
+// attempt holds ends with the write.
+func (w *Worker) writeStatus(ctx context.Context, a *attempt, build func() store.Status) (store.Status, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := 1; ; i++ {
+		st := build()
+		st.ETag = a.etag
+		if a.prev.Leased(w.owner, w.cfg.Now()) {
+			st.LeaseOwner, st.LeaseUntil = a.prev.LeaseOwner, a.prev.LeaseUntil
+		}
+		err := w.results.PutStatusIf(ctx, st)
+		if err == nil {
+			a.leased = false
+		}
+		if !errors.Is(err, store.ErrChanged) || i == claimTries {
+			return st, err
+		}
+		if err := w.reread(ctx, a); err != nil {
+			return st, err
+		}
+	}
+}
+
+// deferBusy makes a message wait while another worker holds its tenant's
+// lease: visible again after a short backoff, at most when the lease ends,
+// without counting an attempt.
+func (w *Worker) deferBusy(ctx context.Context, a *attempt, holder store.Status) {
+	sctx, cancel := w.settleContext(ctx)
+	defer cancel()
+	w.restoreStatus(sctx, a)
+	delay := max(time.Second, w.backoff(1))
+	if left := holder.LeaseUntil.Sub(w.cfg.Now()); left > 0 {
+		delay = max(time.Second, min(delay, left))
+	}
+	a.log.InfoContext(sctx, "tenant busy in another worker: message delayed", "holder", holder.LeaseOwner, "retry_in", delay)
+	w.settle(sctx, a, snooze(delay, OutcomeBusy))
 }
 
 // finish records the result of a refresh and settles its message by the
@@ -141,14 +334,19 @@ func (w *Worker) finish(ctx context.Context, a *attempt, res cpv.Result, err err
 	w.met.duration.WithLabelValues(string(status)).Observe(res.Duration.Seconds())
 	s := w.decide(a, status, class, err)
 
-	st, history := store.Fold(a.prev, w.status(a, res, status, err), err == nil && !res.NoChange)
-	writes := 1
-	if history {
-		writes++
-	}
-	st.RoundTrips = res.Trips.Total() + int(a.trips.table.Load()) + writes + int(a.trips.queue.Load()) + s.cost(w.costs)
-	if err := w.results.PutStatus(sctx, st); err != nil {
-		w.deferMessage(sctx, a, "write status", err)
+	var history bool
+	st, werr := w.writeStatus(sctx, a, func() store.Status {
+		var st store.Status
+		st, history = store.Fold(a.prev, w.status(a, res, status, err), err == nil && !res.NoChange)
+		writes := 1
+		if history {
+			writes++
+		}
+		st.RoundTrips = res.Trips.Total() + int(a.trips.table.Load()) + writes + int(a.trips.queue.Load()) + s.cost(w.costs)
+		return st
+	})
+	if werr != nil {
+		w.deferMessage(sctx, a, "write status", werr)
 		return
 	}
 	if history {
@@ -218,6 +416,9 @@ func (w *Worker) status(a *attempt, res cpv.Result, state cpvtype.Status, err er
 		Reason:           string(a.m.Reason),
 		Duration:         w.cfg.Now().Sub(a.start),
 		Worker:           w.cfg.WorkerID,
+	}
+	if a.m.Op == cpvtype.OpReset && err == nil {
+		st.LastReset = a.start
 	}
 	if err != nil {
 		class, _ := cpv.ClassOf(err)
@@ -292,16 +493,27 @@ func (w *Worker) deferMessage(ctx context.Context, a *attempt, op string, err er
 	w.settle(sctx, a, snooze(delay, OutcomeDeferred))
 }
 
-// restoreStatus puts back the status row this attempt marked running.
-// A tenant without an earlier row keeps the "running" mark: its message is
-// still pending in the queue.
+// restoreStatus puts back the status row this attempt marked running (or
+// claimed), unless another worker wrote it since. A tenant without an
+// earlier row keeps the "running" mark, without this attempt's lease: its
+// message is still pending in the queue.
 func (w *Worker) restoreStatus(ctx context.Context, a *attempt) {
-	if !a.marked || !a.hasPrev {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.marked || (!a.hasPrev && !a.leased) {
 		return
 	}
-	if err := w.results.PutStatus(ctx, a.prev); err != nil {
-		a.log.WarnContext(ctx, "status not restored", "error", err)
+	st := a.prev
+	if !a.hasPrev {
+		st = store.Status{TenantID: a.m.TenantID, State: cpvtype.StatusRunning, LastAttempt: a.start,
+			RunID: a.m.RunID, RequestID: a.m.RequestID, Worker: w.cfg.WorkerID}
 	}
+	st.ETag = a.etag
+	if err := w.results.PutStatusIf(ctx, st); err != nil {
+		a.log.WarnContext(ctx, "status not restored", "error", err)
+		return
+	}
+	a.leased = false
 }
 
 // poisonInvalid moves a body that is not a valid envelope to the poison
@@ -345,6 +557,9 @@ func (w *Worker) keepInvisible(ctx context.Context, a *attempt) func() {
 			if err != nil {
 				a.log.WarnContext(ctx, "visibility not extended: another worker may take the message", "error", err)
 			}
+			ectx, cancel = context.WithTimeout(context.WithoutCancel(ctx), every)
+			w.renewLease(ectx, a)
+			cancel()
 		}
 	}()
 	var once sync.Once
@@ -362,14 +577,18 @@ type marker struct {
 	timer     *time.Timer
 	done      chan struct{}
 	attempted bool
+	etag      string // the row's ETag after the mark ("" if it failed)
+
+	once   sync.Once
+	marked bool
 }
 
 func (w *Worker) markRunning(ctx context.Context, a *attempt) *marker {
 	mk := &marker{done: make(chan struct{})}
 	mark := func() {
 		defer close(mk.done)
-		err := w.results.MarkRunning(ctx, a.m.TenantID, a.m.RunID, a.m.RequestID, w.cfg.WorkerID, a.start)
-		mk.attempted = true
+		etag, err := w.results.MarkRunning(ctx, a.m.TenantID, a.m.RunID, a.m.RequestID, w.cfg.WorkerID, a.start)
+		mk.attempted, mk.etag = true, etag
 		if err != nil && ctx.Err() == nil {
 			a.log.WarnContext(ctx, "status not marked running", "error", err)
 		}
@@ -383,11 +602,15 @@ func (w *Worker) markRunning(ctx context.Context, a *attempt) *marker {
 }
 
 // wait stops the timer or waits for a mark in progress, and reports
-// whether a mark was written (or attempted).
+// whether a mark was written (or attempted). It may be called again: it
+// answers the same.
 func (mk *marker) wait() bool {
-	if mk.timer != nil && mk.timer.Stop() {
-		return false
-	}
-	<-mk.done
-	return mk.attempted
+	mk.once.Do(func() {
+		if mk.timer != nil && mk.timer.Stop() {
+			return
+		}
+		<-mk.done
+		mk.marked = mk.attempted
+	})
+	return mk.marked
 }

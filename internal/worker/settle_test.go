@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
@@ -74,13 +76,15 @@ func (f *fakeSource) Poison(_ context.Context, d *queue.Delivery, reason string)
 }
 
 // fakeResults is the store: status rows and history in memory, and a
-// switch that makes status reads or writes fail (an outage).
+// switch that makes status reads or writes fail (an outage). Each write
+// gives the row a new ETag, as the Table service does.
 type fakeResults struct {
 	mu       sync.Mutex
 	statuses map[string]store.Status
 	history  []store.HistoryEntry
 	getErr   error
 	putErr   error
+	version  int
 }
 
 func newFakeResults() *fakeResults { return &fakeResults{statuses: map[string]store.Status{}} }
@@ -98,13 +102,41 @@ func (f *fakeResults) GetStatus(_ context.Context, tenant string) (store.Status,
 	return st, nil
 }
 
-func (f *fakeResults) MarkRunning(_ context.Context, tenant, runID, requestID, worker string, at time.Time) error {
+// put stores st with a new ETag; f.mu is held.
+func (f *fakeResults) put(st store.Status) string {
+	f.version++
+	st.ETag = strconv.Itoa(f.version)
+	f.statuses[st.TenantID] = st
+	return st.ETag
+}
+
+// matches reports whether a conditional write at etag may go; f.mu is held.
+func (f *fakeResults) matches(tenant, etag string) bool {
+	cur, ok := f.statuses[tenant]
+	return ok == (etag != "") && (!ok || cur.ETag == etag)
+}
+
+func (f *fakeResults) MarkRunning(_ context.Context, tenant, runID, requestID, worker string, at time.Time) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.statuses[tenant]
 	st.TenantID, st.State, st.LastAttempt, st.RunID, st.RequestID, st.Worker = tenant, cpvtype.StatusRunning, at, runID, requestID, worker
-	f.statuses[tenant] = st
-	return nil
+	return f.put(st), nil
+}
+
+func (f *fakeResults) ClaimStatus(_ context.Context, tenant string, c store.Claim, etag string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.putErr != nil {
+		return "", f.putErr
+	}
+	if !f.matches(tenant, etag) {
+		return "", store.ErrChanged
+	}
+	st := f.statuses[tenant]
+	st.TenantID, st.State, st.LastAttempt, st.RunID, st.RequestID, st.Worker = tenant, cpvtype.StatusRunning, c.At, c.RunID, c.RequestID, c.Worker
+	st.LeaseOwner, st.LeaseUntil = c.Owner, c.Until
+	return f.put(st), nil
 }
 
 func (f *fakeResults) PutStatus(_ context.Context, st store.Status) error {
@@ -113,7 +145,20 @@ func (f *fakeResults) PutStatus(_ context.Context, st store.Status) error {
 	if f.putErr != nil {
 		return f.putErr
 	}
-	f.statuses[st.TenantID] = st
+	f.put(st)
+	return nil
+}
+
+func (f *fakeResults) PutStatusIf(_ context.Context, st store.Status) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.putErr != nil {
+		return f.putErr
+	}
+	if !f.matches(st.TenantID, st.ETag) {
+		return store.ErrChanged
+	}
+	f.put(st)
 	return nil
 }
 
@@ -253,7 +298,7 @@ func TestFinish(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				src, res := newFakeSource(), newFakeResults()
 				if tt.prev != nil {
-					res.statuses[fakeTenant] = *tt.prev
+					res.put(*tt.prev)
 				}
 				ctx, cancel := context.WithCancel(t.Context())
 				defer cancel()
@@ -307,7 +352,7 @@ func TestFinish(t *testing.T) {
 					t.Errorf("status row state %q, want %q (%+v)", st.State, tt.want.State, st)
 				}
 				if tt.prev != nil && (tt.want.Outcome == OutcomeThrottled || tt.want.Outcome == OutcomeReleased || tt.want.Outcome == OutcomeCoalesced) {
-					if diff := cmp.Diff(*tt.prev, st); diff != "" {
+					if diff := cmp.Diff(*tt.prev, st, cmpopts.IgnoreFields(store.Status{}, "ETag")); diff != "" {
 						t.Errorf("status row not as it was (-want +got):\n%s", diff)
 					}
 				}
@@ -332,7 +377,7 @@ func TestFinish(t *testing.T) {
 func metricsOf(m *Metrics) map[string]float64 {
 	out := map[string]float64{}
 	for _, o := range []string{OutcomeSucceeded, OutcomePartial, OutcomeCoalesced, OutcomeRetried, OutcomeThrottled,
-		OutcomeFailed, OutcomeInvalid, OutcomeDeferred, OutcomeReleased} {
+		OutcomeFailed, OutcomeInvalid, OutcomeDeferred, OutcomeReleased, OutcomeBusy} {
 		if v := testutil.ToFloat64(m.processed.WithLabelValues(o)); v != 0 {
 			out["processed "+o] = v
 		}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,8 +50,10 @@ type Refresher interface {
 // history, the worker's heartbeats and the pause switch.
 type Results interface {
 	GetStatus(ctx context.Context, tenantID string) (store.Status, error)
-	MarkRunning(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time) error
+	MarkRunning(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time) (string, error)
+	ClaimStatus(ctx context.Context, tenantID string, c store.Claim, etag string) (string, error)
 	PutStatus(ctx context.Context, st store.Status) error
+	PutStatusIf(ctx context.Context, st store.Status) error
 	AddHistory(ctx context.Context, h store.HistoryEntry) error
 	Heartbeat(ctx context.Context, w store.Worker) error
 	Paused(ctx context.Context, component cpvtype.Component) (bool, error)
@@ -226,6 +229,11 @@ type Worker struct {
 	mu         sync.Mutex
 	cancelWork context.CancelCauseFunc // cancels in-flight refreshes (set by Run)
 
+	// owner names this worker instance in tenant leases (WorkerID and a
+	// random suffix: two replicas with one WorkerID are still two owners).
+	owner   string
+	tenants tenantLocks
+
 	startedAt time.Time
 	inFlight  atomic.Int64
 	processed atomic.Int64
@@ -254,6 +262,7 @@ func New(cfg Config, src Source, refresh Refresher, results Results) (*Worker, e
 		met:   cfg.Metrics,
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
+		owner: cfg.WorkerID + "/" + rand.Text()[:8],
 	}
 	w.src = countedSource{src: src, met: cfg.Metrics, probe: w.queueCall}
 	w.results = countedResults{res: results, met: cfg.Metrics, probe: w.storeCall}
