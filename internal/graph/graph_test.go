@@ -555,7 +555,12 @@ func TestApplyFailedChanges(t *testing.T) {
 	if err != nil || st.App == nil || len(st.Resources) == 0 {
 		t.Fatalf("Read = %+v, %v; want a consented tenant", st, err)
 	}
-	res := st.Resources[0]
+	// A resource that publishes application roles.
+	i := slices.IndexFunc(st.Resources, func(r cpv.ServicePrincipal) bool { return len(r.AppRoles) > 0 })
+	if i < 0 {
+		t.Fatalf("no resource of the read publishes an application role: %+v", st.Resources)
+	}
+	res := st.Resources[i]
 
 	role := res.AppRoles[0].ID
 	tests := []struct {
