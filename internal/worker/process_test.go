@@ -228,17 +228,30 @@ func terminatedWorker(t *testing.T, transport, bin string) {
 	}
 	var held []*queue.Delivery
 	queued := map[string]int{}
-	for {
-		ds, err := w.queue.Receive(ctx, queue.MaxReceive)
-		if err != nil {
-			t.Fatal(err)
+	take := func() {
+		for {
+			ds, err := w.queue.Receive(ctx, queue.MaxReceive)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ds) == 0 {
+				return
+			}
+			for _, d := range ds {
+				held = append(held, d)
+				queued[d.Message.TenantID]++
+			}
 		}
-		if len(ds) == 0 {
-			break
-		}
-		for _, d := range ds {
-			held = append(held, d)
-			queued[d.Message.TenantID]++
+	}
+	take()
+	if transport == queue.TransportServiceBus && len(held) < work {
+		// Messages the Service Bus SDK took on the link while it drained its
+		// credits, and that no Receive returned, stay locked to the exited
+		// receiver until the lock expires: late, but not lost.
+		deadline := time.Now().Add(3 * testVisibility)
+		for len(held) < work && time.Now().Before(deadline) {
+			time.Sleep(250 * time.Millisecond)
+			take()
 		}
 	}
 	if len(held) != work {
