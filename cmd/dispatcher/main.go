@@ -31,6 +31,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/logging"
+	"github.com/cpvrefresh/cpvrefresh/internal/notify"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/storage"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -77,6 +78,9 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	}
 	if _, err := dispatcher.ParseAPIKeys(cfg.APIKeys); err != nil {
 		errs = append(errs, fmt.Errorf("CPV_API_KEYS: %w", err))
+	}
+	if err := notify.CheckURLs(cfg.NotifyURLList()); err != nil {
+		errs = append(errs, fmt.Errorf("CPV_NOTIFY_URLS: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return cli.Invalid(fmt.Errorf("bad configuration:\n%w", err))
@@ -126,6 +130,15 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	}()
 	if err := q.Ensure(ctx); err != nil {
 		return fmt.Errorf("queue: %w", err)
+	}
+	var notifier *notify.Notifier
+	if urls := cfg.NotifyURLList(); len(urls) > 0 {
+		notifier, err = notify.New(notify.Config{
+			URLs: urls, Store: st, ID: id, Interval: cfg.NotifyInterval, MaxLines: cfg.NotifyMaxLines, Logger: log,
+		})
+		if err != nil {
+			return cli.Invalid(fmt.Errorf("CPV_NOTIFY_URLS: %w", err))
+		}
 	}
 
 	var signIn *dispatcher.SignIn
@@ -198,6 +211,13 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 			log.Error("scheduler stopped", "error", err)
 		}
 	}()
+	if notifier != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			notifier.Run(ctx)
+		}()
+	}
 	if len(listeners) > 1 {
 		log.Info("metrics listening", "addr", listeners[1].Addr().String())
 		if ready, ok := ctx.Value(metricsReadyKey{}).(func(string)); ok {

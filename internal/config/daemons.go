@@ -91,7 +91,13 @@ type Dispatcher struct {
 	SessionLifetime     time.Duration `env:"CPV_SESSION_LIFETIME" default:"8h" help:"how long a UI sign-in lasts"`
 	MaxBody             int           `env:"CPV_MAX_BODY" default:"65536" help:"largest accepted request body in bytes"`
 	KeyVaultURL         string        `env:"CPV_KEY_VAULT_URL" help:"Key Vault holding the app's credentials, shown on the backend page"`
+	NotifyURLs          string        `env:"CPV_NOTIFY_URLS" secret:"true" help:"shoutrrr URLs (teams://, slack://, smtp://, generic://, ...) told when tenants newly fail or recover, separated by spaces (a URL may contain commas); empty: no notifications"`
+	NotifyInterval      time.Duration `env:"CPV_NOTIFY_INTERVAL" default:"1m" help:"how often the status rows are compared with what was last notified; all changes found at once go out as one digest"`
+	NotifyMaxLines      int           `env:"CPV_NOTIFY_MAX_LINES" default:"100" help:"tenants listed in one digest; the rest are counted"`
 }
+
+// NotifyURLList splits CPV_NOTIFY_URLS.
+func (d *Dispatcher) NotifyURLList() []string { return strings.Fields(d.NotifyURLs) }
 
 // Validate checks the shared settings, one message per bad field.
 func (c *Common) Validate() error {
@@ -226,6 +232,12 @@ func (d *Dispatcher) Validate() error {
 	// Port 0 gives each listener a port of its own.
 	if _, port, _ := net.SplitHostPort(d.MetricsListen); d.MetricsListen != "" && d.MetricsListen == d.Listen && port != "0" {
 		errs = append(errs, fmt.Errorf("CPV_METRICS_LISTEN %q: must differ from CPV_DISPATCHER_LISTEN (leave it empty to serve /metrics there)", d.MetricsListen))
+	}
+	if d.NotifyInterval < time.Second || d.NotifyInterval > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("CPV_NOTIFY_INTERVAL %s: want 1s..24h", d.NotifyInterval))
+	}
+	if d.NotifyMaxLines < 1 || d.NotifyMaxLines > 1000 {
+		errs = append(errs, fmt.Errorf("CPV_NOTIFY_MAX_LINES %d: want 1..1000", d.NotifyMaxLines))
 	}
 	if d.MaxBody < 1024 || d.MaxBody > 4<<20 {
 		errs = append(errs, fmt.Errorf("CPV_MAX_BODY %d: want 1024..4194304", d.MaxBody))

@@ -118,6 +118,18 @@ func New(cfg Config) (*Notifier, error) {
 	return n, nil
 }
 
+// CheckURLs reports every URL shoutrrr cannot use, by its position and
+// scheme, for configuration validation in main.
+func CheckURLs(urls []string) error {
+	var errs []error
+	for i, raw := range urls {
+		if _, err := newSender(i+1, raw, time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func newSender(index int, raw string, timeout time.Duration) (sender, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme == "" {
@@ -195,7 +207,7 @@ type Digest struct {
 
 // Run sweeps every Interval until ctx ends. A failed sweep is logged and
 // retried at the next tick.
-func (n *Notifier) Run(ctx context.Context) error {
+func (n *Notifier) Run(ctx context.Context) {
 	t := time.NewTicker(n.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -204,7 +216,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		}
 	}
