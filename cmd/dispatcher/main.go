@@ -32,6 +32,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/logging"
 	"github.com/cpvrefresh/cpvrefresh/internal/notify"
+	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/storage"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -111,6 +112,12 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	if err != nil {
 		return cli.Invalid(err)
 	}
+	pc, err := partnercenter.New(partnercenter.Config{
+		BaseURL: cfg.PartnerCenterURL, PartnerTenantID: cfg.PartnerTenantID, Credential: cred, HTTPClient: hc, Logger: log,
+	})
+	if err != nil {
+		return cli.Invalid(err)
+	}
 	backend, err := storage.New(&cfg.Common, storage.Options{})
 	if err != nil {
 		return cli.Invalid(err)
@@ -156,6 +163,8 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		Store:               st,
 		Queue:               q,
 		Discovery:           disc,
+		Webhooks:            pc,
+		PublicURL:           cfg.PublicURL,
 		Schedule:            cfg.Schedule,
 		Location:            loc,
 		CatchUp:             cfg.CatchUp,

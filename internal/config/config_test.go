@@ -119,6 +119,11 @@ func TestValidate(t *testing.T) {
 		}
 	}
 	d.NotifyURLs, d.NotifyInterval, d.NotifyMaxLines = "", time.Minute, 100
+	d.PublicURL = "cpv.example.com"
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "CPV_PUBLIC_URL") {
+		t.Errorf("a public URL without a scheme must be refused, got %v", err)
+	}
+	d.PublicURL = ""
 
 	// Sign-in needs the public URL; the session key is 32 bytes of base64 and never quoted.
 	d.SignInClientID = w.ClientID

@@ -86,7 +86,7 @@ type Dispatcher struct {
 	SignInClientID      string        `env:"CPV_SIGNIN_CLIENT_ID" help:"app registration users sign in to the UI with (OpenID Connect, authorization code with PKCE); empty: no sign-in with Microsoft"`
 	SignInClientSecret  string        `env:"CPV_SIGNIN_CLIENT_SECRET" secret:"true" help:"client secret of the sign-in app (empty for a public client)"`
 	SignInIssuer        string        `env:"CPV_SIGNIN_ISSUER" help:"issuer of the sign-in (default: CPV_AUTHORITY_HOST + CPV_PARTNER_TENANT_ID + /v2.0)"`
-	PublicURL           string        `env:"CPV_PUBLIC_URL" help:"the UI's address as browsers reach it (https://cpv.example.com); the sign-in redirect URI is <it>/auth/callback"`
+	PublicURL           string        `env:"CPV_PUBLIC_URL" help:"the dispatcher's address as browsers and Partner Center reach it (https://cpv.example.com); the sign-in redirect URI is <it>/auth/callback and the webhook registered from the Settings page <it>/webhooks/partnercenter"`
 	SessionKey          string        `env:"CPV_SESSION_KEY" secret:"true" help:"32 bytes in base64 that seal session cookies (empty: made once and kept in the control table)"`
 	SessionLifetime     time.Duration `env:"CPV_SESSION_LIFETIME" default:"8h" help:"how long a UI sign-in lasts"`
 	MaxBody             int           `env:"CPV_MAX_BODY" default:"65536" help:"largest accepted request body in bytes"`
@@ -217,6 +217,9 @@ func (d *Dispatcher) Validate() error {
 	}
 	if d.AuthIssuer != "" && d.AuthAudience == "" {
 		errs = append(errs, errors.New("CPV_AUTH_AUDIENCE is required with CPV_AUTH_ISSUER"))
+	}
+	if u, err := url.Parse(d.PublicURL); d.PublicURL != "" && d.SignInClientID == "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+		errs = append(errs, fmt.Errorf("CPV_PUBLIC_URL %q: want an http(s) URL", d.PublicURL))
 	}
 	if d.SignInClientID != "" {
 		if u, err := url.Parse(d.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
