@@ -3,7 +3,8 @@
 // sweep reads every tenant's status row, compares it with the state the
 // last notification was sent for (kept in the store), and sends one digest
 // of the differences through shoutrrr to the configured URLs (Microsoft
-// Teams, Slack, SMTP, a generic webhook, ...).
+// Teams, Slack, SMTP, a generic webhook, ...). A recent run whose tenants
+// all have a result is reported in the digest once, if some failed.
 //
 // A tenant failing every night is told once; its recovery once. A sweep
 // runs under a lease, so one replica sends at a time, and the state is

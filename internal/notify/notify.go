@@ -21,6 +21,8 @@ import (
 // last notified, a lease and the tenants' names.
 type Store interface {
 	EachStatus(ctx context.Context, fn func(store.Status) error) error
+	ListRuns(ctx context.Context, limit int) ([]store.Run, error)
+	RunProgress(ctx context.Context, runID string) (store.Progress, error)
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 	EachNotified(ctx context.Context, fn func(subject, state string) error) error
 	SetNotified(ctx context.Context, states map[string]string) error
@@ -39,6 +41,14 @@ const (
 // leaseName guards a sweep across replicas.
 const leaseName = "notify"
 
+// Runs looked at: the latest few, started within runWindow. A run is
+// reported once all its tenants have a result.
+const (
+	runsLooked = 3
+	runWindow  = 48 * time.Hour
+	runPrefix  = "run-"
+)
+
 // Config configures a Notifier. URLs, Store and ID are required.
 type Config struct {
 	// URLs are shoutrrr service URLs (secret: they carry tokens).
@@ -55,6 +65,8 @@ type Config struct {
 	// Timeout bounds one send to one URL (30s when 0).
 	Timeout time.Duration
 	Logger  *slog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
 }
 
 // Notifier sends digests of tenant state changes.
@@ -102,6 +114,9 @@ func New(cfg Config) (*Notifier, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	n := &Notifier{cfg: cfg, log: cfg.Logger}
 	for i, raw := range cfg.URLs {
@@ -198,11 +213,19 @@ type Change struct {
 	Reason   string // the status row's advice or error, for a failure
 }
 
+// RunFailures is a run whose tenants all have a result, some failed.
+type RunFailures struct {
+	RunID    string
+	Failed   int
+	Enqueued int
+}
+
 // Digest is what one sweep sent.
 type Digest struct {
 	Title   string
 	Body    string
 	Changes []Change
+	Runs    []RunFailures
 }
 
 // Run sweeps every Interval until ctx ends. A failed sweep is logged and
@@ -267,7 +290,20 @@ func (n *Notifier) Sweep(ctx context.Context) (Digest, error) {
 	if err != nil {
 		return Digest{}, fmt.Errorf("notify: read statuses: %w", err)
 	}
-	if len(changes) == 0 {
+	runs, quiet, err := n.finishedRuns(ctx, notified)
+	if err != nil {
+		return Digest{}, err
+	}
+	states := make(map[string]string, len(changes)+len(runs)+len(quiet))
+	for _, id := range quiet {
+		states[runPrefix+id] = stateOK
+	}
+	if len(changes) == 0 && len(runs) == 0 {
+		if len(states) > 0 {
+			if err := n.cfg.Store.SetNotified(ctx, states); err != nil {
+				return Digest{}, fmt.Errorf("notify: record runs without failures: %w", err)
+			}
+		}
 		return Digest{}, nil
 	}
 	for i := range changes[:min(len(changes), n.cfg.MaxLines)] {
@@ -275,11 +311,13 @@ func (n *Notifier) Sweep(ctx context.Context) (Digest, error) {
 			changes[i].Name = t.DisplayName
 		}
 	}
-	d := n.digest(changes)
+	d := n.digest(changes, runs)
 	if err := n.send(ctx, d.Title, d.Body); err != nil {
 		return Digest{}, err
 	}
-	states := make(map[string]string, len(changes))
+	for _, r := range runs {
+		states[runPrefix+r.RunID] = stateFailed
+	}
 	for _, c := range changes {
 		states[c.TenantID] = stateOK
 		if c.Failed {
@@ -295,8 +333,42 @@ func (n *Notifier) Sweep(ctx context.Context) (Digest, error) {
 			failed++
 		}
 	}
-	n.log.InfoContext(ctx, "notification sent", "failed", failed, "recovered", len(changes)-failed)
+	n.log.InfoContext(ctx, "notification sent", "failed", failed, "recovered", len(changes)-failed, "runs", len(runs))
 	return d, nil
+}
+
+// finishedRuns returns the recent runs not yet reported whose tenants all
+// have a result: those with failures, and (quiet) the ids of those without.
+func (n *Notifier) finishedRuns(ctx context.Context, notified map[string]string) ([]RunFailures, []string, error) {
+	recent, err := n.cfg.Store.ListRuns(ctx, runsLooked)
+	if err != nil {
+		return nil, nil, fmt.Errorf("notify: list runs: %w", err)
+	}
+	var (
+		out   []RunFailures
+		quiet []string
+	)
+	for _, r := range recent {
+		if r.Finished.IsZero() || notified[runPrefix+r.ID] != "" || n.cfg.Now().Sub(r.Finished) > runWindow {
+			continue
+		}
+		if strings.HasSuffix(r.Kind, "-skipped") || r.Enqueued == 0 {
+			quiet = append(quiet, r.ID)
+			continue
+		}
+		p, err := n.cfg.Store.RunProgress(ctx, r.ID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("notify: progress of run %s: %w", r.ID, err)
+		}
+		switch {
+		case p.Pending > 0:
+		case p.Failed > 0:
+			out = append(out, RunFailures{RunID: r.ID, Failed: p.Failed, Enqueued: p.Enqueued})
+		default:
+			quiet = append(quiet, r.ID)
+		}
+	}
+	return out, quiet, nil
 }
 
 // send delivers a message to every URL. It fails only if no URL took it;
@@ -324,7 +396,7 @@ func reasonOf(st store.Status) string {
 
 // digest builds the message for changes: failures first, then recoveries,
 // each in tenant id order, at most MaxLines listed.
-func (n *Notifier) digest(changes []Change) Digest {
+func (n *Notifier) digest(changes []Change, runs []RunFailures) Digest {
 	slices.SortFunc(changes, func(a, b Change) int {
 		if a.Failed != b.Failed {
 			if a.Failed {
@@ -341,13 +413,17 @@ func (n *Notifier) digest(changes []Change) Digest {
 		}
 	}
 	var parts []string
+	var b strings.Builder
+	for _, r := range runs {
+		parts = append(parts, fmt.Sprintf("run %s finished with %d failed", r.RunID, r.Failed))
+		fmt.Fprintf(&b, "RUN %s finished: %d of %d tenants failed\n", r.RunID, r.Failed, r.Enqueued)
+	}
 	if failed > 0 {
 		parts = append(parts, fmt.Sprintf("%d %s failed", failed, plural(failed)))
 	}
 	if r := len(changes) - failed; r > 0 {
 		parts = append(parts, fmt.Sprintf("%d %s recovered", r, plural(r)))
 	}
-	var b strings.Builder
 	for _, c := range changes[:min(len(changes), n.cfg.MaxLines)] {
 		who := c.TenantID
 		if c.Name != "" {
@@ -366,7 +442,7 @@ func (n *Notifier) digest(changes []Change) Digest {
 	if more := len(changes) - n.cfg.MaxLines; more > 0 {
 		fmt.Fprintf(&b, "... and %d more: see the tenants page.\n", more)
 	}
-	return Digest{Title: "cpvrefresh: " + strings.Join(parts, ", "), Body: b.String(), Changes: changes}
+	return Digest{Title: "cpvrefresh: " + strings.Join(parts, ", "), Body: b.String(), Changes: changes, Runs: runs}
 }
 
 func plural(n int) string {

@@ -321,3 +321,68 @@ func TestTokenNeverLogged(t *testing.T) {
 	}
 	t.Logf("errors: %s", fmt.Sprint(errs))
 }
+
+// A run is reported once, when all its tenants have a result and some
+// failed, in the same digest as the tenants' transitions; a run without
+// failures is not reported.
+func TestRunWithFailuresReportedOnce(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	rc := newReceiver(t)
+	n := newNotifier(t, s, nil, rc.url())
+	ctx := context.Background()
+	put := func(id, run string, state cpvtype.Status) {
+		t.Helper()
+		st := store.Status{TenantID: id, State: state, RunID: run, LastAttempt: time.Now()}
+		if err := s.PutStatus(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(id string, enqueued int) {
+		t.Helper()
+		now := time.Now()
+		if err := s.CreateRun(ctx, store.Run{ID: id, Kind: "nightly", Scheduled: now.Add(time.Hour), Started: now.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UpdateRun(ctx, store.Run{ID: id, Finished: now.Add(time.Hour), Enqueued: enqueued, Total: enqueued}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := uuid.NewString(), uuid.NewString()
+	run("nightly-2026-12-05", 2)
+	put(a, "nightly-2026-12-05", cpvtype.StatusSucceeded)
+	put(b, "nightly-2026-12-05", cpvtype.StatusRunning)
+	sweep(t, n)
+	if got := rc.messages(); len(got) != 0 {
+		t.Fatalf("a run in progress was reported: %+v", got)
+	}
+	put(b, "nightly-2026-12-05", cpvtype.StatusFailed)
+	sweep(t, n)
+	got := rc.messages()
+	if len(got) != 1 {
+		t.Fatalf("%d messages, want one digest", len(got))
+	}
+	if got[0].Title != "cpvrefresh: run nightly-2026-12-05 finished with 1 failed, 1 tenant failed" ||
+		!strings.HasPrefix(got[0].Message, "RUN nightly-2026-12-05 finished: 1 of 2 tenants failed\nFAILED "+b) {
+		t.Errorf("digest %+v", got[0])
+	}
+	sweep(t, n)
+	if got := rc.messages(); len(got) != 1 {
+		t.Errorf("the run was reported again: %+v", got[1:])
+	}
+
+	c := uuid.NewString()
+	run("bulk-clean", 1)
+	put(c, "bulk-clean", cpvtype.StatusSucceeded)
+	sweep(t, n)
+	if got := rc.messages(); len(got) != 1 {
+		t.Errorf("a run without failures was reported: %+v", got[1:])
+	}
+	seen := map[string]string{}
+	if err := s.EachNotified(ctx, func(k, v string) error { seen[k] = v; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if seen["run-bulk-clean"] != "ok" || seen["run-nightly-2026-12-05"] != "failed" {
+		t.Errorf("runs recorded as %v", seen)
+	}
+}
