@@ -306,6 +306,7 @@ func (n *Notifier) Sweep(ctx context.Context) (Digest, error) {
 		}
 		return Digest{}, nil
 	}
+	sortChanges(changes)
 	for i := range changes[:min(len(changes), n.cfg.MaxLines)] {
 		if t, err := n.cfg.Store.GetTenant(ctx, changes[i].TenantID); err == nil {
 			changes[i].Name = t.DisplayName
@@ -394,9 +395,9 @@ func reasonOf(st store.Status) string {
 	return st.LastError
 }
 
-// digest builds the message for changes: failures first, then recoveries,
-// each in tenant id order, at most MaxLines listed.
-func (n *Notifier) digest(changes []Change, runs []RunFailures) Digest {
+// sortChanges puts failures first, then recoveries, each in tenant id
+// order: the order a digest lists them in.
+func sortChanges(changes []Change) {
 	slices.SortFunc(changes, func(a, b Change) int {
 		if a.Failed != b.Failed {
 			if a.Failed {
@@ -406,6 +407,11 @@ func (n *Notifier) digest(changes []Change, runs []RunFailures) Digest {
 		}
 		return strings.Compare(a.TenantID, b.TenantID)
 	})
+}
+
+// digest builds the message for runs and changes (sorted by sortChanges),
+// at most MaxLines tenants listed.
+func (n *Notifier) digest(changes []Change, runs []RunFailures) Digest {
 	failed := 0
 	for _, c := range changes {
 		if c.Failed {

@@ -386,3 +386,37 @@ func TestRunWithFailuresReportedOnce(t *testing.T) {
 		t.Errorf("runs recorded as %v", seen)
 	}
 }
+
+// Every tenant a bounded digest lists carries its name, whatever order the
+// status rows came in (failures are listed before recoveries).
+func TestDigestNamesListedTenants(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	rc := newReceiver(t)
+	n := newNotifier(t, s, func(c *notify.Config) { c.MaxLines = 2 }, rc.url())
+	ctx := context.Background()
+	a := "00000000-0000-4000-8000-00000000000a"
+	b := "10000000-0000-4000-8000-00000000000b"
+	c := "20000000-0000-4000-8000-00000000000c"
+	for id, name := range map[string]string{a: "Alpha", b: "Bravo", c: "Charlie"} {
+		if err := s.UpsertTenant(ctx, store.Tenant{ID: id, DisplayName: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setState(t, s, a, cpvtype.StatusFailed)
+	sweep(t, n)
+	setState(t, s, a, cpvtype.StatusSucceeded)
+	setState(t, s, b, cpvtype.StatusFailed)
+	setState(t, s, c, cpvtype.StatusFailed)
+	sweep(t, n)
+	got := rc.messages()
+	if len(got) != 2 {
+		t.Fatalf("%d messages, want 2", len(got))
+	}
+	want := "FAILED Bravo (" + b + "): consent missing, run a CPV reset\n" +
+		"FAILED Charlie (" + c + "): consent missing, run a CPV reset\n" +
+		"... and 1 more: see the tenants page.\n"
+	if got[1].Message != want {
+		t.Errorf("digest:\n%s\nwant:\n%s", got[1].Message, want)
+	}
+}
