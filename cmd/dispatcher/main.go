@@ -32,6 +32,8 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/logging"
+	"github.com/cpvrefresh/cpvrefresh/internal/notify"
+	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/storage"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -82,6 +84,9 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	}
 	if err := dispatcher.ParseSchedule(cfg.RotationSchedule); err != nil {
 		errs = append(errs, fmt.Errorf("CPV_ROTATION_SCHEDULE %q: %v", cfg.RotationSchedule, err))
+	}
+	if err := notify.CheckURLs(cfg.NotifyURLList()); err != nil {
+		errs = append(errs, fmt.Errorf("CPV_NOTIFY_URLS: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return cli.Invalid(fmt.Errorf("bad configuration:\n%w", err))
@@ -139,6 +144,12 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 			return cli.Invalid(fmt.Errorf("manifest %s: %w", cfg.ManifestFile, err))
 		}
 	}
+	pc, err := partnercenter.New(partnercenter.Config{
+		BaseURL: cfg.PartnerCenterURL, PartnerTenantID: cfg.PartnerTenantID, Credential: cred, HTTPClient: hc, Logger: log,
+	})
+	if err != nil {
+		return cli.Invalid(err)
+	}
 	backend, err := storage.New(&cfg.Common, storage.Options{})
 	if err != nil {
 		return cli.Invalid(err)
@@ -159,6 +170,15 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	if err := q.Ensure(ctx); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
+	var notifier *notify.Notifier
+	if urls := cfg.NotifyURLList(); len(urls) > 0 {
+		notifier, err = notify.New(notify.Config{
+			URLs: urls, Store: st, ID: id, Interval: cfg.NotifyInterval, MaxLines: cfg.NotifyMaxLines, Logger: log,
+		})
+		if err != nil {
+			return cli.Invalid(fmt.Errorf("CPV_NOTIFY_URLS: %w", err))
+		}
+	}
 
 	var signIn *dispatcher.SignIn
 	if cfg.SignInClientID != "" {
@@ -175,6 +195,8 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		Store:               st,
 		Queue:               q,
 		Discovery:           disc,
+		Webhooks:            pc,
+		PublicURL:           cfg.PublicURL,
 		Schedule:            cfg.Schedule,
 		Location:            loc,
 		CatchUp:             cfg.CatchUp,
@@ -234,6 +256,9 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		}
 	}()
 	wg.Go(func() { d.RunRotation(ctx) })
+	if notifier != nil {
+		wg.Go(func() { notifier.Run(ctx) })
+	}
 	if len(listeners) > 1 {
 		log.Info("metrics listening", "addr", listeners[1].Addr().String())
 		if ready, ok := ctx.Value(metricsReadyKey{}).(func(string)); ok {

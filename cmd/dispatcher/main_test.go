@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cli"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -57,6 +59,11 @@ func TestConfigErrorsExit2(t *testing.T) {
 			"CPV_PARTNER_TENANT_ID": "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3e", "CPV_CLIENT_ID": "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3f",
 			"CPV_CLIENT_SECRET": "s", "CPV_API_KEYS": "0123456789abcdef0123",
 		}},
+		{"bad notification URL", nil, map[string]string{
+			"CPV_PARTNER_TENANT_ID": "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3e", "CPV_CLIENT_ID": "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3f",
+			"CPV_CLIENT_SECRET": "s", "CPV_API_KEYS": "0123456789abcdef0123",
+			"CPV_NOTIFY_URLS": "teams://notify-token-0123456789 nosuchservice://notify-token-0123456789@host",
+		}},
 		{"closed API", nil, map[string]string{
 			"CPV_PARTNER_TENANT_ID": "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3e", "CPV_CLIENT_ID": "0b7c6a52-2f1e-4c55-9d7e-3f0a5b1c2d3f",
 			"CPV_CLIENT_SECRET": "s",
@@ -65,6 +72,9 @@ func TestConfigErrorsExit2(t *testing.T) {
 		var out syncBuffer
 		if code := cli.Report(&out, "dispatcher", run(context.Background(), tc.args, envOf(tc.env), io.Discard, &out)); code != 2 {
 			t.Errorf("%s: exit code %d, want 2; output:\n%s", tc.name, code, out.String())
+		}
+		if strings.Contains(out.String(), "notify-token") {
+			t.Errorf("%s: a notification URL's token reached the output:\n%s", tc.name, out.String())
 		}
 	}
 }
@@ -84,6 +94,16 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 	t.Setenv("SSL_CERT_FILE", ca)
 	az := testenv.Azurite(t)
 	simURL, _ := url.Parse(sim.URL())
+	// A notification receiver (plain HTTP; the token is in its path).
+	const notifyToken = "notify-token-0123456789"
+	notified := make(chan string, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/hook/"+notifyToken {
+			notified <- string(b)
+		}
+	}))
+	defer hook.Close()
 	queueName, prefix := testenv.Name("cmdq"), testenv.Name("cmd")
 	env := map[string]string{
 		"CPV_STORAGE_CONNECTION_STRING":     az.ConnectionString,
@@ -101,6 +121,8 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 		"CPV_WEBHOOK_CERT_HOSTS":            simURL.Host,
 		"CPV_WEBHOOK_REQUIRE_MICROSOFT_ORG": "false",
 		"CPV_LOG_FORMAT":                    "json",
+		"CPV_NOTIFY_URLS":                   "generic://" + hook.Listener.Addr().String() + "/hook/" + notifyToken + "?disabletls=yes&template=json",
+		"CPV_NOTIFY_INTERVAL":               "1s",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -171,7 +193,24 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 		t.Errorf("queue depth %d (%v), want at least %d", work, err, len(sim.Fleet()))
 	}
 
+	// A failed status row is notified.
+	failed := store.Status{TenantID: ft.ID, State: cpvtype.StatusFailed, LastAttempt: time.Now(), Advice: "consent missing, run a CPV reset"}
+	if err := st.PutStatus(ctx, failed); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case body := <-notified:
+		if !strings.Contains(body, ft.ID) {
+			t.Errorf("notification does not name the failed tenant: %s", body)
+		}
+	case <-time.After(time.Minute):
+		t.Errorf("no notification of the failed tenant:\n%s", logs.String())
+	}
+
 	stopDaemon(t, cancel, done, &logs)
+	if strings.Contains(logs.String(), notifyToken) {
+		t.Error("a notification URL's token reached the log")
+	}
 	if strings.Contains(logs.String(), sim.AppSecret()) || strings.Contains(logs.String(), "cmd-test-key-0123456789") {
 		t.Error("a secret reached the log")
 	}

@@ -99,6 +99,32 @@ func TestValidate(t *testing.T) {
 	}
 	d.MetricsListen = ""
 
+	// Notification URLs are separated by spaces, so one may contain commas.
+	if err := Load(&d, nil, env(map[string]string{
+		"CPV_NOTIFY_URLS": " teams://a@b/c smtp://u:p@host:25/?from=a@x&to=b@x,c@x ",
+	}), "dispatcher"); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.NotifyURLList(); len(got) != 2 || got[1] != "smtp://u:p@host:25/?from=a@x&to=b@x,c@x" {
+		t.Errorf("NotifyURLList() = %q", got)
+	}
+	if d.NotifyInterval != time.Minute || d.NotifyMaxLines != 100 {
+		t.Errorf("notification defaults: interval %s, max lines %d", d.NotifyInterval, d.NotifyMaxLines)
+	}
+	d.NotifyInterval, d.NotifyMaxLines = 0, 0
+	err = d.Validate()
+	for _, want := range []string{"CPV_NOTIFY_INTERVAL", "CPV_NOTIFY_MAX_LINES"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
+	d.NotifyURLs, d.NotifyInterval, d.NotifyMaxLines = "", time.Minute, 100
+	d.PublicURL = "cpv.example.com"
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "CPV_PUBLIC_URL") {
+		t.Errorf("a public URL without a scheme must be refused, got %v", err)
+	}
+	d.PublicURL = ""
+
 	// Sign-in needs the public URL; the session key is 32 bytes of base64 and never quoted.
 	d.SignInClientID = w.ClientID
 	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "CPV_PUBLIC_URL") {

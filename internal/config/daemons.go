@@ -99,7 +99,7 @@ type Dispatcher struct {
 	SignInClientID      string        `env:"CPV_SIGNIN_CLIENT_ID" help:"app registration users sign in to the UI with (OpenID Connect, authorization code with PKCE); empty: no sign-in with Microsoft"`
 	SignInClientSecret  string        `env:"CPV_SIGNIN_CLIENT_SECRET" secret:"true" help:"client secret of the sign-in app (empty for a public client)"`
 	SignInIssuer        string        `env:"CPV_SIGNIN_ISSUER" help:"issuer of the sign-in (default: CPV_AUTHORITY_HOST + CPV_PARTNER_TENANT_ID + /v2.0)"`
-	PublicURL           string        `env:"CPV_PUBLIC_URL" help:"the UI's address as browsers reach it (https://cpv.example.com); the sign-in redirect URI is <it>/auth/callback"`
+	PublicURL           string        `env:"CPV_PUBLIC_URL" help:"the dispatcher's address as browsers and Partner Center reach it (https://cpv.example.com); the sign-in redirect URI is <it>/auth/callback and the webhook registered from the Settings page <it>/webhooks/partnercenter"`
 	SessionKey          string        `env:"CPV_SESSION_KEY" secret:"true" help:"32 bytes in base64 that seal session cookies (empty: made once and kept in the control table)"`
 	SessionLifetime     time.Duration `env:"CPV_SESSION_LIFETIME" default:"8h" help:"how long a UI sign-in lasts"`
 	MaxBody             int           `env:"CPV_MAX_BODY" default:"65536" help:"largest accepted request body in bytes"`
@@ -107,7 +107,13 @@ type Dispatcher struct {
 	RotationOverlap     time.Duration `env:"CPV_ROTATION_OVERLAP" default:"24h" help:"how long a replaced client secret stays on the app after its successor was proven"`
 	SecretLifetime      time.Duration `env:"CPV_SECRET_LIFETIME" default:"4320h" help:"validity of a client secret the rotation adds"`
 	PermissionsRun      bool          `env:"CPV_PERMISSIONS_RUN" default:"true" help:"enqueue a refresh of every tenant when a change of the extra permissions makes a new effective manifest"`
+	NotifyURLs          string        `env:"CPV_NOTIFY_URLS" secret:"true" help:"shoutrrr URLs (teams://, slack://, smtp://, generic://, ...) told when tenants newly fail or recover, separated by spaces (a URL may contain commas); empty: no notifications"`
+	NotifyInterval      time.Duration `env:"CPV_NOTIFY_INTERVAL" default:"1m" help:"how often the status rows are compared with what was last notified; all changes found at once go out as one digest"`
+	NotifyMaxLines      int           `env:"CPV_NOTIFY_MAX_LINES" default:"100" help:"tenants listed in one digest; the rest are counted"`
 }
+
+// NotifyURLList splits CPV_NOTIFY_URLS.
+func (d *Dispatcher) NotifyURLList() []string { return strings.Fields(d.NotifyURLs) }
 
 // Validate checks the shared settings, one message per bad field.
 func (c *Common) Validate() error {
@@ -243,6 +249,9 @@ func (d *Dispatcher) Validate() error {
 	if d.AuthIssuer != "" && d.AuthAudience == "" {
 		errs = append(errs, errors.New("CPV_AUTH_AUDIENCE is required with CPV_AUTH_ISSUER"))
 	}
+	if u, err := url.Parse(d.PublicURL); d.PublicURL != "" && d.SignInClientID == "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+		errs = append(errs, fmt.Errorf("CPV_PUBLIC_URL %q: want an http(s) URL", d.PublicURL))
+	}
 	if d.SignInClientID != "" {
 		if u, err := url.Parse(d.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("CPV_PUBLIC_URL %q: an http(s) URL is required with CPV_SIGNIN_CLIENT_ID", d.PublicURL))
@@ -260,6 +269,12 @@ func (d *Dispatcher) Validate() error {
 	}
 	if d.RotationOverlap <= 0 || d.SecretLifetime <= d.RotationOverlap {
 		errs = append(errs, fmt.Errorf("CPV_ROTATION_OVERLAP %s / CPV_SECRET_LIFETIME %s: want 0 < overlap < lifetime", d.RotationOverlap, d.SecretLifetime))
+	}
+	if d.NotifyInterval < time.Second || d.NotifyInterval > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("CPV_NOTIFY_INTERVAL %s: want 1s..24h", d.NotifyInterval))
+	}
+	if d.NotifyMaxLines < 1 || d.NotifyMaxLines > 1000 {
+		errs = append(errs, fmt.Errorf("CPV_NOTIFY_MAX_LINES %d: want 1..1000", d.NotifyMaxLines))
 	}
 	if d.MaxBody < 1024 || d.MaxBody > 4<<20 {
 		errs = append(errs, fmt.Errorf("CPV_MAX_BODY %d: want 1024..4194304", d.MaxBody))

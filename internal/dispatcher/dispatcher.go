@@ -94,6 +94,13 @@ type Config struct {
 	// PropagationDelay delays the refresh after a relationship is approved or activated.
 	PropagationDelay time.Duration
 
+	// Webhooks reads and writes Partner Center's webhook registration; nil
+	// answers its API routes with 503.
+	Webhooks PartnerWebhooks
+	// PublicURL is where Partner Center and browsers reach this dispatcher;
+	// its webhook is PublicURL + WebhookPath.
+	PublicURL string
+
 	// WebhookCertHosts are the host[:port]s a webhook's certificate URL may name.
 	WebhookCertHosts []string
 	// WebhookRequireMSOrg requires O=Microsoft Corporation in the certificate's subject.

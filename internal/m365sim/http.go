@@ -69,6 +69,8 @@ func (s *Sim) routes() http.Handler {
 			s.serveGraph(w, r)
 		case strings.HasPrefix(p, "/v1/"):
 			s.servePartnerCenter(w, r)
+		case p == "/webhooks/v1/registration" || strings.HasPrefix(p, "/webhooks/v1/registration/"):
+			s.serveWebhookAPI(w, r)
 		case strings.HasPrefix(p, "/_sim/"):
 			s.serveInspect(w, r)
 		case p == webhookCertPath && r.Method == http.MethodGet:

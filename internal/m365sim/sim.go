@@ -183,6 +183,7 @@ type Sim struct {
 	failNext   map[Surface][]int
 
 	stats stats
+	hooks registry // the webhook registration and test events (registration.go)
 
 	// Keys and certificates.
 	caCert      *x509.Certificate

@@ -195,6 +195,7 @@ func validateIDs(op, tenant, appID string) error {
 type pcError struct {
 	Code        json.RawMessage `json:"code"`
 	Description string          `json:"description"`
+	raw         []byte          // the whole answer, for a verdict that reads it
 }
 
 func (e pcError) code() string { return strings.Trim(string(e.Code), `"`) }
@@ -258,6 +259,7 @@ func (pc *Client) do(ctx context.Context, op, tenant, method, u string, body []b
 			_ = resp.Body.Close()
 			var pe pcError
 			_ = json.Unmarshal(raw, &pe)
+			pe.raw = raw
 			done, verr := decide(status, pe)
 			if done {
 				log.DebugContext(ctx, "partner center answered", "status", status, "attempt", attempt)

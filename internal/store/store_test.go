@@ -1032,3 +1032,32 @@ func BenchmarkGetStatusAtSize(b *testing.B) {
 		})
 	}
 }
+
+// Notified states round-trip, replace what was there, and are written in
+// transactions of at most 100 rows.
+func TestNotified(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	want := map[string]string{}
+	for i := range 250 {
+		want[fmt.Sprintf("tenant-%03d", i)] = "failed"
+	}
+	if err := s.SetNotified(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetNotified(ctx, map[string]string{"tenant-007": "ok", "run-nightly-2026-12-05": "failed"}); err != nil {
+		t.Fatal(err)
+	}
+	want["tenant-007"], want["run-nightly-2026-12-05"] = "ok", "failed"
+	got := map[string]string{}
+	if err := s.EachNotified(ctx, func(k, v string) error { got[k] = v; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("notified states (-want +got):\n%s", diff)
+	}
+	if err := s.SetNotified(ctx, map[string]string{"a/b": "ok"}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("a key with a slash: %v, want ErrInvalid", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,6 +31,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher/ui"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
@@ -69,6 +71,9 @@ type stackOptions struct {
 	logger *slog.Logger
 	// transport wraps the dispatcher's HTTP transport (to the simulator).
 	transport func(http.RoundTripper) http.RoundTripper
+	// webhooks gives the dispatcher Partner Center's webhook registration
+	// API (the simulator's) and its own address as public URL.
+	webhooks bool
 }
 
 func newStack(t *testing.T, opts ...stackOptions) *stack {
@@ -126,16 +131,34 @@ func newStack(t *testing.T, opts ...stackOptions) *stack {
 		signIn = &dispatcher.SignIn{Issuer: sim.SignInURL(), ClientID: sim.AppID(), ClientSecret: sim.AppSecret(),
 			RedirectURL: base + "/auth/callback"}
 	}
+	var (
+		webhooks  dispatcher.PartnerWebhooks
+		publicURL string
+		certHosts []string
+	)
+	if o.webhooks {
+		u, _ := url.Parse(sim.URL())
+		certHosts = []string{u.Host}
+		pc, err := partnercenter.New(partnercenter.Config{BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(),
+			Credential: r.Cred, HTTPClient: hc})
+		if err != nil {
+			t.Fatalf("partnercenter.New: %v", err)
+		}
+		webhooks, publicURL = pc, base
+	}
 	s.disp, err = dispatcher.New(dispatcher.Config{
-		ID:          "dispatcher-ui-test",
-		Store:       s.store,
-		Queue:       s.queue,
-		Discovery:   disc,
-		APIKeys:     []string{testAPIKey},
-		SignIn:      signIn,
-		HTTPClient:  hc,
-		UI:          ui.Handler(),
-		Permissions: dispatcher.Permissions{Extras: s.store, Publisher: disc, Run: true},
+		Webhooks:         webhooks,
+		PublicURL:        publicURL,
+		WebhookCertHosts: certHosts,
+		ID:               "dispatcher-ui-test",
+		Store:            s.store,
+		Queue:            s.queue,
+		Discovery:        disc,
+		APIKeys:          []string{testAPIKey},
+		SignIn:           signIn,
+		HTTPClient:       hc,
+		UI:               ui.Handler(),
+		Permissions:      dispatcher.Permissions{Extras: s.store, Publisher: disc, Run: true},
 		Backend: map[string]string{
 			"transport":      "storage",
 			"storageAccount": "devstoreaccount1",

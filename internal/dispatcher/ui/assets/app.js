@@ -1537,12 +1537,65 @@
             h('h2', { id: 'roles-title' }, 'Roles'),
             h('div', { class: 'table-wrap' }, h('table', {},
               h('thead', {}, h('tr', {}, ['Role', 'App role', 'May'].map((c) => h('th', { scope: 'col' }, c)))),
-              h('tbody', {}, (v.roles || []).map((r) => h('tr', {}, h('td', {}, r.name), h('td', {}, h('code', {}, r.appRole)), h('td', {}, r.allows))))))));
+              h('tbody', {}, (v.roles || []).map((r) => h('tr', {}, h('td', {}, r.name), h('td', {}, h('code', {}, r.appRole)), h('td', {}, r.allows))))))),
+          h('section', { class: 'panel', 'aria-labelledby': 'webhook-title', id: 'settings-webhook' },
+            h('h2', { id: 'webhook-title' }, 'Partner Center webhook'),
+            h('div', { id: 'webhook-region' }, h('p', { class: 'empty' }, 'Loading…'))));
+        loadWebhook(token);
       } catch (e) {
         if (e.status === 401 || token !== app.renderToken) return;
         if (region) fill(region, errorNotice(e));
       }
     })();
+  }
+
+  // The webhook registration panel: Partner Center's registration, a
+  // button to point it here and one to send Partner Center's test event.
+  function webhookView(v, test) {
+    const events = v.webhookEvents || [];
+    return [
+      (v.warnings || []).map((w) => h('p', { class: 'notice warn', role: 'alert' }, w)),
+      v.registered ? h('dl', { class: 'kv' },
+        h('dt', {}, 'Registered URL'), h('dd', {}, h('code', { id: 'webhook-url' }, v.webhookUrl)),
+        h('dt', {}, 'This dispatcher'), h('dd', {}, v.expectedUrl ? h('code', {}, v.expectedUrl) : h('span', { class: 'muted' }, 'CPV_PUBLIC_URL is not set')),
+        h('dt', {}, 'Events'), h('dd', {}, events.length ? events.join(', ') : '—')) : null,
+      h('p', {},
+        h('button', { type: 'button', class: 'button', id: 'webhook-register', disabled: !v.expectedUrl,
+          onclick: () => webhookAction('POST', 'webhook/registration') }, v.registered ? 'Register this dispatcher again' : 'Register this dispatcher'),
+        ' ',
+        h('button', { type: 'button', class: 'button secondary', id: 'webhook-test', disabled: !v.registered,
+          onclick: () => webhookAction('POST', 'webhook/test') }, 'Send test event')),
+      test ? h('p', { class: 'notice' + (test.verified ? '' : ' warn'), id: 'webhook-test-result', role: 'status' },
+        test.verified ? 'The test event arrived and its signature verified (' + test.responseCode + ').'
+          : test.delivered ? 'The test event reached ' + (test.callbackUrl || 'the registered URL') + ' but was refused (' + test.responseCode + '): ' + (test.responseMessage || 'no message')
+            : 'The test event was not delivered: ' + (test.responseMessage || test.status || 'no answer')) : null,
+    ];
+  }
+
+  async function loadWebhook(token, test) {
+    const region = $('#webhook-region');
+    try {
+      const v = await api('GET', 'webhook/registration');
+      if (token !== app.renderToken || !region) return;
+      fill(region, ...webhookView(v, test));
+    } catch (e) {
+      if (e.status === 401 || token !== app.renderToken) return;
+      if (region) fill(region, errorNotice(e));
+    }
+  }
+
+  async function webhookAction(method, path) {
+    const token = app.renderToken;
+    const region = $('#webhook-region');
+    try {
+      const res = await api(method, path);
+      const test = path === 'webhook/test' ? res : undefined;
+      announce(test ? (test.verified ? 'Test event verified.' : 'Test event not verified.') : 'Webhook registered.');
+      await loadWebhook(token, test);
+    } catch (e) {
+      if (e.status === 401 || token !== app.renderToken) return;
+      if (region) region.prepend(errorNotice(e));
+    }
   }
 
   // ---------- start ----------
