@@ -61,6 +61,7 @@ type listRow struct {
 	status    store.Status
 	hasStatus bool
 	text      string // lower-cased name, domain, id, error and notices: what a search matches
+	lname     string // lower-cased name()
 }
 
 func (r *listRow) state() string {
@@ -87,6 +88,7 @@ func (r *listRow) index() {
 		parts = append(parts, r.status.Notices...)
 	}
 	r.text = strings.ToLower(strings.Join(parts, "\n"))
+	r.lname = strings.ToLower(r.name())
 }
 
 func (r *listRow) view() TenantView {
@@ -241,7 +243,7 @@ type listKey struct {
 
 // listSorts are the orders GET /api/tenants?sort= offers.
 var listSorts = map[string]func(r *listRow) listKey{
-	"name": func(r *listRow) listKey { return listKey{S: strings.ToLower(r.name())} },
+	"name": func(r *listRow) listKey { return listKey{S: r.lname} },
 	"id":   func(r *listRow) listKey { return listKey{S: r.tenant.ID} },
 	"status": func(r *listRow) listKey {
 		i := slices.Index(statusRank, r.state())
@@ -268,7 +270,7 @@ var listSorts = map[string]func(r *listRow) listKey{
 
 func (q *listQuery) key(r *listRow) listKey {
 	k := listSorts[q.sort](r)
-	k.Name, k.ID = strings.ToLower(r.name()), r.tenant.ID
+	k.Name, k.ID = r.lname, r.tenant.ID
 	return k
 }
 
