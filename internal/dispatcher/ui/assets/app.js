@@ -312,6 +312,9 @@
     } else if (hash === '#/backend') {
       setNav('backend');
       renderBackendPage();
+    } else if (hash === '#/poison') {
+      setNav('poison');
+      renderPoisonPage();
     } else if (hash === '#/activity') {
       setNav('activity');
       renderActivityPage();
@@ -1125,6 +1128,88 @@
 
   // ---------- backend page ----------
 
+  // ---------- poison page ----------
+
+  function renderPoisonPage() {
+    const token = app.renderToken;
+    page('Poison queue',
+      h('div', { class: 'page-head' },
+        h('div', {},
+          h('h1', {}, 'Poison queue'),
+          h('p', { class: 'sub' }, 'Messages the workers parked: invalid ones, and refreshes whose retries ran out. Re-drive one to try it again once its cause is fixed.')),
+        canOperate() ? h('div', { class: 'actions' },
+          h('button', { type: 'button', class: 'button', id: 'redrive-all', onclick: () => poisonAction(null, 'redrive') }, 'Re-drive all')) : null),
+      h('div', { id: 'poison-notice' }),
+      h('div', { id: 'poison-region' }, h('p', { class: 'empty' }, 'Loading…')));
+    app.reload = () => { stopPolling(); loadPoison(token); };
+    loadPoison(token);
+  }
+
+  async function loadPoison(token) {
+    let delay = 10000;
+    try {
+      const items = await api('GET', 'poison');
+      if (token !== app.renderToken) return;
+      keepFocus(() => drawPoison(items || []));
+    } catch (e) {
+      if (e.status === 401 || token !== app.renderToken) return;
+      const region = $('#poison-region');
+      if (region) fill(region, errorNotice(e));
+      delay = 5000;
+    }
+    schedule(() => loadPoison(token), delay);
+  }
+
+  function drawPoison(items) {
+    const region = $('#poison-region');
+    if (!region) return;
+    const all = $('#redrive-all');
+    if (all) all.disabled = !items.length;
+    if (!items.length) { fill(region, h('p', { class: 'empty' }, 'No parked messages.')); return; }
+    fill(region, h('div', { class: 'table-wrap' }, h('table', { id: 'poison-table' },
+      h('caption', { class: 'visually-hidden' }, 'Parked messages, ' + items.length + ' shown'),
+      h('thead', {}, h('tr', {}, ['Tenant', 'Reason', 'Attempts', 'Parked', 'Message'].map((c) => h('th', { scope: 'col' }, c)),
+        h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
+      h('tbody', {}, items.map((m) => h('tr', { dataset: { message: m.messageId, tenant: m.tenantId || '' } },
+        h('td', {}, m.tenantId ? h('a', { href: '#/tenants/' + m.tenantId, class: 'mono' }, m.tenantId) : h('span', { class: 'muted' }, 'not a message'),
+          m.op ? h('span', { class: 'sub' }, m.op + (m.requestedBy ? ' · ' + m.requestedBy : '')) : null),
+        h('td', {}, errorBlock(m.reason, '', true)),
+        h('td', {}, String(m.attempts)),
+        h('td', { class: 'nowrap' }, when(m.poisonedAt)),
+        h('td', { class: 'mono small' }, m.messageId, m.truncated ? h('span', { class: 'sub' }, 'body truncated') : null),
+        h('td', { class: 'actions-cell' }, canOperate() ? [
+          h('button', { type: 'button', class: 'button small', dataset: { focus: 'redrive:' + m.messageId, action: 'redrive' },
+            'aria-label': 'Re-drive ' + (m.tenantId || m.messageId), onclick: () => poisonAction(m, 'redrive') }, 'Re-drive'),
+          h('button', { type: 'button', class: 'button secondary small', dataset: { focus: 'delete:' + m.messageId, action: 'delete' },
+            'aria-label': 'Delete ' + (m.tenantId || m.messageId), onclick: () => poisonAction(m, 'delete') }, 'Delete')] : null)))))));
+  }
+
+  // poisonAction re-drives or deletes one parked message (m), or re-drives
+  // them all (m null), after a confirmation.
+  async function poisonAction(m, action) {
+    const what = m ? 'the message of ' + (m.tenantId || m.messageId) : 'every parked message';
+    const ok = await confirmDialog(action === 'delete' ? {
+      title: 'Delete ' + what + '?', danger: true, ok: 'Delete',
+      body: [h('p', {}, 'The message is removed for good; the tenant is refreshed again at the next run.')],
+    } : {
+      title: 'Re-drive ' + what + '?', ok: 'Re-drive',
+      body: [h('p', {}, 'It goes back to the work queue as a first attempt; a worker picks it up shortly.')],
+    });
+    if (!ok) return;
+    const notice = $('#poison-notice');
+    try {
+      const path = m ? 'poison/' + encodeURIComponent(m.messageId) + '/' + action : 'poison/redrive';
+      const res = await api('POST', path);
+      const text = m ? (action === 'delete' ? 'Deleted ' : 'Re-driven: ') + what + '.' : plural(res.redriven, 'message') + ' re-driven.';
+      if (notice) fill(notice, h('p', { role: 'status' }, text));
+      announce(text);
+    } catch (e) {
+      if (e.status === 401) return;
+      if (notice) fill(notice, errorNotice(e));
+    }
+    reload();
+  }
+
   function renderBackendPage() {
     const token = app.renderToken;
     page('Backend',
@@ -1304,7 +1389,7 @@
   // ---------- activity page ----------
 
   const ACTIONS = [['', 'All actions'], ['refresh', 'Refresh'], ['reset', 'Reset'], ['refreshAll', 'Refresh all'],
-    ['pause', 'Pause'], ['resume', 'Resume'], ['signIn', 'Sign-in'], ['signOut', 'Sign-out']];
+    ['pause', 'Pause'], ['resume', 'Resume'], ['redrive', 'Re-drive'], ['deletePoison', 'Delete poison'], ['signIn', 'Sign-in'], ['signOut', 'Sign-out']];
 
   function actionLabel(a) {
     const known = ACTIONS.find(([v]) => v === a);
