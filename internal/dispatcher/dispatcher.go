@@ -33,6 +33,7 @@ type Tenants interface {
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 	EachTenant(ctx context.Context, fn func(store.Tenant) error) error
 	EachExcluded(ctx context.Context, fn func(store.Tenant) error) error
+	EachTenantChanged(ctx context.Context, since time.Time, fn func(store.Tenant, time.Time) error) error
 	SetExclusion(ctx context.Context, tenantID string, e store.Exclusion) error
 }
 
@@ -51,6 +52,7 @@ type Runs interface {
 // Results are the workers' results the API reads.
 type Results interface {
 	EachStatus(ctx context.Context, fn func(store.Status) error) error
+	EachStatusChanged(ctx context.Context, since time.Time, fn func(store.Status, time.Time) error) error
 	GetStatus(ctx context.Context, tenantID string) (store.Status, error)
 	ListHistory(ctx context.Context, tenantID string, limit int) ([]store.HistoryEntry, error)
 	ListWorkers(ctx context.Context, since time.Time) ([]store.Worker, error)
@@ -182,6 +184,7 @@ type Dispatcher struct {
 	mhandler http.Handler // /metrics alone (Config.SeparateMetrics)
 	ready    readiness
 	creds    *credentials
+	fleet    fleetIndex // what GET /api/tenants lists
 
 	// base is cancelled by Close; background work (bulk runs) runs under it.
 	base   context.Context

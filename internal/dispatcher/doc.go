@@ -92,6 +92,9 @@
 //	POST /api/refresh                      202 {"requestId","runId"}; 409 while paused (Operator)
 //	POST /api/events                       {"type":"tenant.added"|"gdap.roles.changed","tenantId","id"?,"occurredAt"?} (Operator)
 //	POST /api/pause                        {"component":"dispatch"|"workers","paused":bool} (Operator)
+//	POST /api/poison/{id}/redrive          200 one parked message back to the work queue; 404 not parked (Operator)
+//	POST /api/poison/{id}/delete           200 one parked message deleted; 404 not parked (Operator)
+//	POST /api/poison/redrive               200 {"redriven":n}: every parked message back (Operator)
 //	POST /api/ExecCPVPermissions           CIPP: ?tenantFilter=<id>[&ResetSP=true] or {"tenantFilter"}; AllTenants = refresh all (Operator)
 //	POST /api/ExecCPVRefresh               CIPP: refresh all (Operator); both answer {"Results","Metadata"}
 //	POST /api/ExecExcludeTenant            CIPP: ?AddExclusion=true or ?RemoveExclusion=true, {"value":"<id>"|[ids]} (Admin)
@@ -99,7 +102,9 @@
 //	GET  /api/me                           who the caller is and its role
 //	GET  /api/settings                     sign-in, bearer tokens, API keys by number and role (Admin)
 //	GET  /auth/config, /auth/login[?return=#/...], /auth/callback; POST /auth/logout   sign-in with Microsoft
-//	GET  /api/tenants[?state=failed][&excluded=true|false]  tenants joined with their status (streamed)
+//	GET  /api/tenants[?state=&excluded=&manifest=&q=&sort=&dir=]  tenants with their status (streamed array)
+//	GET  /api/tenants?limit=50[&continuation=][filters]  one page: {"items","continuation","matched","summary","asOf"}
+//	GET  /api/poison[?limit=32]            the parked messages: tenant, op, reason, attempts
 //	GET  /api/tenants/{id}[?limit=20]      tenant, status and history (newest first)
 //	GET  /api/runs[?limit=30], /api/runs/{id}   runs; one run with its progress
 //	GET  /api/backend                      queue depths, endpoints, workers seen, schedule, pause switches

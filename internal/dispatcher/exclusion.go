@@ -44,6 +44,7 @@ func (d *Dispatcher) SetExclusion(ctx context.Context, tenant string, excluded b
 	if err := d.cfg.Store.SetExclusion(ctx, tenant, e); err != nil {
 		return ExclusionView{}, fmt.Errorf("dispatcher: set exclusion of tenant %s: %w", tenant, err)
 	}
+	d.invalidateListing()
 	d.log.InfoContext(ctx, "tenant exclusion set", "tenant", tenant, "excluded", excluded, "by", e.By, "reason", clipText(reason, 200))
 	return ExclusionView{TenantID: tenant, Excluded: excluded, ExclusionBy: e.By, ExclusionAt: timePtr(e.At), ExclusionReason: reason}, nil
 }

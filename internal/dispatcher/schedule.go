@@ -160,6 +160,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.log.WarnContext(ctx, "schedule never fires", "schedule", d.cfg.Schedule)
 	}
 	d.log.InfoContext(ctx, "scheduler started", "schedule", d.cfg.Schedule, "time_zone", d.cfg.Location.String(), "next", next)
+	// Read the fleet index now, so the first listing does not wait for it.
+	warmed := make(chan struct{})
+	go func() {
+		defer close(warmed)
+		if err := d.refreshListing(ctx); err != nil && ctx.Err() == nil {
+			d.log.WarnContext(ctx, "tenant list not read at start; the first listing reads it", "error", err)
+		}
+	}()
+	defer func() { <-warmed }()
 	for {
 		if err := d.Tick(ctx); err != nil {
 			if ctx.Err() != nil {

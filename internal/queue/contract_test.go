@@ -47,6 +47,7 @@ func RunTransportContract(t *testing.T, newQueue NewTransport) {
 		{"SnoozeKeepsAttempt", contractSnooze},
 		{"PoisonAndRedrive", contractPoisonAndRedrive},
 		{"PoisonBadBodies", contractPoisonBadBodies},
+		{"PoisonOneByOne", contractPoisonOneByOne},
 		{"DelayedSend", contractDelayedSend},
 		{"CrashRecovery", contractCrashRecovery},
 		{"LostDelivery", contractLostDelivery},
@@ -336,6 +337,75 @@ func contractPoisonAndRedrive(t *testing.T, newQueue NewTransport) {
 	wantDepth(ctx, t, q, 1, 0)
 	back := receiveOne(ctx, t, q)
 	wantMessage(t, back, m, 1)
+}
+
+// contractPoisonOneByOne: of three poisoned messages, one is re-driven
+// and one deleted by id; the third stays parked, and ids not parked are
+// answered false.
+func contractPoisonOneByOne(t *testing.T, newQueue NewTransport) {
+	ctx := testContext(t)
+	q := newQueue(t, longVisibility)
+	var ids []string
+	var msgs []Message
+	for i := range 3 {
+		m := testMessage(20 + i)
+		if err := q.Send(ctx, m, 0); err != nil {
+			t.Fatal(err)
+		}
+		d := receiveOne(ctx, t, q)
+		if err := q.Poison(ctx, d, fmt.Sprintf("reason %d", i)); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, d.ID)
+		msgs = append(msgs, m)
+	}
+	wantDepth(ctx, t, q, 0, 3)
+	parked := func() []string {
+		recs, err := q.PeekPoison(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range recs {
+			out = append(out, r.MessageID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	ok, err := q.RedriveMessage(ctx, ids[1])
+	if err != nil || !ok {
+		t.Fatalf("RedriveMessage(%s) = %t, %v", ids[1], ok, err)
+	}
+	back := receiveOne(ctx, t, q)
+	wantMessage(t, back, msgs[1], 1)
+	if err := q.Complete(ctx, back); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{ids[0], ids[2]}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, parked()); diff != "" {
+		t.Errorf("parked after re-driving one (-want +got):\n%s", diff)
+	}
+	ok, err = q.DeletePoison(ctx, ids[0])
+	if err != nil || !ok {
+		t.Fatalf("DeletePoison(%s) = %t, %v", ids[0], ok, err)
+	}
+	if diff := cmp.Diff([]string{ids[2]}, parked()); diff != "" {
+		t.Errorf("parked after deleting one (-want +got):\n%s", diff)
+	}
+	receiveNone(ctx, t, q, "a deleted poison message is not sent back")
+	for _, id := range []string{ids[0], ids[1], "no-such-message"} {
+		if ok, err := q.RedriveMessage(ctx, id); ok || err != nil {
+			t.Errorf("RedriveMessage(%s) of a message not parked = %t, %v", id, ok, err)
+		}
+		if ok, err := q.DeletePoison(ctx, id); ok || err != nil {
+			t.Errorf("DeletePoison(%s) of a message not parked = %t, %v", id, ok, err)
+		}
+	}
+	if diff := cmp.Diff([]string{ids[2]}, parked()); diff != "" {
+		t.Errorf("parked at the end (-want +got):\n%s", diff)
+	}
+	wantDepth(ctx, t, q, 0, 1)
 }
 
 func contractPoisonBadBodies(t *testing.T, newQueue NewTransport) {

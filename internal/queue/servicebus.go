@@ -848,6 +848,73 @@ func (q *ServiceBusQueue) Redrive(ctx context.Context, limit int) (int, error) {
 	return moved, nil
 }
 
+// RedriveMessage moves the dead-lettered message messageID (a
+// PoisonRecord.MessageID) back to the queue, as Redrive does; false if
+// the dead-letter queue does not hold it.
+func (q *ServiceBusQueue) RedriveMessage(ctx context.Context, messageID string) (bool, error) {
+	return q.takeDead(ctx, messageID, true)
+}
+
+// DeletePoison completes (deletes) the dead-lettered message messageID (a
+// PoisonRecord.MessageID); false if the dead-letter queue does not hold it.
+func (q *ServiceBusQueue) DeletePoison(ctx context.Context, messageID string) (bool, error) {
+	return q.takeDead(ctx, messageID, false)
+}
+
+// takeDead receives the dead-letter queue until it finds messageID,
+// keeping the others locked so none comes round twice, then abandons
+// them back to the dead-letter queue.
+func (q *ServiceBusQueue) takeDead(ctx context.Context, messageID string, send bool) (bool, error) {
+	q.deadMu.Lock()
+	defer q.deadMu.Unlock()
+	var held []*azservicebus.ReceivedMessage
+	release := func() error {
+		for _, m := range held {
+			countTrip(ctx)
+			if err := q.dead.AbandonMessage(ctx, m, nil); err != nil && !lockLost(err) {
+				return fmt.Errorf("queue: release message %s to %s dead-letter queue: %w", originalID(m), q.name, sbCompact(err))
+			}
+		}
+		return nil
+	}
+	for {
+		rctx, cancel := context.WithTimeout(ctx, q.wait)
+		countTrip(ctx)
+		ms, err := q.dead.ReceiveMessages(rctx, MaxReceive, nil)
+		cancel()
+		if err != nil && (ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded)) {
+			return false, errors.Join(fmt.Errorf("queue: take message %s from %s dead-letter queue: receive: %w", messageID, q.name, sbCompact(err)), release())
+		}
+		if len(ms) == 0 {
+			return false, release()
+		}
+		for i, m := range ms {
+			if originalID(m) != messageID {
+				held = append(held, m)
+				continue
+			}
+			held = append(held, ms[i+1:]...)
+			if send {
+				first := time.Time{}
+				if t, ok := m.ApplicationProperties[propEnqueuedAt].(time.Time); ok {
+					first = t
+				} else if m.EnqueuedTime != nil {
+					first = *m.EnqueuedTime
+				}
+				countTrip(ctx)
+				if err := q.sender.SendMessage(ctx, copyOf(m, first, 0), nil); err != nil {
+					return false, errors.Join(fmt.Errorf("queue: redrive message %s from %s dead-letter queue: send: %w", messageID, q.name, sbCompact(err)), release())
+				}
+			}
+			countTrip(ctx)
+			if err := q.dead.CompleteMessage(ctx, m, nil); err != nil && !lockLost(err) {
+				return false, errors.Join(fmt.Errorf("queue: take message %s from %s dead-letter queue: complete: %w", messageID, q.name, sbCompact(err)), release())
+			}
+			return true, release()
+		}
+	}
+}
+
 // sbError is an SDK error cut to one line with any key or signature
 // removed; Unwrap keeps the original for errors.Is/As.
 type sbError struct {

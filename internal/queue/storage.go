@@ -549,6 +549,28 @@ const redriveHold = 5 * time.Minute
 // poisoned again. Calls on one StorageQueue take turns; two processes must
 // not redrive one queue at once (cmd/worker's redrive holds a lease).
 func (q *StorageQueue) Redrive(ctx context.Context, limit int) (int, error) {
+	return q.takePoison(ctx, limit, "", true)
+}
+
+// RedriveMessage moves the poisoned message messageID (a
+// PoisonRecord.MessageID) back to the work queue, as Redrive does, and
+// deletes its other records; false if the poison queue holds none.
+func (q *StorageQueue) RedriveMessage(ctx context.Context, messageID string) (bool, error) {
+	n, err := q.takePoison(ctx, 1, messageID, true)
+	return n > 0, err
+}
+
+// DeletePoison deletes every record of the poisoned message messageID (a
+// PoisonRecord.MessageID); false if the poison queue holds none.
+func (q *StorageQueue) DeletePoison(ctx context.Context, messageID string) (bool, error) {
+	n, err := q.takePoison(ctx, 1, messageID, false)
+	return n > 0, err
+}
+
+// takePoison takes up to limit messages' records (only those of message
+// id, when given), sending each message back first if send, and leaves
+// the others in the poison queue.
+func (q *StorageQueue) takePoison(ctx context.Context, limit int, id string, send bool) (int, error) {
 	q.redriveMu.Lock()
 	defer q.redriveMu.Unlock()
 	type held struct{ id, receipt, text string }
@@ -588,6 +610,9 @@ func (q *StorageQueue) Redrive(ctx context.Context, limit int) (int, error) {
 			}
 			rec := parseRecord(q.poisonName, *m.MessageID, 0, text)
 			switch {
+			case id != "" && rec.MessageID != id:
+				keep = append(keep, held{*m.MessageID, *m.PopReceipt, text})
+				continue
 			case sent[rec.MessageID]:
 				// Another record of a message already sent back.
 			case moved >= limit:
@@ -595,6 +620,11 @@ func (q *StorageQueue) Redrive(ctx context.Context, limit int) (int, error) {
 				continue
 			default:
 				body, _ := rec.Original()
+				if !send {
+					sent[rec.MessageID] = true
+					moved++
+					break
+				}
 				if err := q.enqueue(ctx, q.work, wireText(body), 0); err != nil {
 					return moved, errors.Join(fmt.Errorf("queue: redrive message %s from %s: send: %w", rec.MessageID, q.poisonName, err), release())
 				}

@@ -31,6 +31,8 @@ type Transport interface {
 	Depth(ctx context.Context) (work, poison int, err error)
 	PeekPoison(ctx context.Context, limit int) ([]PoisonRecord, error)
 	Redrive(ctx context.Context, limit int) (int, error)
+	RedriveMessage(ctx context.Context, messageID string) (bool, error)
+	DeletePoison(ctx context.Context, messageID string) (bool, error)
 	// Close releases the transport's connections; it is unusable after.
 	Close(ctx context.Context) error
 }

@@ -314,3 +314,16 @@ func statusFrom(r row) Status {
 		LeaseUntil:       r.time("LeaseUntil"),
 	}
 }
+
+// EachStatusChanged streams the status rows the table service changed at
+// or after since (its Timestamp; every row when since is zero), each with
+// that Timestamp (see EachTenantChanged).
+func (s *Store) EachStatusChanged(ctx context.Context, since time.Time, fn func(Status, time.Time) error) error {
+	err := s.each(ctx, s.status, changedSince(since), "", 0, func(e aztables.EDMEntity) error {
+		return fn(statusFrom(row{e}), time.Time(e.Timestamp))
+	})
+	if err != nil {
+		return eachFailure("list changed statuses", "", err)
+	}
+	return nil
+}

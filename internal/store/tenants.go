@@ -236,3 +236,25 @@ func tenantFrom(r row) Tenant {
 
 // to returns a pointer to v.
 func to[T any](v T) *T { return &v }
+
+// EachTenantChanged streams the tenants whose rows the table service
+// changed at or after since (its Timestamp; every tenant when since is
+// zero), each with that Timestamp, a page at a time. Only the changed rows
+// are sent, so a reader that keeps a copy pays for the changes alone.
+func (s *Store) EachTenantChanged(ctx context.Context, since time.Time, fn func(Tenant, time.Time) error) error {
+	err := s.each(ctx, s.tenants, changedSince(since), "", 0, func(e aztables.EDMEntity) error {
+		return fn(tenantFrom(row{e}), time.Time(e.Timestamp))
+	})
+	if err != nil {
+		return eachFailure("list changed tenants", "", err)
+	}
+	return nil
+}
+
+// changedSince is the filter on the service's Timestamp ("" for zero).
+func changedSince(since time.Time) string {
+	if since.IsZero() {
+		return ""
+	}
+	return "Timestamp ge datetime'" + since.UTC().Format("2006-01-02T15:04:05.0000000Z") + "'"
+}

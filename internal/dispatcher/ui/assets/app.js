@@ -16,9 +16,12 @@
     activity: null,     // the activity page: {items, continuation, filter}
     pollTimer: 0,
     renderToken: 0, // bumped on every route change: stale async renders give up
-    tenants: [],
+    tenants: [],        // the page of tenants shown (GET api/tenants?limit=…: sorted and filtered by the server)
     tenantsLoaded: false,
-    list: { search: '', filter: 'all', exclusion: 'all', sort: 'status', dir: 1, page: 0 }, // problems first
+    listing: null,      // that answer's continuation, matched and summary (counts of the whole fleet)
+    // The list's filters and sort, and the continuation tokens of the pages
+    // seen (tokens[i] fetches page i), so Previous goes back.
+    list: { search: '', filter: 'all', exclusion: 'all', sort: 'status', dir: 1, page: 0, tokens: [''] }, // problems first
     run: null,          // the run shown on the tenants page (RunView with progress)
     runError: '',
     requests: [],       // requests made in this tab: {requestId, runId, op, tenantId, tenantName, state, detail, error}
@@ -192,6 +195,7 @@
     app.requests = [];
     app.tenants = [];
     app.tenantsLoaded = false;
+    app.listing = null;
     app.backend = null;
     app.run = null;
     showSignIn(message);
@@ -308,6 +312,9 @@
     } else if (hash === '#/backend') {
       setNav('backend');
       renderBackendPage();
+    } else if (hash === '#/poison') {
+      setNav('poison');
+      renderPoisonPage();
     } else if (hash === '#/activity') {
       setNav('activity');
       renderActivityPage();
@@ -528,7 +535,7 @@
   }
 
   async function requestRefreshAll() {
-    const n = app.tenants.length;
+    const n = app.listing ? app.listing.summary.total : 0;
     const ok = await confirmDialog({
       title: 'Refresh the CPV permissions of every tenant?',
       body: [h('p', {}, 'Every tenant that is not excluded and whose GDAP relationship is active' + (n ? ' (' + plural(n, 'tenant') + ' are listed)' : '') + ' gets a refresh. The run\'s progress shows on the tenants page.')],
@@ -750,45 +757,41 @@
     return (t.status && t.status.state) || 'never';
   }
 
-  function matches(t) {
+  // listQuery is the api/tenants query of the list's filters, sort and page.
+  function listQuery() {
     const l = app.list;
-    if (l.filter !== 'all' && statusKey(t) !== l.filter) return false;
-    if (l.exclusion !== 'all' && !!t.excluded !== (l.exclusion === 'excluded')) return false;
-    if (!l.search) return true;
-    const q = l.search.toLowerCase();
-    return [t.displayName, t.defaultDomain, t.id, t.status && t.status.lastError, ...((t.status && t.status.notices) || [])]
-      .some((v) => v && String(v).toLowerCase().includes(q));
+    const q = new URLSearchParams({ limit: String(PAGE_SIZE), sort: l.sort, dir: l.dir > 0 ? 'asc' : 'desc' });
+    if (l.filter !== 'all') q.set('state', l.filter);
+    if (l.exclusion !== 'all') q.set('excluded', String(l.exclusion === 'excluded'));
+    if (l.search) q.set('q', l.search);
+    if (l.tokens[l.page]) q.set('continuation', l.tokens[l.page]);
+    return 'tenants?' + q.toString();
   }
 
-  const SORTS = {
-    name: (t) => tenantName(t).toLowerCase(),
-    status: (t) => ['failed', 'partial', 'running', 'never', 'succeeded'].indexOf(statusKey(t)),
-    last: (t) => { const d = validTime(t.status && t.status.lastAttempt); return d ? d.getTime() : 0; },
-    permissions: (t) => (t.status ? t.status.appRolesApplied + t.status.delegatedApplied : -1),
-    notices: (t) => ((t.status && t.status.notices) || []).length,
-    error: (t) => (t.status && t.status.lastError) || '',
-  };
-
-  function sorted(ts) {
-    const key = SORTS[app.list.sort] || SORTS.name;
-    const dir = app.list.dir;
-    return ts.map((t) => [key(t), tenantName(t).toLowerCase(), t])
-      .sort((a, b) => (a[0] < b[0] ? -dir : a[0] > b[0] ? dir : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
-      .map((x) => x[2]);
+  // relist goes back to the first page after a change of filter or sort
+  // and fetches it at once.
+  function relist() {
+    app.list.page = 0;
+    app.list.tokens = [''];
+    if (app.reload) app.reload();
   }
 
   function renderTenantsPage() {
     const token = app.renderToken;
     const search = h('input', { type: 'search', id: 'tenant-search', value: app.list.search, placeholder: 'Name, domain, tenant id, error…', 'aria-controls': 'tenant-results', autocomplete: 'off' });
-    search.addEventListener('input', () => { app.list.search = search.value.trim(); app.list.page = 0; drawTable(); });
+    let typing = 0;
+    search.addEventListener('input', () => {
+      clearTimeout(typing);
+      typing = setTimeout(() => { app.list.search = search.value.trim(); relist(); }, 250);
+    });
     const filter = h('select', { id: 'status-filter', 'aria-controls': 'tenant-results' },
       [['all', 'All statuses'], ['succeeded', 'Succeeded'], ['partial', 'Partial'], ['failed', 'Failed'], ['running', 'Running'], ['never', 'Never refreshed']]
         .map(([v, label]) => h('option', { value: v, selected: app.list.filter === v }, label)));
-    filter.addEventListener('change', () => { app.list.filter = filter.value; app.list.page = 0; drawTable(); });
+    filter.addEventListener('change', () => { app.list.filter = filter.value; relist(); });
     const exclusion = h('select', { id: 'exclusion-filter', 'aria-controls': 'tenant-results' },
       [['all', 'All tenants'], ['included', 'Included'], ['excluded', 'Excluded']]
         .map(([v, label]) => h('option', { value: v, selected: app.list.exclusion === v }, label)));
-    exclusion.addEventListener('change', () => { app.list.exclusion = exclusion.value; app.list.page = 0; drawTable(); });
+    exclusion.addEventListener('change', () => { app.list.exclusion = exclusion.value; relist(); });
 
     page('Tenants',
       h('div', { class: 'page-head' },
@@ -815,17 +818,29 @@
   async function loadTenants(token) {
     let delay = 15000;
     try {
-      const [tenants] = await Promise.all([api('GET', 'tenants'), loadRun()]);
-      if (token !== app.renderToken) return;
-      app.tenants = Array.isArray(tenants) ? tenants : [];
+      const query = listQuery();
+      const [listing] = await Promise.all([api('GET', query), loadRun()]);
+      if (token !== app.renderToken || query !== listQuery()) return;
+      app.listing = listing;
+      app.tenants = listing.items || [];
       app.tenantsLoaded = true;
       const byId = new Map(app.tenants.map((t) => [t.id, t.status || null]));
+      // Requests for tenants on other pages are followed one by one.
+      for (const req of app.requests.filter(watched)) {
+        if (byId.has(req.tenantId)) continue;
+        try {
+          const t = await api('GET', 'tenants/' + encodeURIComponent(req.tenantId) + '?limit=1');
+          byId.set(req.tenantId, t.status || null);
+        } catch (e) {
+          if (e.status === 401) throw e;
+        }
+      }
       await settleRequests((id) => (byId.has(id) ? byId.get(id) : undefined));
       if (token !== app.renderToken) return;
       keepFocus(() => { drawTable(); drawRequests(); drawRun(); });
-      // Poll faster while something is moving; a long list costs more to fetch.
+      // Poll faster while something is moving.
       if (openRequests()) delay = 1500;
-      else if (runActive() || app.tenants.some((t) => t.status && t.status.state === 'running')) delay = Math.min(15000, Math.max(2000, app.tenants.length));
+      else if (runActive() || (listing.summary.byStatus.running || 0) > 0) delay = 3000;
     } catch (e) {
       if (e.status === 401 || token !== app.renderToken) return;
       const region = $('#tenant-results');
@@ -899,7 +914,7 @@
         onclick: () => {
           if (app.list.sort === key) app.list.dir = -app.list.dir;
           else { app.list.sort = key; app.list.dir = key === 'last' ? -1 : 1; }
-          keepFocus(drawTable);
+          relist();
         } },
       label, h('span', { class: 'arrow', 'aria-hidden': 'true' }, active ? (app.list.dir > 0 ? '▲' : '▼') : '')));
     return th;
@@ -912,26 +927,24 @@
   function drawTable() {
     const region = $('#tenant-results');
     if (!region || !app.tenantsLoaded) return;
-    const all = app.tenants;
-    const shown = sorted(all.filter(matches));
-    const pages = Math.max(1, Math.ceil(shown.length / PAGE_SIZE));
-    app.list.page = Math.min(app.list.page, pages - 1);
-    const slice = shown.slice(app.list.page * PAGE_SIZE, (app.list.page + 1) * PAGE_SIZE);
-    const counts = {};
-    for (const t of all) counts[statusKey(t)] = (counts[statusKey(t)] || 0) + 1;
+    const shown = app.tenants;
+    const sum = app.listing.summary;
+    const counts = sum.byStatus || {};
+    const matched = app.listing.matched;
+    const pages = Math.max(1, Math.ceil(matched / PAGE_SIZE));
 
     const summary = h('ul', { class: 'summary', 'aria-label': 'Tenants by status' },
-      h('li', {}, h('strong', {}, all.length), 'tenants'),
+      h('li', {}, h('strong', {}, sum.total), 'tenants'),
       ['succeeded', 'partial', 'failed', 'running', 'never'].filter((s) => counts[s]).map((s) =>
         h('li', {}, h('strong', {}, counts[s]), badge(s, s === 'never' ? 'never refreshed' : s))),
-      all.some((t) => t.excluded) ? h('li', {}, h('strong', {}, all.filter((t) => t.excluded).length), badge('excluded', 'excluded')) : null);
+      sum.excluded ? h('li', {}, h('strong', {}, sum.excluded), badge('excluded', 'excluded')) : null);
 
-    if (!all.length) {
+    if (!sum.total) {
       fill(region, summary, h('p', { class: 'empty' }, 'No tenants yet. Tenants appear when the dispatcher reads the partner\'s GDAP relationships (at the next run) or when a refresh is requested.'));
       return;
     }
     const table = h('table', { id: 'tenants-table' },
-      h('caption', { class: 'visually-hidden' }, 'Tenants, ' + shown.length + ' shown, sorted by ' + app.list.sort),
+      h('caption', { class: 'visually-hidden' }, 'Tenants, ' + shown.length + ' of ' + matched + ' shown, sorted by ' + app.list.sort),
       h('thead', {}, h('tr', {},
         sortHeader('name', 'Tenant'),
         sortHeader('status', 'Status'),
@@ -940,13 +953,15 @@
         sortHeader('notices', 'Notices'),
         sortHeader('error', 'Last error'),
         h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
-      h('tbody', {}, slice.map(tenantRow)));
-    const pager = pages > 1 ? h('nav', { class: 'pager', 'aria-label': 'Pages' },
+      h('tbody', {}, shown.map(tenantRow)));
+    const next = app.listing.continuation;
+    const pager = app.list.page > 0 || next ? h('nav', { class: 'pager', 'aria-label': 'Pages' },
       h('button', { type: 'button', class: 'button secondary small', disabled: app.list.page === 0, dataset: { focus: 'page:prev' },
-        onclick: () => { app.list.page--; keepFocus(drawTable); } }, 'Previous'),
-      h('span', {}, 'Page ' + (app.list.page + 1) + ' of ' + pages + ' · ' + shown.length + ' shown'),
-      h('button', { type: 'button', class: 'button secondary small', disabled: app.list.page >= pages - 1, dataset: { focus: 'page:next' },
-        onclick: () => { app.list.page++; keepFocus(drawTable); } }, 'Next')) : h('p', { class: 'small muted pager' }, shown.length + ' of ' + all.length + ' shown');
+        onclick: () => { app.list.page--; if (app.reload) app.reload(); } }, 'Previous'),
+      h('span', {}, 'Page ' + (app.list.page + 1) + ' of ' + pages + ' · ' + matched + ' match'),
+      h('button', { type: 'button', class: 'button secondary small', disabled: !next, dataset: { focus: 'page:next' },
+        onclick: () => { app.list.tokens[app.list.page + 1] = next; app.list.page++; if (app.reload) app.reload(); } }, 'Next'))
+      : h('p', { class: 'small muted pager' }, matched + ' of ' + sum.total + ' shown');
     fill(region, summary, shown.length ? h('div', { class: 'table-wrap' }, table) : h('p', { class: 'empty' }, 'No tenant matches the search and filter.'), pager);
   }
 
@@ -1209,6 +1224,87 @@
       }
     });
     return btn;
+
+  // ---------- poison page ----------
+
+  function renderPoisonPage() {
+    const token = app.renderToken;
+    page('Poison queue',
+      h('div', { class: 'page-head' },
+        h('div', {},
+          h('h1', {}, 'Poison queue'),
+          h('p', { class: 'sub' }, 'Messages the workers parked: invalid ones, and refreshes whose retries ran out. Re-drive one to try it again once its cause is fixed.')),
+        canOperate() ? h('div', { class: 'actions' },
+          h('button', { type: 'button', class: 'button', id: 'redrive-all', onclick: () => poisonAction(null, 'redrive') }, 'Re-drive all')) : null),
+      h('div', { id: 'poison-notice' }),
+      h('div', { id: 'poison-region' }, h('p', { class: 'empty' }, 'Loading…')));
+    app.reload = () => { stopPolling(); loadPoison(token); };
+    loadPoison(token);
+  }
+
+  async function loadPoison(token) {
+    let delay = 10000;
+    try {
+      const items = await api('GET', 'poison');
+      if (token !== app.renderToken) return;
+      keepFocus(() => drawPoison(items || []));
+    } catch (e) {
+      if (e.status === 401 || token !== app.renderToken) return;
+      const region = $('#poison-region');
+      if (region) fill(region, errorNotice(e));
+      delay = 5000;
+    }
+    schedule(() => loadPoison(token), delay);
+  }
+
+  function drawPoison(items) {
+    const region = $('#poison-region');
+    if (!region) return;
+    const all = $('#redrive-all');
+    if (all) all.disabled = !items.length;
+    if (!items.length) { fill(region, h('p', { class: 'empty' }, 'No parked messages.')); return; }
+    fill(region, h('div', { class: 'table-wrap' }, h('table', { id: 'poison-table' },
+      h('caption', { class: 'visually-hidden' }, 'Parked messages, ' + items.length + ' shown'),
+      h('thead', {}, h('tr', {}, ['Tenant', 'Reason', 'Attempts', 'Parked', 'Message'].map((c) => h('th', { scope: 'col' }, c)),
+        h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
+      h('tbody', {}, items.map((m) => h('tr', { dataset: { message: m.messageId, tenant: m.tenantId || '' } },
+        h('td', {}, m.tenantId ? h('a', { href: '#/tenants/' + m.tenantId, class: 'mono' }, m.tenantId) : h('span', { class: 'muted' }, 'not a message'),
+          m.op ? h('span', { class: 'sub' }, m.op + (m.requestedBy ? ' · ' + m.requestedBy : '')) : null),
+        h('td', {}, errorBlock(m.reason, '', true)),
+        h('td', {}, String(m.attempts)),
+        h('td', { class: 'nowrap' }, when(m.poisonedAt)),
+        h('td', { class: 'mono small' }, m.messageId, m.truncated ? h('span', { class: 'sub' }, 'body truncated') : null),
+        h('td', { class: 'actions-cell' }, canOperate() ? [
+          h('button', { type: 'button', class: 'button small', dataset: { focus: 'redrive:' + m.messageId, action: 'redrive' },
+            'aria-label': 'Re-drive ' + (m.tenantId || m.messageId), onclick: () => poisonAction(m, 'redrive') }, 'Re-drive'),
+          h('button', { type: 'button', class: 'button secondary small', dataset: { focus: 'delete:' + m.messageId, action: 'delete' },
+            'aria-label': 'Delete ' + (m.tenantId || m.messageId), onclick: () => poisonAction(m, 'delete') }, 'Delete')] : null)))))));
+  }
+
+  // poisonAction re-drives or deletes one parked message (m), or re-drives
+  // them all (m null), after a confirmation.
+  async function poisonAction(m, action) {
+    const what = m ? 'the message of ' + (m.tenantId || m.messageId) : 'every parked message';
+    const ok = await confirmDialog(action === 'delete' ? {
+      title: 'Delete ' + what + '?', danger: true, ok: 'Delete',
+      body: [h('p', {}, 'The message is removed for good; the tenant is refreshed again at the next run.')],
+    } : {
+      title: 'Re-drive ' + what + '?', ok: 'Re-drive',
+      body: [h('p', {}, 'It goes back to the work queue as a first attempt; a worker picks it up shortly.')],
+    });
+    if (!ok) return;
+    const notice = $('#poison-notice');
+    try {
+      const path = m ? 'poison/' + encodeURIComponent(m.messageId) + '/' + action : 'poison/redrive';
+      const res = await api('POST', path);
+      const text = m ? (action === 'delete' ? 'Deleted ' : 'Re-driven: ') + what + '.' : plural(res.redriven, 'message') + ' re-driven.';
+      if (notice) fill(notice, h('p', { role: 'status' }, text));
+      announce(text);
+    } catch (e) {
+      if (e.status === 401) return;
+      if (notice) fill(notice, errorNotice(e));
+    }
+    reload();
   }
 
   function renderBackendPage() {
@@ -1424,7 +1520,7 @@
   // ---------- activity page ----------
 
   const ACTIONS = [['', 'All actions'], ['refresh', 'Refresh'], ['reset', 'Reset'], ['refreshAll', 'Refresh all'],
-    ['pause', 'Pause'], ['resume', 'Resume'], ['signIn', 'Sign-in'], ['signOut', 'Sign-out']];
+    ['pause', 'Pause'], ['resume', 'Resume'], ['redrive', 'Re-drive'], ['deletePoison', 'Delete poison'], ['signIn', 'Sign-in'], ['signOut', 'Sign-out']];
 
   function actionLabel(a) {
     const known = ACTIONS.find(([v]) => v === a);
