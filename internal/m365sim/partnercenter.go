@@ -58,22 +58,8 @@ func (s *Sim) servePartnerCenter(w http.ResponseWriter, r *http.Request) {
 	}
 	s.stats.add(attr, cPartnerCenter)
 	s.delay(r.Context())
-	for _, h := range []string{"MS-RequestId", "MS-CorrelationId"} {
-		if v := r.Header.Get(h); v != "" {
-			w.Header().Set(h, truncate(v, 100))
-		}
-	}
-
-	c, msg := s.authenticate(r)
-	if msg == "" && c.aud != pcAudience && !strings.EqualFold(c.aud, pcAppID) {
-		msg = "the token's audience is not Partner Center"
-	}
-	if msg == "" && !strings.EqualFold(c.tid, s.partnerID.String()) {
-		msg = "the token is not issued by the partner tenant"
-	}
-	if msg != "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="", error="invalid_token"`)
-		writePCError(w, http.StatusUnauthorized, pcCodeUnauthorized, "Unauthorized: "+msg+".")
+	c, ok := s.pcAuthenticate(w, r)
+	if !ok {
 		return
 	}
 	f := s.Faults()
@@ -277,4 +263,29 @@ func (s *Sim) pcRemoveConsent(w http.ResponseWriter, t *tenant, appID, attr stri
 	s.stats.add(attr, cWrites)
 	s.log.Info("consent removed", "tenant", t.idStr)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// pcAuthenticate echoes Partner Center's request ids and checks the bearer
+// token (Partner Center's audience, issued by the partner tenant); it
+// answers 401 as Partner Center does and returns false when the token is
+// refused.
+func (s *Sim) pcAuthenticate(w http.ResponseWriter, r *http.Request) (caller, bool) {
+	for _, h := range []string{"MS-RequestId", "MS-CorrelationId"} {
+		if v := r.Header.Get(h); v != "" {
+			w.Header().Set(h, truncate(v, 100))
+		}
+	}
+	c, msg := s.authenticate(r)
+	if msg == "" && c.aud != pcAudience && !strings.EqualFold(c.aud, pcAppID) {
+		msg = "the token's audience is not Partner Center"
+	}
+	if msg == "" && !strings.EqualFold(c.tid, s.partnerID.String()) {
+		msg = "the token is not issued by the partner tenant"
+	}
+	if msg != "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="", error="invalid_token"`)
+		writePCError(w, http.StatusUnauthorized, pcCodeUnauthorized, "Unauthorized: "+msg+".")
+		return c, false
+	}
+	return c, true
 }

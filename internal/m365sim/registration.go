@@ -108,21 +108,7 @@ func (s *Sim) serveWebhookAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	s.stats.endpoint(label)
 	s.stats.add("", cPartnerCenter)
-	for _, h := range []string{"MS-RequestId", "MS-CorrelationId"} {
-		if v := r.Header.Get(h); v != "" {
-			w.Header().Set(h, truncate(v, 100))
-		}
-	}
-	c, msg := s.authenticate(r)
-	if msg == "" && c.aud != pcAudience && !strings.EqualFold(c.aud, pcAppID) {
-		msg = "the token's audience is not Partner Center"
-	}
-	if msg == "" && !strings.EqualFold(c.tid, s.partnerID.String()) {
-		msg = "the token is not issued by the partner tenant"
-	}
-	if msg != "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="", error="invalid_token"`)
-		writePCError(w, http.StatusUnauthorized, pcCodeUnauthorized, "Unauthorized: "+msg+".")
+	if _, ok := s.pcAuthenticate(w, r); !ok {
 		return
 	}
 	switch {
