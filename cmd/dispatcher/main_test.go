@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,24 +19,6 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
-
-// syncBuffer is a log sink safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // withReady makes serve call ready with the address it listens on.
 func withReady(ctx context.Context, ready func(addr string)) context.Context {
@@ -69,7 +49,7 @@ func TestConfigErrorsExit2(t *testing.T) {
 			"CPV_CLIENT_SECRET": "s",
 		}},
 	} {
-		var out syncBuffer
+		var out testenv.Buffer
 		if code := cli.Report(&out, "dispatcher", run(context.Background(), tc.args, envOf(tc.env), io.Discard, &out)); code != 2 {
 			t.Errorf("%s: exit code %d, want 2; output:\n%s", tc.name, code, out.String())
 		}
@@ -128,7 +108,7 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 	defer cancel()
 	addrc := make(chan string, 1)
 	done := make(chan int, 1)
-	var logs syncBuffer
+	var logs testenv.Buffer
 	go func() {
 		done <- cli.Report(&logs, "dispatcher", run(withReady(ctx, func(a string) { addrc <- a }), nil, envOf(env), io.Discard, &logs))
 	}()
@@ -217,7 +197,7 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 }
 
 func TestHelpExits0(t *testing.T) {
-	var out syncBuffer
+	var out testenv.Buffer
 	if code := cli.Report(&out, "dispatcher", run(context.Background(), []string{"-h"}, envOf(nil), io.Discard, &out)); code != 0 {
 		t.Errorf("-h: exit code %d, want 0; output:\n%s", code, out.String())
 	}
@@ -259,7 +239,7 @@ func TestMetricsOnOwnListener(t *testing.T) {
 	addrc, metricsc := make(chan string, 1), make(chan string, 1)
 	ctx = context.WithValue(ctx, metricsReadyKey{}, func(a string) { metricsc <- a })
 	done := make(chan int, 1)
-	var logs syncBuffer
+	var logs testenv.Buffer
 	go func() {
 		done <- cli.Report(&logs, "dispatcher", run(withReady(ctx, func(a string) { addrc <- a }), nil, envOf(env), io.Discard, &logs))
 	}()

@@ -51,7 +51,7 @@ func TestRestartOnRotatedRefreshToken(t *testing.T) {
 		"CPV_AUTHORITY_HOST=" + sim.AuthorityHost(), "CPV_GRAPH_URL=" + sim.GraphURL(), "CPV_PARTNER_CENTER_URL=" + sim.PartnerCenterURL(),
 		"CPV_API_KEYS=" + key, "CPV_DISPATCHER_LISTEN=" + addr, "CPV_DISPATCHER_ID=cmd-vault", "CPV_LOG_FORMAT=json", "CPV_LOG_LEVEL=debug",
 	}
-	var out syncBuffer
+	var out testenv.Buffer
 	call := func(method, path string) (int, string) {
 		req, _ := http.NewRequest(method, "http://"+addr+path, nil)
 		req.Header.Set("X-API-Key", key)

@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cli"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 func TestFlagsExitCodes(t *testing.T) {
@@ -38,31 +38,13 @@ func TestFlagsExitCodes(t *testing.T) {
 	}
 }
 
-// lockedBuffer is stdout written by run's goroutine and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // The simulator serves until its context is cancelled (SIGINT or SIGTERM
 // under cli.Main) and then exits 0.
 func TestServesUntilCancelled(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr lockedBuffer
+	var stdout, stderr testenv.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-tenants", "2", "-print-config", "-log-format", "json"}, nil, &stdout, &stderr)

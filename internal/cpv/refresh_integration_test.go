@@ -722,31 +722,13 @@ func TestRefreshWrongRoleIDIsNotSucceeded(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestLogsCarryNoSecrets runs refreshes that succeed, retry and fail, with
 // every component logging at debug level, and checks that no secret,
 // refresh token or access token reaches the log.
 func TestLogsCarryNoSecrets(t *testing.T) {
 	t.Parallel()
 	sim := testenv.Sim(t, m365sim.Options{Seed: 62, Tenants: 12, Mix: testenv.EveryKind})
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	hc := rig.HTTPClient(sim)
 	initial := sim.RefreshToken()

@@ -1,7 +1,6 @@
 package dispatcher_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -19,24 +18,6 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/vault"
 )
 
-// syncBuffer is a log sink safe for the dispatcher's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRotateNow: an Admin's "rotate now" is honoured by the replica that
 // gets the rotation lease (after the replica holding it lets go); the API
 // then shows the credential's kind, source, version, expiry and the
@@ -47,7 +28,7 @@ func TestRotateNow(t *testing.T) {
 	h := newHarness(t, 2)
 	sim := h.sim
 	sim.SetVaultSecret("ApplicationSecret", sim.AppSecret(), "", nil)
-	var logs syncBuffer
+	var logs testenv.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	identity, err := vault.NewIdentity(vault.IdentityConfig{ClientID: sim.IdentityClientID(), ClientSecret: sim.IdentitySecret(),
 		TenantID: sim.PartnerTenantID(), AuthorityHost: sim.AuthorityHost(), HTTPClient: sim.HTTPClient()})

@@ -1,14 +1,12 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,29 +33,11 @@ func buildWorker(t *testing.T) string {
 	return bin
 }
 
-// syncBuffer collects a child's output for the failure message.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // child is a worker process configured, through its environment, to use
 // this test's simulator, queue (on the world's transport) and tables.
 type child struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testenv.Buffer
 	exited chan struct{} // closed when the process has exited; err is then set
 	err    error
 }
@@ -90,7 +70,7 @@ func (w *world) startChild(t *testing.T, bin string, extra ...string) *child {
 		"CPV_LOG_FORMAT=json",
 		"CPV_LOG_LEVEL=info",
 	}, w.childEnv()...), extra...)
-	c := &child{cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
+	c := &child{cmd: cmd, out: &testenv.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = c.out, c.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

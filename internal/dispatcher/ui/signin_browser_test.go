@@ -20,25 +20,8 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
-
-// lockedBuffer is a log sink shared by the daemons of one test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // secrets collects every secret value a test sees go by, to look for
 // them in the logs afterwards.
@@ -156,7 +139,7 @@ func (b *browser) fetchStatus(method, path string) int {
 // out ends the session, and its cookie no longer works. No token, code,
 // secret or cookie value reaches the logs.
 func TestBrowserSignIn(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &testenv.Buffer{}
 	seen := &secrets{}
 	s := newStack(t, stackOptions{
 		signIn:    true,
