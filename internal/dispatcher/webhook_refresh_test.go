@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -53,9 +52,7 @@ func TestWebhookReplayOneRefresh(t *testing.T) {
 				}
 			}
 			d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Queue = q })
-			srv := httptest.NewServer(d.Handler())
-			t.Cleanup(srv.Close)
-			url := srv.URL + "/webhooks/partnercenter"
+			url := serveWebhooks(t, d)
 
 			reg := prometheus.NewRegistry()
 			met, err := worker.NewMetrics(reg)

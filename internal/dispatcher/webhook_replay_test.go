@@ -85,9 +85,7 @@ func TestWebhookReplayEnqueuesOnce(t *testing.T) {
 						c.Queue, peer, sbq = serviceBusQueue(t)
 					}
 				})
-				srv := httptest.NewServer(d.Handler())
-				t.Cleanup(srv.Close)
-				url := srv.URL + "/webhooks/partnercenter"
+				url := serveWebhooks(t, d)
 				ft := h.fleetTenant(t, m365sim.KindCorrect)
 				ev := h.sim.RelationshipEvent(m365sim.EventRelationshipActivated, ft.RelationshipID)
 
@@ -153,9 +151,7 @@ func TestWebhookLaterEventIsNew(t *testing.T) {
 	h := newHarness(t, 2)
 	clk := testenv.NewClock(time.Now())
 	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })
-	srv := httptest.NewServer(d.Handler())
-	t.Cleanup(srv.Close)
-	url := srv.URL + "/webhooks/partnercenter"
+	url := serveWebhooks(t, d)
 	ft := h.fleetTenant(t, m365sim.KindCorrect)
 	ev := h.sim.RelationshipEvent(m365sim.EventRelationshipActivated, ft.RelationshipID)
 	if st, oc := h.deliver(t, url, ev); st != 200 || oc != "enqueued" {
@@ -191,9 +187,7 @@ func TestWebhookStaleEventRefused(t *testing.T) {
 		c.Now = func() time.Time { return now }
 		c.WebhookMaxAge = 2 * time.Hour
 	})
-	srv := httptest.NewServer(d.Handler())
-	t.Cleanup(srv.Close)
-	url := srv.URL + "/webhooks/partnercenter"
+	url := serveWebhooks(t, d)
 	ft := h.fleetTenant(t, m365sim.KindCorrect)
 	ev := h.sim.RelationshipEvent(m365sim.EventRelationshipActivated, ft.RelationshipID)
 	for _, tc := range []struct {
@@ -241,18 +235,14 @@ func TestWebhookCrashBeforeEnqueue(t *testing.T) {
 	ev := h.sim.RelationshipEvent(m365sim.EventRelationshipActivated, ft.RelationshipID)
 
 	crashed := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Queue = abortingQueue{c.Queue} })
-	srvA := httptest.NewServer(crashed.Handler())
-	t.Cleanup(srvA.Close)
-	if _, err := h.sim.SendWebhook(context.Background(), srvA.URL+"/webhooks/partnercenter", ev); err == nil {
+	if _, err := h.sim.SendWebhook(context.Background(), serveWebhooks(t, crashed), ev); err == nil {
 		t.Fatal("the crashing delivery got an answer")
 	}
 
 	clk := testenv.NewClock(time.Now())
 	st := h.openStore(t, clk.Now)
 	survivor := h.dispatcher(t, "replica-b", func(c *dispatcher.Config) { c.Store, c.Now = st, clk.Now })
-	srvB := httptest.NewServer(survivor.Handler())
-	t.Cleanup(srvB.Close)
-	url := srvB.URL + "/webhooks/partnercenter"
+	url := serveWebhooks(t, survivor)
 	if code, oc := h.deliver(t, url, ev); code != http.StatusConflict {
 		t.Errorf("redelivery while the claim lasts: %d %q, want 409", code, oc)
 	}
@@ -280,15 +270,11 @@ func TestWebhookEnqueueFailureReleases(t *testing.T) {
 	ft := h.fleetTenant(t, m365sim.KindCorrect)
 	ev := h.sim.RelationshipEvent(m365sim.EventRelationshipActivated, ft.RelationshipID)
 	down := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Queue = downQueue{c.Queue} })
-	srvA := httptest.NewServer(down.Handler())
-	t.Cleanup(srvA.Close)
-	if code, _ := h.deliver(t, srvA.URL+"/webhooks/partnercenter", ev); code != http.StatusServiceUnavailable {
+	if code, _ := h.deliver(t, serveWebhooks(t, down), ev); code != http.StatusServiceUnavailable {
 		t.Fatalf("delivery with the queue down: %d, want 503", code)
 	}
 	up := h.dispatcher(t, "replica-b", nil)
-	srvB := httptest.NewServer(up.Handler())
-	t.Cleanup(srvB.Close)
-	if code, oc := h.deliver(t, srvB.URL+"/webhooks/partnercenter", ev); code != http.StatusOK || oc != "enqueued" {
+	if code, oc := h.deliver(t, serveWebhooks(t, up), ev); code != http.StatusOK || oc != "enqueued" {
 		t.Errorf("next delivery: %d %q, want 200 enqueued", code, oc)
 	}
 	if msgs := h.drain(t); len(msgs) != 1 {
@@ -311,9 +297,7 @@ func TestWebhookEventRecordsExpire(t *testing.T) {
 	h := newHarness(t, 2)
 	clk := testenv.NewClock(time.Now())
 	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })
-	srv := httptest.NewServer(d.Handler())
-	t.Cleanup(srv.Close)
-	url := srv.URL + "/webhooks/partnercenter"
+	url := serveWebhooks(t, d)
 	ft := h.fleetTenant(t, m365sim.KindCorrect)
 	old := h.sim.RelationshipEvent(m365sim.EventRelationshipActivated, ft.RelationshipID)
 	if code, oc := h.deliver(t, url, old); code != http.StatusOK || oc != "enqueued" {
@@ -344,4 +328,12 @@ func TestWebhookEventRecordsExpire(t *testing.T) {
 	if msgs := h.drain(t); len(msgs) != 1 || msgs[0].RequestID == oldID {
 		t.Errorf("messages %+v, want the later event's only", msgs)
 	}
+}
+
+// serveWebhooks serves d over HTTP for the test and returns its webhook URL.
+func serveWebhooks(t *testing.T, d *dispatcher.Dispatcher) string {
+	t.Helper()
+	srv := httptest.NewServer(d.Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL + "/webhooks/partnercenter"
 }
