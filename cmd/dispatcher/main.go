@@ -201,6 +201,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		Location:            loc,
 		CatchUp:             cfg.CatchUp,
 		PropagationDelay:    cfg.PropagationDelay,
+		Retention:           cfg.Retention,
 		WebhookCertHosts:    cfg.WebhookCertHosts,
 		WebhookCertPath:     cfg.WebhookCertPath,
 		WebhookRequireMSOrg: cfg.WebhookRequireMSOrg,

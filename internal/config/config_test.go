@@ -119,6 +119,17 @@ func TestValidate(t *testing.T) {
 		}
 	}
 	d.NotifyURLs, d.NotifyInterval, d.NotifyMaxLines = "", time.Minute, 100
+	if d.Retention != 8784*time.Hour {
+		t.Errorf("retention default %s, want 8784h", d.Retention)
+	}
+	d.Retention = time.Hour
+	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "CPV_RETENTION") {
+		t.Errorf("a retention under a day must be refused, got %v", err)
+	}
+	d.Retention = 0
+	if err := d.Validate(); err != nil {
+		t.Errorf("retention 0 (keep for ever) refused: %v", err)
+	}
 	d.PublicURL = "cpv.example.com"
 	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "CPV_PUBLIC_URL") {
 		t.Errorf("a public URL without a scheme must be refused, got %v", err)

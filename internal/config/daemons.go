@@ -87,6 +87,7 @@ type Dispatcher struct {
 	TimeZone            string        `env:"CPV_TIME_ZONE" default:"UTC" help:"IANA time zone of the schedule"`
 	CatchUp             time.Duration `env:"CPV_CATCH_UP" default:"24h" help:"a scheduled run missed within this window is run when the dispatcher starts"`
 	PropagationDelay    time.Duration `env:"CPV_PROPAGATION_DELAY" default:"15m" help:"delay before refreshing a tenant whose GDAP relationship was just approved or activated"`
+	Retention           time.Duration `env:"CPV_RETENTION" default:"8784h" help:"how long tenants' history, the activity log and finished runs are kept (8784h: a year); older rows are deleted once a day; 0: kept for ever"`
 	WebhookCertHosts    []string      `env:"CPV_WEBHOOK_CERT_HOSTS" default:"3psostorageacct.blob.core.windows.net" help:"hosts a Partner Center webhook's X-MS-Certificate-Url may point at (comma-separated; Partner Center's is 3psostorageacct.blob.core.windows.net)"`
 	WebhookCertPath     string        `env:"CPV_WEBHOOK_CERT_PATH" default:"/cert/*.cer" help:"path pattern (Go path.Match: * stays within one segment) an X-MS-Certificate-Url must match to be fetched; a URL with a query, fragment or escaped characters never is"`
 	WebhookRequireMSOrg bool          `env:"CPV_WEBHOOK_REQUIRE_MICROSOFT_ORG" default:"true" help:"require O=Microsoft Corporation in the webhook signing certificate's subject"`
@@ -236,6 +237,9 @@ func (d *Dispatcher) Validate() error {
 	}
 	if d.PropagationDelay < 0 || d.PropagationDelay > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("CPV_PROPAGATION_DELAY %s: want 0..168h", d.PropagationDelay))
+	}
+	if d.Retention != 0 && d.Retention < 24*time.Hour {
+		errs = append(errs, fmt.Errorf("CPV_RETENTION %s: want 0 (keep for ever) or at least 24h", d.Retention))
 	}
 	if d.WebhookMaxAge < time.Minute || d.WebhookMaxAge > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("CPV_WEBHOOK_MAX_AGE %s: want 1m..168h", d.WebhookMaxAge))

@@ -73,6 +73,12 @@ type Store interface {
 	Activities
 	Sessions
 	Events
+	Retention
+}
+
+// Retention deletes rows past the retention period.
+type Retention interface {
+	Purge(ctx context.Context, before time.Time, limit int) (store.Purged, error)
 }
 
 // Config configures a Dispatcher. Store, Queue and ID are required; the
@@ -95,6 +101,9 @@ type Config struct {
 	CatchUp time.Duration
 	// PropagationDelay delays the refresh after a relationship is approved or activated.
 	PropagationDelay time.Duration
+	// Retention is how long history, activity and finished run rows are
+	// kept; older ones are deleted once a day. 0 keeps them.
+	Retention time.Duration
 
 	// Webhooks reads and writes Partner Center's webhook registration; nil
 	// answers its API routes with 503.
@@ -192,6 +201,7 @@ type Dispatcher struct {
 	wg     sync.WaitGroup
 
 	lastPurge atomic.Int64 // when expired webhook events were last purged (Unix ns)
+	lastAged  atomic.Int64 // when rows past the retention period were last purged (Unix ns)
 
 	mu           sync.Mutex
 	closing      bool            // Shutdown has begun: no new background runs

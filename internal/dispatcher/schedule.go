@@ -25,6 +25,14 @@ const recentRuns = 20
 // missed scheduled instants, not for runs already under way.
 const resumeWindow = 24 * time.Hour
 
+// Rows past the retention period are purged once a day per replica, up to
+// agedPurgeRounds × agedPurgeLimit rows per table at a time.
+const (
+	agedPurgeEvery  = 24 * time.Hour
+	agedPurgeLimit  = 1000
+	agedPurgeRounds = 20
+)
+
 // NextRun returns the first scheduled instant after t, in the schedule's
 // time zone; zero if the schedule never fires.
 func (d *Dispatcher) NextRun(t time.Time) time.Time {
@@ -91,7 +99,46 @@ func (d *Dispatcher) Tick(ctx context.Context) error {
 	if err := d.resumeAbandoned(ctx, now, current); err != nil {
 		errs = append(errs, err)
 	}
+	if err := d.purgeAged(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// purgeAged deletes the history, activity and finished run rows older than
+// the retention period, at most once every agedPurgeEvery per replica and
+// at most agedPurgeRounds × agedPurgeLimit rows per table at a time (a
+// backlog goes over the following days). Two replicas purging at once
+// delete each row once between them.
+func (d *Dispatcher) purgeAged(ctx context.Context, now time.Time) error {
+	if d.cfg.Retention <= 0 {
+		return nil
+	}
+	last := d.lastAged.Load()
+	if now.UnixNano()-last < int64(agedPurgeEvery) || !d.lastAged.CompareAndSwap(last, now.UnixNano()) {
+		return nil
+	}
+	before := now.Add(-d.cfg.Retention)
+	var total store.Purged
+	for range agedPurgeRounds {
+		n, err := d.cfg.Store.Purge(ctx, before, agedPurgeLimit)
+		total.History += n.History
+		total.Activity += n.Activity
+		total.Runs += n.Runs
+		if err != nil {
+			// Try again at the next tick rather than in a day.
+			d.lastAged.Store(last)
+			return fmt.Errorf("dispatcher: purge rows before %s: %w", before.Format(time.RFC3339), err)
+		}
+		if n.History < agedPurgeLimit && n.Activity < agedPurgeLimit && n.Runs < agedPurgeLimit {
+			break
+		}
+	}
+	if total.Total() > 0 {
+		d.log.InfoContext(ctx, "rows past the retention period deleted", "before", before,
+			"history", total.History, "activity", total.Activity, "runs", total.Runs)
+	}
+	return nil
 }
 
 // ensureRun creates the run of a scheduled instant if absent and runs it
