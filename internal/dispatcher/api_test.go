@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -460,5 +461,51 @@ func TestUIMount(t *testing.T) {
 	}
 	if w := serve(d, apiRequest("GET", "/api/unknown", "", "")); w.Code != 404 {
 		t.Errorf("/api/unknown with a UI: %d", w.Code)
+	}
+}
+
+// Tokens with made-up key ids cost at most one fetch of the issuer's
+// signing keys per keysRefetchEvery, not one each; a genuine token still
+// verifies with the keys already held.
+func TestUnknownKeyIDsFetchKeysOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	d := h.dispatcher(t, "replica-a", nil)
+	partner := h.sim.PartnerTenantID()
+	admin := h.token(t, partner, testAudience, map[string]any{"roles": []string{dispatcher.AppRoleAdmin}}, 0)
+	if w := serve(d, apiRequest("GET", "/api/runs", admin, "")); w.Code != 200 {
+		t.Fatalf("genuine token: %d %s", w.Code, w.Body)
+	}
+	keys := func() int {
+		n := 0
+		for k, v := range h.sim.Stats().Endpoints {
+			if strings.HasSuffix(k, "/discovery/v2.0/keys") {
+				n += v
+			}
+		}
+		return n
+	}
+	before := keys()
+	ownKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := jwt.MapClaims{"iss": h.issuer(partner), "aud": testAudience, "exp": time.Now().Add(time.Hour).Unix(), "roles": []string{dispatcher.AppRoleAdmin}}
+	for i := range 20 {
+		tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+		tok.Header["kid"] = fmt.Sprintf("made-up-%d", i)
+		s, err := tok.SignedString(ownKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := serve(d, apiRequest("GET", "/api/runs", "Bearer "+s, "")); w.Code != 401 {
+			t.Fatalf("token with made-up key id %d: %d, want 401", i, w.Code)
+		}
+	}
+	if got := keys() - before; got > 1 {
+		t.Errorf("20 tokens with unknown key ids fetched the signing keys %d times, want at most 1", got)
+	}
+	if w := serve(d, apiRequest("GET", "/api/runs", admin, "")); w.Code != 200 {
+		t.Errorf("genuine token after the flood: %d %s", w.Code, w.Body)
 	}
 }

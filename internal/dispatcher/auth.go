@@ -118,11 +118,46 @@ type authError struct {
 func (e *authError) Error() string { return e.reason }
 
 // Bearer tokens: at most this long; the issuer's metadata is looked up
-// again at most once per discoveryRetry after a failure.
+// again at most once per discoveryRetry after a failure, and its signing
+// keys fetched at most once per keysRefetchEvery (go-oidc fetches them for
+// every token whose key id it does not hold, so tokens with made-up key ids
+// would otherwise each cost a request to Entra).
 const (
-	maxTokenLen    = 16 << 10
-	discoveryRetry = 30 * time.Second
+	maxTokenLen      = 16 << 10
+	discoveryRetry   = 30 * time.Second
+	keysRefetchEvery = 30 * time.Second
 )
+
+// fetchLimiter lets one GET per URL through per interval and refuses the
+// others without a request. Tokens signed with a key already held still
+// verify meanwhile: go-oidc looks in its cache before it fetches.
+type fetchLimiter struct {
+	next  http.RoundTripper
+	every time.Duration
+	now   func() time.Time
+
+	mu   sync.Mutex
+	last map[string]time.Time // by URL: the issuer's metadata and keys
+}
+
+func (l *fetchLimiter) RoundTrip(r *http.Request) (*http.Response, error) {
+	key := r.URL.String()
+	now := l.now()
+	l.mu.Lock()
+	last, seen := l.last[key]
+	ok := !seen || now.Sub(last) >= l.every || now.Before(last)
+	if ok {
+		l.last[key] = now
+	}
+	l.mu.Unlock()
+	if !ok {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return nil, fmt.Errorf("%s was fetched less than %s ago", r.URL.Redacted(), l.every)
+	}
+	return l.next.RoundTrip(r)
+}
 
 // authenticator checks API keys and Entra ID bearer tokens with go-oidc's
 // verifier (the issuer's signing keys, RS256 only, the API's audience, exp
@@ -149,6 +184,11 @@ type keyDigest struct {
 func newAuthenticator(keys []APIKey, issuer, audience, jwksURL, legacyRole string, client *http.Client, now func() time.Time) *authenticator {
 	c := *client
 	c.Timeout = certFetchTimeout
+	next := c.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	c.Transport = &fetchLimiter{next: next, every: keysRefetchEvery, now: now, last: map[string]time.Time{}}
 	a := &authenticator{issuer: issuer, audience: audience, legacyRole: legacyRole, now: now,
 		client: &c, ctx: oidc.ClientContext(context.Background(), &c)}
 	for _, k := range keys {
