@@ -348,10 +348,11 @@ func TestRunWithFailuresReportedOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a, b := uuid.NewString(), uuid.NewString()
+	a, b, c := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	run("nightly-2026-12-05", 2)
 	put(a, "nightly-2026-12-05", cpvtype.StatusSucceeded)
 	put(b, "nightly-2026-12-05", cpvtype.StatusRunning)
+	put(c, "bulk-clean", cpvtype.StatusSucceeded) // succeeding at the first sweep: not new
 	sweep(t, n)
 	if got := rc.messages(); len(got) != 0 {
 		t.Fatalf("a run in progress was reported: %+v", got)
@@ -371,7 +372,6 @@ func TestRunWithFailuresReportedOnce(t *testing.T) {
 		t.Errorf("the run was reported again: %+v", got[1:])
 	}
 
-	c := uuid.NewString()
 	run("bulk-clean", 1)
 	put(c, "bulk-clean", cpvtype.StatusSucceeded)
 	sweep(t, n)
