@@ -225,6 +225,13 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		return cli.Invalid(err)
 	}
 	defer d.Close()
+	if notifier != nil {
+		for _, src := range d.NotifySources(cfg.NotifyExpiry) {
+			if err := notifier.AddSource(src); err != nil {
+				return cli.Invalid(err)
+			}
+		}
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
