@@ -296,7 +296,9 @@ func TestTokenNeverLogged(t *testing.T) {
 	}
 
 	down := "generic://127.0.0.1:1/hook/" + token + "?template=json&@X-Token=" + token
-	n := newNotifier(t, s, func(c *notify.Config) { c.Logger = log; c.Timeout = 5 * time.Second }, rc.url(), down)
+	ms := newMailServer(t)
+	wrongPassword := strings.Replace(ms.url(), token, token+"x", 1)
+	n := newNotifier(t, s, func(c *notify.Config) { c.Logger = log; c.Timeout = 5 * time.Second }, rc.url(), down, wrongPassword)
 	setState(t, s, uuid.NewString(), cpvtype.StatusFailed)
 	sweep(t, n) // one URL takes it; the other's failure is logged
 	if len(rc.messages()) != 1 {
@@ -311,7 +313,7 @@ func TestTokenNeverLogged(t *testing.T) {
 	errs = append(errs, err.Error())
 	log.Error("sweep failed", "error", err)
 
-	if !strings.Contains(logs.String(), `"notification not sent"`) {
+	if strings.Count(logs.String(), `"notification not sent"`) < 2 || len(ms.mails()) != 0 {
 		t.Errorf("the failed URL was not logged:\n%s", logs.String())
 	}
 	for _, text := range append(errs, logs.String()) {
