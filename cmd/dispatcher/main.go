@@ -170,14 +170,12 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	if err := q.Ensure(ctx); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
-	var notifier *notify.Notifier
-	if urls := cfg.NotifyURLList(); len(urls) > 0 {
-		notifier, err = notify.New(notify.Config{
-			URLs: urls, Store: st, ID: id, Interval: cfg.NotifyInterval, MaxLines: cfg.NotifyMaxLines, Logger: log,
-		})
-		if err != nil {
-			return cli.Invalid(fmt.Errorf("CPV_NOTIFY_URLS: %w", err))
-		}
+	// The notifier always runs: URLs may be added from the Settings page.
+	notifier, err := notify.New(notify.Config{
+		URLs: cfg.NotifyURLList(), Store: st, ID: id, Interval: cfg.NotifyInterval, MaxLines: cfg.NotifyMaxLines, Logger: log,
+	})
+	if err != nil {
+		return cli.Invalid(fmt.Errorf("CPV_NOTIFY_URLS: %w", err))
 	}
 
 	var signIn *dispatcher.SignIn
@@ -218,6 +216,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		Registry:            prometheus.NewRegistry(),
 		SeparateMetrics:     cfg.MetricsListen != "",
 		Logger:              log,
+		Notifications:       notifier,
 		Permissions: dispatcher.Permissions{Base: base, Extras: st, Publisher: disc,
 			FollowApp: cfg.FollowApp, AppID: cfg.ClientID, Run: cfg.PermissionsRun, Profiles: st},
 	})
@@ -225,11 +224,9 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		return cli.Invalid(err)
 	}
 	defer d.Close()
-	if notifier != nil {
-		for _, src := range d.NotifySources(cfg.NotifyExpiry) {
-			if err := notifier.AddSource(src); err != nil {
-				return cli.Invalid(err)
-			}
+	for _, src := range d.NotifySources(cfg.NotifyExpiry) {
+		if err := notifier.AddSource(src); err != nil {
+			return cli.Invalid(err)
 		}
 	}
 
@@ -263,9 +260,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		}
 	}()
 	wg.Go(func() { d.RunRotation(ctx) })
-	if notifier != nil {
-		wg.Go(func() { notifier.Run(ctx) })
-	}
+	wg.Go(func() { notifier.Run(ctx) })
 	if len(listeners) > 1 {
 		log.Info("metrics listening", "addr", listeners[1].Addr().String())
 		if ready, ok := ctx.Value(metricsReadyKey{}).(func(string)); ok {

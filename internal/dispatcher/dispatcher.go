@@ -153,6 +153,10 @@ type Config struct {
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
+	// Notifications are the notification URLs of the Settings page
+	// (/api/notify); nil answers those routes with 503.
+	Notifications Notifications
+
 	// Permissions configures the permission set API (/api/permissions);
 	// its Extras nil leaves the API out.
 	Permissions Permissions

@@ -3,6 +3,7 @@ package dispatcher_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/notify"
 	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 	"github.com/cpvrefresh/cpvrefresh/internal/vault"
 )
 
@@ -182,5 +185,98 @@ func TestNotifySources(t *testing.T) {
 	}
 	if got := rc.messages(); len(got) != 2 || got[0].Title != "cpvrefresh: 3 alerts" || got[1].Title != "cpvrefresh: 3 resolved" {
 		t.Errorf("messages %+v", got)
+	}
+}
+
+// The notification settings API (Admin): URLs added are shown redacted,
+// tested per channel and removed, each change in the activity log; the
+// URL's token reaches no answer, activity entry or log line.
+func TestNotifyAPI(t *testing.T) {
+	t.Parallel()
+	const token = "n0tifyT0kenInThePath7c1e"
+	h := newHarness(t, 1)
+	var logs testenv.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	n, err := notify.New(notify.Config{Store: h.store, ID: "replica-a", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Notifications, c.Logger = n, log })
+	rc := newHookReceiver(t)
+	var answers []string
+	call := func(method, path, key, body string, v any) int {
+		t.Helper()
+		w := httptest.NewRecorder()
+		d.Handler().ServeHTTP(w, apiRequest(method, path, "Bearer "+key, body))
+		answers = append(answers, w.Body.String())
+		if v != nil && w.Code < 300 {
+			decode(t, w, v)
+		}
+		return w.Code
+	}
+
+	var view dispatcher.NotifyView
+	if st := call("GET", "/api/notify", testAPIKey, "", &view); st != http.StatusOK || len(view.Channels) != 0 {
+		t.Fatalf("no URLs: %d %+v", st, view)
+	}
+	for _, key := range []string{testReaderKey, testOperatorKey} {
+		if st := call("POST", "/api/notify/urls", key, `{"url":"`+rc.url(token)+`"}`, nil); st != http.StatusForbidden {
+			t.Errorf("adding with a non-Admin key: %d, want 403", st)
+		}
+	}
+	if st := call("POST", "/api/notify/urls", testAPIKey, `{"url":"teams://`+token+`"}`, nil); st != http.StatusBadRequest {
+		t.Errorf("a bad URL: %d, want 400", st)
+	}
+	if st := call("POST", "/api/notify/urls", testAPIKey, `{"url":"`+rc.url(token)+`"}`, &view); st != http.StatusOK {
+		t.Fatalf("add: %d", st)
+	}
+	want := notify.Channel{Origin: notify.OriginSettings, Index: 1, Service: "generic", URL: "generic://" + rc.srv.Listener.Addr().String()}
+	if len(view.Channels) != 1 || view.Channels[0] != want {
+		t.Errorf("channels after adding %+v, want %+v", view.Channels, want)
+	}
+
+	var tv dispatcher.NotifyTestView
+	if st := call("POST", "/api/notify/test", testAPIKey, "", &tv); st != http.StatusOK || len(tv.Results) != 1 || !tv.Results[0].Delivered {
+		t.Fatalf("test: %d %+v", st, tv)
+	}
+	if got := rc.messages(); len(got) != 1 || got[0].Title != "cpvrefresh: test notification" {
+		t.Errorf("the receiver got %+v", got)
+	}
+	rc.srv.Close()
+	if st := call("POST", "/api/notify/test", testAPIKey, "", &tv); st != http.StatusOK || len(tv.Results) != 1 || tv.Results[0].Delivered || tv.Results[0].Error == "" {
+		t.Errorf("test to a closed receiver: %d %+v", st, tv)
+	}
+	if st := call("DELETE", "/api/notify/urls/2", testAPIKey, "", nil); st != http.StatusBadRequest {
+		t.Errorf("removing a URL not stored: %d, want 400", st)
+	}
+	if st := call("DELETE", "/api/notify/urls/1", testAPIKey, "", &view); st != http.StatusOK || len(view.Channels) != 0 {
+		t.Errorf("remove: %d %+v", st, view)
+	}
+
+	acts, _, err := h.store.ListActivity(context.Background(), store.ActivityFilter{}, 20, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range acts {
+		got = append(got, a.Action+":"+a.Outcome+":"+a.Detail)
+		answers = append(answers, a.Detail)
+	}
+	wantActs := []string{"notifyRemove:succeeded:" + want.URL, "notifyTest:failed:0 delivered, 1 failed",
+		"notifyTest:succeeded:1 delivered, 0 failed", "notifyAdd:succeeded:" + want.URL}
+	if strings.Join(got, " ") != strings.Join(wantActs, " ") {
+		t.Errorf("activity log %v, want %v (newest first)", got, wantActs)
+	}
+	for _, text := range append(answers, logs.String()) {
+		if strings.Contains(text, token) {
+			t.Errorf("the token leaked: %s", text)
+		}
+	}
+
+	off := h.dispatcher(t, "replica-b", nil)
+	w := httptest.NewRecorder()
+	off.Handler().ServeHTTP(w, apiRequest("GET", "/api/notify", "Bearer "+testAPIKey, ""))
+	if w.Code != http.StatusServiceUnavailable {
+		t.Errorf("without a notifier: %d, want 503", w.Code)
 	}
 }

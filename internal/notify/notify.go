@@ -25,6 +25,8 @@ type Store interface {
 	SetNotified(ctx context.Context, states map[string]string) error
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, name, holder string) error
+	GetSetting(ctx context.Context, name string) (store.Setting, error)
+	SetSetting(ctx context.Context, st store.Setting) error
 }
 
 var _ Store = (*store.Store)(nil)
@@ -56,9 +58,10 @@ const (
 	runPrefix  = "run-"
 )
 
-// Config configures a Notifier. URLs, Store and ID are required.
+// Config configures a Notifier. Store and ID are required.
 type Config struct {
-	// URLs are shoutrrr service URLs (secret: they carry tokens).
+	// URLs are shoutrrr service URLs (secret: they carry tokens), from the
+	// environment; those stored in the settings (AddURL) are used besides.
 	URLs  []string
 	Store Store
 	// ID names this replica as the lease holder.
@@ -85,6 +88,9 @@ type Notifier struct {
 	sweeping sync.Mutex // one Sweep at a time; it guards sources' reads
 	mu       sync.Mutex
 	sources  []*sourceState
+	// stored are the senders of the stored URLs, as of storedValue.
+	stored      []sender
+	storedValue string
 }
 
 // New checks cfg and builds a Notifier. An error names a bad URL by its
@@ -96,9 +102,6 @@ func New(cfg Config) (*Notifier, error) {
 	}
 	if cfg.ID == "" {
 		errs = append(errs, errors.New("a replica id is required"))
-	}
-	if len(cfg.URLs) == 0 {
-		errs = append(errs, errors.New("at least one notification URL is required"))
 	}
 	if cfg.Interval < 0 || cfg.MaxLines < 0 || cfg.LeaseTTL < 0 || cfg.Timeout < 0 {
 		errs = append(errs, errors.New("durations and sizes must not be negative"))
@@ -217,7 +220,14 @@ func tenantState(st store.Status) string {
 func (n *Notifier) Sweep(ctx context.Context) (Digest, error) {
 	n.sweeping.Lock()
 	defer n.sweeping.Unlock()
-	ttl := max(n.cfg.LeaseTTL, n.cfg.Timeout*time.Duration(len(n.senders)+1))
+	senders, err := n.channels(ctx)
+	if err != nil {
+		return Digest{}, err
+	}
+	if len(senders) == 0 {
+		return Digest{}, nil // nowhere to tell: the changes wait for a URL
+	}
+	ttl := max(n.cfg.LeaseTTL, n.cfg.Timeout*time.Duration(len(senders)+1))
 	ok, err := n.cfg.Store.AcquireLease(ctx, leaseName, n.cfg.ID, ttl)
 	if err != nil {
 		return Digest{}, fmt.Errorf("notify: take lease: %w", err)
@@ -306,7 +316,7 @@ func (n *Notifier) Sweep(ctx context.Context) (Digest, error) {
 		n.log.WarnContext(ctx, "notification lease lost before the send; another replica sends the digest")
 		return Digest{}, nil
 	}
-	if err := n.send(ctx, d.Title, d.Body); err != nil {
+	if err := n.send(ctx, senders, d.Title, d.Body); err != nil {
 		return Digest{}, err
 	}
 	for _, r := range runs {
@@ -376,15 +386,15 @@ func (n *Notifier) finishedRuns(ctx context.Context, notified map[string]string)
 
 // send delivers a message to every URL. It fails only if no URL took it;
 // the others' failures are logged.
-func (n *Notifier) send(ctx context.Context, title, body string) error {
+func (n *Notifier) send(ctx context.Context, senders []sender, title, body string) error {
 	var errs []error
-	for _, s := range n.senders {
+	for _, s := range senders {
 		if err := s.send(title, body); err != nil {
 			errs = append(errs, err)
 			n.log.WarnContext(ctx, "notification not sent", "url", s.label(), "service", s.scheme, "error", err.Error())
 		}
 	}
-	if len(errs) == len(n.senders) {
+	if len(errs) == len(senders) {
 		return fmt.Errorf("notify: no notification URL took the message: %w", errors.Join(errs...))
 	}
 	return nil
