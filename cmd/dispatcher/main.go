@@ -170,9 +170,11 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	if err := q.Ensure(ctx); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
+	reg := prometheus.NewRegistry()
 	// The notifier always runs: URLs may be added from the Settings page.
 	notifier, err := notify.New(notify.Config{
 		URLs: cfg.NotifyURLList(), Store: st, ID: id, Interval: cfg.NotifyInterval, MaxLines: cfg.NotifyMaxLines, Logger: log,
+		Registerer: reg,
 	})
 	if err != nil {
 		return cli.Invalid(fmt.Errorf("CPV_NOTIFY_URLS: %w", err))
@@ -213,7 +215,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		HTTPClient:          hc,
 		Backend:             backendFacts(cfg, st),
 		Credential:          credCfg,
-		Registry:            prometheus.NewRegistry(),
+		Registry:            reg,
 		SeparateMetrics:     cfg.MetricsListen != "",
 		Logger:              log,
 		Notifications:       notifier,

@@ -304,6 +304,10 @@ func New(cfg Config) (*Dispatcher, error) {
 		base:    base,
 		cancel:  cancel,
 	}
+	if err := cfg.Registry.Register(gauges{d}); err != nil {
+		cancel()
+		return nil, fmt.Errorf("dispatcher: metrics: %w", err)
+	}
 	if err := d.initCredentials(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("dispatcher: %w", err)

@@ -3,6 +3,7 @@ package dispatcher_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
 	"github.com/cpvrefresh/cpvrefresh/internal/notify"
@@ -278,5 +280,32 @@ func TestNotifyAPI(t *testing.T) {
 	off.Handler().ServeHTTP(w, apiRequest("GET", "/api/notify", "Bearer "+testAPIKey, ""))
 	if w.Code != http.StatusServiceUnavailable {
 		t.Errorf("without a notifier: %d, want 503", w.Code)
+	}
+}
+
+// /metrics carries the gauges the alert rules read: tenants by state, the
+// queues' depths and the workers alive.
+func TestAlertGauges(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	d := h.dispatcher(t, "replica-a", nil)
+	ctx := context.Background()
+	for i, st := range []cpvtype.Status{cpvtype.StatusFailed, cpvtype.StatusFailed, cpvtype.StatusSucceeded} {
+		if err := h.store.PutStatus(ctx, store.Status{TenantID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), State: st, LastAttempt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.queue.SendRaw(ctx, []byte("waiting")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.Heartbeat(ctx, store.Worker{ID: "worker-1", Host: "h", Started: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	w := serve(d, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, line := range []string{`cpv_tenants{state="failed"} 2`, `cpv_tenants{state="succeeded"} 1`,
+		`cpv_queue_messages{queue="work"} 1`, `cpv_queue_messages{queue="poison"} 0`, "cpv_workers_alive 1"} {
+		if !strings.Contains(w.Body.String(), "\n"+line+"\n") {
+			t.Errorf("/metrics lacks %q", line)
+		}
 	}
 }

@@ -83,6 +83,13 @@ func (n *Notifier) conditions(ctx context.Context) []Condition {
 		}
 		out = append(out, s.conds...)
 	}
+	for _, c := range out {
+		v := 0.0
+		if c.Red {
+			v = 1
+		}
+		n.red.WithLabelValues(c.Key).Set(v)
+	}
 	slices.SortStableFunc(out, func(a, b Condition) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
@@ -77,6 +79,8 @@ type Config struct {
 	Logger  *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Registerer receives the notifier's metrics (none when nil).
+	Registerer prometheus.Registerer
 }
 
 // Notifier sends digests of tenant state changes.
@@ -91,6 +95,9 @@ type Notifier struct {
 	// stored are the senders of the stored URLs, as of storedValue.
 	stored      []sender
 	storedValue string
+
+	red     *prometheus.GaugeVec   // cpv_notify_condition_red
+	digests *prometheus.CounterVec // cpv_notify_digests_total
 }
 
 // New checks cfg and builds a Notifier. An error names a bad URL by its
@@ -124,7 +131,23 @@ func New(cfg Config) (*Notifier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	n := &Notifier{cfg: cfg, log: cfg.Logger}
+	n := &Notifier{cfg: cfg, log: cfg.Logger,
+		red: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cpv_notify_condition_red",
+			Help: "Conditions the notifier read (credential, webhook registration, checks): 1 red, 0 green, by key.",
+		}, []string{"condition"}),
+		digests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cpv_notify_digests_total",
+			Help: "Digests this replica sent (sent: at least one URL took it) or could not send (failed), by outcome.",
+		}, []string{"outcome"}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{n.red, n.digests} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				errs = append(errs, fmt.Errorf("metrics: %w", err))
+			}
+		}
+	}
 	for i, raw := range cfg.URLs {
 		s, err := newSender(OriginEnvironment, i+1, raw, cfg.Timeout)
 		if err != nil {
@@ -317,8 +340,10 @@ func (n *Notifier) Sweep(ctx context.Context) (Digest, error) {
 		return Digest{}, nil
 	}
 	if err := n.send(ctx, senders, d.Title, d.Body); err != nil {
+		n.digests.WithLabelValues("failed").Inc()
 		return Digest{}, err
 	}
+	n.digests.WithLabelValues("sent").Inc()
 	for _, r := range runs {
 		states[runPrefix+r.RunID] = stateFailed
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/notify"
@@ -127,7 +129,8 @@ func TestConditionTransitions(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
 	rc := newReceiver(t)
-	n := newNotifier(t, s, nil, rc.url())
+	reg := prometheus.NewRegistry()
+	n := newNotifier(t, s, func(c *notify.Config) { c.Registerer = reg }, rc.url())
 	src := &conditions{}
 	if err := n.AddSource(notify.Source{Name: "test", Read: src.read}); err != nil {
 		t.Fatal(err)
@@ -160,6 +163,18 @@ func TestConditionTransitions(t *testing.T) {
 	}
 	if len(d.Conditions) != 2 {
 		t.Errorf("the digest has %d conditions, want 2", len(d.Conditions))
+	}
+	want2 := `
+# HELP cpv_notify_condition_red Conditions the notifier read (credential, webhook registration, checks): 1 red, 0 green, by key.
+# TYPE cpv_notify_condition_red gauge
+cpv_notify_condition_red{condition="credential-expiry"} 0
+cpv_notify_condition_red{condition="webhook/registration"} 1
+# HELP cpv_notify_digests_total Digests this replica sent (sent: at least one URL took it) or could not send (failed), by outcome.
+# TYPE cpv_notify_digests_total counter
+cpv_notify_digests_total{outcome="sent"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want2)); err != nil {
+		t.Error(err)
 	}
 }
 
