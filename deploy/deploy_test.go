@@ -122,6 +122,7 @@ var kinds = map[string]func() any{
 	"keda.sh/v1alpha1/ScaledObject":                 func() any { return new(scaledObject) },
 	"keda.sh/v1alpha1/TriggerAuthentication":        func() any { return new(triggerAuthentication) },
 	"monitoring.coreos.com/v1/ServiceMonitor":       func() any { return new(serviceMonitor) },
+	"monitoring.coreos.com/v1/PrometheusRule":       func() any { return new(prometheusRule) },
 	"kustomize.config.k8s.io/v1beta1/Kustomization": func() any { return new(kustypes.Kustomization) },
 }
 
@@ -256,6 +257,7 @@ type cluster struct {
 	scaledObjects   map[string]*scaledObject
 	triggerAuths    map[string]*triggerAuthentication
 	serviceMonitors map[string]*serviceMonitor
+	prometheusRules map[string]*prometheusRule
 	namespaces      map[string]*corev1.Namespace
 	namespace       string
 }
@@ -274,7 +276,7 @@ func render(t *testing.T, dir string) *cluster {
 		configMaps: map[string]*corev1.ConfigMap{}, serviceAccounts: map[string]*corev1.ServiceAccount{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, scaledObjects: map[string]*scaledObject{},
 		triggerAuths: map[string]*triggerAuthentication{}, serviceMonitors: map[string]*serviceMonitor{},
-		namespaces: map[string]*corev1.Namespace{},
+		prometheusRules: map[string]*prometheusRule{}, namespaces: map[string]*corev1.Namespace{},
 	}
 	namespaces := map[string]bool{}
 	for _, res := range rm.Resources() {
@@ -304,6 +306,8 @@ func render(t *testing.T, dir string) *cluster {
 			c.triggerAuths[o.Name] = o
 		case *serviceMonitor:
 			c.serviceMonitors[o.Name] = o
+		case *prometheusRule:
+			c.prometheusRules[o.Name] = o
 		case *corev1.Namespace:
 			c.namespaces[o.Name] = o
 			continue

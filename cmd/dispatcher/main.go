@@ -170,14 +170,14 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 	if err := q.Ensure(ctx); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
-	var notifier *notify.Notifier
-	if urls := cfg.NotifyURLList(); len(urls) > 0 {
-		notifier, err = notify.New(notify.Config{
-			URLs: urls, Store: st, ID: id, Interval: cfg.NotifyInterval, MaxLines: cfg.NotifyMaxLines, Logger: log,
-		})
-		if err != nil {
-			return cli.Invalid(fmt.Errorf("CPV_NOTIFY_URLS: %w", err))
-		}
+	reg := prometheus.NewRegistry()
+	// The notifier always runs: URLs may be added from the Settings page.
+	notifier, err := notify.New(notify.Config{
+		URLs: cfg.NotifyURLList(), Store: st, ID: id, Interval: cfg.NotifyInterval, MaxLines: cfg.NotifyMaxLines, Logger: log,
+		Registerer: reg,
+	})
+	if err != nil {
+		return cli.Invalid(fmt.Errorf("CPV_NOTIFY_URLS: %w", err))
 	}
 
 	var signIn *dispatcher.SignIn
@@ -216,9 +216,10 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		HTTPClient:          hc,
 		Backend:             backendFacts(cfg, st),
 		Credential:          credCfg,
-		Registry:            prometheus.NewRegistry(),
+		Registry:            reg,
 		SeparateMetrics:     cfg.MetricsListen != "",
 		Logger:              log,
+		Notifications:       notifier,
 		Permissions: dispatcher.Permissions{Base: base, Extras: st, Publisher: disc,
 			FollowApp: cfg.FollowApp, AppID: cfg.ClientID, Run: cfg.PermissionsRun, Profiles: st},
 	})
@@ -226,6 +227,11 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		return cli.Invalid(err)
 	}
 	defer d.Close()
+	for _, src := range d.NotifySources(cfg.NotifyExpiry) {
+		if err := notifier.AddSource(src); err != nil {
+			return cli.Invalid(err)
+		}
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -257,9 +263,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		}
 	}()
 	wg.Go(func() { d.RunRotation(ctx) })
-	if notifier != nil {
-		wg.Go(func() { notifier.Run(ctx) })
-	}
+	wg.Go(func() { notifier.Run(ctx) })
 	if len(listeners) > 1 {
 		log.Info("metrics listening", "addr", listeners[1].Addr().String())
 		if ready, ok := ctx.Value(metricsReadyKey{}).(func(string)); ok {

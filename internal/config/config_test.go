@@ -108,17 +108,17 @@ func TestValidate(t *testing.T) {
 	if got := d.NotifyURLList(); len(got) != 2 || got[1] != "smtp://u:p@host:25/?from=a@x&to=b@x,c@x" {
 		t.Errorf("NotifyURLList() = %q", got)
 	}
-	if d.NotifyInterval != time.Minute || d.NotifyMaxLines != 100 {
-		t.Errorf("notification defaults: interval %s, max lines %d", d.NotifyInterval, d.NotifyMaxLines)
+	if d.NotifyInterval != time.Minute || d.NotifyMaxLines != 100 || d.NotifyExpiry != 14*24*time.Hour {
+		t.Errorf("notification defaults: interval %s, max lines %d, expiry %s", d.NotifyInterval, d.NotifyMaxLines, d.NotifyExpiry)
 	}
-	d.NotifyInterval, d.NotifyMaxLines = 0, 0
+	d.NotifyInterval, d.NotifyMaxLines, d.NotifyExpiry = 0, 0, time.Minute
 	err = d.Validate()
-	for _, want := range []string{"CPV_NOTIFY_INTERVAL", "CPV_NOTIFY_MAX_LINES"} {
+	for _, want := range []string{"CPV_NOTIFY_INTERVAL", "CPV_NOTIFY_MAX_LINES", "CPV_NOTIFY_EXPIRY"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s: %v", want, err)
 		}
 	}
-	d.NotifyURLs, d.NotifyInterval, d.NotifyMaxLines = "", time.Minute, 100
+	d.NotifyURLs, d.NotifyInterval, d.NotifyMaxLines, d.NotifyExpiry = "", time.Minute, 100, 14*24*time.Hour
 	if d.Retention != 8784*time.Hour {
 		t.Errorf("retention default %s, want 8784h", d.Retention)
 	}

@@ -111,6 +111,7 @@ type Dispatcher struct {
 	NotifyURLs          string        `env:"CPV_NOTIFY_URLS" secret:"true" help:"shoutrrr URLs (teams://, slack://, smtp://, generic://, ...) told when tenants newly fail or recover, separated by spaces (a URL may contain commas); empty: no notifications"`
 	NotifyInterval      time.Duration `env:"CPV_NOTIFY_INTERVAL" default:"1m" help:"how often the status rows are compared with what was last notified; all changes found at once go out as one digest"`
 	NotifyMaxLines      int           `env:"CPV_NOTIFY_MAX_LINES" default:"100" help:"tenants listed in one digest; the rest are counted"`
+	NotifyExpiry        time.Duration `env:"CPV_NOTIFY_EXPIRY" default:"336h" help:"notify when the partner app's credential expires within this long"`
 }
 
 // NotifyURLList splits CPV_NOTIFY_URLS.
@@ -276,6 +277,9 @@ func (d *Dispatcher) Validate() error {
 	}
 	if d.NotifyInterval < time.Second || d.NotifyInterval > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("CPV_NOTIFY_INTERVAL %s: want 1s..24h", d.NotifyInterval))
+	}
+	if d.NotifyExpiry < time.Hour {
+		errs = append(errs, fmt.Errorf("CPV_NOTIFY_EXPIRY %s: want 1h or more", d.NotifyExpiry))
 	}
 	if d.NotifyMaxLines < 1 || d.NotifyMaxLines > 1000 {
 		errs = append(errs, fmt.Errorf("CPV_NOTIFY_MAX_LINES %d: want 1..1000", d.NotifyMaxLines))

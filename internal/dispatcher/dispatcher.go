@@ -162,6 +162,10 @@ type Config struct {
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 
+	// Notifications are the notification URLs of the Settings page
+	// (/api/notify); nil answers those routes with 503.
+	Notifications Notifications
+
 	// Permissions configures the permission set API (/api/permissions);
 	// its Extras nil leaves the API out.
 	Permissions Permissions
@@ -309,6 +313,10 @@ func New(cfg Config) (*Dispatcher, error) {
 		apiKeys: keys,
 		base:    base,
 		cancel:  cancel,
+	}
+	if err := cfg.Registry.Register(gauges{d}); err != nil {
+		cancel()
+		return nil, fmt.Errorf("dispatcher: metrics: %w", err)
 	}
 	if err := d.initCredentials(); err != nil {
 		cancel()

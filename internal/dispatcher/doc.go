@@ -101,6 +101,9 @@
 //	GET  /api/activity[?tenant=&user=&action=&since=&until=&limit=50&continuation=]   the activity log, newest first
 //	GET  /api/me                           who the caller is and its role
 //	GET  /api/settings                     sign-in, bearer tokens, API keys by number and role (Admin)
+//	GET  /api/notify                       notification URLs, redacted to scheme and host (Admin)
+//	POST /api/notify/urls                  {"url"} adds a URL to the settings; DELETE /api/notify/urls/{n} removes one (Admin)
+//	POST /api/notify/test                  a test message to every URL: {"results":[{"url","delivered","error"}]} (Admin)
 //	GET  /auth/config, /auth/login[?return=#/...], /auth/callback; POST /auth/logout   sign-in with Microsoft
 //	GET  /api/tenants[?state=&excluded=&manifest=&q=&sort=&dir=]  tenants with their status (streamed array)
 //	GET  /api/tenants?limit=50[&continuation=][filters]  one page: {"items","continuation","matched","summary","asOf"}

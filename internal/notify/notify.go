@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/nicholas-fedor/shoutrrr/pkg/router"
-	"github.com/nicholas-fedor/shoutrrr/pkg/types"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -28,15 +27,27 @@ type Store interface {
 	SetNotified(ctx context.Context, states map[string]string) error
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, name, holder string) error
+	GetSetting(ctx context.Context, name string) (store.Setting, error)
+	SetSetting(ctx context.Context, st store.Setting) error
 }
 
 var _ Store = (*store.Store)(nil)
 
-// Notified states, as stored.
+// Notified states of a tenant or a run, as stored.
 const (
-	stateFailed = "failed"
-	stateOK     = "ok"
+	stateFailed  = "failed"
+	stateConsent = "consent"
+	stateOK      = "ok"
 )
+
+// subjectSeen is recorded once every tenant succeeding at the first sweep
+// has been recorded as ok: from then on, a tenant succeeding with no state
+// recorded is new (onboarded).
+const subjectSeen = "tenants-seen"
+
+// ConsentCodes are the status rows' error codes that mean the app is not
+// consented in the tenant: a failure with one is told as consent missing.
+var ConsentCodes = []string{"AADSTS65001", "AADSTS700016"}
 
 // leaseName guards a sweep across replicas.
 const leaseName = "notify"
@@ -49,9 +60,10 @@ const (
 	runPrefix  = "run-"
 )
 
-// Config configures a Notifier. URLs, Store and ID are required.
+// Config configures a Notifier. Store and ID are required.
 type Config struct {
-	// URLs are shoutrrr service URLs (secret: they carry tokens).
+	// URLs are shoutrrr service URLs (secret: they carry tokens), from the
+	// environment; those stored in the settings (AddURL) are used besides.
 	URLs  []string
 	Store Store
 	// ID names this replica as the lease holder.
@@ -67,6 +79,8 @@ type Config struct {
 	Logger  *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Registerer receives the notifier's metrics (none when nil).
+	Registerer prometheus.Registerer
 }
 
 // Notifier sends digests of tenant state changes.
@@ -74,14 +88,16 @@ type Notifier struct {
 	cfg     Config
 	log     *slog.Logger
 	senders []sender
-}
 
-// sender is one configured URL.
-type sender struct {
-	index   int    // 1-based position in Config.URLs, for messages
-	scheme  string // the service, e.g. "teams"
-	router  *router.ServiceRouter
-	secrets []string // substrings of the URL removed from its errors
+	sweeping sync.Mutex // one Sweep at a time; it guards sources' reads
+	mu       sync.Mutex
+	sources  []*sourceState
+	// stored are the senders of the stored URLs, as of storedValue.
+	stored      []sender
+	storedValue string
+
+	red     *prometheus.GaugeVec   // cpv_notify_condition_red
+	digests *prometheus.CounterVec // cpv_notify_digests_total
 }
 
 // New checks cfg and builds a Notifier. An error names a bad URL by its
@@ -93,9 +109,6 @@ func New(cfg Config) (*Notifier, error) {
 	}
 	if cfg.ID == "" {
 		errs = append(errs, errors.New("a replica id is required"))
-	}
-	if len(cfg.URLs) == 0 {
-		errs = append(errs, errors.New("at least one notification URL is required"))
 	}
 	if cfg.Interval < 0 || cfg.MaxLines < 0 || cfg.LeaseTTL < 0 || cfg.Timeout < 0 {
 		errs = append(errs, errors.New("durations and sizes must not be negative"))
@@ -118,9 +131,25 @@ func New(cfg Config) (*Notifier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	n := &Notifier{cfg: cfg, log: cfg.Logger}
+	n := &Notifier{cfg: cfg, log: cfg.Logger,
+		red: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cpv_notify_condition_red",
+			Help: "Conditions the notifier read (credential, webhook registration, checks): 1 red, 0 green, by key.",
+		}, []string{"condition"}),
+		digests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cpv_notify_digests_total",
+			Help: "Digests this replica sent (sent: at least one URL took it) or could not send (failed), by outcome.",
+		}, []string{"outcome"}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{n.red, n.digests} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				errs = append(errs, fmt.Errorf("metrics: %w", err))
+			}
+		}
+	}
 	for i, raw := range cfg.URLs {
-		s, err := newSender(i+1, raw, cfg.Timeout)
+		s, err := newSender(OriginEnvironment, i+1, raw, cfg.Timeout)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -133,83 +162,28 @@ func New(cfg Config) (*Notifier, error) {
 	return n, nil
 }
 
-// CheckURLs reports every URL shoutrrr cannot use, by its position and
-// scheme, for configuration validation in main.
-func CheckURLs(urls []string) error {
-	var errs []error
-	for i, raw := range urls {
-		if _, err := newSender(i+1, raw, time.Second); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
+// Kind is what happened to a tenant.
+type Kind string
 
-func newSender(index int, raw string, timeout time.Duration) (sender, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" {
-		return sender{}, fmt.Errorf("notification URL %d: not a URL (want a shoutrrr URL such as teams://... or generic://...)", index)
-	}
-	s := sender{index: index, scheme: u.Scheme, secrets: secretsOf(raw, u)}
-	r, err := router.New(nil, raw)
-	if err != nil {
-		return sender{}, fmt.Errorf("notification URL %d (%s): %s", index, u.Scheme, s.redact(err))
-	}
-	r.Timeout = timeout
-	s.router = r
-	return s, nil
-}
+// Kinds of Change, in the order a digest lists them.
+const (
+	KindFailed    Kind = "failed"
+	KindConsent   Kind = "consent missing"
+	KindRecovered Kind = "recovered"
+	KindOnboarded Kind = "onboarded"
+)
 
-// secretsOf lists the parts of a URL that may be a token: the URL itself,
-// its user info, every path segment and query value, longest first.
-func secretsOf(raw string, u *url.URL) []string {
-	out := []string{raw, u.RawQuery, u.Path}
-	if u.User != nil {
-		out = append(out, u.User.String(), u.User.Username())
-		if p, ok := u.User.Password(); ok {
-			out = append(out, p)
-		}
-	}
-	for seg := range strings.SplitSeq(u.Path, "/") {
-		out = append(out, seg)
-	}
-	for _, vs := range u.Query() {
-		out = append(out, vs...)
-	}
-	for _, s := range slices.Clone(out) {
-		if e := url.QueryEscape(s); e != s {
-			out = append(out, e)
-		}
-	}
-	out = slices.DeleteFunc(out, func(s string) bool { return len(s) < 8 })
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
-	return slices.Compact(out)
-}
+// kindOrder is the digest's order of kinds.
+var kindOrder = []Kind{KindFailed, KindConsent, KindRecovered, KindOnboarded}
 
-// redact returns err's text without any part of the sender's URL.
-func (s sender) redact(err error) string {
-	msg := err.Error()
-	for _, sec := range s.secrets {
-		msg = strings.ReplaceAll(msg, sec, "[redacted]")
-	}
-	return msg
-}
-
-// send delivers one message to this URL.
-func (s sender) send(title, body string) error {
-	for _, err := range s.router.Send(body, &types.Params{"title": title}) {
-		if err != nil {
-			return fmt.Errorf("notification URL %d (%s): %s", s.index, s.scheme, s.redact(err))
-		}
-	}
-	return nil
-}
+// kindTitle is how a digest's title counts each kind.
+var kindTitle = map[Kind]string{KindFailed: "failed", KindConsent: "missing consent", KindRecovered: "recovered", KindOnboarded: "onboarded"}
 
 // Change is one tenant whose state changed.
 type Change struct {
 	TenantID string
 	Name     string // display name, when known
-	Failed   bool   // newly failed; false: recovered
+	Kind     Kind
 	Reason   string // the status row's advice or error, for a failure
 }
 
@@ -226,6 +200,8 @@ type Digest struct {
 	Body    string
 	Changes []Change
 	Runs    []RunFailures
+	// Conditions turned red (Red) or green since last notified.
+	Conditions []Condition
 }
 
 // Run sweeps every Interval until ctx ends. A failed sweep is logged and
@@ -245,11 +221,37 @@ func (n *Notifier) Run(ctx context.Context) {
 	}
 }
 
-// Sweep compares every tenant's status with the state last notified and
-// sends one digest of the changes, if any. It does nothing (and returns a
-// zero Digest) if another replica holds the sweep's lease.
+// tenantState is the state a status row is notified in ("" for one
+// without a result yet).
+func tenantState(st store.Status) string {
+	switch st.State {
+	case cpvtype.StatusFailed:
+		if slices.Contains(ConsentCodes, st.ErrorCode) {
+			return stateConsent
+		}
+		return stateFailed
+	case cpvtype.StatusSucceeded, cpvtype.StatusPartial:
+		return stateOK
+	}
+	return ""
+}
+
+// Sweep compares every tenant's status and every source's conditions with
+// the states last notified and sends one digest of the changes, if any.
+// It does nothing (and returns a zero Digest) if another replica holds the
+// sweep's lease, or takes it over before the digest is sent.
 func (n *Notifier) Sweep(ctx context.Context) (Digest, error) {
-	ok, err := n.cfg.Store.AcquireLease(ctx, leaseName, n.cfg.ID, n.cfg.LeaseTTL)
+	n.sweeping.Lock()
+	defer n.sweeping.Unlock()
+	senders, err := n.channels(ctx)
+	if err != nil {
+		return Digest{}, err
+	}
+	if len(senders) == 0 {
+		return Digest{}, nil // nowhere to tell: the changes wait for a URL
+	}
+	ttl := max(n.cfg.LeaseTTL, n.cfg.Timeout*time.Duration(len(senders)+1))
+	ok, err := n.cfg.Store.AcquireLease(ctx, leaseName, n.cfg.ID, ttl)
 	if err != nil {
 		return Digest{}, fmt.Errorf("notify: take lease: %w", err)
 	}
@@ -272,36 +274,51 @@ func (n *Notifier) Sweep(ctx context.Context) (Digest, error) {
 	if err != nil {
 		return Digest{}, fmt.Errorf("notify: read notified states: %w", err)
 	}
+	// states are written after the send: the changes, and the tenants
+	// recorded silently (those succeeding at the first sweep).
+	states := map[string]string{}
+	seen := notified[subjectSeen] != ""
+	if !seen {
+		states[subjectSeen] = stateOK
+	}
 	var changes []Change
 	err = n.cfg.Store.EachStatus(ctx, func(st store.Status) error {
-		was := notified[st.TenantID]
-		switch st.State {
-		case cpvtype.StatusFailed:
-			if was != stateFailed {
-				changes = append(changes, Change{TenantID: st.TenantID, Failed: true, Reason: reasonOf(st)})
-			}
-		case cpvtype.StatusSucceeded, cpvtype.StatusPartial:
-			if was == stateFailed {
-				changes = append(changes, Change{TenantID: st.TenantID})
-			}
+		was, now := notified[st.TenantID], tenantState(st)
+		switch {
+		case now == "" || now == was:
+		case now == stateFailed:
+			changes = append(changes, Change{TenantID: st.TenantID, Kind: KindFailed, Reason: reasonOf(st)})
+		case now == stateConsent:
+			changes = append(changes, Change{TenantID: st.TenantID, Kind: KindConsent, Reason: reasonOf(st)})
+		case was != "":
+			changes = append(changes, Change{TenantID: st.TenantID, Kind: KindRecovered})
+		case seen:
+			changes = append(changes, Change{TenantID: st.TenantID, Kind: KindOnboarded})
+		default:
+			states[st.TenantID] = stateOK
 		}
 		return nil
 	})
 	if err != nil {
 		return Digest{}, fmt.Errorf("notify: read statuses: %w", err)
 	}
+	var conds []Condition
+	for _, c := range n.conditions(ctx) {
+		if was := notified[conditionSubject(c.Key)]; c.Red != (was == stateRed) && (c.Red || was != "") {
+			conds = append(conds, c)
+		}
+	}
 	runs, quiet, err := n.finishedRuns(ctx, notified)
 	if err != nil {
 		return Digest{}, err
 	}
-	states := make(map[string]string, len(changes)+len(runs)+len(quiet))
 	for _, id := range quiet {
 		states[runPrefix+id] = stateOK
 	}
-	if len(changes) == 0 && len(runs) == 0 {
+	if len(changes) == 0 && len(runs) == 0 && len(conds) == 0 {
 		if len(states) > 0 {
 			if err := n.cfg.Store.SetNotified(ctx, states); err != nil {
-				return Digest{}, fmt.Errorf("notify: record runs without failures: %w", err)
+				return Digest{}, fmt.Errorf("notify: record states without news: %w", err)
 			}
 		}
 		return Digest{}, nil
@@ -312,29 +329,49 @@ func (n *Notifier) Sweep(ctx context.Context) (Digest, error) {
 			changes[i].Name = t.DisplayName
 		}
 	}
-	d := n.digest(changes, runs)
-	if err := n.send(ctx, d.Title, d.Body); err != nil {
+	d := n.digest(changes, runs, conds)
+	// The lease is renewed for the send: a replica that lost it (a sweep
+	// slower than its lease) sends nothing, so no digest goes out twice.
+	if ok, err := n.cfg.Store.AcquireLease(ctx, leaseName, n.cfg.ID, ttl); err != nil || !ok {
+		if err != nil {
+			return Digest{}, fmt.Errorf("notify: renew lease: %w", err)
+		}
+		n.log.WarnContext(ctx, "notification lease lost before the send; another replica sends the digest")
+		return Digest{}, nil
+	}
+	if err := n.send(ctx, senders, d.Title, d.Body); err != nil {
+		n.digests.WithLabelValues("failed").Inc()
 		return Digest{}, err
 	}
+	n.digests.WithLabelValues("sent").Inc()
 	for _, r := range runs {
 		states[runPrefix+r.RunID] = stateFailed
 	}
 	for _, c := range changes {
-		states[c.TenantID] = stateOK
-		if c.Failed {
+		switch c.Kind {
+		case KindFailed:
 			states[c.TenantID] = stateFailed
+		case KindConsent:
+			states[c.TenantID] = stateConsent
+		default:
+			states[c.TenantID] = stateOK
+		}
+	}
+	for _, c := range conds {
+		states[conditionSubject(c.Key)] = stateGreen
+		if c.Red {
+			states[conditionSubject(c.Key)] = stateRed
 		}
 	}
 	if err := n.cfg.Store.SetNotified(ctx, states); err != nil {
 		return d, fmt.Errorf("notify: record notified states (the digest may be sent again): %w", err)
 	}
-	failed := 0
+	count := map[Kind]int{}
 	for _, c := range changes {
-		if c.Failed {
-			failed++
-		}
+		count[c.Kind]++
 	}
-	n.log.InfoContext(ctx, "notification sent", "failed", failed, "recovered", len(changes)-failed, "runs", len(runs))
+	n.log.InfoContext(ctx, "notification sent", "failed", count[KindFailed], "consent_missing", count[KindConsent],
+		"recovered", count[KindRecovered], "onboarded", count[KindOnboarded], "runs", len(runs), "conditions", len(conds))
 	return d, nil
 }
 
@@ -374,15 +411,15 @@ func (n *Notifier) finishedRuns(ctx context.Context, notified map[string]string)
 
 // send delivers a message to every URL. It fails only if no URL took it;
 // the others' failures are logged.
-func (n *Notifier) send(ctx context.Context, title, body string) error {
+func (n *Notifier) send(ctx context.Context, senders []sender, title, body string) error {
 	var errs []error
-	for _, s := range n.senders {
+	for _, s := range senders {
 		if err := s.send(title, body); err != nil {
 			errs = append(errs, err)
-			n.log.WarnContext(ctx, "notification not sent", "url", s.index, "service", s.scheme, "error", err.Error())
+			n.log.WarnContext(ctx, "notification not sent", "url", s.label(), "service", s.scheme, "error", err.Error())
 		}
 	}
-	if len(errs) == len(n.senders) {
+	if len(errs) == len(senders) {
 		return fmt.Errorf("notify: no notification URL took the message: %w", errors.Join(errs...))
 	}
 	return nil
@@ -395,65 +432,82 @@ func reasonOf(st store.Status) string {
 	return st.LastError
 }
 
-// sortChanges puts failures first, then recoveries, each in tenant id
-// order: the order a digest lists them in.
+// sortChanges puts changes in kindOrder, each kind in tenant id order:
+// the order a digest lists them in.
 func sortChanges(changes []Change) {
 	slices.SortFunc(changes, func(a, b Change) int {
-		if a.Failed != b.Failed {
-			if a.Failed {
-				return -1
-			}
-			return 1
+		if a.Kind != b.Kind {
+			return slices.Index(kindOrder, a.Kind) - slices.Index(kindOrder, b.Kind)
 		}
 		return strings.Compare(a.TenantID, b.TenantID)
 	})
 }
 
-// digest builds the message for runs and changes (sorted by sortChanges),
-// at most MaxLines tenants listed.
-func (n *Notifier) digest(changes []Change, runs []RunFailures) Digest {
-	failed := 0
+// digest builds the message for conditions, runs and changes (sorted by
+// sortChanges), at most MaxLines tenants listed: red conditions first,
+// then runs, tenants, and conditions turned green.
+func (n *Notifier) digest(changes []Change, runs []RunFailures, conds []Condition) Digest {
+	count := map[Kind]int{}
 	for _, c := range changes {
-		if c.Failed {
-			failed++
+		count[c.Kind]++
+	}
+	red := 0
+	for _, c := range conds {
+		if c.Red {
+			red++
 		}
 	}
 	var parts []string
 	var b strings.Builder
+	if red > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s", red, pluralOf(red, "alert", "alerts")))
+	}
+	for _, c := range conds {
+		if c.Red {
+			fmt.Fprintf(&b, "ALERT %s: %s", c.Key, c.Text)
+			if c.Advice != "" {
+				fmt.Fprintf(&b, " (%s)", c.Advice)
+			}
+			b.WriteString("\n")
+		}
+	}
 	for _, r := range runs {
 		parts = append(parts, fmt.Sprintf("run %s finished with %d failed", r.RunID, r.Failed))
 		fmt.Fprintf(&b, "RUN %s finished: %d of %d tenants failed\n", r.RunID, r.Failed, r.Enqueued)
 	}
-	if failed > 0 {
-		parts = append(parts, fmt.Sprintf("%d %s failed", failed, plural(failed)))
-	}
-	if r := len(changes) - failed; r > 0 {
-		parts = append(parts, fmt.Sprintf("%d %s recovered", r, plural(r)))
+	for _, k := range kindOrder {
+		if c := count[k]; c > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s %s", c, pluralOf(c, "tenant", "tenants"), kindTitle[k]))
+		}
 	}
 	for _, c := range changes[:min(len(changes), n.cfg.MaxLines)] {
 		who := c.TenantID
 		if c.Name != "" {
 			who = c.Name + " (" + c.TenantID + ")"
 		}
-		if c.Failed {
-			fmt.Fprintf(&b, "FAILED %s", who)
-			if c.Reason != "" {
-				fmt.Fprintf(&b, ": %s", c.Reason)
-			}
-			b.WriteString("\n")
-		} else {
-			fmt.Fprintf(&b, "RECOVERED %s\n", who)
+		fmt.Fprintf(&b, "%s %s", strings.ToUpper(string(c.Kind)), who)
+		if c.Reason != "" {
+			fmt.Fprintf(&b, ": %s", c.Reason)
 		}
+		b.WriteString("\n")
 	}
 	if more := len(changes) - n.cfg.MaxLines; more > 0 {
 		fmt.Fprintf(&b, "... and %d more: see the tenants page.\n", more)
 	}
-	return Digest{Title: "cpvrefresh: " + strings.Join(parts, ", "), Body: b.String(), Changes: changes, Runs: runs}
+	if green := len(conds) - red; green > 0 {
+		parts = append(parts, fmt.Sprintf("%d resolved", green))
+	}
+	for _, c := range conds {
+		if !c.Red {
+			fmt.Fprintf(&b, "RESOLVED %s: %s\n", c.Key, c.Text)
+		}
+	}
+	return Digest{Title: "cpvrefresh: " + strings.Join(parts, ", "), Body: b.String(), Changes: changes, Runs: runs, Conditions: conds}
 }
 
-func plural(n int) string {
+func pluralOf(n int, one, many string) string {
 	if n == 1 {
-		return "tenant"
+		return one
 	}
-	return "tenants"
+	return many
 }

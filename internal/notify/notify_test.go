@@ -296,7 +296,9 @@ func TestTokenNeverLogged(t *testing.T) {
 	}
 
 	down := "generic://127.0.0.1:1/hook/" + token + "?template=json&@X-Token=" + token
-	n := newNotifier(t, s, func(c *notify.Config) { c.Logger = log; c.Timeout = 5 * time.Second }, rc.url(), down)
+	ms := newMailServer(t)
+	wrongPassword := strings.Replace(ms.url(), token, token+"x", 1)
+	n := newNotifier(t, s, func(c *notify.Config) { c.Logger = log; c.Timeout = 5 * time.Second }, rc.url(), down, wrongPassword)
 	setState(t, s, uuid.NewString(), cpvtype.StatusFailed)
 	sweep(t, n) // one URL takes it; the other's failure is logged
 	if len(rc.messages()) != 1 {
@@ -311,7 +313,7 @@ func TestTokenNeverLogged(t *testing.T) {
 	errs = append(errs, err.Error())
 	log.Error("sweep failed", "error", err)
 
-	if !strings.Contains(logs.String(), `"notification not sent"`) {
+	if strings.Count(logs.String(), `"notification not sent"`) < 2 || len(ms.mails()) != 0 {
 		t.Errorf("the failed URL was not logged:\n%s", logs.String())
 	}
 	for _, text := range append(errs, logs.String()) {
@@ -348,10 +350,11 @@ func TestRunWithFailuresReportedOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a, b := uuid.NewString(), uuid.NewString()
+	a, b, c := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	run("nightly-2026-12-05", 2)
 	put(a, "nightly-2026-12-05", cpvtype.StatusSucceeded)
 	put(b, "nightly-2026-12-05", cpvtype.StatusRunning)
+	put(c, "bulk-clean", cpvtype.StatusSucceeded) // succeeding at the first sweep: not new
 	sweep(t, n)
 	if got := rc.messages(); len(got) != 0 {
 		t.Fatalf("a run in progress was reported: %+v", got)
@@ -371,7 +374,6 @@ func TestRunWithFailuresReportedOnce(t *testing.T) {
 		t.Errorf("the run was reported again: %+v", got[1:])
 	}
 
-	c := uuid.NewString()
 	run("bulk-clean", 1)
 	put(c, "bulk-clean", cpvtype.StatusSucceeded)
 	sweep(t, n)

@@ -31,6 +31,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher/ui"
 	"github.com/cpvrefresh/cpvrefresh/internal/graph/gdap"
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
+	"github.com/cpvrefresh/cpvrefresh/internal/notify"
 	"github.com/cpvrefresh/cpvrefresh/internal/partnercenter"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -146,7 +147,12 @@ func newStack(t *testing.T, opts ...stackOptions) *stack {
 		}
 		webhooks, publicURL = pc, base
 	}
+	notifier, err := notify.New(notify.Config{Store: s.store, ID: "dispatcher-ui-test", Logger: o.logger})
+	if err != nil {
+		t.Fatalf("notify.New: %v", err)
+	}
 	s.disp, err = dispatcher.New(dispatcher.Config{
+		Notifications:    notifier,
 		Webhooks:         webhooks,
 		PublicURL:        publicURL,
 		WebhookCertHosts: certHosts,

@@ -30,7 +30,9 @@
 //     filtered by person, action and tenant, older entries page by page; a
 //     tenant's page shows its own entries.
 //   - #/settings (Admin): sign-in, bearer tokens, API keys by number and
-//     role, and what each role may do.
+//     role, and what each role may do; Partner Center's webhook
+//     registration; the notification URLs, shown as scheme and host only,
+//     added, removed and sent a test message (notify.js).
 //
 // Handler serves the document with "Cache-Control: no-cache" and the
 // assets under a content-hashed path (/static/<version>/...) that may be

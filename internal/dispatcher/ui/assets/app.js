@@ -1637,8 +1637,14 @@
               h('tbody', {}, (v.roles || []).map((r) => h('tr', {}, h('td', {}, r.name), h('td', {}, h('code', {}, r.appRole)), h('td', {}, r.allows))))))),
           h('section', { class: 'panel', 'aria-labelledby': 'webhook-title', id: 'settings-webhook' },
             h('h2', { id: 'webhook-title' }, 'Partner Center webhook'),
-            h('div', { id: 'webhook-region' }, h('p', { class: 'empty' }, 'Loading…'))));
+            h('div', { id: 'webhook-region' }, h('p', { class: 'empty' }, 'Loading…'))),
+          h('section', { class: 'panel', 'aria-labelledby': 'notify-title', id: 'settings-notify' },
+            h('h2', { id: 'notify-title' }, 'Notifications'),
+            h('div', { id: 'notify-region' }, h('p', { class: 'empty' }, 'Loading…'))));
         loadWebhook(token);
+        // notify.js fills the notifications panel with the page's helpers.
+        document.dispatchEvent(new CustomEvent('cpv:settings', { detail: {
+          h, fill, api, announce, errorNotice, current: () => token === app.renderToken } }));
       } catch (e) {
         if (e.status === 401 || token !== app.renderToken) return;
         if (region) fill(region, errorNotice(e));
