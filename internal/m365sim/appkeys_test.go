@@ -97,7 +97,7 @@ func TestAppKeys(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name, proof, code string
-		status          int
+		status            int
 	}{
 		{"no proof", "", "Authorization_RequestDenied", http.StatusForbidden},
 		{"signed by a certificate the app does not hold", proof(strangerKey, strangerCert, graphApp, sim.AppObjectID(), 10*time.Minute), "Authentication_MissingOrMalformed", http.StatusUnauthorized},
