@@ -167,60 +167,126 @@ func (k *killRig) run(at time.Time, stop vault.Step) string {
 	return out.String() + errOut.String()
 }
 
+// killMode is what TestRotationKilledAtEachStep does per credential mode.
+type killMode struct {
+	mode, secret string
+	// setup stores the operator's credential and returns it (the old one).
+	setup func(t *testing.T, sim *m365sim.Sim) string
+	// addLost adds a credential a stopped rotation registered on the app
+	// and never stored.
+	addLost func(t *testing.T, sim *m365sim.Sim)
+	// works reports whether Entra accepts a credential now.
+	works func(t *testing.T, sim *m365sim.Sim, cred string) bool
+	// current is the credential a daemon's store holds.
+	current func(d daemon) string
+	// onApp lists the key ids of the app's credentials.
+	onApp func(sim *m365sim.Sim) []string
+	// secrets are texts no output may hold, of a credential.
+	secrets func(t *testing.T, cred string) []string
+}
+
+var killModes = []killMode{
+	{
+		mode: entra.ModeSecret, secret: "ApplicationSecret",
+		setup: func(t *testing.T, sim *m365sim.Sim) string {
+			sim.SetVaultSecret("ApplicationSecret", sim.AppSecret(), "", nil)
+			return sim.AppSecret()
+		},
+		addLost: func(t *testing.T, sim *m365sim.Sim) {
+			sim.AddAppPassword("cpvrefresh 2026-01-01T00:00:00Z", "lost-"+fmt.Sprint(time.Now().UnixNano()), time.Hour*24*30)
+		},
+		works:   secretWorks,
+		current: func(d daemon) string { return d.store.Secret().ClientSecret },
+		onApp: func(sim *m365sim.Sim) (ids []string) {
+			for _, p := range sim.AppPasswords() {
+				ids = append(ids, p.KeyID)
+			}
+			return ids
+		},
+		secrets: func(t *testing.T, cred string) []string { return []string{cred} },
+	},
+	{
+		mode: entra.ModeCertificate, secret: "SAMCertificate",
+		setup: func(t *testing.T, sim *m365sim.Sim) string {
+			// It expires within the renewal window: the run renews it.
+			pemText, cert := selfSignedPEM(t, 20*24*time.Hour)
+			sim.AddAppCertificate("portal upload", cert)
+			sim.SetVaultSecret("SAMCertificate", pemText, "application/x-pem-file", nil)
+			return pemText
+		},
+		addLost: func(t *testing.T, sim *m365sim.Sim) {
+			_, cert := selfSignedPEM(t, 300*24*time.Hour)
+			sim.AddAppCertificate("cpvrefresh 2026-01-01T00:00:00Z", cert)
+		},
+		works:   certWorks,
+		current: func(d daemon) string { return string(d.store.Secret().Certificate) },
+		onApp: func(sim *m365sim.Sim) (ids []string) {
+			for _, k := range sim.AppKeys() {
+				ids = append(ids, k.KeyID)
+			}
+			return ids
+		},
+		secrets: func(t *testing.T, cred string) []string { return []string{keyLine(t, cred)} },
+	},
+}
+
 // TestRotationKilledAtEachStep runs each rotation in its own process and
-// SIGKILLs it after each step (a secret added to the app but not stored;
-// stored unproven; proven but not marked; marked; one of two old secrets
-// removed): a daemon starting then gets a credential that works, and the
-// next processes finish the rotation, leaving exactly one secret on the
-// app, the one the vault's one proven version holds, and the old one dead.
+// SIGKILLs it after each step (a secret or certificate added to the app
+// but not stored; stored unproven; proven but not marked; marked; one of
+// two old ones removed), in secret and certificate mode: a daemon starting
+// then gets a credential that works, and the next processes finish the
+// rotation, leaving exactly one credential on the app, the one the
+// vault's one proven version holds, and the old one dead.
 func TestRotationKilledAtEachStep(t *testing.T) {
 	t.Parallel()
-	for i, step := range []vault.Step{vault.StepAdded, vault.StepStored, vault.StepProven, vault.StepMarked, vault.StepRemoved} {
-		t.Run(string(step), func(t *testing.T) {
-			t.Parallel()
-			sim := testenv.Sim(t, m365sim.Options{Seed: int64(120 + i)})
-			sim.SetVaultSecret("ApplicationSecret", sim.AppSecret(), "", nil)
-			if step == vault.StepRemoved {
-				// Two secrets a stopped rotation added and never stored:
-				// the process dies between their removals.
-				for range 2 {
-					sim.AddAppPassword("cpvrefresh 2026-01-01T00:00:00Z", "lost-"+fmt.Sprint(time.Now().UnixNano()), time.Hour*24*30)
+	for m, km := range killModes {
+		for i, step := range []vault.Step{vault.StepAdded, vault.StepStored, vault.StepProven, vault.StepMarked, vault.StepRemoved} {
+			t.Run(km.mode+"/"+string(step), func(t *testing.T) {
+				t.Parallel()
+				sim := testenv.Sim(t, m365sim.Options{Seed: int64(120 + 10*m + i)})
+				old := km.setup(t, sim)
+				if step == vault.StepRemoved {
+					// Two credentials a stopped rotation added and never
+					// stored: the process dies between their removals.
+					km.addLost(t, sim)
+					km.addLost(t, sim)
 				}
-			}
-			due := time.Now().Add(time.Minute)
-			k := newKillRig(t, sim, entra.ModeSecret, due)
-			var out logs
-			log := out.logger()
-			var texts []string
-			texts = append(texts, k.run(due, step))
+				due := time.Now().Add(time.Minute)
+				k := newKillRig(t, sim, km.mode, due)
+				var out logs
+				log := out.logger()
+				var texts []string
+				texts = append(texts, k.run(due, step))
 
-			d := openDaemon(t, sim, entra.ModeSecret, log)
-			if !secretWorks(t, sim, d.store.Secret().ClientSecret) {
-				t.Fatalf("killed after %s: the vault's usable secret does not work", step)
-			}
+				d := openDaemon(t, sim, km.mode, log)
+				if !km.works(t, sim, km.current(d)) {
+					t.Fatalf("killed after %s: the vault's usable credential does not work", step)
+				}
 
-			texts = append(texts, k.run(due, ""))
-			texts = append(texts, k.run(due.Add(25*time.Hour), ""))
-			d = openDaemon(t, sim, entra.ModeSecret, log)
-			ps := sim.AppPasswords()
-			if len(ps) != 1 || !secretWorks(t, sim, d.store.Secret().ClientSecret) || secretWorks(t, sim, sim.AppSecret()) {
-				t.Fatalf("killed after %s, then finished: the app holds %+v; vault secret works %v; old secret works %v",
-					step, ps, secretWorks(t, sim, d.store.Secret().ClientSecret), secretWorks(t, sim, sim.AppSecret()))
-			}
-			_, tags, _ := sdkVersions(t, sim, "ApplicationSecret")
-			proven := 0
-			for _, tg := range tags {
-				if tg[vault.TagState] == vault.StateProven {
-					proven++
-					if tg[vault.TagKeyID] != ps[0].KeyID {
-						t.Errorf("a proven version holds key %s, the app %s", tg[vault.TagKeyID], ps[0].KeyID)
+				texts = append(texts, k.run(due, ""))
+				texts = append(texts, k.run(due.Add(25*time.Hour), ""))
+				d = openDaemon(t, sim, km.mode, log)
+				cur := km.current(d)
+				ids := km.onApp(sim)
+				if len(ids) != 1 || !km.works(t, sim, cur) || km.works(t, sim, old) {
+					t.Fatalf("killed after %s, then finished: the app holds %v; the vault's credential works %v; the old one works %v",
+						step, ids, km.works(t, sim, cur), km.works(t, sim, old))
+				}
+				_, tags, _ := sdkVersions(t, sim, km.secret)
+				proven := 0
+				for _, tg := range tags {
+					if tg[vault.TagState] == vault.StateProven {
+						proven++
+						if tg[vault.TagKeyID] != ids[0] {
+							t.Errorf("a proven version holds key %s, the app %s", tg[vault.TagKeyID], ids[0])
+						}
 					}
 				}
-			}
-			if proven != 1 {
-				t.Errorf("versions %v: want exactly one proven version", tags)
-			}
-			noSecrets(t, []string{sim.AppSecret(), d.store.Secret().ClientSecret}, append(texts, out.String())...)
-		})
+				if proven != 1 {
+					t.Errorf("versions %v: want exactly one proven version", tags)
+				}
+				noSecrets(t, append(km.secrets(t, old), km.secrets(t, cur)...), append(texts, out.String())...)
+			})
+		}
 	}
 }
