@@ -90,6 +90,21 @@ func (s *Sim) AddAppCertificate(displayName string, cert *x509.Certificate) stri
 	return k.keyID.String()
 }
 
+// RemoveAppCertificate removes a certificate from the app (as an
+// administrator deletes one in the portal); false when it holds none with
+// keyID.
+func (s *Sim) RemoveAppCertificate(keyID string) bool {
+	s.appMu.Lock()
+	defer s.appMu.Unlock()
+	for i, k := range s.keys {
+		if strings.EqualFold(k.keyID.String(), keyID) {
+			s.keys = append(s.keys[:i], s.keys[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
 // findKey returns the app's certificate a JWT header names (x5t, x5t#S256
 // or a hex thumbprint as kid); s.appMu is held.
 func (s *Sim) findKey(header map[string]any) (*keyCredential, string) {
