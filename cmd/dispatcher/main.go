@@ -115,11 +115,12 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		kvDone := make(chan struct{})
 		go func() { defer close(kvDone); kv.Run(kvCtx) }()
 		defer func() { stopKV(); <-kvDone }()
-		if cfg.AuthMode == entra.ModeSecret {
+		if cfg.AuthMode == entra.ModeSecret || cfg.AuthMode == entra.ModeCertificate {
 			credCfg.Rotator, err = vault.NewRotator(vault.RotatorConfig{
 				Store: kv, GraphURL: cfg.GraphURL, ClientID: cfg.ClientID, PartnerTenantID: cfg.PartnerTenantID,
 				AuthorityHost: cfg.AuthorityHost, AppCredential: cred, HTTPClient: hc,
-				Overlap: cfg.RotationOverlap, Lifetime: cfg.SecretLifetime, Logger: log,
+				Overlap: cfg.RotationOverlap, Lifetime: cfg.SecretLifetime,
+				RenewBefore: cfg.CertRenewBefore, CertificateLifetime: cfg.CertLifetime, Logger: log,
 			})
 			if err != nil {
 				return cli.Invalid(err)

@@ -104,9 +104,11 @@ type Dispatcher struct {
 	SessionKey          string        `env:"CPV_SESSION_KEY" secret:"true" help:"32 bytes in base64 that seal session cookies (empty: made once and kept in the control table)"`
 	SessionLifetime     time.Duration `env:"CPV_SESSION_LIFETIME" default:"8h" help:"how long a UI sign-in lasts"`
 	MaxBody             int           `env:"CPV_MAX_BODY" default:"65536" help:"largest accepted request body in bytes"`
-	RotationSchedule    string        `env:"CPV_ROTATION_SCHEDULE" default:"0 0 * * 0" help:"cron schedule (in CPV_TIME_ZONE) of the client secret's rotation in Key Vault (mode secret with CPV_KEY_VAULT_URL); one replica rotates"`
+	RotationSchedule    string        `env:"CPV_ROTATION_SCHEDULE" default:"0 0 * * 0" help:"cron schedule (in CPV_TIME_ZONE) of the credential's rotation in Key Vault (modes secret and certificate with CPV_KEY_VAULT_URL); one replica rotates"`
 	RotationOverlap     time.Duration `env:"CPV_ROTATION_OVERLAP" default:"24h" help:"how long a replaced client secret stays on the app after its successor was proven"`
 	SecretLifetime      time.Duration `env:"CPV_SECRET_LIFETIME" default:"4320h" help:"validity of a client secret the rotation adds"`
+	CertRenewBefore     time.Duration `env:"CPV_CERTIFICATE_RENEW_BEFORE" default:"720h" help:"the rotation renews the app's certificate when it expires within this (mode certificate with CPV_KEY_VAULT_URL; 30 days, as CIPP)"`
+	CertLifetime        time.Duration `env:"CPV_CERTIFICATE_LIFETIME" default:"8760h" help:"validity of a certificate the rotation makes (self-signed, RSA 2048)"`
 	PermissionsRun      bool          `env:"CPV_PERMISSIONS_RUN" default:"true" help:"enqueue a refresh of every tenant when a change of the extra permissions makes a new effective manifest"`
 	NotifyURLs          string        `env:"CPV_NOTIFY_URLS" secret:"true" help:"shoutrrr URLs (teams://, slack://, smtp://, generic://, ...) told when tenants newly fail or recover, separated by spaces (a URL may contain commas); empty: no notifications"`
 	NotifyInterval      time.Duration `env:"CPV_NOTIFY_INTERVAL" default:"1m" help:"how often the status rows are compared with what was last notified; all changes found at once go out as one digest"`
@@ -274,6 +276,10 @@ func (d *Dispatcher) Validate() error {
 	}
 	if d.RotationOverlap <= 0 || d.SecretLifetime <= d.RotationOverlap {
 		errs = append(errs, fmt.Errorf("CPV_ROTATION_OVERLAP %s / CPV_SECRET_LIFETIME %s: want 0 < overlap < lifetime", d.RotationOverlap, d.SecretLifetime))
+	}
+	if d.CertRenewBefore <= 0 || d.CertLifetime <= d.CertRenewBefore || d.CertLifetime <= d.RotationOverlap {
+		errs = append(errs, fmt.Errorf("CPV_CERTIFICATE_RENEW_BEFORE %s / CPV_CERTIFICATE_LIFETIME %s: want 0 < renew before < lifetime, and the lifetime above CPV_ROTATION_OVERLAP",
+			d.CertRenewBefore, d.CertLifetime))
 	}
 	if d.NotifyInterval < time.Second || d.NotifyInterval > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("CPV_NOTIFY_INTERVAL %s: want 1s..24h", d.NotifyInterval))

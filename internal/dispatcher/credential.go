@@ -39,7 +39,8 @@ type CredentialConfig struct {
 	// Store is the Key Vault store the credential comes from; nil when it
 	// comes from the environment.
 	Store *vault.Store
-	// Rotator rotates the client secret; nil when nothing is rotated.
+	// Rotator rotates the client secret or certificate; nil when nothing is
+	// rotated.
 	Rotator *vault.Rotator
 	// Schedule is the rotation's cron expression (DefaultRotationSchedule
 	// when empty), in Config.Location.
@@ -253,7 +254,7 @@ func (d *Dispatcher) handleRotate(w http.ResponseWriter, r *http.Request, p prin
 	if d.cfg.Credential.Rotator == nil {
 		d.record(r, p, store.Activity{Action: ActionRotate, Outcome: OutcomeSkipped, Detail: "not rotated here"})
 		writeError(w, http.StatusConflict, "notRotating",
-			"this credential is not rotated here: rotation needs CPV_KEY_VAULT_URL and CPV_AUTH_MODE=secret")
+			"this credential is not rotated here: rotation needs CPV_KEY_VAULT_URL and CPV_AUTH_MODE=secret or certificate")
 		return
 	}
 	select {

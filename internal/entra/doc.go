@@ -19,10 +19,14 @@
 //     version changes, and when Entra refuses the material (AADSTS7000215
 //     and the like) it asks the source to reread its store and tries once
 //     more with a newer version.
+//   - Certificate (certificate.go): the app's certificate with its key, which
+//     signs the client assertions and, for Graph's addKey and removeKey, a
+//     proof of possession (KeyProof); internal/vault renews it with them.
 //   - ForTenant: the per-tenant wrapper that asks for a customer tenant's
 //     token and turns Entra's AADSTS errors into classified *cpv.Error
 //     values with the operator's advice (Code).
 //
-// Tokens, secrets and refresh tokens never reach a log line or an error.
+// Tokens, secrets, refresh tokens and private keys never reach a log line
+// or an error.
 // BenchmarkTokenFanOut's figures are in docs/benchmarks.md.
 package entra

@@ -3,11 +3,6 @@ package entra
 import (
 	"bytes"
 	"context"
-	"crypto/rsa"
-	"crypto/sha1" // x5t is the certificate's SHA-1 thumbprint by definition (RFC 7515 §4.1.7)
-	"crypto/sha256"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -15,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	"golang.org/x/oauth2"
@@ -84,46 +78,24 @@ func (g *clientCredentials) token(ctx context.Context, tenant string, scopes []s
 // endpoint), iss = sub (the client id), jti, nbf, iat and exp. A new one is
 // signed for every token request: its audience names the tenant.
 type certificateAssertion struct {
-	clientID     string
-	key          *rsa.PrivateKey
-	x5t, x5tS256 string
-	now          func() time.Time
+	clientID string
+	cert     *Certificate
+	now      func() time.Time
 }
 
 // newCertificateAssertion loads the certificate and key in data (PEM, or
-// PFX unlocked by password) with azidentity.ParseCertificates. The signing
-// certificate is the one whose public key matches the private key.
+// PFX unlocked by password).
 func newCertificateAssertion(data []byte, password, clientID string, now func() time.Time) (*certificateAssertion, error) {
-	certs, pk, err := azidentity.ParseCertificates(data, []byte(password))
+	c, err := ParseCertificate(data, password)
 	if err != nil {
-		// The parser's message names no secret, but keep it generic anyway.
-		return nil, errors.New("entra: credential: the certificate file holds no usable certificate and private key (PEM, or PFX with the right password)")
+		return nil, err
 	}
-	key, ok := pk.(*rsa.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("entra: credential: the certificate's private key is %T; Entra's client assertions need an RSA key", pk)
-	}
-	for _, c := range certs {
-		pub, ok := c.PublicKey.(*rsa.PublicKey)
-		if !ok || !pub.Equal(&key.PublicKey) {
-			continue
-		}
-		s1 := sha1.Sum(c.Raw)
-		s256 := sha256.Sum256(c.Raw)
-		return &certificateAssertion{
-			clientID: clientID,
-			key:      key,
-			x5t:      base64.RawURLEncoding.EncodeToString(s1[:]),
-			x5tS256:  base64.RawURLEncoding.EncodeToString(s256[:]),
-			now:      now,
-		}, nil
-	}
-	return nil, errors.New("entra: credential: no certificate in the file matches its private key")
+	return &certificateAssertion{clientID: clientID, cert: c, now: now}, nil
 }
 
 func (a *certificateAssertion) sign(tenant, tokenURL string) (string, error) {
 	now := a.now()
-	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
+	s, err := a.cert.signJWT(jwt.MapClaims{
 		"aud": tokenURL,
 		"iss": a.clientID,
 		"sub": a.clientID,
@@ -132,9 +104,6 @@ func (a *certificateAssertion) sign(tenant, tokenURL string) (string, error) {
 		"iat": now.Unix(),
 		"exp": now.Add(assertionLifetime).Unix(),
 	})
-	tok.Header["x5t"] = a.x5t
-	tok.Header["x5t#S256"] = a.x5tS256
-	s, err := tok.SignedString(a.key)
 	if err != nil {
 		return "", errorf(retry.Retryable, "get token", tenant, "", "sign the client assertion: %v", err)
 	}

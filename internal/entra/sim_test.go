@@ -165,11 +165,16 @@ func TestRefreshWithDelegatedGDAPToken(t *testing.T) {
 // like a certificate's assertion, so the file must name the tenant.)
 func clientAssertionFile(t *testing.T, sim *m365sim.Sim, path, tenant string) {
 	t.Helper()
-	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
 		"iss": sim.AppID(), "sub": sim.AppID(), "aud": sim.AuthorityHost() + tenant + "/oauth2/v2.0/token",
 		"exp": time.Now().Add(time.Hour).Unix(), "nbf": time.Now().Unix(),
 	})
-	s, err := tok.SignedString([]byte("kubernetes-service-account-signing-key"))
+	// Signed with a certificate the app holds, as the simulator checks.
+	key, cert := newCertificate(t)
+	sim.AddAppCertificate("token file", cert)
+	sum := sha1.Sum(cert.Raw)
+	tok.Header["x5t"] = base64.RawURLEncoding.EncodeToString(sum[:])
+	s, err := tok.SignedString(key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +213,7 @@ func TestClientCredentialModes(t *testing.T) {
 			return func(string) {}, func() []string { return []string{sim.AppSecret()} }
 		}},
 		{mode: entra.ModeCertificate, config: func(t *testing.T, sim *m365sim.Sim, cfg *entra.Config) (func(string), func() []string) {
-			cfg.CertificatePath = writeCertificate(t)
+			cfg.CertificatePath = writeCertificate(t, sim)
 			keyPEM, err := os.ReadFile(cfg.CertificatePath)
 			if err != nil {
 				t.Fatal(err)
@@ -378,7 +383,7 @@ func (r *formRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 func TestCertificateAssertion(t *testing.T) {
 	t.Parallel()
 	sim := testenv.Sim(t, m365sim.Options{Seed: 58, Tenants: 12, Mix: testenv.EveryKind})
-	path := writeCertificate(t)
+	path := writeCertificate(t, sim)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -687,8 +692,26 @@ func TestTokenCancellation(t *testing.T) {
 	}
 }
 
-// writeCertificate writes a self-signed certificate and its key as PEM.
-func writeCertificate(t *testing.T) string {
+// writeCertificate writes a self-signed certificate and its key as PEM,
+// and registers the certificate on the simulator's app.
+func writeCertificate(t *testing.T, sim *m365sim.Sim) string {
+	t.Helper()
+	key, cert := newCertificate(t)
+	sim.AddAppCertificate("cpvrefresh test", cert)
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk})...)
+	path := filepath.Join(t.TempDir(), "cert.pem")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// newCertificate makes a self-signed certificate valid for an hour.
+func newCertificate(t *testing.T) (*rsa.PrivateKey, *x509.Certificate) {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -702,16 +725,11 @@ func writeCertificate(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk})...)
-	path := filepath.Join(t.TempDir(), "cert.pem")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return key, cert
 }
 
 // TestInvalidate drops a refused token, and only that one: a token another

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -124,7 +125,7 @@ func (s *Sim) checkAppSecret(secret string, bad *entraError) *entraError {
 
 // routeApplications serves the partner's app registration in the partner
 // tenant: GET /applications/{id} and /applications(appId='...'),
-// POST .../addPassword and .../removePassword.
+// POST .../addPassword, .../removePassword, .../addKey and .../removeKey.
 func (s *Sim) routeApplications(q *gReq, segs []string) gRes {
 	head := segs[0]
 	var key string
@@ -158,7 +159,11 @@ func (s *Sim) routeApplications(q *gReq, segs []string) gRes {
 		return s.addPassword(q)
 	case len(rest) == 1 && rest[0] == "removePassword" && q.method == http.MethodPost:
 		return s.removePassword(q)
-	case len(rest) == 0, len(rest) == 1 && (rest[0] == "addPassword" || rest[0] == "removePassword"):
+	case len(rest) == 1 && rest[0] == "addKey" && q.method == http.MethodPost:
+		return s.addKey(q)
+	case len(rest) == 1 && rest[0] == "removeKey" && q.method == http.MethodPost:
+		return s.removeKey(q)
+	case len(rest) == 0, len(rest) == 1 && slices.Contains([]string{"addPassword", "removePassword", "addKey", "removeKey"}, rest[0]):
 		return methodNotAllowed()
 	}
 	return fail(gErr(http.StatusBadRequest, "BadRequest", "Resource not found for the segment '"+truncate(strings.Join(rest, "/"), 100)+"'."))
@@ -169,6 +174,10 @@ func (s *Sim) applicationBody(q *gReq) map[string]any {
 	creds := make([]map[string]any, len(s.passwords))
 	for i, p := range s.passwords {
 		creds[i] = p.graph()
+	}
+	keys := make([]map[string]any, len(s.keys))
+	for i, k := range s.keys {
+		keys[i] = k.graph()
 	}
 	req := s.appRequired()
 	s.appMu.Unlock()
@@ -191,7 +200,7 @@ func (s *Sim) applicationBody(q *gReq) map[string]any {
 		"signInAudience":         "AzureADMultipleOrgs",
 		"passwordCredentials":    creds,
 		"requiredResourceAccess": rra,
-		"keyCredentials":         []any{},
+		"keyCredentials":         keys,
 	}
 	if sel := q.query.Get("$select"); sel != "" {
 		keep := map[string]bool{"@odata.context": true}

@@ -64,8 +64,13 @@
 //   - The partner's app registration at /v1.0/applications/{id} and
 //     /v1.0/applications(appId='...') (partner tenant only): its
 //     passwordCredentials, addPassword (the secret text returned once) and
-//     removePassword. The token endpoint accepts a client secret only while
-//     the app holds it unexpired (AADSTS7000215 otherwise, 7000222 expired).
+//     removePassword; its certificates (keyCredentials: AddAppCertificate
+//     as a portal upload, addKey and removeKey with a proof of possession
+//     signed by a certificate the app holds, 403 without one, 401
+//     Authentication_MissingOrMalformed for a bad one). The token endpoint
+//     accepts a client secret only while the app holds it unexpired
+//     (AADSTS7000215 otherwise, 7000222 expired), and a client assertion
+//     only when signed with one of its unexpired certificates (700027).
 //   - Key Vault's secrets API at /secrets (VaultURL): set, get latest or a
 //     version, update tags and attributes, list secrets and versions (paged
 //     with nextLink), Key Vault's error shapes (404 SecretNotFound, 403

@@ -418,9 +418,11 @@ func (s *Sim) rolesFor(t *tenant, appSP uuid.UUID, aud string) []string {
 }
 
 // checkAssertion validates a client assertion: a certificate credential's
-// JWT whose iss and sub are the client id and whose aud is this tenant's
-// token endpoint, or a workload identity token with the federated audience;
-// either unexpired. Signatures are not checked.
+// JWT whose iss and sub are the client id, whose aud is this tenant's
+// token endpoint and whose signature verifies with one of the app's
+// unexpired certificates (AddAppCertificate, addKey), or a workload
+// identity token with the federated audience (its signature is not
+// checked); either unexpired.
 func (s *Sim) checkAssertion(r *http.Request, key, clientID, assertion string) *entraError {
 	bad := func(desc string) *entraError {
 		return &entraError{status: http.StatusUnauthorized, err: "invalid_client", code: 700027, desc: desc}
@@ -454,11 +456,9 @@ func (s *Sim) checkAssertion(r *http.Request, key, clientID, assertion string) *
 			continue
 		}
 		segs := strings.Split(strings.Trim(u.Path, "/"), "/")
-		if len(segs) >= 1 && strings.HasSuffix(u.Path, "/oauth2/v2.0/token") && strings.EqualFold(segs[0], key) {
-			return nil
-		}
-		if strings.HasSuffix(u.Path, "/v2.0") && len(segs) == 2 && strings.EqualFold(segs[0], key) {
-			return nil
+		if len(segs) >= 1 && strings.HasSuffix(u.Path, "/oauth2/v2.0/token") && strings.EqualFold(segs[0], key) ||
+			strings.HasSuffix(u.Path, "/v2.0") && len(segs) == 2 && strings.EqualFold(segs[0], key) {
+			return s.assertionKeyError(assertion)
 		}
 	}
 	return &entraError{status: http.StatusUnauthorized, err: "invalid_client", code: 700021, desc: "Client assertion audience claim does not match Realm issuer."}

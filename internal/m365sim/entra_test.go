@@ -2,8 +2,8 @@ package m365sim_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"net/http"
 	"net/url"
@@ -304,25 +304,27 @@ func TestIssueToken(t *testing.T) {
 }
 
 // TestClientAssertion checks the certificate-credential grant: the
-// assertion's issuer, subject, audience and expiry are checked.
+// assertion's issuer, subject, audience and expiry are checked, and its
+// signature with the app's certificate its x5t names.
 func TestClientAssertion(t *testing.T) {
 	t.Parallel()
 	sim := start(t, m365sim.Options{Seed: 8, Tenants: 4})
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, cert := selfSigned(t, time.Hour)
+	sim.AddAppCertificate("test", cert)
+	otherKey, otherCert := selfSigned(t, time.Hour)
 	tenant := sim.PartnerTenantID()
 	endpoint := sim.AuthorityHost() + tenant + "/oauth2/v2.0/token"
-	assertion := func(iss, aud string, exp time.Duration) string {
+	signed := func(key *rsa.PrivateKey, cert *x509.Certificate, iss, aud string, exp time.Duration) string {
 		tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"iss": iss, "sub": iss, "aud": aud,
 			"exp": time.Now().Add(exp).Unix(), "nbf": time.Now().Unix(), "jti": "x"})
+		tok.Header["x5t"] = x5t(cert)
 		s, err := tok.SignedString(key)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
+	assertion := func(iss, aud string, exp time.Duration) string { return signed(key, cert, iss, aud, exp) }
 	tests := []struct {
 		name      string
 		assertion string
@@ -330,6 +332,8 @@ func TestClientAssertion(t *testing.T) {
 		code      string
 	}{
 		{"valid", assertion(sim.AppID(), endpoint, time.Minute), 200, ""},
+		{"a certificate the app does not hold", signed(otherKey, otherCert, sim.AppID(), endpoint, time.Minute), 401, "700027"},
+		{"signed by another key", signed(otherKey, cert, sim.AppID(), endpoint, time.Minute), 401, "700027"},
 		{"expired", assertion(sim.AppID(), endpoint, -time.Minute), 401, "700024"},
 		{"wrong audience", assertion(sim.AppID(), "https://elsewhere.example/token", time.Minute), 401, "700021"},
 		{"wrong issuer", assertion("0f0f0f0f-0000-4000-8000-000000000000", endpoint, time.Minute), 401, "700027"},

@@ -159,6 +159,7 @@ type Sim struct {
 	identitySecret string
 	appMu          sync.Mutex
 	passwords      []*passwordCredential
+	keys           []*keyCredential
 	vaultMu        sync.Mutex
 	vault          map[string][]*vaultVersion // by lower-case name, oldest first
 

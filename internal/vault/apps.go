@@ -3,6 +3,7 @@ package vault
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,7 +23,8 @@ const graphScope = "https://graph.microsoft.com/.default"
 
 // apps is the few Graph calls on the partner's app registration the
 // rotation makes (plain HTTP: the msgraph SDK stays in internal/graph):
-// read its passwordCredentials, addPassword, removePassword. It signs in
+// read its passwordCredentials and keyCredentials, addPassword,
+// removePassword, addKey, removeKey. It signs in
 // as the app itself in the partner tenant (Application.ReadWrite.OwnedBy
 // with the app its own owner, or Application.ReadWrite.All).
 type apps struct {
@@ -41,10 +43,22 @@ type password struct {
 	End         time.Time `json:"endDateTime"`
 }
 
-// application is the app registration's object id and secrets.
+// keyCred is one of the app's certificates as Graph lists it.
+type keyCred struct {
+	KeyID       string `json:"keyId"`
+	DisplayName string `json:"displayName"`
+	// CustomKeyIdentifier is the certificate's thumbprint (base64 of the
+	// SHA-1 hash, or its hex).
+	CustomKeyIdentifier string    `json:"customKeyIdentifier"`
+	End                 time.Time `json:"endDateTime"`
+}
+
+// application is the app registration's object id, secrets and
+// certificates.
 type application struct {
 	ID        string     `json:"id"`
 	Passwords []password `json:"passwordCredentials"`
+	Keys      []keyCred  `json:"keyCredentials"`
 }
 
 // added is addPassword's answer; Text is returned once.
@@ -56,7 +70,7 @@ type added struct {
 
 func (a *apps) get(ctx context.Context) (application, error) {
 	var app application
-	u := a.graphURL + "/applications(appId='" + url.PathEscape(a.appID) + "')?$select=id,passwordCredentials"
+	u := a.graphURL + "/applications(appId='" + url.PathEscape(a.appID) + "')?$select=id,passwordCredentials,keyCredentials"
 	err := a.do(ctx, http.MethodGet, u, nil, &app)
 	return app, err
 }
@@ -73,6 +87,26 @@ func (a *apps) addPassword(ctx context.Context, objectID, displayName string, en
 
 func (a *apps) removePassword(ctx context.Context, objectID, keyID string) error {
 	return a.do(ctx, http.MethodPost, a.graphURL+"/applications/"+url.PathEscape(objectID)+"/removePassword", map[string]any{"keyId": keyID}, nil)
+}
+
+// addKey registers a certificate (its DER) on the app; proof is a proof of
+// possession signed with a certificate the app holds (entra.KeyProof).
+func (a *apps) addKey(ctx context.Context, objectID, displayName string, der []byte, proof string) (keyCred, error) {
+	var out keyCred
+	body := map[string]any{
+		"keyCredential":      map[string]any{"type": "AsymmetricX509Cert", "usage": "Verify", "key": base64.StdEncoding.EncodeToString(der), "displayName": displayName},
+		"passwordCredential": nil,
+		"proof":              proof,
+	}
+	err := a.do(ctx, http.MethodPost, a.graphURL+"/applications/"+url.PathEscape(objectID)+"/addKey", body, &out)
+	if err == nil && out.KeyID == "" {
+		err = fmt.Errorf("vault: graph addKey: the answer has no key id")
+	}
+	return out, err
+}
+
+func (a *apps) removeKey(ctx context.Context, objectID, keyID, proof string) error {
+	return a.do(ctx, http.MethodPost, a.graphURL+"/applications/"+url.PathEscape(objectID)+"/removeKey", map[string]any{"keyId": keyID, "proof": proof}, nil)
 }
 
 // graphCallTimeout bounds one Graph call.

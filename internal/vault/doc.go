@@ -11,7 +11,12 @@
 //   - Rotator (rotate.go) rotates the client secret: Graph addPassword,
 //     the secret stored as a new version tagged unproven, a token request
 //     with it, the version tagged proven, and after the overlap the secrets
-//     it replaced removed with removePassword; never the working one.
+//     it replaced removed with removePassword; never the working one. In
+//     certificate mode (cert.go) it renews the certificate the same way
+//     when it expires within RenewBefore: a new self-signed certificate
+//     registered with addKey (a proof of possession signed by the working
+//     one), stored as PEM with its key, proven with a client assertion,
+//     and the old ones removed with removeKey.
 //
 // # Crashes
 //
@@ -24,6 +29,6 @@
 // unproven or failed version (Store.Usable takes the newest version before
 // it); removals resume where they stopped.
 //
-// Secret values never reach a log line, an error or a Report: Secret and
-// Version print their version only.
+// Secret values and private keys never reach a log line, an error or a
+// Report: Secret and Version print their version only.
 package vault

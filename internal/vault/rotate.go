@@ -84,8 +84,15 @@ type RotatorConfig struct {
 	// ProveTimeout is how long a new secret is retried before it counts as
 	// never working (DefaultProveTimeout): Entra takes seconds to accept one.
 	ProveTimeout time.Duration
-	// DisplayName prefixes the secrets the rotation adds (DefaultDisplayName).
+	// DisplayName prefixes the secrets and certificates the rotation adds
+	// (DefaultDisplayName).
 	DisplayName string
+	// RenewBefore: in certificate mode the certificate is renewed when it
+	// expires within it (DefaultRenewBefore).
+	RenewBefore time.Duration
+	// CertificateLifetime is a new certificate's validity
+	// (DefaultCertificateLifetime).
+	CertificateLifetime time.Duration
 	// AfterStep, when set, is called after each step; true stops the run
 	// there, with nothing more written (tests of a crash at that point).
 	AfterStep func(Step) bool
@@ -95,7 +102,8 @@ type RotatorConfig struct {
 
 // Rotator rotates the app's client secret: add one (Graph addPassword),
 // store it in the vault, prove it, then remove the old ones after the
-// overlap. Every step is durable before the next, so a run stopped
+// overlap; in certificate mode it renews the certificate the same way
+// (cert.go). Every step is durable before the next, so a run stopped
 // anywhere leaves a working secret, and the next run finishes the job.
 // Only one replica runs it at a time (the dispatcher's lease).
 type Rotator struct {
@@ -123,7 +131,7 @@ func NewRotator(cfg RotatorConfig) (*Rotator, error) {
 	if cfg.ClientID == "" || cfg.PartnerTenantID == "" {
 		errs = append(errs, errors.New("vault: rotation: the client id and partner tenant id are required"))
 	}
-	if cfg.Overlap < 0 || cfg.Lifetime < 0 || cfg.ProveTimeout < 0 {
+	if cfg.Overlap < 0 || cfg.Lifetime < 0 || cfg.ProveTimeout < 0 || cfg.RenewBefore < 0 || cfg.CertificateLifetime < 0 {
 		errs = append(errs, errors.New("vault: rotation: durations must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -137,6 +145,16 @@ func NewRotator(cfg RotatorConfig) (*Rotator, error) {
 	}
 	if cfg.Lifetime <= cfg.Overlap {
 		return nil, fmt.Errorf("vault: rotation: a secret's lifetime %s must exceed the overlap %s", cfg.Lifetime, cfg.Overlap)
+	}
+	if cfg.RenewBefore == 0 {
+		cfg.RenewBefore = DefaultRenewBefore
+	}
+	if cfg.CertificateLifetime == 0 {
+		cfg.CertificateLifetime = DefaultCertificateLifetime
+	}
+	if cfg.CertificateLifetime <= cfg.RenewBefore || cfg.CertificateLifetime <= cfg.Overlap {
+		return nil, fmt.Errorf("vault: rotation: a certificate's lifetime %s must exceed the renewal window %s and the overlap %s",
+			cfg.CertificateLifetime, cfg.RenewBefore, cfg.Overlap)
 	}
 	if cfg.ProveTimeout == 0 {
 		cfg.ProveTimeout = DefaultProveTimeout
@@ -218,14 +236,13 @@ func (r *Rotator) stop(s Step) error {
 
 func (r *Rotator) rotate(ctx context.Context, due time.Time, force bool, rep *Report) error {
 	st := r.cfg.Store
-	if st.cfg.Mode != entra.ModeSecret {
+	switch st.cfg.Mode {
+	case entra.ModeSecret:
+	case entra.ModeCertificate:
+		return r.rotateCertificate(ctx, force, rep)
+	default:
 		rep.Outcome = OutcomeUnsupported
-		switch st.cfg.Mode {
-		case entra.ModeRefreshToken:
-			rep.Error = "refresh-token mode: every refresh token Entra rotates is stored as it comes"
-		default:
-			rep.Error = "certificate mode: renew the certificate in Key Vault and register it on the app (docs/operations.md)"
-		}
+		rep.Error = "refresh-token mode: every refresh token Entra rotates is stored as it comes"
 		return nil
 	}
 	name := st.cfg.Names.ApplicationSecret
@@ -241,7 +258,7 @@ func (r *Rotator) rotate(ctx context.Context, due time.Time, force bool, rep *Re
 	// 1. A rotation stopped after storing its secret: prove it now, or
 	// give it up when it never worked.
 	if latest.Tags[TagState] == StateUnproven {
-		if err := r.prove(ctx, latest.Value, 0); err != nil {
+		if err := r.prove(ctx, entra.Secret{Version: latest.Version, ClientSecret: latest.Value}, 0); err != nil {
 			if r.now().Sub(latest.Created) < r.cfg.ProveTimeout {
 				return fmt.Errorf("vault: rotation: the new secret (version %s) is not accepted yet: %w", latest.Version, err)
 			}
@@ -285,7 +302,7 @@ func (r *Rotator) rotate(ctx context.Context, due time.Time, force bool, rep *Re
 		}
 	}
 	for _, p := range app.Passwords {
-		if r.ours(p) && !stored[p.KeyID] && p.KeyID != working.Tags[TagKeyID] {
+		if r.ours(p.DisplayName) && !stored[p.KeyID] && p.KeyID != working.Tags[TagKeyID] {
 			if err := r.remove(ctx, app.ID, p.KeyID, rep); err != nil {
 				return err
 			}
@@ -335,7 +352,7 @@ func (r *Rotator) add(ctx context.Context, objectID, name string) (Version, erro
 	if err := r.stop(StepStored); err != nil {
 		return Version{}, err
 	}
-	if err := r.prove(ctx, a.Text, r.cfg.ProveTimeout); err != nil {
+	if err := r.prove(ctx, entra.Secret{Version: v.Version, ClientSecret: a.Text}, r.cfg.ProveTimeout); err != nil {
 		// Left unproven: the next run proves it or withdraws it.
 		return Version{}, fmt.Errorf("vault: rotation: the new secret (version %s) is not accepted: %w", v.Version, err)
 	}
@@ -389,7 +406,7 @@ func (r *Rotator) removeOld(ctx context.Context, app application, working Versio
 			}
 			continue
 		}
-		replaced := r.ours(p) || old[p.KeyID] || p.Hint != keepHint && oldHints[p.Hint]
+		replaced := r.ours(p.DisplayName) || old[p.KeyID] || p.Hint != keepHint && oldHints[p.Hint]
 		switch {
 		case !p.End.IsZero() && p.End.Before(now):
 		case !replaced:
@@ -417,8 +434,10 @@ func (r *Rotator) remove(ctx context.Context, objectID, keyID string, rep *Repor
 	return r.stop(StepRemoved)
 }
 
-func (r *Rotator) ours(p password) bool {
-	return strings.HasPrefix(p.DisplayName, r.cfg.DisplayName+" ")
+// ours reports whether a secret's or certificate's display name is one the
+// rotation gives.
+func (r *Rotator) ours(displayName string) bool {
+	return strings.HasPrefix(displayName, r.cfg.DisplayName+" ")
 }
 
 func holds(app application, keyID string) bool {
@@ -462,16 +481,21 @@ func (r *Rotator) tag(ctx context.Context, v Version, set map[string]string) err
 	return nil
 }
 
-// prove asks Entra for a partner-tenant Graph token with secret, retrying
-// a refused secret until within (a new secret takes seconds to be
-// accepted everywhere).
-func (r *Rotator) prove(ctx context.Context, secret string, within time.Duration) error {
+// prove asks Entra for a partner-tenant Graph token with sec (a client
+// secret, or a certificate signing a client assertion), retrying a refused
+// one until within (a new credential takes seconds to be accepted
+// everywhere).
+func (r *Rotator) prove(ctx context.Context, sec entra.Secret, within time.Duration) error {
 	deadline := r.now().Add(within)
 	for attempt := 0; ; attempt++ {
-		cred, err := entra.NewCredential(entra.Config{
-			Mode: entra.ModeSecret, PartnerTenantID: r.cfg.PartnerTenantID, ClientID: r.cfg.ClientID, ClientSecret: secret,
+		cfg := entra.Config{
+			Mode: entra.ModeSecret, PartnerTenantID: r.cfg.PartnerTenantID, ClientID: r.cfg.ClientID, ClientSecret: sec.ClientSecret,
 			AuthorityHost: r.cfg.AuthorityHost, HTTPClient: r.cfg.HTTPClient, CacheSize: 1,
-		})
+		}
+		if len(sec.Certificate) > 0 {
+			cfg.Mode, cfg.ClientSecret, cfg.Source = entra.ModeCertificate, "", fixed(sec)
+		}
+		cred, err := entra.NewCredential(cfg)
 		if err != nil {
 			return err
 		}

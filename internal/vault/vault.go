@@ -38,7 +38,8 @@ func DefaultNames() Names {
 		Certificate: "SAMCertificate", Rotation: "CPVRotation"}
 }
 
-// Tags the rotation writes on the versions of the application secret.
+// Tags the rotation writes on the versions of the application secret and
+// the certificate.
 const (
 	// TagState is "unproven" from the time a rotated secret is stored
 	// until a token request with it succeeds, then "proven"; "failed" when
@@ -51,6 +52,8 @@ const (
 	TagProven = "cpv-proven"
 	// TagExpires is the secret's endDateTime on the app (RFC 3339).
 	TagExpires = "cpv-expires"
+	// TagThumbprint is a certificate's SHA-1 thumbprint (hex).
+	TagThumbprint = "cpv-thumbprint"
 )
 
 // Tag states.
@@ -261,7 +264,7 @@ func (s *Store) readLocked(ctx context.Context) (entra.Secret, error) {
 		sec = entra.Secret{Version: v.Version, ClientSecret: v.Value}
 		info.Expires = v.Expires
 	case entra.ModeCertificate:
-		v, err := s.get(ctx, n.Certificate, "")
+		v, err := s.Usable(ctx, n.Certificate)
 		if err != nil {
 			return entra.Secret{}, err
 		}

@@ -480,6 +480,11 @@ func TestCertificateFromVault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.AddAppCertificate("portal upload", cert)
 	pemText := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) +
 		string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
 	sim.SetVaultSecret("SAMCertificate", pemText, "application/x-pem-file", nil)
