@@ -309,6 +309,9 @@
     if ((m = hash.match(/^#\/tenants\/([0-9a-fA-F-]{36})$/))) {
       setNav('tenants');
       renderTenantPage(m[1].toLowerCase());
+    } else if (hash === '#/charts' && window.cpvCharts) {
+      setNav('charts');
+      window.cpvCharts.page(chartsUI());
     } else if (hash === '#/backend') {
       setNav('backend');
       renderBackendPage();
@@ -1095,6 +1098,7 @@
         h('h2', { id: 'latest-title' }, 'Permissions of the latest attempt'),
         latest ? h('p', { class: 'small muted' }, latest.op || 'refresh', ' ', when(latest.at), ' · ', badge(latest.state)) : null,
         latestResult ? permissionsSummary(latestResult, 'h3') : h('p', { class: 'empty' }, latest ? 'This attempt recorded no detail.' : 'No attempt recorded yet.')),
+      window.cpvCharts ? window.cpvCharts.timeline(t.history || [], chartsUI()) : null,
       h('section', { class: 'panel', 'aria-labelledby': 'history-title', id: 'history' },
         h('h2', { id: 'history-title' }, 'History'),
         (t.history || []).length ? historyTable(t.history) : h('p', { class: 'empty' }, 'No attempts yet.')),
@@ -1127,6 +1131,18 @@
           h('td', {}, x.error ? errorBlock(x.error, x.advice) : h('span', { class: 'muted' }, '—')),
           h('td', { class: 'small' }, x.worker || '—'));
       }))));
+  }
+
+  // ---------- charts (charts.js draws them) ----------
+
+  // chartsUI is what charts.js may use of this page.
+  function chartsUI() {
+    return {
+      h, fill, api, page, when, exact, duration, badge, errorNotice, keepFocus, schedule, stopPolling,
+      token: app.renderToken,
+      currentToken: () => app.renderToken,
+      reloadWith: (fn) => { app.reload = fn; },
+    };
   }
 
   // ---------- backend page ----------
