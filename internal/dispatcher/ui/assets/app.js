@@ -822,11 +822,14 @@
     let delay = 15000;
     try {
       const query = listQuery();
-      const [listing] = await Promise.all([api('GET', query), loadRun()]);
+      // The run's progress reads more than a page of tenants: the rows are drawn without waiting for it.
+      const run = loadRun().then(() => null, (e) => e);
+      const listing = await api('GET', query);
       if (token !== app.renderToken || query !== listQuery()) return;
       app.listing = listing;
       app.tenants = listing.items || [];
       app.tenantsLoaded = true;
+      keepFocus(drawTable);
       const byId = new Map(app.tenants.map((t) => [t.id, t.status || null]));
       // Requests for tenants on other pages are followed one by one.
       for (const req of app.requests.filter(watched)) {
@@ -839,6 +842,8 @@
         }
       }
       await settleRequests((id) => (byId.has(id) ? byId.get(id) : undefined));
+      const runError = await run;
+      if (runError) throw runError;
       if (token !== app.renderToken) return;
       keepFocus(() => { drawTable(); drawRequests(); drawRun(); });
       // Poll faster while something is moving.
