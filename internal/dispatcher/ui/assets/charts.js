@@ -61,8 +61,12 @@ window.cpvCharts = (function () {
     return d.toLocaleDateString(undefined, { month: 'short', day: 'numeric' });
   }
 
-  function details(summary, table) {
-    return h_('details', { class: 'chart-numbers' }, h_('summary', {}, summary), h_('div', { class: 'table-wrap' }, table));
+  // details is a chart's "Numbers" toggle; key names it for app.js's
+  // keepFocus, and it stays open across redraws.
+  function details(key, table) {
+    const was = document.querySelector('[data-focus="' + key + '"]');
+    return h_('details', { class: 'chart-numbers', open: !!(was && was.parentElement.open) },
+      h_('summary', { dataset: { focus: key } }, 'Numbers'), h_('div', { class: 'table-wrap' }, table));
   }
 
   // h_ is app.js's h, set by page and timeline.
@@ -187,6 +191,8 @@ window.cpvCharts = (function () {
     load(ui, token);
   }
 
+  let drawn = '';
+
   async function load(ui, token) {
     const h = h_;
     let delay = 15000;
@@ -195,7 +201,16 @@ window.cpvCharts = (function () {
       const v = await ui.api('GET', 'charts?limit=' + RUNS);
       if (token !== ui.currentToken() || !region) return;
       const runs = v.runs || [];
-      const open = new Set([...region.querySelectorAll('details[open]')].map((d) => d.parentElement.id));
+      // Redrawn only when a number changed, so a screen reader is not interrupted.
+      if (runs.some((r) => !r.settled && r.pending > 0)) delay = 5000;
+      const seen = JSON.stringify([runs, v.fleet]);
+      const asOf = document.getElementById('charts-asof');
+      if (seen === drawn && asOf) {
+        ui.fill(asOf, 'As of ', ui.when(v.asOf), '.');
+        ui.schedule(() => load(ui, token), delay);
+        return;
+      }
+      drawn = seen;
       ui.keepFocus(() => ui.fill(region,
         h('section', { class: 'panel chart', 'aria-labelledby': 'runs-chart-title', id: 'runs-chart' },
           h('h2', { id: 'runs-chart-title' }, 'Last ' + RUNS + ' runs'),
@@ -204,17 +219,12 @@ window.cpvCharts = (function () {
             runsChart(runs, ui),
             h('h3', { class: 'small' }, 'Duration'),
             durationChart(runs, ui),
-            details('Numbers', runsTable(runs, ui))] : h('p', { class: 'empty' }, 'No run has enqueued tenants yet.')),
+            details('runs-numbers', runsTable(runs, ui))] : h('p', { class: 'empty' }, 'No run has enqueued tenants yet.')),
         h('section', { class: 'panel chart', 'aria-labelledby': 'status-chart-title', id: 'status-chart' },
           h('h2', { id: 'status-chart-title' }, 'Tenants by status now'),
           statusChart(v.fleet || { total: 0, byStatus: {} }),
-          details('Numbers', statusTable(v.fleet || { total: 0, byStatus: {} })),
-          h('p', { class: 'small muted' }, 'As of ', ui.when(v.asOf), '.'))));
-      for (const id of open) {
-        const d = document.querySelector('#' + id + ' details');
-        if (d) d.open = true;
-      }
-      if (runs.some((r) => !r.settled && r.pending > 0)) delay = 5000;
+          details('status-numbers', statusTable(v.fleet || { total: 0, byStatus: {} })),
+          h('p', { class: 'small muted', id: 'charts-asof' }, 'As of ', ui.when(v.asOf), '.'))));
     } catch (e) {
       if (e.status === 401 || token !== ui.currentToken()) return;
       if (region) ui.fill(region, ui.errorNotice(e));
@@ -255,7 +265,7 @@ window.cpvCharts = (function () {
       xs.length > 1 ? svg('text', { x: right, y: height - 10, class: 'axis', 'text-anchor': 'end' }, ui.exact(xs[xs.length - 1].at)) : null);
     const seen = STATES.filter(([k]) => xs.some((a) => a.state === k));
     section.append(legend(seen), el,
-      details('Numbers', h('table', { id: 'timeline-table' },
+      details('timeline-numbers', h('table', { id: 'timeline-table' },
         h('caption', { class: 'visually-hidden' }, 'Attempts, oldest first'),
         h('thead', {}, h('tr', {}, ['When', 'Status', 'Operation', 'Duration'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, xs.map((a) => h('tr', { dataset: { state: a.state || '' } },
