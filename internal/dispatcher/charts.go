@@ -161,7 +161,7 @@ func (d *Dispatcher) handleCharts(w http.ResponseWriter, r *http.Request, _ prin
 		d.unavailable(w, r, err)
 		return
 	}
-	if err := d.refreshListing(ctx); err != nil {
+	if err := d.freshListing(ctx); err != nil {
 		d.unavailable(w, r, err)
 		return
 	}
