@@ -45,6 +45,7 @@ type Runs interface {
 	GetRun(ctx context.Context, id string) (store.Run, error)
 	ListRuns(ctx context.Context, limit int) ([]store.Run, error)
 	RunProgress(ctx context.Context, runID string) (store.Progress, error)
+	SettleRun(ctx context.Context, id string, o store.Outcome) error
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, name, holder string) error
 }

@@ -110,6 +110,7 @@
 //	GET  /api/poison[?limit=32]            the parked messages: tenant, op, reason, attempts
 //	GET  /api/tenants/{id}[?limit=20]      tenant, status and history (newest first)
 //	GET  /api/runs[?limit=30], /api/runs/{id}   runs; one run with its progress
+//	GET  /api/charts[?limit=30]            the latest runs' counts and duration, the fleet by status (the Charts page)
 //	GET  /api/backend                      queue depths, endpoints, workers seen, schedule, pause switches
 //	GET  /healthz, /readyz, /metrics        (/metrics on MetricsHandler alone with SeparateMetrics)
 //

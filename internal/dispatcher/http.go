@@ -83,6 +83,7 @@ func (d *Dispatcher) routes() http.Handler {
 	d.api(mux, "/api/refresh", post(d.handleRefreshAll))
 	d.api(mux, "/api/runs", get(d.handleListRuns))
 	d.api(mux, "/api/runs/{id}", get(d.handleGetRun))
+	d.api(mux, "/api/charts", get(d.handleCharts))
 	d.api(mux, "/api/backend", get(d.handleBackend))
 	d.api(mux, "/api/credential", get(d.handleCredential))
 	d.api(mux, "/api/credential/rotate", admin(post(d.handleRotate)))

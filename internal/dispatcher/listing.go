@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -28,12 +29,17 @@ import (
 // replicas, and a shared counter row would be one hot, contended entity
 // and drift whenever a write is lost.
 const (
-	// listRefresh is the longest a listing may lag the store; the
-	// dispatcher's own writes (exclusions, new tenants) are seen at once.
+	// listRefresh is how long the index is used as read; a listing after
+	// that has the store's changes read (in the background while the index
+	// is younger than listServeStale). The dispatcher's own writes
+	// (exclusions, new tenants) are seen at once.
 	listRefresh = 2 * time.Second
 	// listOverlap re-reads rows this much older than the newest Timestamp
 	// seen: a write in flight may commit with an earlier Timestamp.
 	listOverlap = 5 * time.Second
+	// listServeStale is how old the index may be and still answer at once
+	// while a background read brings it up to date (see freshListing).
+	listServeStale = 30 * time.Second
 	// The page sizes of GET /api/tenants.
 	listDefaultLimit = 50
 	listMaxLimit     = 500
@@ -44,7 +50,8 @@ var statusRank = []string{"failed", "partial", "running", "never", "succeeded"}
 
 // fleetIndex is the copy of the tenants and status tables the listing reads.
 type fleetIndex struct {
-	refresh sync.Mutex // one reader of the store at a time
+	refresh  sync.Mutex  // one reader of the store at a time
+	updating atomic.Bool // a background read is under way
 
 	mu                     sync.RWMutex
 	rows                   map[string]*listRow
@@ -210,6 +217,41 @@ func (d *Dispatcher) refreshListing(ctx context.Context) error {
 		}
 	}
 	x.summary, x.at = sum, now
+	return nil
+}
+
+// freshListing readies the fleet index for a request. An index read less
+// than listServeStale ago, with no write of the dispatcher's own since,
+// answers at once, and one background read brings it up to date when it is
+// older than listRefresh: reading the store's changes scans the tables
+// (Timestamp is not indexed), and a person opening the tenants page should
+// not wait for it. Otherwise the request waits for the read.
+func (d *Dispatcher) freshListing(ctx context.Context) error {
+	x := &d.fleet
+	now := d.now()
+	x.mu.RLock()
+	age, ready := now.Sub(x.at), x.rows != nil && !x.stale
+	x.mu.RUnlock()
+	switch {
+	case !ready || age < 0 || age >= listServeStale:
+		return d.refreshListing(ctx)
+	case age < listRefresh:
+		return nil
+	}
+	d.mu.Lock()
+	if d.closing || !x.updating.CompareAndSwap(false, true) {
+		d.mu.Unlock()
+		return nil
+	}
+	d.wg.Add(1)
+	d.mu.Unlock()
+	go func() {
+		defer d.wg.Done()
+		defer x.updating.Store(false)
+		if err := d.refreshListing(d.base); err != nil && d.base.Err() == nil {
+			d.log.WarnContext(d.base, "tenant list not brought up to date; the next listing reads again", "error", err)
+		}
+	}()
 	return nil
 }
 
@@ -468,7 +510,7 @@ func (d *Dispatcher) handleListTenants(w http.ResponseWriter, r *http.Request, _
 	if !ok {
 		return
 	}
-	if err := d.refreshListing(r.Context()); err != nil {
+	if err := d.freshListing(r.Context()); err != nil {
 		d.unavailable(w, r, err)
 		return
 	}

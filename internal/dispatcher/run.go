@@ -196,6 +196,9 @@ func (d *Dispatcher) execute(ctx context.Context, id, requestedBy string) (bool,
 		d.log.InfoContext(ctx, "run skipped: dispatching is paused", "run", id)
 		return true, nil
 	}
+	if err := d.settleRuns(runCtx, run); err != nil {
+		d.log.WarnContext(ctx, "earlier runs not settled; the charts show them as their tenants stand", "run", id, "error", err)
+	}
 	if err := d.enqueueRun(runCtx, lease, run, kind, requestedBy); err != nil {
 		if cause := context.Cause(runCtx); errors.Is(cause, errLeaseLost) {
 			err = fmt.Errorf("%w: %w", cause, err)

@@ -46,6 +46,19 @@ type Run struct {
 	// Version is the record's ETag as GetRun read it or CheckpointRun
 	// wrote it.
 	Version string
+	// Outcome is the run's progress frozen by SettleRun (zero until then):
+	// what its tenants came to before a later run refreshed them again.
+	Outcome Outcome
+}
+
+// Outcome is a run's result counts as SettleRun recorded them.
+type Outcome struct {
+	Settled   time.Time // when counted; zero if never
+	Succeeded int
+	Partial   int
+	Failed    int
+	Running   int
+	Ended     time.Time // the latest result counted
 }
 
 // CreateRun creates a run record if none has its id; ErrExists otherwise.
@@ -134,6 +147,37 @@ func (s *Store) CheckpointRun(ctx context.Context, r Run) (string, error) {
 	return string(resp.ETag), nil
 }
 
+// SettleRun records a run's outcome over whatever was recorded before (one
+// round trip). ErrNotFound if the run was never created.
+func (s *Store) SettleRun(ctx context.Context, id string, o Outcome) error {
+	const op = "settle run"
+	if err := checkKey(op, "run id", id); err != nil {
+		return err
+	}
+	if o.Settled.IsZero() {
+		return invalid(op, "run %s: no settlement time", id)
+	}
+	p := props{}
+	p.time("Settled", o.Settled)
+	p.int("Succeeded", o.Succeeded)
+	p.int("Partial", o.Partial)
+	p.int("Failed", o.Failed)
+	p.int("Running", o.Running)
+	p.time("Ended", o.Ended)
+	b, err := p.entity(runsPartition, id)
+	if err != nil {
+		return failure(op, "", err)
+	}
+	_, err = s.runs.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeMerge, IfMatch: to(azcore.ETagAny)})
+	switch {
+	case isNotFound(err):
+		return notFound(op, id)
+	case err != nil:
+		return failure(op+" "+id, "", err)
+	}
+	return nil
+}
+
 func runProps(r Run) props {
 	p := props{}
 	p.strIf("Kind", r.Kind)
@@ -210,6 +254,8 @@ func runFrom(r row) Run {
 		Cursor:      r.str("Cursor"),
 		Ahead:       r.strings("Ahead"),
 		Version:     r.ETag,
+		Outcome: Outcome{Settled: r.time("Settled"), Succeeded: r.int("Succeeded"), Partial: r.int("Partial"),
+			Failed: r.int("Failed"), Running: r.int("Running"), Ended: r.time("Ended")},
 	}
 }
 
@@ -265,9 +311,13 @@ func (s *Store) RunProgress(ctx context.Context, runID string) (Progress, error)
 	return p, nil
 }
 
-// runCutoff is the instant a run's messages say they were requested: the
-// scheduled time when set (nightly runs), else the start.
-func runCutoff(r Run) time.Time {
+// runCutoff is the instant a run's messages say they were requested.
+func runCutoff(r Run) time.Time { return r.RequestedAt() }
+
+// RequestedAt is the instant the run's messages say they were requested:
+// the scheduled time when set (nightly runs), else the start. A tenant
+// attempted since then counts for the run (see RunProgress).
+func (r Run) RequestedAt() time.Time {
 	if !r.Scheduled.IsZero() && (r.Started.IsZero() || r.Scheduled.Before(r.Started)) {
 		return r.Scheduled
 	}

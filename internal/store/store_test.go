@@ -714,6 +714,45 @@ func TestRunProgress(t *testing.T) {
 	}
 }
 
+// TestSettleRun records a run's outcome, which later updates and
+// checkpoints of the run leave alone.
+func TestSettleRun(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	const run = "nightly-2026-11-23"
+	if err := s.CreateRun(ctx, store.Run{ID: run, Kind: "nightly", Scheduled: at(0), Started: at(0)}); err != nil {
+		t.Fatal(err)
+	}
+	want := store.Outcome{Settled: at(5), Succeeded: 7, Partial: 2, Failed: 0, Running: 1, Ended: at(4)}
+	// Zero counts are written too: a second settlement replaces the first.
+	if err := s.SettleRun(ctx, run, store.Outcome{Settled: at(3), Failed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SettleRun(ctx, run, want); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateRun(ctx, store.Run{ID: run, Enqueued: 10, Finished: at(1)}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetRun(ctx, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got.Outcome); d != "" {
+		t.Errorf("outcome (-want +got):\n%s", d)
+	}
+	if runs, err := s.ListRuns(ctx, 1); err != nil || len(runs) != 1 || runs[0].Outcome != want {
+		t.Errorf("ListRuns: %+v, %v; want the outcome %+v", runs, err, want)
+	}
+	if err := s.SettleRun(ctx, "no-such-run", want); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SettleRun of a missing run: %v, want ErrNotFound", err)
+	}
+	if err := s.SettleRun(ctx, run, store.Outcome{}); err == nil {
+		t.Errorf("SettleRun without a settlement time: no error")
+	}
+}
+
 func TestLease(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

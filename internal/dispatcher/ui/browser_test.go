@@ -253,7 +253,7 @@ func (s *stack) workerPaused(t *testing.T) bool {
 
 // browser drives one headless Chromium tab.
 type browser struct {
-	t   *testing.T
+	t   testing.TB
 	ctx context.Context
 
 	mu       sync.Mutex
@@ -262,7 +262,7 @@ type browser struct {
 
 // chromiumPath is Debian's chromium (CHROMIUM overrides it). The test never
 // downloads a browser and fails when there is none.
-func chromiumPath(t *testing.T) string {
+func chromiumPath(t testing.TB) string {
 	p := os.Getenv("CHROMIUM")
 	if p == "" {
 		p = "/usr/bin/chromium"
@@ -273,7 +273,7 @@ func chromiumPath(t *testing.T) string {
 	return p
 }
 
-func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) *browser {
+func newBrowser(t testing.TB, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
 		chromedp.ExecPath(chromiumPath(t)),

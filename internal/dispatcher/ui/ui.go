@@ -22,7 +22,12 @@
 //     reset and refresh all with confirmation dialogs.
 //   - #/tenants/{id}: the tenant's attempts, newest first, and for the latest
 //     the application and delegated permissions that were applied, that were
-//     already there and that could not be.
+//     already there and that could not be; the attempts as a timeline.
+//   - #/charts: the last 30 runs (their tenants by outcome, stacked, and
+//     their duration) and the fleet by status now (GET /api/charts).
+//     charts.js draws the charts as SVG with DOM calls, coloured by class
+//     from charts.css (no chart library, nothing inline); each has its
+//     numbers as a table under a "Numbers" toggle.
 //   - #/backend: the storage account, queues (with depths) and tables in use,
 //     the Microsoft endpoints, Key Vault, the workers seen recently, the next
 //     scheduled run and the pause switches.

@@ -309,6 +309,9 @@
     if ((m = hash.match(/^#\/tenants\/([0-9a-fA-F-]{36})$/))) {
       setNav('tenants');
       renderTenantPage(m[1].toLowerCase());
+    } else if (hash === '#/charts' && window.cpvCharts) {
+      setNav('charts');
+      window.cpvCharts.page(chartsUI());
     } else if (hash === '#/backend') {
       setNav('backend');
       renderBackendPage();
@@ -819,11 +822,14 @@
     let delay = 15000;
     try {
       const query = listQuery();
-      const [listing] = await Promise.all([api('GET', query), loadRun()]);
+      // The run's progress reads more than a page of tenants: the rows are drawn without waiting for it.
+      const run = loadRun().then(() => null, (e) => e);
+      const listing = await api('GET', query);
       if (token !== app.renderToken || query !== listQuery()) return;
       app.listing = listing;
       app.tenants = listing.items || [];
       app.tenantsLoaded = true;
+      keepFocus(drawTable);
       const byId = new Map(app.tenants.map((t) => [t.id, t.status || null]));
       // Requests for tenants on other pages are followed one by one.
       for (const req of app.requests.filter(watched)) {
@@ -836,6 +842,8 @@
         }
       }
       await settleRequests((id) => (byId.has(id) ? byId.get(id) : undefined));
+      const runError = await run;
+      if (runError) throw runError;
       if (token !== app.renderToken) return;
       keepFocus(() => { drawTable(); drawRequests(); drawRun(); });
       // Poll faster while something is moving.
@@ -1095,6 +1103,7 @@
         h('h2', { id: 'latest-title' }, 'Permissions of the latest attempt'),
         latest ? h('p', { class: 'small muted' }, latest.op || 'refresh', ' ', when(latest.at), ' · ', badge(latest.state)) : null,
         latestResult ? permissionsSummary(latestResult, 'h3') : h('p', { class: 'empty' }, latest ? 'This attempt recorded no detail.' : 'No attempt recorded yet.')),
+      window.cpvCharts ? window.cpvCharts.timeline(t.history || [], chartsUI()) : null,
       h('section', { class: 'panel', 'aria-labelledby': 'history-title', id: 'history' },
         h('h2', { id: 'history-title' }, 'History'),
         (t.history || []).length ? historyTable(t.history) : h('p', { class: 'empty' }, 'No attempts yet.')),
@@ -1127,6 +1136,18 @@
           h('td', {}, x.error ? errorBlock(x.error, x.advice) : h('span', { class: 'muted' }, '—')),
           h('td', { class: 'small' }, x.worker || '—'));
       }))));
+  }
+
+  // ---------- charts (charts.js draws them) ----------
+
+  // chartsUI is what charts.js may use of this page.
+  function chartsUI() {
+    return {
+      h, fill, api, page, when, exact, duration, badge, errorNotice, keepFocus, schedule, stopPolling,
+      token: app.renderToken,
+      currentToken: () => app.renderToken,
+      reloadWith: (fn) => { app.reload = fn; },
+    };
   }
 
   // ---------- backend page ----------
