@@ -83,7 +83,8 @@
 // WithSameKeyValue, and 404 on a delete. A resource service principal that
 // cannot be created for lack of a licence (NoBackingApplicationObject) and a
 // manifest role that the tenant's resource does not publish are notices: the
-// Result's status is then "partial", and the rest is still applied.
+// Result's status is then "partial", and the rest is still applied. So is a
+// directory role (Manifest.DirectoryRoles) the tenant cannot assign.
 //
 // # Benchmarks
 //

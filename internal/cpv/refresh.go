@@ -175,7 +175,11 @@ type changeKey struct {
 }
 
 func keyOf(c Change) changeKey {
-	return changeKey{kind: c.Kind, resource: strings.ToLower(c.ResourceID), role: strings.ToLower(c.AppRoleID)}
+	role := c.AppRoleID
+	if c.Kind == AddDirectoryRole || c.Kind == RemoveDirectoryRole {
+		role = c.RoleTemplateID
+	}
+	return changeKey{kind: c.Kind, resource: strings.ToLower(c.ResourceID), role: strings.ToLower(role)}
 }
 
 // run is the state of one refresh.
@@ -466,6 +470,9 @@ func (r *run) record(o Outcome) {
 			r.unavailable[strings.ToLower(c.ResourceAppID)] = true
 			r.res.Notices = append(r.res.Notices, fmt.Sprintf("%s (%s) is not available in this tenant (no licence)", r.resourceName(c.ResourceAppID), c.ResourceAppID))
 		}
+		if c.Kind == AddDirectoryRole {
+			r.res.Notices = append(r.res.Notices, fmt.Sprintf("directory role %s (%s) cannot be assigned in this tenant (not available there)", c.Value, c.RoleTemplateID))
+		}
 	default:
 		d = Failed
 		err := o.Err
@@ -504,6 +511,8 @@ func (r *run) detail(c Change, d Verdict, msg string) Detail {
 		}
 	case DeleteServicePrincipal:
 		perm = c.ObjectID
+	case AddDirectoryRole, RemoveDirectoryRole:
+		perm = nonEmpty(c.Value, c.RoleTemplateID)
 	}
 	return Detail{Kind: c.Kind, ResourceAppID: c.ResourceAppID, ResourceName: r.resourceName(c.ResourceAppID), Permission: perm, Outcome: d, Message: msg}
 }
@@ -598,7 +607,7 @@ func (r *run) finish(err error) {
 			r.res.Advice = ce.Advice
 		}
 		r.res.Class, r.res.RetryAfter = ClassOf(err)
-	case r.res.AppRoles.Unavailable > 0 || r.res.Delegated.Unavailable > 0 || len(r.unavailable) > 0:
+	case r.res.AppRoles.Unavailable > 0 || r.res.Delegated.Unavailable > 0 || r.res.DirectoryRoles.Unavailable > 0 || len(r.unavailable) > 0:
 		r.res.Status = cpvtype.StatusPartial
 	default:
 		r.res.Status = cpvtype.StatusSucceeded
@@ -610,8 +619,20 @@ func (r *run) finish(err error) {
 func (r *run) tally() {
 	r.res.AppRoles = Counts{Wanted: r.e.wantApp}
 	r.res.Delegated = Counts{Wanted: r.e.wantDel}
+	r.res.DirectoryRoles = Counts{Wanted: len(r.e.m.DirectoryRoles)}
 	if r.final.App == nil && r.final.Resources == nil {
 		return // stopped before the state was known
+	}
+	held := map[string]bool{}
+	for _, m := range r.final.DirectoryRoles {
+		held[strings.ToLower(m.RoleTemplateID)] = true
+	}
+	for _, role := range r.e.m.DirectoryRoles {
+		if held[role.RoleTemplateID] {
+			r.res.DirectoryRoles.AlreadyPresent++
+			continue
+		}
+		r.count(&r.res.DirectoryRoles, r.outcomes[changeKey{kind: AddDirectoryRole, role: role.RoleTemplateID}], 1)
 	}
 	ix := indexState(r.final)
 	for _, res := range r.e.m.Resources {
@@ -679,4 +700,11 @@ func (r *run) count(c *Counts, st Verdict, n int) {
 	case Failed:
 		c.Failed += n
 	}
+}
+
+func nonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
