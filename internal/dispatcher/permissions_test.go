@@ -219,7 +219,9 @@ func TestPermissionsDirectoryRoles(t *testing.T) {
 		`{"type":"DirectoryRole","permission":"Exchange Overlord"}`,
 	} {
 		w := serve(d, apiRequest("POST", "/api/permissions", key, body))
-		var answer struct{ Error struct{ Code, Message string } }
+		var answer struct {
+			Error struct{ Code, Message string }
+		}
 		decode(t, w, &answer)
 		if w.Code != 400 || answer.Error.Code != "unknownRole" || !strings.Contains(answer.Error.Message, "is neither the template id nor the name of a Microsoft Entra built-in role") {
 			t.Errorf("%s: %d %s", body, w.Code, w.Body)
