@@ -24,6 +24,12 @@ type Config struct {
 	Consenter Consenter
 	// Exact also removes role assignments the manifest no longer lists.
 	Exact bool
+	// HomeTenant is the partner's own tenant (optional). It is refreshed
+	// like a customer's, except that the app is never consented there
+	// through Partner Center (the CPV API serves customers only; the app
+	// is at home there, consented by the partner's admin) and a reset is
+	// refused.
+	HomeTenant string
 	// Logger receives one record per refresh and per notable step (nil: discard).
 	Logger *slog.Logger
 	// Now is the clock (nil: time.Now).
@@ -38,6 +44,7 @@ type Engine struct {
 	dir     Directory
 	cons    Consenter
 	popts   PlanOptions
+	home    string
 	log     *slog.Logger
 	now     func() time.Time
 	wantApp int
@@ -82,6 +89,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Consenter == nil {
 		errs = append(errs, errors.New("cpv: engine: consenter is required"))
 	}
+	if cfg.HomeTenant != "" && !cpvtype.IsGUID(cfg.HomeTenant) {
+		errs = append(errs, fmt.Errorf("cpv: engine: home tenant %q is not a GUID", cfg.HomeTenant))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -91,6 +101,7 @@ func New(cfg Config) (*Engine, error) {
 		dir:   cfg.Directory,
 		cons:  cfg.Consenter,
 		popts: PlanOptions{Exact: cfg.Exact},
+		home:  strings.ToLower(cfg.HomeTenant),
 		log:   cfg.Logger,
 		now:   cfg.Now,
 	}
@@ -209,6 +220,11 @@ func (r *run) run(ctx context.Context, tenant string) error {
 		return r.dryRun(ctx)
 	}
 	if r.opts.Reset {
+		if r.tenant == r.e.home {
+			return &Error{Op: "reset", Tenant: r.tenant, Class: retry.Permanent, Code: "HomeTenant",
+				Err:    errors.New("a CPV reset does not apply to the partner's own tenant"),
+				Advice: "the app is at home in the partner's tenant, not consented through Partner Center: refresh it instead"}
+		}
 		if err := r.reset(ctx); err != nil {
 			return err
 		}
@@ -299,6 +315,12 @@ func (r *run) consented(ctx context.Context) (State, error) {
 		return State{}, err
 	case err == nil && st.App != nil:
 		return st, nil
+	case r.tenant == r.e.home:
+		// Partner Center consents customers only: the app's service
+		// principal in its own tenant comes from the partner's admin.
+		return State{}, &Error{Op: "read state", Tenant: r.tenant, Class: retry.Permanent, Code: "HomeTenantAppMissing",
+			Err:    errors.Join(errors.New("the app has no usable service principal in the partner's own tenant"), err),
+			Advice: "grant admin consent to the app once in the partner's own tenant (Entra admin center, Enterprise applications)"}
 	}
 	if err := r.guard(ctx); err != nil {
 		return State{}, err
