@@ -219,3 +219,52 @@ func TestRefreshDirectoryRoleUnavailable(t *testing.T) {
 		t.Errorf("roles of the app (-want +got):\n%s", diff)
 	}
 }
+
+// TestRoundTripsDirectoryRoles measures what directory roles cost new and
+// correct tenants: 100 new and 100 correct tenants with the default manifest and three directory roles,
+// refreshed one after the other. Each new tenant stays within 11 Microsoft
+// round trips (so 15 with the worker's status read, status write, history
+// row and queue delete), and each correct one costs one $batch at most
+// (none for its token once cached). The figures are logged for
+// docs/benchmarks.md: go test -run TestRoundTripsDirectoryRoles -v ./internal/cpv/
+func TestRoundTripsDirectoryRoles(t *testing.T) {
+	t.Parallel()
+	const n = 100
+	m := withRoles(t, globalReader, exchangeAdmin, securityReader)
+	sim := testenv.Sim(t, m365sim.Options{Seed: 45, Tenants: 2 * n, Permissions: testenv.SimPermissions(m),
+		Mix: map[m365sim.Kind]float64{m365sim.KindNew: 1, m365sim.KindCorrect: 1}})
+	r := rig.New(t, sim, rig.Options{Manifest: m})
+	ctx := context.Background()
+	for _, kind := range []m365sim.Kind{m365sim.KindNew, m365sim.KindCorrect} {
+		var sum, worst cpv.TripCounts
+		var items, writes, maxTotal int
+		tenants := testenv.TenantsOf(t, sim, kind)
+		for _, tenant := range tenants {
+			res, err := r.Engine.Refresh(ctx, tenant, cpv.Options{})
+			if err != nil {
+				t.Fatalf("%s %s: %v", kind, tenant, err)
+			}
+			if want := 3; res.DirectoryRoles.Applied+res.DirectoryRoles.AlreadyPresent != want {
+				t.Fatalf("%s %s: roles %+v", kind, tenant, res.DirectoryRoles)
+			}
+			c := res.Trips
+			sum = cpv.TripCounts{Token: sum.Token + c.Token, Graph: sum.Graph + c.Graph, PartnerCenter: sum.PartnerCenter + c.PartnerCenter}
+			if c.Total() > maxTotal {
+				maxTotal, worst = c.Total(), c
+			}
+			st := tenantStats(sim, tenant)
+			items += st.BatchItems
+			writes += st.Writes
+		}
+		budget := 11
+		if kind == m365sim.KindCorrect {
+			budget = 2 // a token request (the first time in this process) and one $batch
+		}
+		if maxTotal > budget {
+			t.Errorf("%s: a tenant took %d Microsoft round trips (%+v), budget %d", kind, maxTotal, worst, budget)
+		}
+		f := func(x int) float64 { return float64(x) / float64(len(tenants)) }
+		t.Logf("%s (%d tenants, 3 directory roles): token %.2f, Graph %.2f ($batch items %.2f, writes %.2f), Partner Center %.2f; Microsoft round trips %.2f on average, %d at most",
+			kind, len(tenants), f(sum.Token), f(sum.Graph), f(items), f(writes), f(sum.PartnerCenter), f(sum.Total()), maxTotal)
+	}
+}
