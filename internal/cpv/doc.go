@@ -10,7 +10,9 @@
 //
 // # Parts
 //
-//   - Manifest (manifest.go): what every tenant must hold, with a stable Version.
+//   - Manifest (manifest.go): what every tenant must hold, with a stable Version;
+//     its directory roles for the app (roles.go) are Microsoft's built-in
+//     roles, by template id (directoryroles.json).
 //   - Plan (plan.go): state + manifest -> changes; pure and deterministic.
 //   - Engine.Refresh (refresh.go, result.go): read, consent if needed, plan,
 //     create resource service principals, plan again, apply the rest, and

@@ -536,7 +536,11 @@ func (r *run) detail(c Change, d Verdict, msg string) Detail {
 	case AddDirectoryRole, RemoveDirectoryRole:
 		perm = nonEmpty(c.Value, c.RoleTemplateID)
 	}
-	return Detail{Kind: c.Kind, ResourceAppID: c.ResourceAppID, ResourceName: r.resourceName(c.ResourceAppID), Permission: perm, Outcome: d, Message: msg}
+	name := r.resourceName(c.ResourceAppID)
+	if c.Kind == AddDirectoryRole || c.Kind == RemoveDirectoryRole {
+		name = EntraName
+	}
+	return Detail{Kind: c.Kind, ResourceAppID: c.ResourceAppID, ResourceName: name, Permission: perm, Outcome: d, Message: msg}
 }
 
 func (r *run) resourceName(appID string) string {
