@@ -161,8 +161,6 @@ func (t *tenant) assignable(id string) (*roleTemplate, *graphError) {
 
 var directoryRoleFields = fieldSet("id", "deletedDateTime", "description", "displayName", "roleTemplateId")
 
-var roleAssignmentFields = fieldSet("id", "principalId", "roleDefinitionId", "directoryScopeId", "appScopeId", "condition")
-
 func roleEntity(r *dirRoleObj) map[string]any {
 	return map[string]any{"@odata.type": "#microsoft.graph.directoryRole", "id": r.id.String(), "deletedDateTime": nil,
 		"description": nil, "displayName": r.tmpl.DisplayName, "roleTemplateId": r.tmpl.ID}
