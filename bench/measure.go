@@ -154,8 +154,8 @@ func (s *Stack) Measure(ctx context.Context, id string, requested, observed time
 	var durations []time.Duration
 	var last time.Time
 	err = s.Store.EachStatus(ctx, func(st store.Status) error {
-		if st.RunID != id {
-			return nil
+		if _, inFleet := kinds[st.TenantID]; st.RunID != id || !inFleet {
+			return nil // the partner's own tenant, refreshed by every run, is not the fleet's
 		}
 		r.States[string(st.State)]++
 		if st.State == cpvtype.StatusRunning {

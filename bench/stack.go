@@ -327,8 +327,9 @@ func (s *Stack) LogTail(n int) string {
 	return b.String()
 }
 
-// Eligible is the set of fleet tenants a run refreshes: those whose GDAP
-// relationship gives access (every kind but terminated).
+// Eligible is the set of tenants a run refreshes: the fleet's whose GDAP
+// relationship gives access (every kind but terminated), and the partner's
+// own tenant.
 func (s *Stack) Eligible() map[string]bool {
 	out := map[string]bool{}
 	for _, t := range s.Sim.Fleet() {
@@ -336,6 +337,7 @@ func (s *Stack) Eligible() map[string]bool {
 			out[t.ID] = true
 		}
 	}
+	out[s.Sim.PartnerTenantID()] = true // every run refreshes the partner's own tenant too
 	return out
 }
 

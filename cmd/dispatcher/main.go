@@ -196,6 +196,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		Store:               st,
 		Queue:               q,
 		Discovery:           disc,
+		PartnerTenantID:     cfg.PartnerTenantID,
 		Webhooks:            pc,
 		PublicURL:           cfg.PublicURL,
 		Schedule:            cfg.Schedule,

@@ -159,7 +159,11 @@ func (e *effectiveEngine) reloadProfiles(ctx context.Context, consent []cpv.Cons
 		var m *cpv.Manifest
 		err := json.Unmarshal(p.Resources, &resources)
 		if err == nil {
-			m, err = cpv.NewManifest(consent, resources)
+			roles := make([]cpv.DirectoryRole, len(p.DirectoryRoles))
+			for i, id := range p.DirectoryRoles {
+				roles[i] = cpv.DirectoryRole{RoleTemplateID: id}
+			}
+			m, err = cpv.NewManifest(consent, resources, roles...)
 		}
 		if err != nil {
 			e.log.WarnContext(ctx, "profile left out", "profile", p.Name, "error", err)

@@ -105,7 +105,8 @@ func TestEffectiveEngine(t *testing.T) {
 }
 
 // TestProfiles: a tenant assigned to a least-privilege profile ends holding
-// exactly that profile's set, while another tenant holds the full set.
+// exactly that profile's set, its directory role included, while another
+// tenant holds the full set (which lists no directory role).
 func TestProfiles(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -121,7 +122,8 @@ func TestProfiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.PutProfile(ctx, store.Profile{Name: "least-privilege", Resources: raw, UpdatedBy: "apikey:1"}); err != nil {
+	const globalReader = "f2ef992c-3afb-46b9-b7cf-a126ee74c451"
+	if err := st.PutProfile(ctx, store.Profile{Name: "least-privilege", Resources: raw, DirectoryRoles: []string{globalReader}, UpdatedBy: "apikey:1"}); err != nil {
 		t.Fatal(err)
 	}
 	tenants := sim.Fleet()
@@ -140,7 +142,8 @@ func TestProfiles(t *testing.T) {
 			t.Fatalf("refresh %s: %v", ft.ID, err)
 		}
 	}
-	want := &m365sim.Permissions{Resources: []m365sim.Resource{{AppID: cpv.GraphAppID, Roles: []string{"df021288-bdef-4463-88db-98f22de89214"}, Scopes: []string{"User.Read"}}}}
+	want := &m365sim.Permissions{Resources: []m365sim.Resource{{AppID: cpv.GraphAppID, Roles: []string{"df021288-bdef-4463-88db-98f22de89214"}, Scopes: []string{"User.Read"}}},
+		DirectoryRoles: []string{globalReader}}
 	if d := sim.Conforms(tenants[0].ID, want); len(d) != 0 {
 		t.Errorf("profile tenant does not hold the profile's set: %v", d)
 	}
@@ -150,5 +153,8 @@ func TestProfiles(t *testing.T) {
 	}
 	if d := sim.Conforms(tenants[1].ID, nil); len(d) != 0 {
 		t.Errorf("the other tenant does not hold the full set: %v", d)
+	}
+	if s1, _ := sim.Tenant(tenants[1].ID); len(s1.DirectoryRoles) != 0 {
+		t.Errorf("the other tenant's app got directory roles: %+v", s1.DirectoryRoles)
 	}
 }

@@ -87,7 +87,8 @@ func newEngineBuilder(ctx context.Context, cfg *config.Worker, log *slog.Logger)
 		return nil, nil, nil, fmt.Errorf("partner tenant reader: %w", err)
 	}
 	build := func(m *cpv.Manifest) (*cpv.Engine, error) {
-		return cpv.New(cpv.Config{Manifest: m, AppID: cfg.ClientID, Directory: dir, Consenter: pc, Exact: cfg.Exact, Logger: log})
+		return cpv.New(cpv.Config{Manifest: m, AppID: cfg.ClientID, Directory: dir, Consenter: pc, Exact: cfg.Exact,
+			HomeTenant: cfg.PartnerTenantID, Logger: log})
 	}
 	return build, pub, kv, nil
 }

@@ -43,13 +43,15 @@ type Grant struct {
 
 // State is everything a plan needs to know about one tenant: the app's
 // service principal (nil when the app is not consented there), the resource
-// service principals present among those the manifest names, and the app's
-// role assignments and delegated grants.
+// service principals present among those the manifest names, the app's
+// role assignments and delegated grants, and the directory roles its
+// service principal is a member of.
 type State struct {
-	App         *ServicePrincipal   `json:"app,omitempty"`
-	Resources   []ServicePrincipal  `json:"resources,omitempty"`
-	Assignments []AppRoleAssignment `json:"assignments,omitempty"`
-	Grants      []Grant             `json:"grants,omitempty"`
+	App            *ServicePrincipal   `json:"app,omitempty"`
+	Resources      []ServicePrincipal  `json:"resources,omitempty"`
+	Assignments    []AppRoleAssignment `json:"assignments,omitempty"`
+	Grants         []Grant             `json:"grants,omitempty"`
+	DirectoryRoles []RoleMembership    `json:"directoryRoles,omitempty"`
 }
 
 // ChangeKind names one kind of write to a tenant's directory.
@@ -70,6 +72,12 @@ const (
 	UpdateGrant ChangeKind = "updateGrant"
 	// DeleteGrant removes a duplicate grant on the same resource.
 	DeleteGrant ChangeKind = "deleteGrant"
+	// AddDirectoryRole makes the app's service principal a member of a
+	// directory role (a tenant-wide role assignment).
+	AddDirectoryRole ChangeKind = "addDirectoryRole"
+	// RemoveDirectoryRole removes the app's service principal from a
+	// directory role the manifest does not list ("exact" mode only).
+	RemoveDirectoryRole ChangeKind = "removeDirectoryRole"
 )
 
 // Change is one write. Which fields are set depends on Kind:
@@ -80,6 +88,9 @@ const (
 //   - CreateGrant: ResourceAppID, ResourceID, Scope.
 //   - UpdateGrant: ResourceAppID, ResourceID, ObjectID (the grant's id), Scope.
 //   - DeleteGrant: ResourceAppID, ResourceID, ObjectID (the grant's id).
+//   - AddDirectoryRole: RoleTemplateID, Value (the role's display name).
+//   - RemoveDirectoryRole: RoleTemplateID, Value, ObjectID (the tenant's
+//     directoryRole object).
 //
 // Scope is the complete space-separated scope string the grant must end with.
 type Change struct {
@@ -90,6 +101,8 @@ type Change struct {
 	Value         string     `json:"value,omitempty"`
 	ObjectID      string     `json:"objectId,omitempty"`
 	Scope         string     `json:"scope,omitempty"`
+	// RoleTemplateID is a directory role's template id.
+	RoleTemplateID string `json:"roleTemplateId,omitempty"`
 }
 
 // Verdict says what became of one Change: the Directory reports one of the
@@ -104,7 +117,8 @@ const (
 	// (a concurrent refresh or replication lag); the desired state holds.
 	AlreadyPresent Verdict = "alreadyPresent"
 	// Unavailable: the resource cannot exist in this tenant (no licence for the
-	// service); reported as a notice, not a failure.
+	// service), or the directory role cannot be assigned there; reported as
+	// a notice, not a failure.
 	Unavailable Verdict = "unavailable"
 	// Failed: the write failed; Err says why.
 	Failed Verdict = "failed"
@@ -126,8 +140,9 @@ type Outcome struct {
 // msgraph-sdk-go so that only that package pays the SDK's compile cost.
 type Directory interface {
 	// Read returns the app's state in tenant in as few round trips as the
-	// implementation can (one $batch against Graph). resourceAppIDs are the
-	// resource apps whose service principals the plan needs.
+	// implementation can (one $batch against Graph), the app's directory
+	// roles included. resourceAppIDs are the resource apps whose service
+	// principals the plan needs.
 	Read(ctx context.Context, tenant, appID string, resourceAppIDs []string) (State, error)
 	// Apply performs changes, batching them, and reports one Outcome per change
 	// in the same order. appSPID is the id of the app's service principal in

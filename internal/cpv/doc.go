@@ -10,7 +10,9 @@
 //
 // # Parts
 //
-//   - Manifest (manifest.go): what every tenant must hold, with a stable Version.
+//   - Manifest (manifest.go): what every tenant must hold, with a stable Version;
+//     its directory roles for the app (roles.go) are Microsoft's built-in
+//     roles, by template id (directoryroles.json).
 //   - Plan (plan.go): state + manifest -> changes; pure and deterministic.
 //   - Engine.Refresh (refresh.go, result.go): read, consent if needed, plan,
 //     create resource service principals, plan again, apply the rest, and
@@ -83,7 +85,8 @@
 // WithSameKeyValue, and 404 on a delete. A resource service principal that
 // cannot be created for lack of a licence (NoBackingApplicationObject) and a
 // manifest role that the tenant's resource does not publish are notices: the
-// Result's status is then "partial", and the rest is still applied.
+// Result's status is then "partial", and the rest is still applied. So is a
+// directory role (Manifest.DirectoryRoles) the tenant cannot assign.
 //
 // # Benchmarks
 //

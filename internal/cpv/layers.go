@@ -27,11 +27,16 @@ type ResourceAccess struct {
 	Type string `json:"type"`
 }
 
-// Permission types of a ResourceAccess.
+// Permission types of a ResourceAccess, and the type of a Line that is a
+// directory role of the app's service principal.
 const (
-	AccessRole  = "Role"
-	AccessScope = "Scope"
+	AccessRole          = "Role"
+	AccessScope         = "Scope"
+	AccessDirectoryRole = "DirectoryRole"
 )
+
+// EntraName is the ResourceName of a directory role's Line.
+const EntraName = "Microsoft Entra ID"
 
 // ReadCIPP reads CIPP's SAMManifest.json (an application manifest: only its
 // requiredResourceAccess counts) and, when additional is not nil, its
@@ -144,8 +149,8 @@ func find(list []Permission, key string) (Permission, bool) {
 
 // NewManifest builds a manifest from its parts and validates it, as
 // LoadManifest does a file.
-func NewManifest(consent []ConsentGrant, resources []Resource) (*Manifest, error) {
-	m := &Manifest{Consent: append([]ConsentGrant(nil), consent...)}
+func NewManifest(consent []ConsentGrant, resources []Resource, roles ...DirectoryRole) (*Manifest, error) {
+	m := &Manifest{Consent: append([]ConsentGrant(nil), consent...), DirectoryRoles: append([]DirectoryRole(nil), roles...)}
 	for _, r := range resources {
 		r.AppRoles = append([]Permission(nil), r.AppRoles...)
 		r.Scopes = append([]string(nil), r.Scopes...)
@@ -172,7 +177,9 @@ const (
 )
 
 // Line is one permission of an effective manifest and the layers it comes
-// from (first the lowest: base, app, extra).
+// from (first the lowest: base, app, extra). A directory role's line has
+// Type AccessDirectoryRole, no ResourceAppID, ResourceName EntraName, the
+// role's template id as ID and its display name as Value.
 type Line struct {
 	ResourceAppID string   `json:"resourceAppId"`
 	ResourceName  string   `json:"resourceName"`
@@ -184,15 +191,17 @@ type Line struct {
 
 // Layer is one layer of permissions and its source.
 type Layer struct {
-	Source    Source
-	Resources []Resource
+	Source         Source
+	Resources      []Resource
+	DirectoryRoles []DirectoryRole
 }
 
 // Merge returns the manifest whose permissions are the union of base's and
 // the layers', with base's consent, and the lines of it, each with the
 // layers it comes from, sorted by resource, type and value.
 func Merge(base *Manifest, layers ...Layer) (*Manifest, []Line, error) {
-	all := append([]Layer{{Source: SourceBase, Resources: base.Resources}}, layers...)
+	all := append([]Layer{{Source: SourceBase, Resources: base.Resources, DirectoryRoles: base.DirectoryRoles}}, layers...)
+	var roles []DirectoryRole
 	byApp := map[string]*Resource{}
 	var order []string
 	lines := map[string]*Line{}
@@ -223,12 +232,25 @@ func Merge(base *Manifest, layers ...Layer) (*Manifest, []Line, error) {
 				lines[key].Sources = addSource(lines[key].Sources, l.Source)
 			}
 		}
+		for _, dr := range l.DirectoryRoles {
+			id := strings.ToLower(dr.RoleTemplateID)
+			key := "|" + AccessDirectoryRole + "|" + id
+			if lines[key] == nil {
+				name := dr.DisplayName
+				if n, ok := roleTemplates[id]; ok {
+					name = n
+				}
+				lines[key] = &Line{ResourceName: EntraName, Type: AccessDirectoryRole, ID: id, Value: name}
+				roles = append(roles, DirectoryRole{RoleTemplateID: id, DisplayName: name})
+			}
+			lines[key].Sources = addSource(lines[key].Sources, l.Source)
+		}
 	}
 	resources := make([]Resource, 0, len(order))
 	for _, id := range order {
 		resources = append(resources, *byApp[id])
 	}
-	m, err := NewManifest(base.Consent, resources)
+	m, err := NewManifest(base.Consent, resources, roles...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -262,7 +284,12 @@ func addSource(list []Source, s Source) []Source {
 func LayerOf(source Source, lines []Line) Layer {
 	byApp := map[string]*Resource{}
 	var order []string
+	var roles []DirectoryRole
 	for _, l := range lines {
+		if l.Type == AccessDirectoryRole {
+			roles = append(roles, DirectoryRole{RoleTemplateID: strings.ToLower(l.ID), DisplayName: l.Value})
+			continue
+		}
 		appID := strings.ToLower(l.ResourceAppID)
 		r := byApp[appID]
 		if r == nil {
@@ -276,7 +303,7 @@ func LayerOf(source Source, lines []Line) Layer {
 			r.Scopes = append(r.Scopes, l.Value)
 		}
 	}
-	layer := Layer{Source: source}
+	layer := Layer{Source: source, DirectoryRoles: roles}
 	for _, id := range order {
 		layer.Resources = append(layer.Resources, *byApp[id])
 	}

@@ -26,6 +26,10 @@ type Manifest struct {
 	Consent []ConsentGrant `json:"consent"`
 	// Resources lists the resource apps and the permissions needed on each.
 	Resources []Resource `json:"resources"`
+	// DirectoryRoles are the Entra directory roles the app's service
+	// principal must hold in every tenant (CIPP's "SAM roles"). When the
+	// list is empty the app's directory roles are not managed at all.
+	DirectoryRoles []DirectoryRole `json:"directoryRoles,omitempty"`
 
 	version string
 }
@@ -71,6 +75,7 @@ func (m *Manifest) validate() error {
 	if len(m.Resources) == 0 {
 		errs = append(errs, errors.New("cpv: manifest: no resources"))
 	}
+	errs = append(errs, validateRoles(m.DirectoryRoles)...)
 	if len(m.Consent) == 0 {
 		errs = append(errs, errors.New("cpv: manifest: no consent grants"))
 	}
@@ -134,13 +139,17 @@ func (m *Manifest) normalize() {
 		r.Scopes = uniqueSorted(r.Scopes)
 	}
 	sort.Slice(m.Resources, func(a, b int) bool { return m.Resources[a].AppID < m.Resources[b].AppID })
+	m.DirectoryRoles = normalizeRoles(m.DirectoryRoles)
 }
 
 func (m *Manifest) hash() string {
+	// Without directory roles the hash is the one of a manifest that
+	// predates them: adding the field changed no version.
 	b, err := json.Marshal(struct {
-		Consent   []ConsentGrant
-		Resources []Resource
-	}{m.Consent, m.Resources})
+		Consent        []ConsentGrant
+		Resources      []Resource
+		DirectoryRoles []DirectoryRole `json:",omitempty"`
+	}{m.Consent, m.Resources, m.DirectoryRoles})
 	if err != nil {
 		panic(err) // plain structs of strings always marshal
 	}

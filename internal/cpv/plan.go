@@ -28,7 +28,11 @@ const consentAllPrincipals = "AllPrincipals"
 // grant on the resource, or UpdateGrant of the first grant (lowest id) when
 // its set of scopes differs from the manifest's, then DeleteGrant for every
 // further grant on the resource (duplicates); and in Exact mode
-// RemoveAppRole for assignments of roles the manifest does not list.
+// RemoveAppRole for assignments of roles the manifest does not list; last,
+// the directory roles: AddDirectoryRole for each manifest role the app's
+// service principal lacks, and in Exact mode RemoveDirectoryRole for each
+// role it holds that the manifest does not list (none of either when the
+// manifest lists no directory roles).
 //
 // A resource that is still missing gets only its CreateServicePrincipal: its
 // roles and grants are planned once it exists (plan again). Roles a present
@@ -98,6 +102,7 @@ func Plan(st State, m *Manifest, appID string, opts PlanOptions) []Change {
 			}
 		}
 	}
+	rest = append(rest, planRoles(st, m, opts)...)
 	if len(creates) == 0 && len(rest) == 0 {
 		return nil
 	}

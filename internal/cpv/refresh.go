@@ -24,6 +24,12 @@ type Config struct {
 	Consenter Consenter
 	// Exact also removes role assignments the manifest no longer lists.
 	Exact bool
+	// HomeTenant is the partner's own tenant (optional). It is refreshed
+	// like a customer's, except that the app is never consented there
+	// through Partner Center (the CPV API serves customers only; the app
+	// is at home there, consented by the partner's admin) and a reset is
+	// refused.
+	HomeTenant string
 	// Logger receives one record per refresh and per notable step (nil: discard).
 	Logger *slog.Logger
 	// Now is the clock (nil: time.Now).
@@ -38,6 +44,7 @@ type Engine struct {
 	dir     Directory
 	cons    Consenter
 	popts   PlanOptions
+	home    string
 	log     *slog.Logger
 	now     func() time.Time
 	wantApp int
@@ -82,6 +89,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Consenter == nil {
 		errs = append(errs, errors.New("cpv: engine: consenter is required"))
 	}
+	if cfg.HomeTenant != "" && !cpvtype.IsGUID(cfg.HomeTenant) {
+		errs = append(errs, fmt.Errorf("cpv: engine: home tenant %q is not a GUID", cfg.HomeTenant))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -91,6 +101,7 @@ func New(cfg Config) (*Engine, error) {
 		dir:   cfg.Directory,
 		cons:  cfg.Consenter,
 		popts: PlanOptions{Exact: cfg.Exact},
+		home:  strings.ToLower(cfg.HomeTenant),
 		log:   cfg.Logger,
 		now:   cfg.Now,
 	}
@@ -175,7 +186,11 @@ type changeKey struct {
 }
 
 func keyOf(c Change) changeKey {
-	return changeKey{kind: c.Kind, resource: strings.ToLower(c.ResourceID), role: strings.ToLower(c.AppRoleID)}
+	role := c.AppRoleID
+	if c.Kind == AddDirectoryRole || c.Kind == RemoveDirectoryRole {
+		role = c.RoleTemplateID
+	}
+	return changeKey{kind: c.Kind, resource: strings.ToLower(c.ResourceID), role: strings.ToLower(role)}
 }
 
 // run is the state of one refresh.
@@ -205,6 +220,11 @@ func (r *run) run(ctx context.Context, tenant string) error {
 		return r.dryRun(ctx)
 	}
 	if r.opts.Reset {
+		if r.tenant == r.e.home {
+			return &Error{Op: "reset", Tenant: r.tenant, Class: retry.Permanent, Code: "HomeTenant",
+				Err:    errors.New("a CPV reset does not apply to the partner's own tenant"),
+				Advice: "the app is at home in the partner's tenant, not consented through Partner Center: refresh it instead"}
+		}
 		if err := r.reset(ctx); err != nil {
 			return err
 		}
@@ -295,6 +315,12 @@ func (r *run) consented(ctx context.Context) (State, error) {
 		return State{}, err
 	case err == nil && st.App != nil:
 		return st, nil
+	case r.tenant == r.e.home:
+		// Partner Center consents customers only: the app's service
+		// principal in its own tenant comes from the partner's admin.
+		return State{}, &Error{Op: "read state", Tenant: r.tenant, Class: retry.Permanent, Code: "HomeTenantAppMissing",
+			Err:    errors.Join(errors.New("the app has no usable service principal in the partner's own tenant"), err),
+			Advice: "grant admin consent to the app once in the partner's own tenant (Entra admin center, Enterprise applications)"}
 	}
 	if err := r.guard(ctx); err != nil {
 		return State{}, err
@@ -466,6 +492,9 @@ func (r *run) record(o Outcome) {
 			r.unavailable[strings.ToLower(c.ResourceAppID)] = true
 			r.res.Notices = append(r.res.Notices, fmt.Sprintf("%s (%s) is not available in this tenant (no licence)", r.resourceName(c.ResourceAppID), c.ResourceAppID))
 		}
+		if c.Kind == AddDirectoryRole {
+			r.res.Notices = append(r.res.Notices, fmt.Sprintf("directory role %s (%s) cannot be assigned in this tenant (not available there)", c.Value, c.RoleTemplateID))
+		}
 	default:
 		d = Failed
 		err := o.Err
@@ -504,8 +533,14 @@ func (r *run) detail(c Change, d Verdict, msg string) Detail {
 		}
 	case DeleteServicePrincipal:
 		perm = c.ObjectID
+	case AddDirectoryRole, RemoveDirectoryRole:
+		perm = nonEmpty(c.Value, c.RoleTemplateID)
 	}
-	return Detail{Kind: c.Kind, ResourceAppID: c.ResourceAppID, ResourceName: r.resourceName(c.ResourceAppID), Permission: perm, Outcome: d, Message: msg}
+	name := r.resourceName(c.ResourceAppID)
+	if c.Kind == AddDirectoryRole || c.Kind == RemoveDirectoryRole {
+		name = EntraName
+	}
+	return Detail{Kind: c.Kind, ResourceAppID: c.ResourceAppID, ResourceName: name, Permission: perm, Outcome: d, Message: msg}
 }
 
 func (r *run) resourceName(appID string) string {
@@ -598,7 +633,7 @@ func (r *run) finish(err error) {
 			r.res.Advice = ce.Advice
 		}
 		r.res.Class, r.res.RetryAfter = ClassOf(err)
-	case r.res.AppRoles.Unavailable > 0 || r.res.Delegated.Unavailable > 0 || len(r.unavailable) > 0:
+	case r.res.AppRoles.Unavailable > 0 || r.res.Delegated.Unavailable > 0 || r.res.DirectoryRoles.Unavailable > 0 || len(r.unavailable) > 0:
 		r.res.Status = cpvtype.StatusPartial
 	default:
 		r.res.Status = cpvtype.StatusSucceeded
@@ -610,8 +645,20 @@ func (r *run) finish(err error) {
 func (r *run) tally() {
 	r.res.AppRoles = Counts{Wanted: r.e.wantApp}
 	r.res.Delegated = Counts{Wanted: r.e.wantDel}
+	r.res.DirectoryRoles = Counts{Wanted: len(r.e.m.DirectoryRoles)}
 	if r.final.App == nil && r.final.Resources == nil {
 		return // stopped before the state was known
+	}
+	held := map[string]bool{}
+	for _, m := range r.final.DirectoryRoles {
+		held[strings.ToLower(m.RoleTemplateID)] = true
+	}
+	for _, role := range r.e.m.DirectoryRoles {
+		if held[role.RoleTemplateID] {
+			r.res.DirectoryRoles.AlreadyPresent++
+			continue
+		}
+		r.count(&r.res.DirectoryRoles, r.outcomes[changeKey{kind: AddDirectoryRole, role: role.RoleTemplateID}], 1)
 	}
 	ix := indexState(r.final)
 	for _, res := range r.e.m.Resources {
@@ -679,4 +726,11 @@ func (r *run) count(c *Counts, st Verdict, n int) {
 	case Failed:
 		c.Failed += n
 	}
+}
+
+func nonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

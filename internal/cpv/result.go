@@ -53,7 +53,10 @@ type Result struct {
 	Changes   []Detail `json:"changes,omitempty"`
 	AppRoles  Counts   `json:"appRoles"`
 	Delegated Counts   `json:"delegated"`
-	Notices   []string `json:"notices,omitempty"`
+	// DirectoryRoles tallies the manifest's directory roles (omitted when
+	// the manifest lists none).
+	DirectoryRoles Counts   `json:"directoryRoles,omitzero"`
+	Notices        []string `json:"notices,omitempty"`
 
 	Error     string      `json:"error,omitempty"`
 	ErrorCode string      `json:"errorCode,omitempty"`

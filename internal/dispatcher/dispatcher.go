@@ -93,6 +93,10 @@ type Config struct {
 	// enqueue the tenants already in the table, and relationship webhooks
 	// cannot be resolved and are answered 503).
 	Discovery Relationships
+	// PartnerTenantID is the partner's own tenant: every run records it in
+	// the tenants table (status "partner") and refreshes it like a
+	// customer's, as CIPP does. "" leaves it out.
+	PartnerTenantID string
 
 	// Schedule is a standard 5-field cron expression ("0 0 * * *" when empty).
 	Schedule string
@@ -225,6 +229,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	if cfg.ID == "" {
 		errs = append(errs, errors.New("a replica id is required"))
+	}
+	if cfg.PartnerTenantID != "" && !cpvtype.IsGUID(cfg.PartnerTenantID) {
+		errs = append(errs, fmt.Errorf("partner tenant id %q is not a GUID", cfg.PartnerTenantID))
 	}
 	if cfg.Schedule == "" {
 		cfg.Schedule = "0 0 * * *"

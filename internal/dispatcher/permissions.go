@@ -153,7 +153,7 @@ func (d *Dispatcher) handleListPermissions(w http.ResponseWriter, r *http.Reques
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"version": eff.manifest.Version(), "baseVersion": base.Version(), "followApp": d.cfg.Permissions.FollowApp,
-		"appRoles": roles, "scopes": scopes, "lines": lines,
+		"appRoles": roles, "scopes": scopes, "directoryRoles": len(eff.manifest.DirectoryRoles), "lines": lines,
 	})
 }
 
@@ -173,7 +173,10 @@ func lineID(l cpv.Line, xs []store.Extra) string {
 
 // handleAddPermission serves POST /api/permissions {"resourceAppId",
 // "type": "Role"|"Scope", "permission": id or name}: the permission is
-// checked against what the resource publishes before it is stored.
+// checked against what the resource publishes before it is stored. With
+// "type": "DirectoryRole" (no resourceAppId) the permission is a directory
+// role for the app's service principal, by template id or name, checked
+// against Microsoft's built-in roles.
 func (d *Dispatcher) handleAddPermission(w http.ResponseWriter, r *http.Request, p principal) {
 	body, err := readBody(w, r, d.cfg.MaxBody)
 	if err != nil {
@@ -190,12 +193,24 @@ func (d *Dispatcher) handleAddPermission(w http.ResponseWriter, r *http.Request,
 		return
 	}
 	in.Permission = strings.TrimSpace(in.Permission)
+	if in.Type == cpv.AccessDirectoryRole {
+		role, ok := cpv.LookupRole(in.Permission)
+		if !ok || len(in.Permission) > 200 {
+			writeError(w, http.StatusBadRequest, "unknownRole", fmt.Sprintf("%q is neither the template id nor the name of a Microsoft Entra built-in role", clipText(in.Permission, 80)))
+			return
+		}
+		x := store.Extra{ResourceName: cpv.EntraName, Type: cpv.AccessDirectoryRole, ID: role.RoleTemplateID, Value: role.DisplayName, AddedBy: p.Name}
+		d.changePermissions(w, r, p, http.StatusCreated, x.Key(), func(ctx context.Context) error {
+			return d.cfg.Permissions.Extras.PutExtra(ctx, x)
+		})
+		return
+	}
 	switch {
 	case !cpvtype.IsGUID(in.ResourceAppID):
 		writeError(w, http.StatusBadRequest, "invalidResource", "resourceAppId must be the resource app's id (a GUID)")
 		return
 	case in.Type != cpv.AccessRole && in.Type != cpv.AccessScope:
-		writeError(w, http.StatusBadRequest, "invalidType", `type must be "Role" (application) or "Scope" (delegated)`)
+		writeError(w, http.StatusBadRequest, "invalidType", `type must be "Role" (application), "Scope" (delegated) or "DirectoryRole" (a directory role of the app)`)
 		return
 	case in.Permission == "" || len(in.Permission) > 200:
 		writeError(w, http.StatusBadRequest, "invalidPermission", "permission must be the permission's id or name")
@@ -343,15 +358,21 @@ func (d *Dispatcher) handleListProfiles(w http.ResponseWriter, r *http.Request, 
 		return
 	}
 	type view struct {
-		Name      string          `json:"name"`
-		Resources json.RawMessage `json:"resources"`
-		Tenants   []string        `json:"tenants"`
-		UpdatedBy string          `json:"updatedBy,omitempty"`
-		UpdatedAt time.Time       `json:"updatedAt"`
+		Name           string              `json:"name"`
+		Resources      json.RawMessage     `json:"resources"`
+		DirectoryRoles []cpv.DirectoryRole `json:"directoryRoles"`
+		Tenants        []string            `json:"tenants"`
+		UpdatedBy      string              `json:"updatedBy,omitempty"`
+		UpdatedAt      time.Time           `json:"updatedAt"`
 	}
 	out := make([]view, 0, len(ps))
 	for _, p := range ps {
-		v := view{Name: p.Name, Resources: p.Resources, Tenants: []string{}, UpdatedBy: p.UpdatedBy, UpdatedAt: p.UpdatedAt}
+		v := view{Name: p.Name, Resources: p.Resources, DirectoryRoles: []cpv.DirectoryRole{}, Tenants: []string{}, UpdatedBy: p.UpdatedBy, UpdatedAt: p.UpdatedAt}
+		for _, id := range p.DirectoryRoles {
+			if role, ok := cpv.LookupRole(id); ok {
+				v.DirectoryRoles = append(v.DirectoryRoles, role)
+			}
+		}
 		for t, name := range assigned {
 			if name == p.Name {
 				v.Tenants = append(v.Tenants, t)
@@ -364,8 +385,10 @@ func (d *Dispatcher) handleListProfiles(w http.ResponseWriter, r *http.Request, 
 }
 
 // handlePutProfile serves POST /api/profiles/{name} {"requiredResourceAccess":
-// [...]}: the profile's set, in an app registration's format (ids or names),
-// checked against what each resource publishes before it is stored.
+// [...], "directoryRoles": [template id or name, ...]}: the profile's set,
+// in an app registration's format (ids or names), and the directory roles
+// of the app in its tenants, checked against what each resource publishes
+// and Microsoft's built-in roles before it is stored.
 func (d *Dispatcher) handlePutProfile(w http.ResponseWriter, r *http.Request, p principal) {
 	body, err := readBody(w, r, d.cfg.MaxBody)
 	if err != nil {
@@ -379,6 +402,7 @@ func (d *Dispatcher) handlePutProfile(w http.ResponseWriter, r *http.Request, p 
 	}
 	var in struct {
 		RequiredResourceAccess []cpv.RequiredResourceAccess `json:"requiredResourceAccess"`
+		DirectoryRoles         []string                     `json:"directoryRoles"`
 	}
 	if err := json.Unmarshal(body, &in); err != nil || len(in.RequiredResourceAccess) == 0 {
 		writeError(w, http.StatusBadRequest, "invalidBody", `the body must be JSON: {"requiredResourceAccess": [{"resourceAppId", "resourceAccess": [{"id": id or name, "type": "Role" or "Scope"}]}]}`)
@@ -394,11 +418,22 @@ func (d *Dispatcher) handlePutProfile(w http.ResponseWriter, r *http.Request, p 
 		writeError(w, http.StatusBadRequest, "unknownPermission", strings.ReplaceAll(err.Error(), "cpv: ", ""))
 		return
 	}
+	var roles []cpv.DirectoryRole
+	var roleIDs []string
+	for _, key := range in.DirectoryRoles {
+		role, ok := cpv.LookupRole(key)
+		if !ok {
+			writeError(w, http.StatusBadRequest, "unknownRole", fmt.Sprintf("%q is neither the template id nor the name of a Microsoft Entra built-in role", clipText(key, 80)))
+			return
+		}
+		roles = append(roles, role)
+		roleIDs = append(roleIDs, role.RoleTemplateID)
+	}
 	base := d.cfg.Permissions.Base
 	if base == nil {
 		base = cpv.DefaultManifest()
 	}
-	m, err := cpv.NewManifest(base.Consent, resources)
+	m, err := cpv.NewManifest(base.Consent, resources, roles...)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalidProfile", err.Error())
 		return
@@ -408,14 +443,14 @@ func (d *Dispatcher) handlePutProfile(w http.ResponseWriter, r *http.Request, p 
 		d.unavailable(w, r, err)
 		return
 	}
-	if err := d.cfg.Permissions.Profiles.PutProfile(r.Context(), store.Profile{Name: name, Resources: raw, UpdatedBy: p.Name}); err != nil {
+	if err := d.cfg.Permissions.Profiles.PutProfile(r.Context(), store.Profile{Name: name, Resources: raw, DirectoryRoles: roleIDs, UpdatedBy: p.Name}); err != nil {
 		d.unavailable(w, r, err)
 		return
 	}
 	d.log.InfoContext(r.Context(), "profile saved", "profile", name, "by", p.Name, "version", m.Version())
 	d.record(r, p, store.Activity{Action: ActionProfile, Outcome: OutcomeSucceeded, Detail: "saved " + name + " version " + m.Version()})
-	roles, scopes := m.Counts()
-	writeJSON(w, http.StatusOK, map[string]any{"name": name, "version": m.Version(), "appRoles": roles, "scopes": scopes})
+	appRoles, scopes := m.Counts()
+	writeJSON(w, http.StatusOK, map[string]any{"name": name, "version": m.Version(), "appRoles": appRoles, "scopes": scopes, "directoryRoles": len(m.DirectoryRoles)})
 }
 
 // handleDeleteProfile serves DELETE /api/profiles/{name}.

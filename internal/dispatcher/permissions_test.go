@@ -199,3 +199,75 @@ func TestProfilesAPI(t *testing.T) {
 		t.Errorf("profile's set (-want +got):\n%s", d)
 	}
 }
+
+// TestPermissionsDirectoryRoles adds a directory role for the app as an
+// extra (by name), refuses an unknown role template with a clear message,
+// lists the role among the lines, and saves a profile carrying its own
+// roles.
+func TestPermissionsDirectoryRoles(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 2)
+	ctx := context.Background()
+	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) {
+		c.Permissions = dispatcher.Permissions{Extras: h.store, Publisher: h.disc, Profiles: h.store}
+	})
+	key := "Bearer " + testAPIKey
+	const exchangeAdmin = "29232cdf-9323-42fd-ade2-1d097af3e4de"
+
+	for _, body := range []string{
+		`{"type":"DirectoryRole","permission":"11111111-2222-3333-4444-555555555555"}`,
+		`{"type":"DirectoryRole","permission":"Exchange Overlord"}`,
+	} {
+		w := serve(d, apiRequest("POST", "/api/permissions", key, body))
+		var answer struct {
+			Error struct{ Code, Message string }
+		}
+		decode(t, w, &answer)
+		if w.Code != 400 || answer.Error.Code != "unknownRole" || !strings.Contains(answer.Error.Message, "is neither the template id nor the name of a Microsoft Entra built-in role") {
+			t.Errorf("%s: %d %s", body, w.Code, w.Body)
+		}
+	}
+	if xs, err := h.store.Extras(ctx); err != nil || len(xs) != 0 {
+		t.Fatalf("refused roles were stored: %v %v", xs, err)
+	}
+
+	w := serve(d, apiRequest("POST", "/api/permissions", key, `{"type":"DirectoryRole","permission":"Exchange Administrator"}`))
+	var added struct{ Key, Version string }
+	decode(t, w, &added)
+	if w.Code != 201 || added.Version == cpv.DefaultManifest().Version() {
+		t.Fatalf("add a directory role: %d %s", w.Code, w.Body)
+	}
+	w = serve(d, apiRequest("GET", "/api/permissions", key, ""))
+	var l struct {
+		Version        string
+		DirectoryRoles int
+		Lines          []struct {
+			cpv.Line
+			Key string
+		}
+	}
+	decode(t, w, &l)
+	var found bool
+	for _, line := range l.Lines {
+		if line.Type == cpv.AccessDirectoryRole {
+			found = line.ID == exchangeAdmin && line.Value == "Exchange Administrator" && line.Key == added.Key &&
+				cmp.Equal(line.Sources, []cpv.Source{cpv.SourceExtra})
+		}
+	}
+	if !found || l.DirectoryRoles != 1 || l.Version != added.Version {
+		t.Errorf("listing after adding a role: %s", w.Body)
+	}
+
+	// A profile with roles of its own; an unknown one is refused.
+	set := `"requiredResourceAccess":[{"resourceAppId":"` + cpv.GraphAppID + `","resourceAccess":[{"id":"User.Read.All","type":"Role"}]}]`
+	if w := serve(d, apiRequest("POST", "/api/profiles/readers", key, `{`+set+`,"directoryRoles":["Made Up Role"]}`)); w.Code != 400 || !strings.Contains(w.Body.String(), "Made Up Role") {
+		t.Errorf("profile with an unknown role: %d %s", w.Code, w.Body)
+	}
+	if w := serve(d, apiRequest("POST", "/api/profiles/readers", key, `{`+set+`,"directoryRoles":["Global Reader"]}`)); w.Code != 200 {
+		t.Fatalf("save profile: %d %s", w.Code, w.Body)
+	}
+	ps, err := h.store.Profiles(ctx)
+	if err != nil || len(ps) != 1 || !cmp.Equal(ps[0].DirectoryRoles, []string{"f2ef992c-3afb-46b9-b7cf-a126ee74c451"}) {
+		t.Errorf("stored profiles: %+v %v", ps, err)
+	}
+}

@@ -28,14 +28,19 @@ const statusTerminated = "terminated"
 // relationships does not name: not refreshed by runs until one does.
 const statusNone = "none"
 
+// statusPartner is what the tenants table records for the partner's own
+// tenant: no GDAP relationship, the app at home there.
+const statusPartner = "partner"
+
 // relationshipRank orders statuses: a tenant's row records its best
 // relationship. Ended (terminated, expired) ranks lowest, then not yet
-// usable (created, approval pending, approved, activating), then usable.
+// usable (created, approval pending, approved, activating), then usable
+// (and the partner's own tenant).
 func relationshipRank(status string) int {
 	switch strings.ToLower(status) {
 	case "terminated", "expired":
 		return 0
-	case "active", "expiring", "terminationrequested":
+	case "active", "expiring", "terminationrequested", statusPartner:
 		return 2
 	default:
 		return 1

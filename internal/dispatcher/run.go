@@ -301,8 +301,17 @@ func (d *Dispatcher) enqueueRun(ctx context.Context, lease *runLease, run store.
 	if err := d.checkpoint(ctx, p); err != nil {
 		return fmt.Errorf("dispatcher: run %s: take up: %w", run.ID, err)
 	}
+	resumed := run.Enqueued > 0 || run.Cursor != "" || len(run.Ahead) > 0
+	if !resumed {
+		if err := d.recordPartner(ctx); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("dispatcher: run %s: %w", run.ID, err)
+			}
+			d.log.WarnContext(ctx, "the partner tenant's row not recorded; the run refreshes it if the row is there", "run", run.ID, "error", err)
+		}
+	}
 	switch {
-	case run.Enqueued > 0 || run.Cursor != "" || len(run.Ahead) > 0:
+	case resumed:
 		// The tenants were mirrored before the first send.
 		d.log.InfoContext(ctx, "run resumed from its checkpoint", "run", run.ID, "enqueued", run.Enqueued, "cursor", run.Cursor)
 	case d.cfg.Discovery != nil:
@@ -512,6 +521,36 @@ func runMessage(r store.Run, id string, reason queue.Reason) queue.Message {
 	}
 }
 
+// partnerName is the partner tenant's display name until its row has one.
+const partnerName = "Partner tenant (own)"
+
+// recordPartner makes sure the partner's own tenant has its row in the
+// tenants table with status "partner", so that a run refreshes it once,
+// like a customer tenant, and the tenants list shows it: one point read,
+// and a write only when the row is missing or says otherwise. Mirror never
+// marks it: it has no relationship to vanish.
+func (d *Dispatcher) recordPartner(ctx context.Context) error {
+	id := strings.ToLower(d.cfg.PartnerTenantID)
+	if id == "" {
+		return nil
+	}
+	t, err := d.cfg.Store.GetTenant(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		err = d.cfg.Store.AddTenant(ctx, store.Tenant{ID: id, DisplayName: partnerName, RelationshipStatus: statusPartner})
+	case err != nil:
+	case t.RelationshipStatus != statusPartner:
+		err = d.cfg.Store.UpsertTenant(ctx, store.Tenant{ID: id, DisplayName: cmp.Or(t.DisplayName, partnerName), RelationshipStatus: statusPartner})
+	default:
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("dispatcher: record the partner tenant: %w", err)
+	}
+	d.log.InfoContext(ctx, "partner tenant recorded", "tenant", id)
+	return nil
+}
+
 // Mirror reads the partner's GDAP relationships page by page and records
 // each customer tenant in the tenants table: new tenants and changed
 // relationships are written, unchanged rows cost nothing. A tenant's row
@@ -677,7 +716,7 @@ func (x *mirrorIndex) vanished() []mirrorWrite {
 // internStatus shares the strings of the statuses Graph knows, so the
 // index holds no copy per tenant.
 func internStatus(s string) string {
-	for _, known := range []string{"active", statusTerminated, statusNone, "expired", "expiring", "terminationRequested",
+	for _, known := range []string{"active", statusTerminated, statusNone, statusPartner, "expired", "expiring", "terminationRequested",
 		"approvalPending", "approved", "activating", "created", "terminating"} {
 		if s == known {
 			return known

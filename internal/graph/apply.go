@@ -207,6 +207,37 @@ func (c *Client) changeRequest(ctx context.Context, appSPID string, ch cpv.Chang
 			return nil, err
 		}
 		return c.sdk.Oauth2PermissionGrants().ByOAuth2PermissionGrantId(ch.ObjectID).ToDeleteRequestInformation(ctx, nil)
+
+	case cpv.AddDirectoryRole:
+		// A tenant-wide assignment through the unified role management API,
+		// which needs no activation of the role template first (the
+		// directoryRoles/members/$ref route answers 404 for a template not
+		// yet activated in the tenant). The role definition id of a
+		// built-in role is its template id.
+		if _, err := guid("app service principal id", appSPID); err != nil {
+			return nil, err
+		}
+		if _, err := guid("role template id", ch.RoleTemplateID); err != nil {
+			return nil, err
+		}
+		a := models.NewUnifiedRoleAssignment()
+		principal, role, scope := appSPID, ch.RoleTemplateID, "/"
+		a.SetPrincipalId(&principal)
+		a.SetRoleDefinitionId(&role)
+		a.SetDirectoryScopeId(&scope)
+		return c.sdk.RoleManagement().Directory().RoleAssignments().ToPostRequestInformation(ctx, a, nil)
+
+	case cpv.RemoveDirectoryRole:
+		// The membership read is the directoryRole object's, so it is
+		// removed there; the unified API would need the assignment's id,
+		// which Read does not have.
+		if _, err := guid("app service principal id", appSPID); err != nil {
+			return nil, err
+		}
+		if _, err := guid("directory role id", ch.ObjectID); err != nil {
+			return nil, err
+		}
+		return c.sdk.DirectoryRoles().ByDirectoryRoleId(ch.ObjectID).Members().ByDirectoryObjectId(appSPID).Ref().ToDeleteRequestInformation(ctx, nil)
 	}
 	return nil, fmt.Errorf("unknown change kind %q", ch.Kind)
 }
@@ -230,7 +261,8 @@ func outcome(tenant string, ch cpv.Change, a answer) (o cpv.Outcome, callErr *cp
 		return o, nil
 	}
 	f := a.failure()
-	deleting := ch.Kind == cpv.DeleteServicePrincipal || ch.Kind == cpv.DeleteGrant || ch.Kind == cpv.RemoveAppRole
+	deleting := ch.Kind == cpv.DeleteServicePrincipal || ch.Kind == cpv.DeleteGrant || ch.Kind == cpv.RemoveAppRole ||
+		ch.Kind == cpv.RemoveDirectoryRole
 	switch {
 	case f.status == http.StatusConflict && strings.EqualFold(f.code, codeDuplicate):
 		o.Status = cpv.AlreadyPresent
@@ -240,6 +272,13 @@ func outcome(tenant string, ch cpv.Change, a answer) (o cpv.Outcome, callErr *cp
 		o.Status = cpv.AlreadyPresent
 		return o, nil
 	case f.status == http.StatusBadRequest && ch.Kind == cpv.CreateServicePrincipal && f.hasDetail(codeNoBackingApp):
+		o.Status = cpv.Unavailable
+		return o, nil
+	case f.status == http.StatusBadRequest && ch.Kind == cpv.AddDirectoryRole &&
+		strings.Contains(strings.ToLower(f.message), msgConflictingObject):
+		o.Status = cpv.AlreadyPresent
+		return o, nil
+	case roleUnavailable(ch, f):
 		o.Status = cpv.Unavailable
 		return o, nil
 	case f.status == http.StatusNotFound && deleting:
@@ -265,7 +304,7 @@ func outcome(tenant string, ch cpv.Change, a answer) (o cpv.Outcome, callErr *cp
 // object does not exist (the client or resource of a grant or assignment).
 func vanished(ch cpv.Change, f failure) bool {
 	switch ch.Kind {
-	case cpv.AddAppRole, cpv.CreateGrant, cpv.UpdateGrant:
+	case cpv.AddAppRole, cpv.CreateGrant, cpv.UpdateGrant, cpv.AddDirectoryRole:
 	default:
 		return false
 	}
@@ -274,6 +313,23 @@ func vanished(ch cpv.Change, f failure) bool {
 		return true
 	case http.StatusBadRequest:
 		return strings.Contains(strings.ToLower(f.message), msgNotExist)
+	}
+	return false
+}
+
+// roleUnavailable reports whether a failed AddDirectoryRole says the role
+// cannot be assigned in the tenant: Graph's 404 Request_ResourceNotFound
+// naming the role definition (a built-in role the tenant does not
+// instantiate), or its refusal of an implicit user role (User, Guest User).
+func roleUnavailable(ch cpv.Change, f failure) bool {
+	if ch.Kind != cpv.AddDirectoryRole {
+		return false
+	}
+	msg := strings.ToLower(f.message)
+	switch f.status {
+	case http.StatusNotFound, http.StatusBadRequest:
+		return strings.Contains(msg, msgImplicitRole) ||
+			(strings.Contains(msg, msgNotExist) && strings.Contains(msg, strings.ToLower(ch.RoleTemplateID)))
 	}
 	return false
 }
@@ -304,6 +360,10 @@ func changeOp(ch cpv.Change) string {
 		return "update delegated grant on " + ch.ResourceAppID
 	case cpv.DeleteGrant:
 		return "delete delegated grant on " + ch.ResourceAppID
+	case cpv.AddDirectoryRole:
+		return "add directory role " + nonEmpty(ch.Value, ch.RoleTemplateID)
+	case cpv.RemoveDirectoryRole:
+		return "remove directory role " + nonEmpty(ch.Value, ch.RoleTemplateID)
 	}
 	return "apply " + string(ch.Kind)
 }

@@ -13,6 +13,7 @@
 //	GET /servicePrincipals(appId='A')?$select=id,appId,displayName
 //	GET /servicePrincipals(appId='A')/appRoleAssignments?$top=999&$select=...
 //	GET /servicePrincipals(appId='A')/oauth2PermissionGrants?$select=...
+//	GET /servicePrincipals(appId='A')/memberOf/graph.directoryRole?$select=id,roleTemplateId,displayName
 //	GET /servicePrincipals?$filter=appId in ('r1',...,'r15')&$select=id,appId,displayName,appRoles,oauth2PermissionScopes&$top=999
 //
 // with one filter item per 15 resource apps (Graph's limit for "in"): the
@@ -27,6 +28,22 @@
 // tenant (after consent) takes six write round trips, one for its 8 missing
 // resource service principals and five for its 74 app roles and 12 grants
 // (TestApplyNewTenantRoundTrips); a tenant missing a few roles takes one.
+//
+// Directory roles of the app (cpv.AddDirectoryRole) are assigned with the
+// unified role management API, POST /roleManagement/directory/roleAssignments
+// {principalId, roleDefinitionId: the template id, directoryScopeId: "/"},
+// in the same $batches as the other writes: unlike POST
+// /directoryRoles(roleTemplateId='T')/members/$ref, which answers 404 while
+// the role is not activated in the tenant and so would need a POST
+// /directoryRoles first (a dependent request: another $batch, or dependsOn),
+// it activates the role itself. "A conflicting object ... is present in the
+// directory" (400) means already assigned; 404 naming the role definition
+// (a built-in role the tenant does not instantiate) and "Instantiating an
+// implicit user role is not supported." (400) mean the role cannot be
+// assigned there: Unavailable, a notice. Exact mode removes a role with
+// DELETE /directoryRoles/{id}/members/{app}/$ref, the membership Read saw
+// (the unified API would need the assignment's id, which needs the app's
+// object id: a read that cannot go in the first $batch).
 //
 // The request adapter (authentication provider + kiota adapter, bound to one
 // tenant through entra.ForTenant) is built per call, cheaply and with no I/O

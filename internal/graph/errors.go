@@ -24,6 +24,13 @@ const (
 	// deleted object: "Resource '<id>' does not exist or one of its
 	// queried reference-property objects are not present."
 	msgNotExist = "does not exist"
+	// msgConflictingObject is Graph's answer (400) to a role assignment
+	// that already exists: "A conflicting object with one or more of the
+	// specified property values is present in the directory."
+	msgConflictingObject = "conflicting object"
+	// msgImplicitRole is Graph's refusal (400) of the implicit user roles:
+	// "Instantiating an implicit user role is not supported."
+	msgImplicitRole = "implicit user role"
 )
 
 // failure is a Graph error answer: of a whole request or of one $batch item.

@@ -247,7 +247,8 @@ func TestReadManyResources(t *testing.T) {
 		t.Errorf("state (-want +got):\n%s", diff)
 	}
 	got := m365sim.Counts{Graph: after.Graph - before.Graph, BatchItems: after.BatchItems - before.BatchItems}
-	if diff := cmp.Diff(m365sim.Counts{Graph: 1, BatchItems: 3 + 3}, got); diff != "" {
+	// The app, its assignments, grants and directory roles, and three filters.
+	if diff := cmp.Diff(m365sim.Counts{Graph: 1, BatchItems: 4 + 3}, got); diff != "" {
 		t.Errorf("round trips (-want +got):\n%s", diff)
 	}
 }
@@ -892,4 +893,55 @@ func BenchmarkRead(b *testing.B) {
 	b.ReportMetric(float64(after.Graph-before.Graph)/float64(n), "graph-trips/op")
 	b.ReportMetric(float64(after.Token-before.Token)/float64(n), "token-trips/op")
 	b.ReportMetric(float64(after.BatchItems-before.BatchItems)/float64(n), "batch-items/op")
+}
+
+// TestApplyDirectoryRoles: a role assignment that exists already is
+// AlreadyPresent (Graph's "conflicting object"), a role the tenant cannot
+// instantiate and an implicit user role are Unavailable, a membership
+// removed twice is AlreadyPresent the second time, and Read sees the roles.
+func TestApplyDirectoryRoles(t *testing.T) {
+	t.Parallel()
+	const (
+		globalReader  = "f2ef992c-3afb-46b9-b7cf-a126ee74c451"
+		exchangeAdmin = "29232cdf-9323-42fd-ade2-1d097af3e4de"
+		guestUser     = "10dae51f-b6af-4016-8d66-8c2a99b929b3"
+	)
+	perms := m365sim.DefaultPermissions()
+	perms.DirectoryRoles = []string{globalReader}
+	sim := testenv.Sim(t, m365sim.Options{Seed: 2, Tenants: 2, Mix: map[m365sim.Kind]float64{m365sim.KindCorrect: 1}, Permissions: perms})
+	c := newClient(t, sim, graph.Config{})
+	tenant := tenantOf(t, sim, m365sim.KindCorrect)
+	if err := sim.SetRoleUnavailable(tenant, exchangeAdmin); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := c.Read(ctx, tenant, sim.AppID(), cpv.DefaultManifest().ResourceAppIDs())
+	if err != nil || st.App == nil || len(st.DirectoryRoles) != 1 || st.DirectoryRoles[0].RoleTemplateID != globalReader {
+		t.Fatalf("Read = roles %+v, %v; want the app in Global Reader", st.DirectoryRoles, err)
+	}
+	remove := cpv.Change{Kind: cpv.RemoveDirectoryRole, RoleTemplateID: globalReader, ObjectID: st.DirectoryRoles[0].ID}
+	changes := []cpv.Change{
+		{Kind: cpv.AddDirectoryRole, RoleTemplateID: globalReader, Value: "Global Reader"},
+		{Kind: cpv.AddDirectoryRole, RoleTemplateID: exchangeAdmin, Value: "Exchange Administrator"},
+		{Kind: cpv.AddDirectoryRole, RoleTemplateID: guestUser, Value: "Guest User"},
+		remove,
+	}
+	out, err := c.Apply(ctx, tenant, st.App.ID, changes)
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	var got []cpv.Verdict
+	for _, o := range out {
+		got = append(got, o.Status)
+	}
+	if diff := cmp.Diff([]cpv.Verdict{cpv.AlreadyPresent, cpv.Unavailable, cpv.Unavailable, cpv.Applied}, got); diff != "" {
+		t.Errorf("verdicts (-want +got):\n%s", diff)
+	}
+	out, err = c.Apply(ctx, tenant, st.App.ID, []cpv.Change{remove})
+	if err != nil || out[0].Status != cpv.AlreadyPresent {
+		t.Errorf("removing again: %+v, %v; want AlreadyPresent", out, err)
+	}
+	if st, err := c.Read(ctx, tenant, sim.AppID(), nil); err != nil || len(st.DirectoryRoles) != 0 {
+		t.Errorf("Read after the removal = roles %+v, %v", st.DirectoryRoles, err)
+	}
 }

@@ -69,13 +69,14 @@ func TestReadRequestURLs(t *testing.T) {
 		"https://graph.microsoft.com/v1.0/servicePrincipals(appId='" + app + "')?%24select=id,appId,displayName",
 		"https://graph.microsoft.com/v1.0/servicePrincipals(appId='" + app + "')/appRoleAssignments?%24select=id,principalId,resourceId,appRoleId&%24top=999",
 		"https://graph.microsoft.com/v1.0/servicePrincipals(appId='" + app + "')/oauth2PermissionGrants?%24select=id,clientId,consentType,principalId,resourceId,scope",
+		"https://graph.microsoft.com/v1.0/servicePrincipals(appId='" + app + "')/memberOf/graph.directoryRole?%24select=id,roleTemplateId,displayName",
 		"https://graph.microsoft.com/v1.0/servicePrincipals?%24filter=appId%20in%20" + in15 + "%29&%24select=id,appId,displayName,appRoles,oauth2PermissionScopes&%24top=999",
 		"https://graph.microsoft.com/v1.0/servicePrincipals?%24filter=appId%20in%20%28%2700000003-0000-0000-c000-000000000000%27%29&%24select=id,appId,displayName,appRoles,oauth2PermissionScopes&%24top=999",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("request URLs (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]part{partApp, partAssignments, partGrants, partResources, partResources}, parts); diff != "" {
+	if diff := cmp.Diff([]part{partApp, partAssignments, partGrants, partRoles, partResources, partResources}, parts); diff != "" {
 		t.Errorf("parts (-want +got):\n%s", diff)
 	}
 }

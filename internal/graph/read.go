@@ -25,6 +25,7 @@ const (
 	partAssignments
 	partGrants
 	partResources
+	partRoles
 )
 
 // page is one page of a Graph collection.
@@ -34,10 +35,11 @@ type page[T any] struct {
 }
 
 // Read returns the app's state in tenant with one $batch (see doc.go): the
-// app's service principal by its appId, its app role assignments and
-// delegated grants through the same alternate key, and the resource service
-// principals among resourceAppIDs (15 per "in" filter). App is nil when the
-// app has no service principal in the tenant.
+// app's service principal by its appId, its app role assignments, delegated
+// grants and directory roles (memberOf cast to directoryRole) through the
+// same alternate key, and the resource service principals among
+// resourceAppIDs (15 per "in" filter). App is nil when the app has no
+// service principal in the tenant.
 func (c *Client) Read(ctx context.Context, tenant, appID string, resourceAppIDs []string) (cpv.State, error) {
 	if !cpvtype.IsGUID(tenant) {
 		return cpv.State{}, invalidInput(opRead, "", "tenant id %q is not a GUID", tenant)
@@ -120,7 +122,7 @@ func (c *Client) Read(ctx context.Context, tenant, appID string, resourceAppIDs 
 		}
 	}
 	if appMissing {
-		st.App, st.Assignments, st.Grants = nil, nil, nil
+		st.App, st.Assignments, st.Grants, st.DirectoryRoles = nil, nil, nil, nil
 	} else if st.App == nil {
 		return cpv.State{}, &cpv.Error{Op: opRead, Tenant: tenant, Class: retry.Retryable,
 			Err: fmt.Errorf("graph returned no service principal for app %s", appID)}
@@ -180,6 +182,19 @@ func (c *Client) readRequests(ctx context.Context, appID string, resources []str
 		err = byAppID(info, appID)
 	}
 	if err := add(partGrants, info, err); err != nil {
+		return nil, nil, err
+	}
+
+	info, err = c.sdk.ServicePrincipals().ByServicePrincipalId(appID).MemberOf().GraphDirectoryRole().ToGetRequestInformation(ctx,
+		&serviceprincipals.ItemMemberOfGraphDirectoryRoleRequestBuilderGetRequestConfiguration{
+			QueryParameters: &serviceprincipals.ItemMemberOfGraphDirectoryRoleRequestBuilderGetQueryParameters{
+				Select: []string{"id", "roleTemplateId", "displayName"},
+			},
+		})
+	if err == nil {
+		err = byAppID(info, appID)
+	}
+	if err := add(partRoles, info, err); err != nil {
 		return nil, nil, err
 	}
 
@@ -254,6 +269,13 @@ func addPage(st *cpv.State, p part, a answer) (string, error) {
 			return "", fmt.Errorf("decode delegated grants: %w", err)
 		}
 		st.Grants = append(st.Grants, pg.Value...)
+		return pg.NextLink, nil
+	case partRoles:
+		var pg page[cpv.RoleMembership]
+		if err := decode(a.body, &pg); err != nil {
+			return "", fmt.Errorf("decode directory roles: %w", err)
+		}
+		st.DirectoryRoles = append(st.DirectoryRoles, pg.Value...)
 		return pg.NextLink, nil
 	default:
 		var pg page[cpv.ServicePrincipal]

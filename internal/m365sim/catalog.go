@@ -102,6 +102,11 @@ func newCatalog(want *Permissions, appID, partnerID string) (*catalog, error) {
 		roleByID: map[uuid.UUID]string{}, scopeValues: map[string]bool{},
 		rolesJSON: json.RawMessage("[]"), scopesJSON: json.RawMessage("[]")}
 	c.byAppID[appID] = c.app
+	for i, id := range want.DirectoryRoles {
+		if tmpl := roleTemplateByID[strings.ToLower(id)]; tmpl == nil || tmpl.Implicit {
+			return nil, fmt.Errorf("m365sim: options: permissions: directoryRoles[%d]: %q is not an assignable directory role template", i, id)
+		}
+	}
 	for i, r := range want.Resources {
 		d := c.byAppID[strings.ToLower(r.AppID)]
 		if d == nil || d == c.app {

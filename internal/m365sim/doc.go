@@ -47,7 +47,15 @@
 //     tenantRelationships/delegatedAdminRelationships (partner tenant),
 //     applications(appId='...') (the partner's app registration and its
 //     requiredResourceAccess, partner tenant; AddAppPermission edits it),
-//     organization, and $batch (at most 20 requests, dependsOn, 424 for a
+//     organization, directory roles (directoryRoleTemplates, from Microsoft's
+//     published list in directoryroles.json; directoryRoles: list, activate,
+//     members, members/$ref add and remove, by id or
+//     directoryRoles(roleTemplateId='...'); servicePrincipals/{id}/memberOf
+//     and its directoryRole cast; POST roleManagement/directory/roleAssignments,
+//     tenant-wide, activating the role; SetRoleUnavailable makes a role
+//     404 Request_ResourceNotFound in a tenant, and the implicit user roles
+//     answer "Instantiating an implicit user role is not supported."),
+//     and $batch (at most 20 requests, dependsOn, 424 for a
 //     failed dependency, per-item 429 with Retry-After inside a 200). The
 //     directory a request sees is the one of its token's tid. Request bodies
 //     may be gzip-compressed. RevokeTokens revokes a tenant's tokens issued

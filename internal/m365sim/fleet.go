@@ -67,6 +67,11 @@ type tenant struct {
 	sps      []spObj
 	assigns  []assignObj
 	grants   []grantObj
+	// roles are the directory roles activated in the tenant.
+	roles []*dirRoleObj
+	// unavailableRoles are role templates that cannot be activated here
+	// (SetRoleUnavailable).
+	unavailableRoles map[string]bool
 }
 
 type spObj struct {
@@ -275,6 +280,12 @@ func (s *Sim) buildCorrect(t *tenant, created int64) {
 	t.assigns = make([]assignObj, 0, roles)
 	t.grants = make([]grantObj, 0, len(s.cat.apps)+1)
 	app := t.addSP(s.cat.app)
+	for _, id := range s.want.DirectoryRoles {
+		if tmpl := roleTemplateByID[id]; tmpl != nil {
+			r := t.activateRole(tmpl)
+			r.members = append(r.members, app)
+		}
+	}
 	for _, d := range s.cat.apps {
 		if t.unlicensed && isUnlicensedResource(d.appID) {
 			continue
@@ -431,6 +442,7 @@ func (t *tenant) removeSP(id uuid.UUID) bool {
 		}
 	}
 	t.grants = gs
+	t.removeMember(id)
 	return true
 }
 
@@ -449,6 +461,10 @@ type TenantState struct {
 	ServicePrincipals  []ServicePrincipal  `json:"servicePrincipals"`
 	AppRoleAssignments []AppRoleAssignment `json:"appRoleAssignments"`
 	Grants             []Grant             `json:"oauth2PermissionGrants"`
+	// DirectoryRoles are the directory roles activated in the tenant, with
+	// their members; UnavailableRoles the role templates that cannot be.
+	DirectoryRoles   []DirectoryRoleState `json:"directoryRoles"`
+	UnavailableRoles []string             `json:"unavailableRoles,omitempty"`
 }
 
 // Permission is an app role or a delegated scope as a resource's service
@@ -542,6 +558,15 @@ func (s *Sim) Tenant(id string) (TenantState, bool) {
 	for i := range t.grants {
 		st.Grants = append(st.Grants, t.grants[i].public())
 	}
+	st.DirectoryRoles = make([]DirectoryRoleState, 0, len(t.roles))
+	for _, r := range t.roles {
+		st.DirectoryRoles = append(st.DirectoryRoles, r.public())
+	}
+	sort.Slice(st.DirectoryRoles, func(a, b int) bool { return st.DirectoryRoles[a].RoleTemplateID < st.DirectoryRoles[b].RoleTemplateID })
+	for id := range t.unavailableRoles {
+		st.UnavailableRoles = append(st.UnavailableRoles, id)
+	}
+	sort.Strings(st.UnavailableRoles)
 	sort.Slice(st.ServicePrincipals, func(a, b int) bool { return st.ServicePrincipals[a].ID < st.ServicePrincipals[b].ID })
 	sort.Slice(st.AppRoleAssignments, func(a, b int) bool { return st.AppRoleAssignments[a].ID < st.AppRoleAssignments[b].ID })
 	sort.Slice(st.Grants, func(a, b int) bool { return st.Grants[a].ID < st.Grants[b].ID })
@@ -567,8 +592,9 @@ func (g *grantObj) public() Grant {
 // simulator's own set, Options.Permissions): a missing or duplicated app
 // service principal, missing or duplicated resource service principals,
 // missing or duplicated app role assignments, missing, duplicated or wrong
-// AllPrincipals grants, and a revoked consent. Resources the tenant cannot
-// have (no licence) are not differences. The result is sorted; empty means
+// AllPrincipals grants, directory roles of the set the app's service
+// principal is not a member of, and a revoked consent. Resources the tenant
+// cannot have (no licence) and roles it cannot activate are not differences. The result is sorted; empty means
 // exactly right. An unknown tenant gives one difference saying so.
 func (s *Sim) Conforms(tenantID string, want *Permissions) []string {
 	if want == nil {
@@ -601,6 +627,19 @@ func (s *Sim) Conforms(tenantID string, want *Permissions) []string {
 		return diffs
 	}
 	app := apps[0]
+	for _, id := range want.DirectoryRoles {
+		id = strings.ToLower(id)
+		name := id
+		if tmpl := roleTemplateByID[id]; tmpl != nil {
+			name = tmpl.DisplayName
+		}
+		if t.unavailableRoles[id] {
+			continue
+		}
+		if r := t.roleByTemplate(id); r == nil || !r.hasMember(app) {
+			diffs = append(diffs, fmt.Sprintf("directory role %s (%s): app not a member", name, id))
+		}
+	}
 	for _, r := range want.Resources {
 		appID := strings.ToLower(r.AppID)
 		name, roleValue := appID, map[uuid.UUID]string(nil)

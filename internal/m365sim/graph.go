@@ -224,6 +224,8 @@ func graphLabel(p string) string {
 			b.WriteString("servicePrincipals(appId=)")
 		case strings.HasPrefix(seg, "applications(appId="):
 			b.WriteString("applications(appId=)")
+		case strings.HasPrefix(seg, "directoryRoles(roleTemplateId="):
+			b.WriteString("directoryRoles(roleTemplateId=)")
 		case knownSegments[seg]:
 			b.WriteString(seg)
 		case i > 0 && collections[segs[i-1]]:
@@ -239,11 +241,14 @@ var knownSegments = map[string]bool{
 	"servicePrincipals": true, "appRoleAssignments": true, "appRoleAssignedTo": true, "oauth2PermissionGrants": true,
 	"tenantRelationships": true, "delegatedAdminRelationships": true, "$batch": true, "organization": true,
 	"applications": true, "addPassword": true, "removePassword": true,
+	"memberOf": true, "microsoft.graph.directoryRole": true, "graph.directoryRole": true, "directoryRoles": true, "members": true, "$ref": true,
+	"directoryRoleTemplates": true, "roleManagement": true, "directory": true, "roleAssignments": true,
 }
 
 var collections = map[string]bool{
 	"servicePrincipals": true, "appRoleAssignments": true, "appRoleAssignedTo": true, "oauth2PermissionGrants": true,
 	"delegatedAdminRelationships": true, "organization": true, "applications": true,
+	"directoryRoles": true, "members": true, "roleAssignments": true,
 }
 
 // route dispatches one Graph request (HTTP or $batch item).
@@ -267,6 +272,12 @@ func (s *Sim) route(q *gReq) gRes {
 		return s.routeOrganization(q, segs[1:])
 	case head == "applications" || strings.HasPrefix(head, "applications("):
 		return s.routeApplications(q, segs)
+	case head == "directoryRoles" || strings.HasPrefix(head, "directoryRoles("):
+		return s.routeDirectoryRoles(q, segs)
+	case head == "directoryRoleTemplates":
+		return s.routeRoleTemplates(q, segs[1:])
+	case head == "roleManagement":
+		return s.routeRoleManagement(q, segs[1:])
 	case head == "$batch":
 		return fail(gErr(http.StatusBadRequest, "BadRequest", "Nested batch requests are not supported."))
 	}
@@ -398,6 +409,8 @@ func (s *Sim) routeSP(q *gReq, segs []string) gRes {
 			return methodNotAllowed()
 		}
 		return s.listAssignments(q, func(a *assignObj) bool { return a.resource == sp.id }, "servicePrincipals('"+sp.id.String()+"')/appRoleAssignedTo")
+	case "memberOf":
+		return s.listMemberOf(q, sp, rest[1:])
 	case "oauth2PermissionGrants":
 		if len(rest) > 1 {
 			return fail(gErr(http.StatusBadRequest, "BadRequest", "Resource not found for the segment '"+truncate(rest[1], 100)+"'."))

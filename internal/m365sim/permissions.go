@@ -14,6 +14,9 @@ import (
 // must be one the resource publishes in the simulator's catalog.
 type Permissions struct {
 	Resources []Resource `json:"resources"`
+	// DirectoryRoles are the directory role template ids the app's service
+	// principal is a member of in a correct tenant.
+	DirectoryRoles []string `json:"directoryRoles,omitempty"`
 }
 
 // Resource is one resource app of a permission set.
@@ -64,6 +67,9 @@ func DefaultPermissions() *Permissions {
 // clone returns a deep copy with app and role ids in lower case.
 func (p *Permissions) clone() *Permissions {
 	c := &Permissions{Resources: make([]Resource, len(p.Resources))}
+	for _, id := range p.DirectoryRoles {
+		c.DirectoryRoles = append(c.DirectoryRoles, strings.ToLower(id))
+	}
 	for i, r := range p.Resources {
 		c.Resources[i] = Resource{AppID: strings.ToLower(r.AppID), Scopes: append([]string(nil), r.Scopes...)}
 		for _, id := range r.Roles {

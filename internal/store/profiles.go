@@ -22,8 +22,11 @@ const (
 type Profile struct {
 	Name      string
 	Resources json.RawMessage // the manifest's resources (cpv.Resource list), as JSON
-	UpdatedBy string
-	UpdatedAt time.Time
+	// DirectoryRoles are the template ids of the directory roles the app
+	// holds in the profile's tenants.
+	DirectoryRoles []string
+	UpdatedBy      string
+	UpdatedAt      time.Time
 }
 
 // PutProfile records p, replacing a profile of the same name. One round trip.
@@ -40,6 +43,9 @@ func (s *Store) PutProfile(ctx context.Context, p Profile) error {
 	}
 	pr := props{}
 	pr.str("Resources", string(p.Resources))
+	if len(p.DirectoryRoles) > 0 {
+		pr.str("DirectoryRoles", strings.Join(p.DirectoryRoles, ","))
+	}
 	pr.str("UpdatedBy", p.UpdatedBy)
 	pr.time("UpdatedAt", p.UpdatedAt)
 	b, err := pr.entity(profilePartition, p.Name)
@@ -57,7 +63,11 @@ func (s *Store) Profiles(ctx context.Context) ([]Profile, error) {
 	var out []Profile
 	err := s.each(ctx, s.control, "PartitionKey eq "+odataString(profilePartition), "", 0, func(e aztables.EDMEntity) error {
 		r := row{e}
-		out = append(out, Profile{Name: e.RowKey, Resources: json.RawMessage(r.str("Resources")), UpdatedBy: r.str("UpdatedBy"), UpdatedAt: r.time("UpdatedAt")})
+		p := Profile{Name: e.RowKey, Resources: json.RawMessage(r.str("Resources")), UpdatedBy: r.str("UpdatedBy"), UpdatedAt: r.time("UpdatedAt")}
+		if roles := r.str("DirectoryRoles"); roles != "" {
+			p.DirectoryRoles = strings.Split(roles, ",")
+		}
+		out = append(out, p)
 		return nil
 	})
 	if err != nil {

@@ -81,7 +81,7 @@ func Conforms(t testing.TB, sim *m365sim.Sim, id string) {
 }
 
 // SimPermissions converts a manifest into the simulator's permission set
-// (per resource: app role ids and scope values), for a test whose engine
+// (per resource: app role ids and scope values; the directory roles), for a test whose engine
 // runs m and whose simulator must call the same permissions "correct": pass
 // it as m365sim.Options.Permissions and to Sim.Conforms. The simulator's
 // catalog (what resources publish) does not follow: a manifest id the
@@ -94,6 +94,9 @@ func SimPermissions(m *cpv.Manifest) *m365sim.Permissions {
 			res.Roles = append(res.Roles, role.ID)
 		}
 		p.Resources = append(p.Resources, res)
+	}
+	for _, r := range m.DirectoryRoles {
+		p.DirectoryRoles = append(p.DirectoryRoles, r.RoleTemplateID)
 	}
 	return p
 }

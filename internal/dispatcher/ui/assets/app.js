@@ -1157,7 +1157,8 @@
   function renderPermissionsPage() {
     const token = app.renderToken;
     const resource = h('input', { id: 'perm-resource', name: 'resourceAppId', required: true, value: '00000003-0000-0000-c000-000000000000', size: 38, spellcheck: 'false', autocomplete: 'off' });
-    const type = h('select', { id: 'perm-type', name: 'type' }, h('option', { value: 'Role' }, 'Application (Role)'), h('option', { value: 'Scope' }, 'Delegated (Scope)'));
+    const type = h('select', { id: 'perm-type', name: 'type' }, h('option', { value: 'Role' }, 'Application (Role)'), h('option', { value: 'Scope' }, 'Delegated (Scope)'),
+      h('option', { value: 'DirectoryRole' }, 'Directory role of the app (no resource; role name or template id)'));
     const perm = h('input', { id: 'perm-name', name: 'permission', required: true, placeholder: 'e.g. Directory.Read.All or its id', size: 40, spellcheck: 'false', autocomplete: 'off' });
     const result = h('div', { id: 'perm-result', 'aria-live': 'polite' });
     const form = h('form', { id: 'perm-add', class: 'panel' },
@@ -1214,12 +1215,12 @@
       const p = await api('GET', 'permissions');
       if (token !== app.renderToken || !region) return;
       keepFocus(() => fill(region,
-        h('p', { id: 'perm-summary' }, 'Manifest version ', h('code', {}, p.version), ' · ' + p.appRoles + ' application and ' + p.scopes + ' delegated permissions' + (p.followApp ? ' · following the app registration' : '')),
+        h('p', { id: 'perm-summary' }, 'Manifest version ', h('code', {}, p.version), ' · ' + p.appRoles + ' application and ' + p.scopes + ' delegated permissions · ' + plural(p.directoryRoles || 0, 'directory role') + (p.followApp ? ' · following the app registration' : '')),
         h('div', { class: 'table-wrap' }, h('table', { id: 'perm-table' },
           h('thead', {}, h('tr', {}, ['Resource', 'Type', 'Permission', 'Source', 'Added', ''].map((c) => h('th', { scope: 'col' }, c)))),
           h('tbody', {}, p.lines.map((l) => h('tr', { dataset: { perm: l.value, type: l.type } },
             h('td', {}, l.resourceName || l.resourceAppId),
-            h('td', {}, l.type === 'Role' ? 'Application' : 'Delegated'),
+            h('td', {}, l.type === 'Role' ? 'Application' : l.type === 'DirectoryRole' ? 'Directory role' : 'Delegated'),
             h('td', {}, h('code', {}, l.value)),
             h('td', {}, l.sources.join(', ')),
             h('td', {}, l.addedBy ? l.addedBy + ' · ' + when(l.addedAt) : ''),
