@@ -40,12 +40,39 @@ const MaxPageSize = 300
 // maxGraphErrorBody bounds how much of an error response is read.
 const maxGraphErrorBody = 64 << 10
 
-// Relationship is one GDAP relationship, with the fields the dispatcher uses.
+// Relationship is one GDAP relationship, with the fields the dispatcher
+// and the access checks use.
 type Relationship struct {
 	ID          string   `json:"id"`
 	DisplayName string   `json:"displayName"`
 	Status      string   `json:"status"`
 	Customer    Customer `json:"customer"`
+	// AccessDetails are the Entra roles the relationship grants.
+	AccessDetails AccessDetails `json:"accessDetails"`
+	// EndDateTime is when it ends (unless AutoExtendDuration extends it).
+	EndDateTime *time.Time `json:"endDateTime"`
+	// AutoExtendDuration is an ISO 8601 duration ("P180D"); "PT0S" or ""
+	// when it does not extend itself.
+	AutoExtendDuration string `json:"autoExtendDuration"`
+}
+
+// AccessDetails lists the roles of a relationship or an access assignment.
+type AccessDetails struct {
+	UnifiedRoles []UnifiedRole `json:"unifiedRoles"`
+}
+
+// RoleIDs returns the role definition ids, lower-cased.
+func (a AccessDetails) RoleIDs() []string {
+	out := make([]string, 0, len(a.UnifiedRoles))
+	for _, r := range a.UnifiedRoles {
+		out = append(out, strings.ToLower(r.RoleDefinitionID))
+	}
+	return out
+}
+
+// UnifiedRole is one Entra role (its template id).
+type UnifiedRole struct {
+	RoleDefinitionID string `json:"roleDefinitionId"`
 }
 
 // Customer is the customer side of a GDAP relationship.
