@@ -164,6 +164,7 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Roles == nil {
 		cfg.Roles = CIPPRoleIDs()
 	}
+	cfg.Roles = slices.Clone(cfg.Roles)
 	for i, id := range cfg.Roles {
 		cfg.Roles[i] = strings.ToLower(strings.TrimSpace(id))
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/checks"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
@@ -29,6 +30,8 @@ type TenantView struct {
 	FirstSeen          *time.Time  `json:"firstSeen,omitempty"`
 	UpdatedAt          *time.Time  `json:"updatedAt,omitempty"`
 	Status             *StatusView `json:"status,omitempty"`
+	// Access is the tenant's access check, derived from its status row.
+	Access *checks.Access `json:"access,omitempty"`
 }
 
 // StatusView is a tenant's latest refresh result.
