@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/checks"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
@@ -74,6 +75,8 @@ type stackOptions struct {
 	// webhooks gives the dispatcher Partner Center's webhook registration
 	// API (the simulator's) and its own address as public URL.
 	webhooks bool
+	// checks gives the dispatcher the access checks (over the simulator).
+	checks bool
 }
 
 func newStack(t *testing.T, opts ...stackOptions) *stack {
@@ -146,7 +149,12 @@ func newStack(t *testing.T, opts ...stackOptions) *stack {
 		}
 		webhooks, publicURL = pc, base
 	}
+	var checksCfg *checks.Config
+	if o.checks {
+		checksCfg = &checks.Config{Graph: disc, AppID: sim.AppID(), Group: sim.GDAPGroupID()}
+	}
 	s.disp, err = dispatcher.New(dispatcher.Config{
+		Checks:           checksCfg,
 		Webhooks:         webhooks,
 		PublicURL:        publicURL,
 		WebhookCertHosts: certHosts,
