@@ -84,7 +84,7 @@ type Graph interface {
 	AppConsent(ctx context.Context, appID string) (gdap.AppConsent, error)
 	Published(ctx context.Context, resourceAppIDs []string) ([]cpv.ServicePrincipal, error)
 	Relationships(ctx context.Context, fn func([]gdap.Relationship) error) error
-	AccessAssignments(ctx context.Context, relationshipID string) ([]gdap.AccessAssignment, error)
+	AccessAssignmentsOf(ctx context.Context, relationshipIDs []string) (map[string][]gdap.AccessAssignment, error)
 }
 
 var _ Graph = (*gdap.Client)(nil)

@@ -32,6 +32,51 @@ func (r *Runner) gdap(ctx context.Context) []result {
 	var wg sync.WaitGroup
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The access assignments are read MaxBatch relationships at a time,
+	// up to Concurrency batches in flight.
+	type pendingRel struct {
+		id, name string
+		want     []string
+	}
+	var chunk []pendingRel
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		batch := chunk
+		chunk = nil
+		select {
+		case sem <- struct{}{}:
+		case <-actx.Done():
+			return actx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ids := make([]string, len(batch))
+			for i, p := range batch {
+				ids[i] = p.id
+			}
+			got, err := r.cfg.Graph.AccessAssignmentsOf(actx, ids)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if assignErr == nil {
+					assignErr = err
+					cancel()
+				}
+				return
+			}
+			for _, p := range batch {
+				if gap := r.unassigned(p.want, got[p.id]); len(gap) > 0 {
+					unassignedCount++
+					unassigned = append(unassigned, p.name+": "+strings.Join(gap, ", ")+" not assigned to "+r.groupName())
+				}
+			}
+		}()
+		return nil
+	}
 	err := r.cfg.Graph.Relationships(ctx, func(page []gdap.Relationship) error {
 		for _, rel := range page {
 			if !strings.EqualFold(rel.Status, "active") {
@@ -65,33 +110,18 @@ func (r *Runner) gdap(ctx context.Context) []result {
 			if len(want) == 0 {
 				continue
 			}
-			select {
-			case sem <- struct{}{}:
-			case <-actx.Done():
-				return actx.Err()
+			chunk = append(chunk, pendingRel{id: rel.ID, name: name, want: want})
+			if len(chunk) == gdap.MaxBatch {
+				if err := flush(); err != nil {
+					return err
+				}
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				as, err := r.cfg.Graph.AccessAssignments(actx, rel.ID)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					if assignErr == nil {
-						assignErr = err
-						cancel()
-					}
-					return
-				}
-				if gap := r.unassigned(want, as); len(gap) > 0 {
-					unassignedCount++
-					unassigned = append(unassigned, name+": "+strings.Join(gap, ", ")+" not assigned to "+r.groupName())
-				}
-			}()
 		}
 		return nil
 	})
+	if err == nil {
+		err = flush()
+	}
 	wg.Wait()
 	if assignErr != nil {
 		err = assignErr // the walk stopped because of it

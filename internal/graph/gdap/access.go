@@ -1,10 +1,15 @@
 package gdap
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +18,7 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
+	"github.com/cpvrefresh/cpvrefresh/internal/retry"
 )
 
 // The reads of the access checks: the partner's app registration with its
@@ -118,18 +124,6 @@ func (d *Client) AppConsent(ctx context.Context, appID string) (AppConsent, erro
 	return out, nil
 }
 
-// AccessAssignments reads a relationship's access assignments, every page.
-func (d *Client) AccessAssignments(ctx context.Context, relationshipID string) ([]AccessAssignment, error) {
-	op := "read access assignments of " + relationshipID
-	if !ValidRelationshipID(relationshipID) {
-		return nil, cpv.PermanentError(op, errors.New("not a relationship id"), "")
-	}
-	var out []AccessAssignment
-	u := d.base.String() + relationshipsPath + "/" + url.PathEscape(relationshipID) + "/accessAssignments?$top=" + strconv.Itoa(d.pageSize)
-	err := list(ctx, d, op, u, func(page []AccessAssignment) { out = append(out, page...) })
-	return out, err
-}
-
 // list follows a collection's pages (only to the Graph host), handing
 // each page to fn.
 func list[T any](ctx context.Context, d *Client, op, next string, fn func([]T)) error {
@@ -152,4 +146,128 @@ func list[T any](ctx context.Context, d *Client, op, next string, fn func([]T)) 
 		}
 	}
 	return nil
+}
+
+// MaxBatch is the most requests Graph takes in one $batch.
+const MaxBatch = 20
+
+// AccessAssignmentsOf reads the access assignments of up to MaxBatch
+// relationships in one $batch, by relationship id. Graph answers each item
+// on its own: a throttled or failed item is asked for again (after its
+// Retry-After) in a smaller batch; a relationship with more than a page of
+// assignments has the rest read page by page.
+func (d *Client) AccessAssignmentsOf(ctx context.Context, relationshipIDs []string) (map[string][]AccessAssignment, error) {
+	const op = "read access assignments"
+	if len(relationshipIDs) > MaxBatch {
+		return nil, cpv.PermanentError(op, fmt.Errorf("%d relationships, at most %d", len(relationshipIDs), MaxBatch), "")
+	}
+	for _, id := range relationshipIDs {
+		if !ValidRelationshipID(id) {
+			return nil, cpv.PermanentError(op, errors.New("not a relationship id: "+id), "")
+		}
+	}
+	out := make(map[string][]AccessAssignment, len(relationshipIDs))
+	pending := slices.Clone(relationshipIDs)
+	for attempt := 1; len(pending) > 0; attempt++ {
+		type item struct {
+			ID     string `json:"id"`
+			Method string `json:"method"`
+			URL    string `json:"url"`
+		}
+		var in struct {
+			Requests []item `json:"requests"`
+		}
+		for i, id := range pending {
+			in.Requests = append(in.Requests, item{ID: strconv.Itoa(i), Method: http.MethodGet,
+				URL: relationshipsPath + "/" + url.PathEscape(id) + "/accessAssignments?$top=" + strconv.Itoa(d.pageSize)})
+		}
+		body, err := json.Marshal(in)
+		if err != nil {
+			return nil, cpv.PermanentError(op, err, "")
+		}
+		resp, err := d.send(ctx, op, http.MethodPost, d.base.String()+"/$batch", body)
+		if err != nil {
+			return nil, err
+		}
+		var answer struct {
+			Responses []struct {
+				ID      string            `json:"id"`
+				Status  int               `json:"status"`
+				Headers map[string]string `json:"headers"`
+				Body    json.RawMessage   `json:"body"`
+			} `json:"responses"`
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&answer)
+		drain(resp.Body)
+		if err != nil {
+			return nil, decodeError(op, err)
+		}
+		var again []string
+		var wait time.Duration
+		var last error
+		answered := map[int]bool{}
+		for _, r := range answer.Responses {
+			i, err := strconv.Atoi(r.ID)
+			if err != nil || i < 0 || i >= len(pending) || answered[i] {
+				return nil, decodeError(op, errors.New("a $batch answer names an unknown request"))
+			}
+			answered[i] = true
+			rel := pending[i]
+			if r.Status == http.StatusOK {
+				var page struct {
+					Value    []AccessAssignment `json:"value"`
+					NextLink string             `json:"@odata.nextLink"`
+				}
+				if err := json.Unmarshal(r.Body, &page); err != nil {
+					return nil, decodeError(op, err)
+				}
+				as := page.Value
+				if page.NextLink != "" {
+					u, err := url.Parse(page.NextLink)
+					if err != nil || !sameOrigin(u, d.base) {
+						return nil, cpv.PermanentError(op, errors.New("a next link leaves the Graph host"), "")
+					}
+					if err := list(ctx, d, op, page.NextLink, func(p []AccessAssignment) { as = append(as, p...) }); err != nil {
+						return nil, err
+					}
+				}
+				out[rel] = as
+				continue
+			}
+			if r.Status == http.StatusNotFound {
+				out[rel] = nil // the relationship is gone since it was listed
+				continue
+			}
+			h := http.Header{}
+			for k, v := range r.Headers {
+				h.Set(k, v)
+			}
+			e := graphError(op+" of "+rel, &http.Response{StatusCode: r.Status, Header: h, Body: io.NopCloser(bytes.NewReader(r.Body))})
+			class, after := cpv.ClassOf(e)
+			if class == retry.Permanent {
+				return nil, e
+			}
+			again, wait, last = append(again, rel), max(wait, after), e
+		}
+		for i, rel := range pending {
+			if !answered[i] {
+				again = append(again, rel)
+			}
+		}
+		if len(again) == 0 {
+			break
+		}
+		if last == nil {
+			last = decodeError(op, errors.New("a $batch answer left requests out"))
+		}
+		wait = max(wait, backoff.Delay(attempt))
+		if attempt >= attempts || wait > maxWait {
+			return nil, last
+		}
+		if err := retry.Wait(ctx, wait); err != nil {
+			return nil, fmt.Errorf("gdap: %s: %w", op, err)
+		}
+		pending = again
+	}
+	return out, nil
 }

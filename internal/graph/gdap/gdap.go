@@ -7,6 +7,7 @@
 package gdap
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -240,8 +241,13 @@ const (
 var backoff = retry.Backoff{Base: time.Second, Max: 8 * time.Second}
 
 func (d *Client) get(ctx context.Context, op, u string) (*http.Response, error) {
+	return d.send(ctx, op, http.MethodGet, u, nil)
+}
+
+// send is get for any method, with a JSON body (nil for none).
+func (d *Client) send(ctx context.Context, op, method, u string, body []byte) (*http.Response, error) {
 	for attempt := 1; ; attempt++ {
-		resp, err := d.getOnce(ctx, op, u)
+		resp, err := d.sendOnce(ctx, op, method, u, body)
 		if err == nil {
 			return resp, nil
 		}
@@ -259,17 +265,24 @@ func (d *Client) get(ctx context.Context, op, u string) (*http.Response, error) 
 	}
 }
 
-func (d *Client) getOnce(ctx context.Context, op, u string) (*http.Response, error) {
+func (d *Client) sendOnce(ctx context.Context, op, method, u string, body []byte) (*http.Response, error) {
 	tok, err := d.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{GraphScope}})
 	if err != nil {
 		return nil, fmt.Errorf("gdap: %s: partner token: %w", op, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
 		return nil, cpv.PermanentError(op, err, "")
 	}
 	req.Header.Set("Authorization", "Bearer "+tok.Token)
 	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := d.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
