@@ -34,13 +34,14 @@ type world struct {
 	runner *checks.Runner
 }
 
-func newWorld(t testing.TB, opts m365sim.Options, mod func(*checks.Config)) *world {
+// newWorld reads relationships pageSize at a time (Graph's most when 0).
+func newWorld(t testing.TB, opts m365sim.Options, pageSize int, mod func(*checks.Config)) *world {
 	t.Helper()
 	ctx := context.Background()
 	sim := testenv.Sim(t, opts)
 	cred := rig.Credential(t, sim, sim.HTTPClient())
 	g, err := gdap.New(gdap.Config{GraphURL: sim.GraphURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: cred,
-		HTTPClient: sim.HTTPClient(), PageSize: 7})
+		HTTPClient: sim.HTTPClient(), PageSize: pageSize})
 	if err != nil {
 		t.Fatalf("gdap.New: %v", err)
 	}
@@ -151,7 +152,7 @@ func TestBreakingAccessTurnsExactlyItsCheckRed(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			w := newWorld(t, m365sim.Options{Seed: 31, Tenants: 12, Mix: testenv.EveryKind}, nil)
+			w := newWorld(t, m365sim.Options{Seed: 31, Tenants: 12, Mix: testenv.EveryKind}, 7, nil)
 			before := w.run(t)
 			if diff := cmp.Diff(allOK(), statuses(before)); diff != "" {
 				t.Fatalf("before the change (-want +got):\n%s\n%+v", diff, before)
@@ -206,7 +207,7 @@ func activeRelationship(t *testing.T, sim *m365sim.Sim) string {
 // differs), the GDAP ones over several pages of relationships.
 func TestChecksAreStableBetweenRuns(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, m365sim.Options{Seed: 8, Tenants: 40}, nil)
+	w := newWorld(t, m365sim.Options{Seed: 8, Tenants: 40}, 7, nil)
 	ctx := context.Background()
 	// Some tenants with a status row, two of them failing.
 	for i, ft := range w.sim.Fleet()[:5] {

@@ -106,7 +106,7 @@ func (d *Dispatcher) RunChecks(ctx context.Context) {
 		case err != nil:
 			d.log.WarnContext(ctx, "access checks: results not read; retrying", "error", err)
 		case due:
-			if _, err := d.runChecks(ctx); err != nil && !errors.Is(err, errChecksHeld) && ctx.Err() == nil {
+			if err := d.runScheduledChecks(ctx); err != nil && !errors.Is(err, errChecksHeld) && ctx.Err() == nil {
 				d.log.ErrorContext(ctx, "access checks failed; retrying", "error", err)
 			}
 		}
@@ -135,12 +135,20 @@ func (d *Dispatcher) checksDue(ctx context.Context) (bool, error) {
 	return last.IsZero() || d.now().Sub(last) >= d.cfg.ChecksInterval, nil
 }
 
-// runChecks runs the checks once under the lease.
-func (d *Dispatcher) runChecks(ctx context.Context) ([]store.Check, error) {
+// runScheduledChecks runs the checks under the lease if they are still
+// due once it is held (another replica may have run them meanwhile).
+func (d *Dispatcher) runScheduledChecks(ctx context.Context) error {
 	if err := d.takeChecks(ctx); err != nil {
-		return nil, err
+		return err
 	}
-	return d.runChecksHeld(ctx)
+	due, err := d.checksDue(ctx)
+	if err != nil || !due {
+		d.releaseChecksLease(ctx)
+		d.checksBusy.Store(false)
+		return err
+	}
+	_, err = d.runChecksHeld(ctx)
+	return err
 }
 
 // takeChecks marks the checks running on this replica and takes the
@@ -170,7 +178,7 @@ func (d *Dispatcher) runChecksHeld(ctx context.Context) ([]store.Check, error) {
 	lctx, cancel := context.WithTimeout(ctx, checksLeaseTTL)
 	defer cancel()
 	start := d.now()
-	id := "checks-" + start.UTC().Format("20060102T150405Z")
+	id := "checks-" + start.UTC().Format("20060102T150405Z") + "-" + d.cfg.ID
 	cs, err := d.checks.Run(lctx, id)
 	if err != nil {
 		return nil, err

@@ -142,3 +142,65 @@ func TestTenantListingAccess(t *testing.T) {
 		t.Errorf("access=bogus: %d, want 400", w.Code)
 	}
 }
+
+// Scheduled checks run once per interval across replicas: two schedulers
+// share the lease, the rows say when they ran, and neither runs them again
+// until the interval has passed on the clock.
+func TestScheduledChecksRunOncePerInterval(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 6)
+	clk := testenv.NewClock(time.Now())
+	cfg := func(c *dispatcher.Config) {
+		c.Checks = &checks.Config{Graph: h.disc, AppID: h.sim.AppID(), Group: h.sim.GDAPGroupID()}
+		c.Now, c.Recheck = clk.Now, 20*time.Millisecond
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	for _, id := range []string{"replica-a", "replica-b"} {
+		d := h.dispatcher(t, id, cfg)
+		go func() { d.RunChecks(ctx); done <- struct{}{} }()
+	}
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	runs := func() map[string]bool {
+		cs, err := h.store.Checks(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, c := range cs {
+			out[c.RunID] = true
+		}
+		return out
+	}
+	testenv.Eventually(t, 30*time.Second, "the first run", func() error {
+		if len(runs()) == 0 {
+			return errors.New("no rows")
+		}
+		return nil
+	})
+	first := runs()
+	// Many rechecks later (on the wall clock) nothing has run again.
+	time.Sleep(300 * time.Millisecond)
+	if got := runs(); len(got) != 1 || !mapsEqual(got, first) {
+		t.Fatalf("runs %v, want the one run %v", got, first)
+	}
+	clk.Add(dispatcher.DefaultChecksInterval + time.Minute)
+	testenv.Eventually(t, 30*time.Second, "the next day's run", func() error {
+		if got := runs(); mapsEqual(got, first) || len(got) != 1 {
+			return fmt.Errorf("runs %v", got)
+		}
+		return nil
+	})
+}
+
+func mapsEqual(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
