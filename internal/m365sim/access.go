@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -220,3 +221,55 @@ func (s *Sim) appRequiredSorted() []RequiredAccess {
 
 // AppRequiredAccess lists what the partner's app registration declares.
 func (s *Sim) AppRequiredAccess() []RequiredAccess { return s.appRequiredSorted() }
+
+// serveAccessControl serves POST /_sim/access/{control} with a JSON body,
+// the access checks' breaks and their repairs for a running stack:
+//
+//	app-permission-remove, app-permission-add  {"resourceAppId", "type", "value"}
+//	relationship-role-remove, relationship-role-add  {"relationshipId", "roleId"}
+//	password-end  {"keyId", "endDateTime"}
+//	webhook-registration  {"webhookUrl", "webhookEvents"} (an empty URL removes it)
+func (s *Sim) serveAccessControl(w http.ResponseWriter, r *http.Request, control string) {
+	raw, err := readBody(r)
+	if err != nil {
+		simError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var in struct {
+		ResourceAppID  string    `json:"resourceAppId"`
+		Type           string    `json:"type"`
+		Value          string    `json:"value"`
+		RelationshipID string    `json:"relationshipId"`
+		RoleID         string    `json:"roleId"`
+		KeyID          string    `json:"keyId"`
+		EndDateTime    time.Time `json:"endDateTime"`
+		WebhookURL     string    `json:"webhookUrl"`
+		WebhookEvents  []string  `json:"webhookEvents"`
+	}
+	if err := decodeObject(raw, &in); err != nil {
+		simError(w, http.StatusBadRequest, "access: "+err.Error())
+		return
+	}
+	switch control {
+	case "app-permission-remove":
+		err = s.RemoveAppPermission(in.ResourceAppID, in.Type, in.Value)
+	case "app-permission-add":
+		err = s.AddAppPermission(in.ResourceAppID, in.Type, in.Value)
+	case "relationship-role-remove":
+		err = s.RemoveRelationshipRole(in.RelationshipID, in.RoleID)
+	case "relationship-role-add":
+		err = s.AddRelationshipRole(in.RelationshipID, in.RoleID)
+	case "password-end":
+		err = s.SetAppPasswordEnd(in.KeyID, in.EndDateTime)
+	case "webhook-registration":
+		s.SetWebhookRegistration(in.WebhookURL, in.WebhookEvents)
+	default:
+		simError(w, http.StatusNotFound, "no such access control")
+		return
+	}
+	if err != nil {
+		simError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

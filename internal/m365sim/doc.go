@@ -44,9 +44,14 @@
 //     key servicePrincipals(appId='...'), list with $filter appId eq/in,
 //     $select, $top and absolute @odata.nextLink paging, create, delete),
 //     appRoleAssignments and appRoleAssignedTo, oauth2PermissionGrants,
-//     tenantRelationships/delegatedAdminRelationships (partner tenant),
+//     tenantRelationships/delegatedAdminRelationships (partner tenant; each
+//     grants the roles CIPP recommends, GDAPRoles, and has one active access
+//     assignment, .../{id}/accessAssignments, giving them to GDAPGroupID;
+//     RemoveRelationshipRole and AddRelationshipRole change both),
 //     applications(appId='...') (the partner's app registration and its
-//     requiredResourceAccess, partner tenant; AddAppPermission edits it),
+//     requiredResourceAccess, partner tenant; AddAppPermission and
+//     RemoveAppPermission edit it; the partner tenant's app service principal
+//     holds admin consent to the permission set),
 //     organization, and $batch (at most 20 requests, dependsOn, 424 for a
 //     failed dependency, per-item 429 with Retry-After inside a 200). The
 //     directory a request sees is the one of its token's tid. Request bodies
@@ -64,7 +69,7 @@
 //   - The partner's app registration at /v1.0/applications/{id} and
 //     /v1.0/applications(appId='...') (partner tenant only): its
 //     passwordCredentials, addPassword (the secret text returned once) and
-//     removePassword. The token endpoint accepts a client secret only while
+//     removePassword; SetAppPasswordEnd moves a secret's expiry. The token endpoint accepts a client secret only while
 //     the app holds it unexpired (AADSTS7000215 otherwise, 7000222 expired).
 //   - Key Vault's secrets API at /secrets (VaultURL): set, get latest or a
 //     version, update tags and attributes, list secrets and versions (paged
@@ -78,7 +83,8 @@
 //   - Inspection at /_sim/... (no authentication, JSON): fleet, tenants/{id},
 //     conforms/{id} (against the simulator's permission set), stats, stats/reset,
 //     faults (GET, POST merges), failnext, revoke/{id} (POST: RevokeTokens),
-//     onboard, config (without
+//     onboard, access/... (POST: the access checks' breaks, see
+//     serveAccessControl), config (without
 //     credentials), ca.pem and the webhook certificate.
 //
 // # The fleet
