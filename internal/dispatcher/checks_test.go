@@ -137,6 +137,13 @@ func TestTenantListingAccess(t *testing.T) {
 		t.Errorf("access=fail listing: %+v", page)
 	}
 	w = httptest.NewRecorder()
+	d.Handler().ServeHTTP(w, apiRequest(http.MethodGet, "/api/tenants/"+fleet[0].ID, "Bearer "+testReaderKey, ""))
+	var one dispatcher.TenantView
+	decode(t, w, &one)
+	if one.Access == nil || one.Access.Status != checks.Fail {
+		t.Errorf("GET /api/tenants/{id} access: %+v", one.Access)
+	}
+	w = httptest.NewRecorder()
 	d.Handler().ServeHTTP(w, apiRequest(http.MethodGet, "/api/tenants?access=bogus&limit=10", "Bearer "+testReaderKey, ""))
 	if w.Code != http.StatusBadRequest {
 		t.Errorf("access=bogus: %d, want 400", w.Code)

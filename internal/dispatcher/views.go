@@ -196,6 +196,11 @@ func (d *Dispatcher) handleGetTenant(w http.ResponseWriter, r *http.Request, _ p
 	default:
 		v.Status = statusView(st)
 	}
+	a := checks.Access{Status: checks.Unknown}
+	if v.Status != nil {
+		a = checks.AccessOf(st)
+	}
+	v.Access = &a
 	if !v.Known && v.Status == nil {
 		writeError(w, http.StatusNotFound, "tenantNotFound", "no such tenant")
 		return
