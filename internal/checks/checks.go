@@ -281,20 +281,6 @@ func clipLine(s string) string {
 	return s[:cut] + "…"
 }
 
-// worst is the most severe of the statuses.
-func worst(statuses ...string) string {
-	out := OK
-	for _, s := range statuses {
-		switch {
-		case s == Fail:
-			return Fail
-		case s == Warn:
-			out = Warn
-		}
-	}
-	return out
-}
-
 // days formats a duration in whole days.
 func days(d time.Duration) string {
 	n := int(d.Round(time.Hour).Hours() / 24)
