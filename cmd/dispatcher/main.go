@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/checks"
 	"github.com/cpvrefresh/cpvrefresh/internal/cli"
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
@@ -224,6 +225,8 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		Notifications:       notifier,
 		Permissions: dispatcher.Permissions{Base: base, Extras: st, Publisher: disc,
 			FollowApp: cfg.FollowApp, AppID: cfg.ClientID, Run: cfg.PermissionsRun, Profiles: st},
+		Checks:         checksConfig(cfg, disc, kv),
+		ChecksInterval: cfg.CheckInterval,
 	})
 	if err != nil {
 		return cli.Invalid(err)
@@ -265,6 +268,7 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		}
 	}()
 	wg.Go(func() { d.RunRotation(ctx) })
+	wg.Go(func() { d.RunChecks(ctx) })
 	wg.Go(func() { notifier.Run(ctx) })
 	if len(listeners) > 1 {
 		log.Info("metrics listening", "addr", listeners[1].Addr().String())
@@ -300,6 +304,23 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		log.Warn("bulk runs cancelled at shutdown; they will be resumed", "error", err)
 	}
 	return failure
+}
+
+// checksConfig configures the access checks; the dispatcher adds its store,
+// manifest, webhook and Partner Center client.
+func checksConfig(cfg *config.Dispatcher, disc *gdap.Client, kv *vault.Store) *checks.Config {
+	c := &checks.Config{
+		Graph: disc, AppID: cfg.ClientID, Roles: cfg.CheckGDAPRoles, Group: cfg.CheckGDAPGroup,
+		CredentialWarn:   time.Duration(cfg.CheckCredentialWarn) * 24 * time.Hour,
+		CredentialFail:   time.Duration(cfg.CheckCredentialFail) * 24 * time.Hour,
+		RelationshipWarn: time.Duration(cfg.CheckRelationWarn) * 24 * time.Hour,
+	}
+	// A secret's first three characters are what Graph shows of it (its
+	// hint): they tell which of the app's secrets is the one in use.
+	if cfg.AuthMode == entra.ModeSecret && kv == nil && len(cfg.ClientSecret) > 3 {
+		c.SecretHint = cfg.ClientSecret[:3]
+	}
+	return c
 }
 
 // newServer is an HTTP server with the daemon's timeouts.

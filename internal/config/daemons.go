@@ -110,6 +110,12 @@ type Dispatcher struct {
 	CertRenewBefore     time.Duration `env:"CPV_CERTIFICATE_RENEW_BEFORE" default:"720h" help:"the rotation renews the app's certificate when it expires within this (mode certificate with CPV_KEY_VAULT_URL; 30 days, as CIPP)"`
 	CertLifetime        time.Duration `env:"CPV_CERTIFICATE_LIFETIME" default:"8760h" help:"validity of a certificate the rotation makes (self-signed, RSA 2048)"`
 	PermissionsRun      bool          `env:"CPV_PERMISSIONS_RUN" default:"true" help:"enqueue a refresh of every tenant when a change of the extra permissions makes a new effective manifest"`
+	CheckInterval       time.Duration `env:"CPV_CHECK_INTERVAL" default:"24h" help:"how often the access checks run (one replica runs them; also on demand from the Access page)"`
+	CheckCredentialWarn int           `env:"CPV_CHECK_CREDENTIAL_WARN_DAYS" default:"30" help:"the credential check warns when the app's secret or certificate expires within this many days"`
+	CheckCredentialFail int           `env:"CPV_CHECK_CREDENTIAL_FAIL_DAYS" default:"14" help:"the credential check fails when it expires within this many days (or has expired)"`
+	CheckRelationWarn   int           `env:"CPV_CHECK_RELATIONSHIP_WARN_DAYS" default:"30" help:"the GDAP check warns when an active relationship that does not auto-extend ends within this many days"`
+	CheckGDAPRoles      []string      `env:"CPV_CHECK_GDAP_ROLES" help:"role template ids every active GDAP relationship must grant (comma-separated; empty: the roles CIPP recommends)"`
+	CheckGDAPGroup      string        `env:"CPV_CHECK_GDAP_GROUP" help:"object id of the partner security group the relationships' access assignments must give the roles to (empty: any group)"`
 	NotifyURLs          string        `env:"CPV_NOTIFY_URLS" secret:"true" help:"shoutrrr URLs (teams://, slack://, smtp://, generic://, ...) told when tenants newly fail or recover, separated by spaces (a URL may contain commas); empty: no notifications"`
 	NotifyInterval      time.Duration `env:"CPV_NOTIFY_INTERVAL" default:"1m" help:"how often the status rows are compared with what was last notified; all changes found at once go out as one digest"`
 	NotifyMaxLines      int           `env:"CPV_NOTIFY_MAX_LINES" default:"100" help:"tenants listed in one digest; the rest are counted"`
@@ -289,6 +295,23 @@ func (d *Dispatcher) Validate() error {
 	}
 	if d.NotifyMaxLines < 1 || d.NotifyMaxLines > 1000 {
 		errs = append(errs, fmt.Errorf("CPV_NOTIFY_MAX_LINES %d: want 1..1000", d.NotifyMaxLines))
+	}
+	if d.CheckInterval < time.Minute || d.CheckInterval > 30*24*time.Hour {
+		errs = append(errs, fmt.Errorf("CPV_CHECK_INTERVAL %s: want 1m..720h", d.CheckInterval))
+	}
+	if d.CheckCredentialFail < 1 || d.CheckCredentialWarn < d.CheckCredentialFail || d.CheckCredentialWarn > 3650 {
+		errs = append(errs, fmt.Errorf("CPV_CHECK_CREDENTIAL_WARN_DAYS %d / CPV_CHECK_CREDENTIAL_FAIL_DAYS %d: want 1 <= fail <= warn <= 3650", d.CheckCredentialWarn, d.CheckCredentialFail))
+	}
+	if d.CheckRelationWarn < 1 || d.CheckRelationWarn > 3650 {
+		errs = append(errs, fmt.Errorf("CPV_CHECK_RELATIONSHIP_WARN_DAYS %d: want 1..3650", d.CheckRelationWarn))
+	}
+	for _, id := range d.CheckGDAPRoles {
+		if !cpvtype.IsGUID(id) {
+			errs = append(errs, fmt.Errorf("CPV_CHECK_GDAP_ROLES: %q is not a role template id (a GUID)", id))
+		}
+	}
+	if d.CheckGDAPGroup != "" && !cpvtype.IsGUID(d.CheckGDAPGroup) {
+		errs = append(errs, fmt.Errorf("CPV_CHECK_GDAP_GROUP %q: want the group's object id (a GUID)", d.CheckGDAPGroup))
 	}
 	if d.MaxBody < 1024 || d.MaxBody > 4<<20 {
 		errs = append(errs, fmt.Errorf("CPV_MAX_BODY %d: want 1024..4194304", d.MaxBody))

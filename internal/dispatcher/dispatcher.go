@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/checks"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -75,6 +76,7 @@ type Store interface {
 	Sessions
 	Events
 	Retention
+	CheckResults
 }
 
 // Retention deletes rows past the retention period.
@@ -170,6 +172,12 @@ type Config struct {
 	// Notifications are the notification URLs of the Settings page
 	// (/api/notify); nil answers those routes with 503.
 	Notifications Notifications
+	// Checks configures the access checks (its Graph, Partner, AppID and
+	// thresholds; the dispatcher fills in the store, the manifest and its
+	// webhook); nil leaves them out. ChecksInterval is how often they run
+	// (24h when 0).
+	Checks         *checks.Config
+	ChecksInterval time.Duration
 
 	// Permissions configures the permission set API (/api/permissions);
 	// its Extras nil leaves the API out.
@@ -203,6 +211,10 @@ type Dispatcher struct {
 	ready    readiness
 	creds    *credentials
 	fleet    fleetIndex // what GET /api/tenants lists
+
+	checks      *checks.Runner // nil without Config.Checks
+	checkStatus *prometheus.GaugeVec
+	checksBusy  atomic.Bool // the checks run on this replica now
 
 	// base is cancelled by Close; background work (bulk runs) runs under it.
 	base   context.Context
@@ -278,7 +290,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if _, err := path.Match(cfg.WebhookCertPath, "/"); err != nil || !strings.HasPrefix(cfg.WebhookCertPath, "/") {
 		errs = append(errs, fmt.Errorf("webhook certificate path %q: want a path pattern such as %s", cfg.WebhookCertPath, DefaultWebhookCertPath))
 	}
-	if cfg.CatchUp < 0 || cfg.WebhookMaxAge < 0 || cfg.PropagationDelay < 0 || cfg.BatchSize < 0 || cfg.MaxBody < 0 || cfg.LeaseTTL < 0 || cfg.Recheck < 0 {
+	if cfg.CatchUp < 0 || cfg.ChecksInterval < 0 || cfg.WebhookMaxAge < 0 || cfg.PropagationDelay < 0 || cfg.BatchSize < 0 || cfg.MaxBody < 0 || cfg.LeaseTTL < 0 || cfg.Recheck < 0 {
 		errs = append(errs, errors.New("durations and sizes must not be negative"))
 	}
 	for _, h := range cfg.WebhookCertHosts {
@@ -327,6 +339,10 @@ func New(cfg Config) (*Dispatcher, error) {
 		return nil, fmt.Errorf("dispatcher: metrics: %w", err)
 	}
 	if err := d.initCredentials(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("dispatcher: %w", err)
+	}
+	if err := d.initChecks(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}

@@ -109,6 +109,8 @@ func (d *Dispatcher) routes() http.Handler {
 	d.api(mux, "/api/webhook/registration", admin(get(d.handleGetRegistration)), admin(post(d.handleRegister)))
 	d.api(mux, "/api/webhook/test", admin(post(d.handleWebhookTest)))
 	d.notifyRoutes(mux)
+	d.api(mux, "/api/checks", get(d.handleListChecks))
+	d.api(mux, "/api/checks/run", post(d.handleRunChecks))
 	// The CIPP front end's shapes. It sends POST; a GET (a link followed, a
 	// prefetch) must not enqueue, so it is answered 405.
 	d.api(mux, "/api/ExecCPVPermissions", post(d.handleCIPPPermissions))

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/checks"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
@@ -69,6 +70,7 @@ type listRow struct {
 	hasStatus bool
 	text      string // lower-cased name, domain, id, error and notices: what a search matches
 	lname     string // lower-cased name()
+	access    checks.Access
 }
 
 func (r *listRow) state() string {
@@ -96,6 +98,10 @@ func (r *listRow) index() {
 	}
 	r.text = strings.ToLower(strings.Join(parts, "\n"))
 	r.lname = strings.ToLower(r.name())
+	r.access = checks.Access{Status: checks.Unknown}
+	if r.hasStatus {
+		r.access = checks.AccessOf(r.status)
+	}
 }
 
 func (r *listRow) view() TenantView {
@@ -106,6 +112,8 @@ func (r *listRow) view() TenantView {
 	if r.hasStatus {
 		v.Status = statusView(r.status)
 	}
+	a := r.access
+	v.Access = &a
 	return v
 }
 
@@ -265,6 +273,7 @@ func since(mark time.Time) time.Time {
 // listQuery is what GET /api/tenants asks for.
 type listQuery struct {
 	state    string // a state, "never", or "" for any
+	access   string // an access check status (ok, warn, fail, unknown), or "" for any
 	excluded *bool
 	manifest string
 	search   string // lower-cased
@@ -335,6 +344,9 @@ func (q *listQuery) matches(r *listRow) bool {
 	if q.state != "" && r.state() != q.state {
 		return false
 	}
+	if q.access != "" && r.access.Status != q.access {
+		return false
+	}
 	if q.excluded != nil && r.tenant.Excluded != *q.excluded {
 		return false
 	}
@@ -351,7 +363,7 @@ func (q *listQuery) fingerprint() string {
 	if q.excluded != nil {
 		ex = strconv.FormatBool(*q.excluded)
 	}
-	_, _ = fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%t", q.state, ex, q.manifest, q.search, q.sort, q.desc)
+	_, _ = fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%t\x00%s", q.state, ex, q.manifest, q.search, q.sort, q.desc, q.access)
 	return strconv.FormatUint(h.Sum64(), 36)
 }
 
@@ -454,7 +466,7 @@ func (d *Dispatcher) page(q *listQuery) (items []TenantView, next string, matche
 // parseListQuery reads GET /api/tenants's query; false after answering 400.
 func parseListQuery(w http.ResponseWriter, r *http.Request) (*listQuery, bool) {
 	v := r.URL.Query()
-	q := &listQuery{state: v.Get("state"), manifest: v.Get("manifest"), sort: v.Get("sort"),
+	q := &listQuery{state: v.Get("state"), access: v.Get("access"), manifest: v.Get("manifest"), sort: v.Get("sort"),
 		search: strings.ToLower(strings.TrimSpace(v.Get("q")))}
 	if s := v.Get("excluded"); s != "" {
 		b, err := strconv.ParseBool(s)
@@ -463,6 +475,12 @@ func parseListQuery(w http.ResponseWriter, r *http.Request) (*listQuery, bool) {
 			return nil, false
 		}
 		q.excluded = &b
+	}
+	switch q.access {
+	case "", checks.OK, checks.Warn, checks.Fail, checks.Unknown:
+	default:
+		writeError(w, http.StatusBadRequest, "invalidFilter", "access must be ok, warn, fail or unknown")
+		return nil, false
 	}
 	if len(q.search) > 200 || len(q.state) > 40 || len(q.manifest) > 200 {
 		writeError(w, http.StatusBadRequest, "invalidFilter", "q, manifest and state are too long")
@@ -498,7 +516,7 @@ func parseListQuery(w http.ResponseWriter, r *http.Request) (*listQuery, bool) {
 }
 
 // handleListTenants serves GET /api/tenants. Filters: state= (a state, or
-// "never"), excluded=true|false, manifest= (a manifest version), q= (a
+// "never"), access=ok|warn|fail|unknown (the access check), excluded=true|false, manifest= (a manifest version), q= (a
 // search of name, domain, id, error and notices); sort=name|id|status|
 // last|permissions|notices|error and dir=asc|desc. With limit= or
 // continuation= the answer is a TenantPage; without, every match as a JSON

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/checks"
 	"github.com/cpvrefresh/cpvrefresh/internal/notify"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/vault"
@@ -33,11 +34,13 @@ const (
 )
 
 // NotifySources are the conditions this dispatcher knows: the partner
-// app's credential expiring within expiry, its last rotation, and (with
+// app's credential expiring within expiry, its last rotation, the access
+// checks' last results (one condition each, red while it fails), and (with
 // Partner Center and a public URL) the webhook registration.
 func (d *Dispatcher) NotifySources(expiry time.Duration) []notify.Source {
 	out := []notify.Source{{Name: "credential", Every: credentialSourceEvery,
-		Read: func(ctx context.Context) ([]notify.Condition, error) { return d.credentialConditions(ctx, expiry) }}}
+		Read: func(ctx context.Context) ([]notify.Condition, error) { return d.credentialConditions(ctx, expiry) }},
+		{Name: "access checks", Read: d.checkConditions}}
 	if d.cfg.Webhooks != nil && d.expectedWebhookURL() != "" {
 		out = append(out, notify.Source{Name: "webhook registration", Every: webhookSourceEvery, Read: d.webhookConditions})
 	}
@@ -76,6 +79,28 @@ func (d *Dispatcher) credentialConditions(ctx context.Context, expiry time.Durat
 			c.Advice = "the working secret is untouched; the rotation is retried; see the dispatcher's log, then rotate now"
 		}
 		out = append(out, c)
+	}
+	return out, nil
+}
+
+// ConditionCheckPrefix starts the key of an access check's condition:
+// "check-" and the check's id.
+const ConditionCheckPrefix = "check-"
+
+// checkConditions reads the access checks as the last run stored them
+// (one read of their rows): a check is red while its status is fail.
+func (d *Dispatcher) checkConditions(ctx context.Context) ([]notify.Condition, error) {
+	cs, err := d.cfg.Store.Checks(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher: read the access checks: %w", err)
+	}
+	out := make([]notify.Condition, 0, len(cs))
+	for _, c := range cs {
+		cond := notify.Condition{Key: ConditionCheckPrefix + c.ID, Red: c.Status == checks.Fail, Text: c.Title + ": " + c.Summary}
+		if cond.Red {
+			cond.Advice = c.Advice
+		}
+		out = append(out, cond)
 	}
 	return out, nil
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/checks"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/entra"
@@ -149,12 +150,23 @@ func TestNotifySources(t *testing.T) {
 		return out
 	}
 
+	// An access check failing is one more alert; its repair one more resolved.
+	putCheck := func(status, summary string) {
+		t.Helper()
+		c := store.Check{ID: "gdap-roles", Area: "gdap", Title: "GDAP roles", Status: status, Summary: summary,
+			Advice: "add the roles to the relationship", CheckedAt: now, ChangedAt: now}
+		if err := h.store.PutChecks(ctx, []store.Check{c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putCheck(checks.Fail, "1 relationship lacks Exchange Administrator")
+
 	dg := sweep()
 	want := map[string]bool{dispatcher.ConditionCredentialExpiry: true, dispatcher.ConditionCredentialRotation: true, dispatcher.ConditionWebhook: true}
-	if got := red(dg); len(got) != 3 || got[dispatcher.ConditionCredentialExpiry] != true || got[dispatcher.ConditionCredentialRotation] != true || got[dispatcher.ConditionWebhook] != true {
-		t.Fatalf("first sweep: conditions %v, want %v", got, want)
+	if got := red(dg); len(got) != 4 || got[dispatcher.ConditionCredentialExpiry] != true || got[dispatcher.ConditionCredentialRotation] != true || got[dispatcher.ConditionWebhook] != true || got["check-gdap-roles"] != true {
+		t.Fatalf("first sweep: conditions %v, want %v and check-gdap-roles red", got, want)
 	}
-	for _, line := range []string{"ALERT credential-expiry: the partner app's credential (secret) expires on ", "in 10 days",
+	for _, line := range []string{"ALERT check-gdap-roles: GDAP roles: 1 relationship lacks Exchange Administrator", "ALERT credential-expiry: the partner app's credential (secret) expires on ", "in 10 days",
 		"ALERT credential-rotation: the last credential rotation failed: Graph answered 403",
 		"ALERT webhook-registration: Partner Center has no webhook registration"} {
 		if !strings.Contains(dg.Body, line) {
@@ -169,6 +181,7 @@ func TestNotifySources(t *testing.T) {
 	// registered; read again once the sources' intervals have passed.
 	putSecret(now.Add(90 * 24 * time.Hour))
 	putReport(vault.OutcomeRotated, "")
+	putCheck(checks.OK, "every relationship has the roles")
 	if err := kv.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -179,13 +192,13 @@ func TestNotifySources(t *testing.T) {
 	clock = clock.Add(time.Hour)
 	mu.Unlock()
 	dg = sweep()
-	if got := red(dg); len(got) != 3 || got[dispatcher.ConditionCredentialExpiry] || got[dispatcher.ConditionCredentialRotation] || got[dispatcher.ConditionWebhook] {
-		t.Errorf("after putting right: conditions %v, want all three green", got)
+	if got := red(dg); len(got) != 4 || got[dispatcher.ConditionCredentialExpiry] || got[dispatcher.ConditionCredentialRotation] || got[dispatcher.ConditionWebhook] || got["check-gdap-roles"] {
+		t.Errorf("after putting right: conditions %v, want all four green", got)
 	}
 	if dg := sweep(); len(dg.Conditions) != 0 {
 		t.Errorf("green conditions were told again: %+v", dg.Conditions)
 	}
-	if got := rc.messages(); len(got) != 2 || got[0].Title != "cpvrefresh: 3 alerts" || got[1].Title != "cpvrefresh: 3 resolved" {
+	if got := rc.messages(); len(got) != 2 || got[0].Title != "cpvrefresh: 4 alerts" || got[1].Title != "cpvrefresh: 4 resolved" {
 		t.Errorf("messages %+v", got)
 	}
 }

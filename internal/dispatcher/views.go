@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/checks"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
@@ -29,6 +30,8 @@ type TenantView struct {
 	FirstSeen          *time.Time  `json:"firstSeen,omitempty"`
 	UpdatedAt          *time.Time  `json:"updatedAt,omitempty"`
 	Status             *StatusView `json:"status,omitempty"`
+	// Access is the tenant's access check, derived from its status row.
+	Access *checks.Access `json:"access,omitempty"`
 }
 
 // StatusView is a tenant's latest refresh result.
@@ -193,6 +196,11 @@ func (d *Dispatcher) handleGetTenant(w http.ResponseWriter, r *http.Request, _ p
 	default:
 		v.Status = statusView(st)
 	}
+	a := checks.Access{Status: checks.Unknown}
+	if v.Status != nil {
+		a = checks.AccessOf(st)
+	}
+	v.Access = &a
 	if !v.Known && v.Status == nil {
 		writeError(w, http.StatusNotFound, "tenantNotFound", "no such tenant")
 		return

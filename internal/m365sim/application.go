@@ -313,7 +313,11 @@ func (s *Sim) appRequired() []RequiredAccess {
 			}
 		}
 	}
-	return append(out, s.appExtra...)
+	out = append(out, s.appExtra...)
+	if len(s.appRemoved) > 0 {
+		out = slices.DeleteFunc(out, func(r RequiredAccess) bool { return s.appRemoved[requiredKey(r)] })
+	}
+	return out
 }
 
 // AddAppPermission declares one more permission on the partner's app
@@ -333,8 +337,13 @@ func (s *Sim) AddAppPermission(resourceAppID, typ, value string) error {
 	}
 	for _, p := range list {
 		if p.Value == value {
+			ra := RequiredAccess{ResourceAppID: d.appID, ID: p.ID, Type: typ}
 			s.appMu.Lock()
-			s.appExtra = append(s.appExtra, RequiredAccess{ResourceAppID: d.appID, ID: p.ID, Type: typ})
+			if s.appRemoved[requiredKey(ra)] {
+				delete(s.appRemoved, requiredKey(ra))
+			} else {
+				s.appExtra = append(s.appExtra, ra)
+			}
 			s.appMu.Unlock()
 			return nil
 		}

@@ -44,9 +44,14 @@
 //     key servicePrincipals(appId='...'), list with $filter appId eq/in,
 //     $select, $top and absolute @odata.nextLink paging, create, delete),
 //     appRoleAssignments and appRoleAssignedTo, oauth2PermissionGrants,
-//     tenantRelationships/delegatedAdminRelationships (partner tenant),
+//     tenantRelationships/delegatedAdminRelationships (partner tenant; each
+//     grants the roles CIPP recommends, GDAPRoles, and has one active access
+//     assignment, .../{id}/accessAssignments, giving them to GDAPGroupID;
+//     RemoveRelationshipRole and AddRelationshipRole change both),
 //     applications(appId='...') (the partner's app registration and its
-//     requiredResourceAccess, partner tenant; AddAppPermission edits it),
+//     requiredResourceAccess, partner tenant; AddAppPermission and
+//     RemoveAppPermission edit it; the partner tenant's app service principal
+//     holds admin consent to the permission set),
 //     organization, directory roles (directoryRoleTemplates, from Microsoft's
 //     published list in directoryroles.json; directoryRoles: list, activate,
 //     members, members/$ref add and remove, by id or
@@ -72,7 +77,7 @@
 //   - The partner's app registration at /v1.0/applications/{id} and
 //     /v1.0/applications(appId='...') (partner tenant only): its
 //     passwordCredentials, addPassword (the secret text returned once) and
-//     removePassword; its certificates (keyCredentials: AddAppCertificate
+//     removePassword; SetAppPasswordEnd moves a secret's expiry; its certificates (keyCredentials: AddAppCertificate
 //     as a portal upload, addKey and removeKey with a proof of possession
 //     signed by a certificate the app holds, 403 without one, 401
 //     Authentication_MissingOrMalformed for a bad one). The token endpoint
@@ -91,7 +96,8 @@
 //   - Inspection at /_sim/... (no authentication, JSON): fleet, tenants/{id},
 //     conforms/{id} (against the simulator's permission set), stats, stats/reset,
 //     faults (GET, POST merges), failnext, revoke/{id} (POST: RevokeTokens),
-//     onboard, config (without
+//     onboard, access/... (POST: the access checks' breaks, see
+//     serveAccessControl), config (without
 //     credentials), ca.pem and the webhook certificate.
 //
 // # The fleet

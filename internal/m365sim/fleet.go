@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -20,12 +21,24 @@ var companyWords = []string{
 	"Wingtip", "Alpine", "Relecloud", "Trey", "Lamna", "Fourth", "Coho", "Humongous",
 }
 
-// gdapRoles are the Entra roles every simulated GDAP relationship grants.
+// gdapRoles are the Entra roles every simulated GDAP relationship grants
+// at first: the roles CIPP recommends for its service account.
 var gdapRoles = []string{
-	"62e90394-69f5-4237-9190-012177145e10", // Global Administrator
 	"9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3", // Application Administrator
-	"158c047a-c907-4556-b7ef-446551a6b5f7", // Cloud Application Administrator
+	"0526716b-113d-4c15-b2c8-68e3c22b9f80", // Authentication Policy Administrator
+	"b0f54661-2d74-4c50-afa3-1ec803f12efe", // Billing Administrator
+	"892c5842-a9a6-463a-8041-72aa08ca3cf6", // Cloud App Security Administrator
+	"7698a772-787b-4ac8-901f-60d6b08affd2", // Cloud Device Administrator
+	"8329153b-31d0-4727-b945-745eb3bc5f31", // Domain Name Administrator
+	"29232cdf-9323-42fd-ade2-1d097af3e4de", // Exchange Administrator
+	"f2ef992c-3afb-46b9-b7cf-a126ee74c451", // Global Reader
+	"3a2c62db-5318-420d-8d74-23affee5d9d5", // Intune Administrator
+	"7be44c8a-adaf-4e2a-84d6-ab2649e08a13", // Privileged Authentication Administrator
 	"e8611ab8-c189-46e8-94e1-60213ab1f814", // Privileged Role Administrator
+	"194ae4cb-b126-40b2-bd5b-6091b380977d", // Security Administrator
+	"f28a1f50-f6e7-4571-818b-6a12f2af6b6c", // SharePoint Administrator
+	"69091246-20e8-4a56-aa4d-066075b2a7a8", // Teams Administrator
+	"fe930be7-5e62-47db-91af-98c3a49a38b1", // User Administrator
 }
 
 // fleetEpoch is the base of the fleet's (deterministic) relationship dates.
@@ -42,6 +55,7 @@ type relationship struct {
 	activated   time.Time
 	end         time.Time
 	modified    time.Time
+	roles       []string // nil: gdapRoles (RemoveRelationshipRole changes it)
 }
 
 // tenant is one directory. Directory contents are guarded by mu and built
@@ -524,7 +538,7 @@ func (s *Sim) relationshipCopy(rel *relationship) *Relationship {
 	defer s.mu.RUnlock()
 	return &Relationship{ID: rel.id, DisplayName: rel.displayName, Status: rel.status,
 		CustomerTenantID: rel.customer.idStr, CustomerName: rel.customer.displayName,
-		RoleDefinitionIDs: append([]string(nil), gdapRoles...), CreatedDateTime: rel.created,
+		RoleDefinitionIDs: slices.Clone(rel.roleList()), CreatedDateTime: rel.created,
 		ActivatedDateTime: rel.activated, EndDateTime: rel.end, AutoExtendDuration: "P180D"}
 }
 

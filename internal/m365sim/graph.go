@@ -240,7 +240,7 @@ func graphLabel(p string) string {
 var knownSegments = map[string]bool{
 	"servicePrincipals": true, "appRoleAssignments": true, "appRoleAssignedTo": true, "oauth2PermissionGrants": true,
 	"tenantRelationships": true, "delegatedAdminRelationships": true, "$batch": true, "organization": true,
-	"applications": true, "addPassword": true, "removePassword": true,
+	"applications": true, "addPassword": true, "removePassword": true, "accessAssignments": true,
 	"memberOf": true, "microsoft.graph.directoryRole": true, "graph.directoryRole": true, "directoryRoles": true, "members": true, "$ref": true,
 	"directoryRoleTemplates": true, "roleManagement": true, "directory": true, "roleAssignments": true,
 }
@@ -837,10 +837,7 @@ func (s *Sim) createGrant(q *gReq) gRes {
 // ---- delegatedAdminRelationships and organization ----
 
 func (s *Sim) relationshipEntity(rel *relationship) map[string]any {
-	roles := make([]map[string]any, len(gdapRoles))
-	for i, id := range gdapRoles {
-		roles[i] = map[string]any{"roleDefinitionId": id}
-	}
+	roles := unifiedRoles(rel.roleList())
 	m := map[string]any{
 		"@odata.type":          "#microsoft.graph.delegatedAdminRelationship",
 		"id":                   rel.id,
@@ -891,6 +888,13 @@ func (s *Sim) routeRelationships(q *gReq, rest []string) gRes {
 		}
 		m["@odata.context"] = q.base + "/$metadata#tenantRelationships/delegatedAdminRelationships/$entity"
 		return ok(http.StatusOK, m)
+	}
+	if len(rest) == 3 && rest[2] == "accessAssignments" {
+		rel := s.relByID[rest[1]]
+		if rel == nil {
+			return fail(gErr(http.StatusNotFound, "NotFound", "The delegated admin relationship with id '"+truncate(rest[1], 100)+"' was not found."))
+		}
+		return s.listAccessAssignments(q, rel)
 	}
 	if len(rest) > 2 {
 		return fail(gErr(http.StatusBadRequest, "BadRequest", "Resource not found for the segment '"+truncate(rest[2], 100)+"'."))

@@ -145,6 +145,8 @@ func (s *Sim) serveInspect(w http.ResponseWriter, r *http.Request) {
 			out["webhookError"] = err.Error()
 		}
 		writeJSON(w, http.StatusCreated, out)
+	case strings.HasPrefix(p, "/access/") && method == http.MethodPost:
+		s.serveAccessControl(w, r, strings.TrimPrefix(p, "/access/"))
 	case p == "/config" && method == http.MethodGet:
 		c := s.Config()
 		c.AppSecret, c.RefreshToken = "", ""

@@ -130,7 +130,12 @@ type Sim struct {
 	// appExtra: permissions AddAppPermission declared on the partner's app
 	// registration (under appMu).
 	appExtra []RequiredAccess
-	cat      *catalog
+	// appRemoved: permissions of the set RemoveAppPermission took off the
+	// app registration (by requiredKey, under appMu).
+	appRemoved map[string]bool
+	// gdapGroup is the partner's security group of the access assignments.
+	gdapGroup string
+	cat       *catalog
 
 	partnerID     uuid.UUID
 	appID         string
@@ -304,6 +309,7 @@ func New(opts Options) (*Sim, error) {
 		return nil, fmt.Errorf("m365sim: options: identity client id %q is not a GUID", opts.IdentityClientID)
 	}
 	s.initApplication()
+	s.initGDAPGroup()
 
 	cat, err := newCatalog(want, s.appID, s.partnerID.String())
 	if err != nil {
@@ -324,6 +330,7 @@ func New(opts Options) (*Sim, error) {
 	for _, d := range s.cat.apps {
 		p.addSP(d)
 	}
+	s.consentPartner(p)
 	s.partner = p
 	s.tenants[p.id] = p
 	s.domains[p.domain] = p

@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/checks"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
@@ -75,6 +76,8 @@ type stackOptions struct {
 	// webhooks gives the dispatcher Partner Center's webhook registration
 	// API (the simulator's) and its own address as public URL.
 	webhooks bool
+	// checks gives the dispatcher the access checks (over the simulator).
+	checks bool
 }
 
 func newStack(t *testing.T, opts ...stackOptions) *stack {
@@ -151,8 +154,13 @@ func newStack(t *testing.T, opts ...stackOptions) *stack {
 	if err != nil {
 		t.Fatalf("notify.New: %v", err)
 	}
+	var checksCfg *checks.Config
+	if o.checks {
+		checksCfg = &checks.Config{Graph: disc, AppID: sim.AppID(), Group: sim.GDAPGroupID()}
+	}
 	s.disp, err = dispatcher.New(dispatcher.Config{
 		Notifications:    notifier,
+		Checks:           checksCfg,
 		Webhooks:         webhooks,
 		PublicURL:        publicURL,
 		WebhookCertHosts: certHosts,

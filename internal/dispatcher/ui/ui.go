@@ -31,6 +31,13 @@
 //   - #/backend: the storage account, queues (with depths) and tables in use,
 //     the Microsoft endpoints, Key Vault, the workers seen recently, the next
 //     scheduled run and the pause switches.
+//   - #/access: the access checks (partner app permissions and consent,
+//     credential and its expiry, Partner Center, GDAP roles, assignments and
+//     expiry, tenants' access, webhook registration), each with its status,
+//     evidence, advice and when it last ran and changed; "Run checks" for an
+//     Operator. Its script is access.js, which adds the page through
+//     window.cpvUI (app.js's helpers); the tenants page shows each tenant's
+//     access in a column.
 //   - #/activity: the activity log (who refreshed, reset, paused, signed in),
 //     filtered by person, action and tenant, older entries page by page; a
 //     tenant's page shows its own entries.

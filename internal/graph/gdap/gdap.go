@@ -7,6 +7,7 @@
 package gdap
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,12 +41,39 @@ const MaxPageSize = 300
 // maxGraphErrorBody bounds how much of an error response is read.
 const maxGraphErrorBody = 64 << 10
 
-// Relationship is one GDAP relationship, with the fields the dispatcher uses.
+// Relationship is one GDAP relationship, with the fields the dispatcher
+// and the access checks use.
 type Relationship struct {
 	ID          string   `json:"id"`
 	DisplayName string   `json:"displayName"`
 	Status      string   `json:"status"`
 	Customer    Customer `json:"customer"`
+	// AccessDetails are the Entra roles the relationship grants.
+	AccessDetails AccessDetails `json:"accessDetails"`
+	// EndDateTime is when it ends (unless AutoExtendDuration extends it).
+	EndDateTime *time.Time `json:"endDateTime"`
+	// AutoExtendDuration is an ISO 8601 duration ("P180D"); "PT0S" or ""
+	// when it does not extend itself.
+	AutoExtendDuration string `json:"autoExtendDuration"`
+}
+
+// AccessDetails lists the roles of a relationship or an access assignment.
+type AccessDetails struct {
+	UnifiedRoles []UnifiedRole `json:"unifiedRoles"`
+}
+
+// RoleIDs returns the role definition ids, lower-cased.
+func (a AccessDetails) RoleIDs() []string {
+	out := make([]string, 0, len(a.UnifiedRoles))
+	for _, r := range a.UnifiedRoles {
+		out = append(out, strings.ToLower(r.RoleDefinitionID))
+	}
+	return out
+}
+
+// UnifiedRole is one Entra role (its template id).
+type UnifiedRole struct {
+	RoleDefinitionID string `json:"roleDefinitionId"`
 }
 
 // Customer is the customer side of a GDAP relationship.
@@ -213,8 +241,13 @@ const (
 var backoff = retry.Backoff{Base: time.Second, Max: 8 * time.Second}
 
 func (d *Client) get(ctx context.Context, op, u string) (*http.Response, error) {
+	return d.send(ctx, op, http.MethodGet, u, nil)
+}
+
+// send is get for any method, with a JSON body (nil for none).
+func (d *Client) send(ctx context.Context, op, method, u string, body []byte) (*http.Response, error) {
 	for attempt := 1; ; attempt++ {
-		resp, err := d.getOnce(ctx, op, u)
+		resp, err := d.sendOnce(ctx, op, method, u, body)
 		if err == nil {
 			return resp, nil
 		}
@@ -232,17 +265,24 @@ func (d *Client) get(ctx context.Context, op, u string) (*http.Response, error) 
 	}
 }
 
-func (d *Client) getOnce(ctx context.Context, op, u string) (*http.Response, error) {
+func (d *Client) sendOnce(ctx context.Context, op, method, u string, body []byte) (*http.Response, error) {
 	tok, err := d.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{GraphScope}})
 	if err != nil {
 		return nil, fmt.Errorf("gdap: %s: partner token: %w", op, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
 		return nil, cpv.PermanentError(op, err, "")
 	}
 	req.Header.Set("Authorization", "Bearer "+tok.Token)
 	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := d.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

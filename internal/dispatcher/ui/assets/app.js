@@ -327,6 +327,9 @@
     } else if (hash === '#/permissions') {
       setNav('permissions');
       renderPermissionsPage();
+    } else if (pages[hash]) {
+      setNav(pages[hash].nav);
+      pages[hash].render();
     } else {
       setNav('tenants');
       if (hash !== '#/tenants') history.replaceState(null, '', '#/tenants');
@@ -956,6 +959,7 @@
       h('thead', {}, h('tr', {},
         sortHeader('name', 'Tenant'),
         sortHeader('status', 'Status'),
+        h('th', { scope: 'col' }, 'Access'),
         sortHeader('last', 'Last refresh'),
         sortHeader('permissions', 'In place'),
         sortHeader('notices', 'Notices'),
@@ -998,6 +1002,7 @@
         sub.length ? h('span', { class: 'sub' }, sub.join(' · ')) : null,
         h('span', { class: 'sub mono' }, t.id)),
       h('td', {}, statusCell, t.excluded ? [' ', badge('excluded', 'excluded')] : null, st && st.attempts > 1 ? h('span', { class: 'sub' }, st.attempts + ' failed attempts') : null),
+      h('td', { class: 'access-cell', dataset: { access: (t.access && t.access.status) || 'unknown' } }, accessBadge(t.access)),
       h('td', { class: 'nowrap' }, when(st && st.lastAttempt), st && st.lastSuccess && st.state === 'failed' ? h('span', { class: 'sub' }, 'last success ', when(st.lastSuccess)) : null),
       h('td', { class: 'nowrap small' }, inPlace(st)),
       h('td', {}, st && st.notices && st.notices.length ? h('ul', { class: 'notices' }, st.notices.map((n) => h('li', {}, n))) : h('span', { class: 'muted' }, '—')),
@@ -1722,6 +1727,23 @@
       if (region) region.prepend(errorNotice(e));
     }
   }
+
+  // accessBadge shows a tenant's access check (from its status row).
+  function accessBadge(a) {
+    const s = (a && a.status) || 'unknown';
+    return h('span', { class: 'badge check-' + s, title: (a && a.reason) || null }, s === 'unknown' ? 'not checked' : s);
+  }
+
+  // pages are the pages other scripts add (access.js): hash -> {nav, render}.
+  const pages = {};
+
+  // cpvUI is what those scripts may use of this one.
+  window.cpvUI = {
+    h, fill, $, api, page, when, exact, badge, announce, keepFocus, schedule, stopPolling, errorNotice, confirmDialog,
+    canOperate, canAdminister, accessBadge,
+    renderToken: () => app.renderToken,
+    addPage(hash, nav, render) { pages[hash] = { nav, render }; if (app.me && location.hash === hash) route(); },
+  };
 
   // ---------- start ----------
 
