@@ -295,6 +295,7 @@ func (d *Dispatcher) changePermissions(w http.ResponseWriter, r *http.Request, p
 		out["key"] = key
 	}
 	changed := after.manifest.Version() != before.manifest.Version()
+	d.invalidateVersions()
 	d.log.InfoContext(ctx, "permission set changed", "by", p.Name, "route", r.Pattern, "key", key,
 		"version", after.manifest.Version(), "changed", changed)
 	act := store.Activity{Action: ActionPermissions, Outcome: OutcomeSucceeded,
@@ -326,6 +327,16 @@ type Profiles interface {
 	DeleteProfile(ctx context.Context, name string) (bool, error)
 	SetTenantProfile(ctx context.Context, tenant, name, by string) error
 	TenantProfiles(ctx context.Context) (map[string]string, error)
+	TenantProfile(ctx context.Context, tenant string) (string, error)
+}
+
+// profileManifest is p's manifest: its stored resources with consent.
+func profileManifest(consent []cpv.ConsentGrant, p store.Profile) (*cpv.Manifest, error) {
+	var resources []cpv.Resource
+	if err := json.Unmarshal(p.Resources, &resources); err != nil {
+		return nil, fmt.Errorf("profile %s: %w", p.Name, err)
+	}
+	return cpv.NewManifest(consent, resources)
 }
 
 // handleListProfiles serves GET /api/profiles: each profile's set and the
@@ -412,6 +423,7 @@ func (d *Dispatcher) handlePutProfile(w http.ResponseWriter, r *http.Request, p 
 		d.unavailable(w, r, err)
 		return
 	}
+	d.invalidateVersions()
 	d.log.InfoContext(r.Context(), "profile saved", "profile", name, "by", p.Name, "version", m.Version())
 	d.record(r, p, store.Activity{Action: ActionProfile, Outcome: OutcomeSucceeded, Detail: "saved " + name + " version " + m.Version()})
 	roles, scopes := m.Counts()
@@ -432,6 +444,7 @@ func (d *Dispatcher) handleDeleteProfile(w http.ResponseWriter, r *http.Request,
 	case !ok:
 		writeError(w, http.StatusNotFound, "notFound", "no profile "+name)
 	default:
+		d.invalidateVersions()
 		d.log.InfoContext(r.Context(), "profile deleted", "profile", name, "by", p.Name)
 		d.record(r, p, store.Activity{Action: ActionProfile, Outcome: OutcomeSucceeded, Detail: "deleted " + name})
 		writeJSON(w, http.StatusOK, map[string]string{"name": name})
@@ -474,6 +487,7 @@ func (d *Dispatcher) handleTenantProfile(w http.ResponseWriter, r *http.Request,
 		d.unavailable(w, r, err)
 		return
 	}
+	d.invalidateVersions()
 	reqID, err := d.Enqueue(r.Context(), id, cpvtype.OpRefresh, queue.ReasonManual, p.Name)
 	act := store.Activity{Action: ActionProfile, TenantID: strings.ToLower(id), RequestID: reqID, Outcome: OutcomeAccepted,
 		Detail: "assigned profile " + strconv.Quote(in.Profile)}
