@@ -21,7 +21,7 @@
     listing: null,      // that answer's continuation, matched and summary (counts of the whole fleet)
     // The list's filters and sort, and the continuation tokens of the pages
     // seen (tokens[i] fetches page i), so Previous goes back.
-    list: { search: '', filter: 'all', exclusion: 'all', sort: 'status', dir: 1, page: 0, tokens: [''] }, // problems first
+    list: { search: '', filter: 'all', exclusion: 'all', manifest: 'all', profile: '', sort: 'status', dir: 1, page: 0, tokens: [''] }, // problems first
     run: null,          // the run shown on the tenants page (RunView with progress)
     runError: '',
     requests: [],       // requests made in this tab: {requestId, runId, op, tenantId, tenantName, state, detail, error}
@@ -763,6 +763,8 @@
     const q = new URLSearchParams({ limit: String(PAGE_SIZE), sort: l.sort, dir: l.dir > 0 ? 'asc' : 'desc' });
     if (l.filter !== 'all') q.set('state', l.filter);
     if (l.exclusion !== 'all') q.set('excluded', String(l.exclusion === 'excluded'));
+    if (l.manifest !== 'all') q.set('manifest', l.manifest);
+    if (l.profile) q.set('profile', l.profile);
     if (l.search) q.set('q', l.search);
     if (l.tokens[l.page]) q.set('continuation', l.tokens[l.page]);
     return 'tenants?' + q.toString();
@@ -792,6 +794,13 @@
       [['all', 'All tenants'], ['included', 'Included'], ['excluded', 'Excluded']]
         .map(([v, label]) => h('option', { value: v, selected: app.list.exclusion === v }, label)));
     exclusion.addEventListener('change', () => { app.list.exclusion = exclusion.value; relist(); });
+    const manifest = h('select', { id: 'manifest-filter', 'aria-controls': 'tenant-results' },
+      [['all', 'Any manifest'], ['older', 'Older than current'], ['current', 'Current']]
+        .map(([v, label]) => h('option', { value: v, selected: app.list.manifest === v }, label)));
+    manifest.addEventListener('change', () => { app.list.manifest = manifest.value; relist(); });
+    const profile = h('select', { id: 'profile-filter', 'aria-controls': 'tenant-results' });
+    profileOptions(profile, []);
+    profile.addEventListener('change', () => { app.list.profile = profile.value; relist(); });
 
     page('Tenants',
       h('div', { class: 'page-head' },
@@ -807,12 +816,24 @@
         h('div', { class: 'toolbar', role: 'search' },
           h('div', { class: 'field' }, h('label', { for: 'tenant-search' }, 'Search'), search),
           h('div', { class: 'field' }, h('label', { for: 'status-filter' }, 'Status'), filter),
-          h('div', { class: 'field' }, h('label', { for: 'exclusion-filter' }, 'Runs'), exclusion)),
+          h('div', { class: 'field' }, h('label', { for: 'exclusion-filter' }, 'Runs'), exclusion),
+          h('div', { class: 'field' }, h('label', { for: 'manifest-filter' }, 'Manifest'), manifest),
+          h('div', { class: 'field' }, h('label', { for: 'profile-filter' }, 'Profile'), profile)),
         h('div', { id: 'tenant-results' }, h('p', { class: 'empty' }, 'Loading tenants…'))));
     drawRequests();
     drawRun();
     app.reload = () => { stopPolling(); keepFocus(() => { drawRequests(); drawRun(); drawTable(); }); loadTenants(token); };
     loadTenants(token);
+  }
+
+  // profileOptions fills the profile filter: every profile tenants are
+  // assigned to (from the summary), and the one selected.
+  function profileOptions(select, names) {
+    const all = [...new Set([...names, app.list.profile].filter((n) => n && n !== '(none)'))].sort();
+    const want = [['', 'All profiles'], ['(none)', 'No profile (full set)'], ...all.map((n) => [n, n])];
+    const have = [...select.options].map((o) => o.value);
+    if (have.join('\n') === want.map(([v]) => v).join('\n')) return;
+    fill(select, want.map(([v, label]) => h('option', { value: v, selected: app.list.profile === v }, label)));
   }
 
   async function loadTenants(token) {
@@ -933,11 +954,18 @@
     const matched = app.listing.matched;
     const pages = Math.max(1, Math.ceil(matched / PAGE_SIZE));
 
+    const pf = $('#profile-filter');
+    if (pf) profileOptions(pf, Object.keys(sum.byProfile || {}));
     const summary = h('ul', { class: 'summary', 'aria-label': 'Tenants by status' },
       h('li', {}, h('strong', {}, sum.total), 'tenants'),
       ['succeeded', 'partial', 'failed', 'running', 'never'].filter((s) => counts[s]).map((s) =>
         h('li', {}, h('strong', {}, counts[s]), badge(s, s === 'never' ? 'never refreshed' : s))),
-      sum.excluded ? h('li', {}, h('strong', {}, sum.excluded), badge('excluded', 'excluded')) : null);
+      sum.excluded ? h('li', {}, h('strong', {}, sum.excluded), badge('excluded', 'excluded')) : null,
+      sum.manifestVersion ? h('li', { id: 'older-count', title: 'Current manifest version ' + sum.manifestVersion },
+        h('strong', {}, sum.older || 0),
+        sum.older && app.list.manifest !== 'older' ? h('button', { type: 'button', class: 'linklike', id: 'show-older', dataset: { focus: 'show-older' },
+          onclick: () => { app.list.manifest = 'older'; const mf = $('#manifest-filter'); if (mf) mf.value = 'older'; relist(); } }, 'on an older manifest')
+          : 'on an older manifest') : null);
 
     if (!sum.total) {
       fill(region, summary, h('p', { class: 'empty' }, 'No tenants yet. Tenants appear when the dispatcher reads the partner\'s GDAP relationships (at the next run) or when a refresh is requested.'));
@@ -948,6 +976,7 @@
       h('thead', {}, h('tr', {},
         sortHeader('name', 'Tenant'),
         sortHeader('status', 'Status'),
+        h('th', { scope: 'col' }, 'Profile'),
         sortHeader('last', 'Last refresh'),
         sortHeader('permissions', 'In place'),
         sortHeader('notices', 'Notices'),
@@ -989,7 +1018,9 @@
         h('a', { href: '#/tenants/' + t.id }, name),
         sub.length ? h('span', { class: 'sub' }, sub.join(' · ')) : null,
         h('span', { class: 'sub mono' }, t.id)),
-      h('td', {}, statusCell, t.excluded ? [' ', badge('excluded', 'excluded')] : null, st && st.attempts > 1 ? h('span', { class: 'sub' }, st.attempts + ' failed attempts') : null),
+      h('td', {}, statusCell, t.excluded ? [' ', badge('excluded', 'excluded')] : null, st && st.attempts > 1 ? h('span', { class: 'sub' }, st.attempts + ' failed attempts') : null,
+        t.outdated ? h('span', { class: 'sub', dataset: { outdated: 'true' } }, 'older manifest') : null),
+      h('td', { dataset: { profile: t.profile || '' } }, t.profile ? h('code', {}, t.profile) : h('span', { class: 'muted' }, 'full set')),
       h('td', { class: 'nowrap' }, when(st && st.lastAttempt), st && st.lastSuccess && st.state === 'failed' ? h('span', { class: 'sub' }, 'last success ', when(st.lastSuccess)) : null),
       h('td', { class: 'nowrap small' }, inPlace(st)),
       h('td', {}, st && st.notices && st.notices.length ? h('ul', { class: 'notices' }, st.notices.map((n) => h('li', {}, n))) : h('span', { class: 'muted' }, '—')),
