@@ -51,6 +51,9 @@ type Permissions struct {
 	Run bool
 	// Profiles stores permission profiles; nil leaves /api/profiles out.
 	Profiles Profiles
+	// Plans are the tenants' dry-run plans, which workers store; nil
+	// leaves /api/tenants/{id}/plan out.
+	Plans Plans
 }
 
 func del(h func(http.ResponseWriter, *http.Request, principal)) route {
