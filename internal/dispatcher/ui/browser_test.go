@@ -158,7 +158,7 @@ func newStack(t *testing.T, opts ...stackOptions) *stack {
 		SignIn:           signIn,
 		HTTPClient:       hc,
 		UI:               ui.Handler(),
-		Permissions:      dispatcher.Permissions{Extras: s.store, Publisher: disc, Run: true},
+		Permissions:      dispatcher.Permissions{Extras: s.store, Publisher: disc, Run: true, Profiles: s.store, Plans: s.store},
 		Backend: map[string]string{
 			"transport":      "storage",
 			"storageAccount": "devstoreaccount1",

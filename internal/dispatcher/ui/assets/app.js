@@ -27,6 +27,8 @@
     requests: [],       // requests made in this tab: {requestId, runId, op, tenantId, tenantName, state, detail, error}
     backend: null,
     reload: null,       // polls the current page at once (set by each page)
+    previews: {},       // tenant id -> the preview asked for in this tab: {requestId, at, error}
+    profileChoice: null, // {tenant, value}: the profile chosen on a tenant page, kept across its redraws
   };
 
   // ---------- DOM helpers ----------
@@ -1049,15 +1051,19 @@
   async function loadTenant(id, token, first) {
     let delay = 15000;
     try {
-      const [t, act] = await Promise.all([
+      const [t, act, plan, profiles] = await Promise.all([
         api('GET', 'tenants/' + encodeURIComponent(id) + '?limit=25'),
-        api('GET', 'activity?limit=10&tenant=' + encodeURIComponent(id)).catch((e) => { if (e.status === 401) throw e; return { error: e.message }; })]);
+        api('GET', 'activity?limit=10&tenant=' + encodeURIComponent(id)).catch((e) => { if (e.status === 401) throw e; return { error: e.message }; }),
+        api('GET', 'tenants/' + encodeURIComponent(id) + '/plan').catch((e) => { if (e.status === 401) throw e; return e.status === 404 ? null : { error: e.message }; }),
+        canAdminister() ? api('GET', 'profiles').catch((e) => { if (e.status === 401) throw e; return null; }) : null]);
       t.activity = act;
+      t.plan = plan;
+      t.profiles = profiles ? profiles.profiles.map((p) => p.name) : null;
       if (token !== app.renderToken) return;
       await settleRequests((tid) => (tid === id ? (t.status || null) : undefined));
       if (token !== app.renderToken) return;
       keepFocus(() => drawTenant(t, first));
-      if (openRequests() || (t.status && t.status.state === 'running')) delay = 1500;
+      if (openRequests() || (t.status && t.status.state === 'running') || previewPending(t)) delay = 1500;
     } catch (e) {
       if (e.status === 401 || token !== app.renderToken) return;
       const region = $('#tenant-region');
@@ -1092,7 +1098,9 @@
           canAdminister() && t.known && !t.excluded ? h('button', { type: 'button', class: 'button secondary', id: 'tenant-exclude', dataset: { focus: 'tenant-exclusion' },
             onclick: () => requestExclusion(t, true) }, 'Exclude') : null,
           canAdminister() && t.known && t.excluded ? h('button', { type: 'button', class: 'button', id: 'tenant-include', dataset: { focus: 'tenant-exclusion' },
-            onclick: () => requestExclusion(t, false) }, 'Include') : null) : null),
+            onclick: () => requestExclusion(t, false) }, 'Include') : null,
+          canOperate() ? h('button', { type: 'button', class: 'button secondary', id: 'tenant-preview', dataset: { focus: 'tenant-preview' },
+            onclick: () => requestPreview(t) }, 'Preview changes') : null) : null),
       h('div', { id: 'exclusion-error' }),
       t.excluded ? h('p', { class: 'notice warn', id: 'excluded-note' }, 'This tenant is excluded: runs leave it out and refreshes and resets are refused. Include it again to refresh it.') : null,
       mine.length ? h('section', { class: 'panel', 'aria-labelledby': 'requests-title', id: 'requests' },
@@ -1106,7 +1114,8 @@
             h('dt', {}, 'Last attempt'), h('dd', {}, when(st && st.lastAttempt)),
             h('dt', {}, 'Last success'), h('dd', {}, when(st && st.lastSuccess)),
             h('dt', {}, 'Permissions in place'), h('dd', {}, inPlace(st)),
-            h('dt', {}, 'Manifest'), h('dd', {}, st && st.manifestVersion ? h('code', {}, st.manifestVersion) : '—'),
+            h('dt', {}, 'Manifest'), h('dd', { id: 'tenant-manifest' }, st && st.manifestVersion ? h('code', {}, st.manifestVersion) : '—',
+              t.outdated ? h('span', { class: 'sub', dataset: { outdated: 'true' } }, 'older than current (', h('code', {}, t.currentVersion), '): the next refresh applies it') : null),
             h('dt', {}, 'Last request'), h('dd', {}, st && st.op ? st.op + ' (' + (st.reason || 'unknown') + ')' + (st.runId ? ', run ' + st.runId : '') : '—'),
             h('dt', {}, 'Duration'), h('dd', {}, st ? duration(st.durationMs) + (st.roundTrips ? ', ' + plural(st.roundTrips, 'round trip') : '') : '—'),
             st && st.checks ? [h('dt', {}, 'Checks since'), h('dd', {}, plural(st.checks, 'refresh', 'refreshes') + ' found nothing to change since the latest attempt below')] : null)),
@@ -1117,7 +1126,9 @@
             h('dt', {}, 'Default domain'), h('dd', {}, t.defaultDomain || '—'),
             h('dt', {}, 'GDAP relationship'), h('dd', {}, t.relationshipStatus ? t.relationshipStatus : '—', t.relationshipId ? h('span', { class: 'sub mono' }, t.relationshipId) : null),
             h('dt', {}, 'Nightly runs'), h('dd', { id: 'tenant-exclusion' }, exclusionText(t)),
+            h('dt', {}, 'Profile'), h('dd', { id: 'tenant-profile' }, profileField(t)),
             h('dt', {}, 'First seen'), h('dd', {}, when(t.firstSeen, 'unknown'))))),
+      planPanel(t),
       st && (st.lastError || (st.notices && st.notices.length)) ? h('section', { class: 'panel', 'aria-labelledby': 'problems-title' },
         h('h2', { id: 'problems-title' }, 'Notices and errors'),
         st.notices && st.notices.length ? h('ul', { class: 'notices' }, st.notices.map((n) => h('li', {}, n))) : null,
@@ -1139,6 +1150,97 @@
       const hd = $('#main h1');
       if (hd) hd.focus();
     }
+  }
+
+  // ---------- preview (dry-run plan) and profile of a tenant ----------
+
+  // requestPreview asks a worker to plan the tenant's next refresh; the
+  // plan panel shows it when the worker has stored it.
+  async function requestPreview(t) {
+    const name = tenantName(t);
+    const p = { requestId: '', at: new Date(), error: '' };
+    try {
+      const res = await api('POST', 'tenants/' + encodeURIComponent(t.id) + '/plan');
+      p.requestId = res.requestId;
+      announce('Preview of ' + name + ' requested: a worker reads the tenant and plans.');
+    } catch (e) {
+      if (e.status === 401) return;
+      p.error = e.message;
+      announce('The preview of ' + name + ' was not requested: ' + e.message);
+    }
+    app.previews[t.id] = p;
+    reload();
+  }
+
+  // previewPending says whether the preview asked for here has no plan yet.
+  function previewPending(t) {
+    const p = app.previews[t.id];
+    return !!(p && p.requestId && !(t.plan && t.plan.requestId === p.requestId));
+  }
+
+  function planPanel(t) {
+    const plan = t.plan && !t.plan.error ? t.plan : null;
+    const asked = app.previews[t.id];
+    const pending = previewPending(t);
+    const res = plan && plan.detail && typeof plan.detail === 'object' ? plan.detail : null;
+    const planned = res ? (res.changes || []).filter((c) => c.outcome === 'planned') : [];
+    const by = (kinds) => planned.filter((c) => kinds.has(c.kind));
+    const other = planned.filter((c) => !APP_KINDS.has(c.kind) && !DELEGATED_KINDS.has(c.kind));
+    let body;
+    if (asked && asked.error) body = errorNotice(asked.error);
+    else if (t.plan && t.plan.error) body = errorNotice(t.plan.error);
+    else if (!plan && !pending) body = h('p', { class: 'empty' }, 'No preview yet. ' + (canOperate() ? '"Preview changes" asks a worker to read the tenant and plan its next refresh, without writing anything.' : ''));
+    return h('section', { class: 'panel', 'aria-labelledby': 'plan-title', id: 'plan', 'aria-busy': pending ? 'true' : 'false' },
+      h('h2', { id: 'plan-title' }, 'Next refresh (preview)'),
+      pending ? h('p', { class: 'small muted', id: 'plan-pending', role: 'status' }, 'A worker is reading the tenant and planning (requested ', when(asked.at.toISOString()), ')…') : null,
+      body,
+      plan ? [
+        h('p', { class: 'small muted', id: 'plan-meta' }, 'Planned ', when(plan.at), ' (', exact(plan.at), ')',
+          plan.manifestVersion ? [' against manifest ', h('code', {}, plan.manifestVersion)] : null,
+          plan.requestedBy ? ' · asked by ' + plan.requestedBy : '',
+          pending ? ' · an older preview: the new one is on its way' : ''),
+        plan.state === 'failed' ? errorBlock(plan.error || 'The tenant could not be planned.', plan.advice) : null,
+        res && (res.notices || []).length ? h('ul', { class: 'notices' }, res.notices.map((n) => h('li', {}, n))) : null,
+        plan.state !== 'failed' && !planned.length ? h('p', { id: 'plan-empty' }, 'Nothing to change: the tenant holds everything its manifest asks for.') : null,
+        planned.length ? h('div', { class: 'perm-groups' },
+          h('section', { class: 'perm-group', 'aria-label': 'Application permissions to add or remove' },
+            h('h3', {}, 'Application permissions'), list(by(APP_KINDS), 'None.', 'plan-app')),
+          h('section', { class: 'perm-group', 'aria-label': 'Delegated permissions to grant' },
+            h('h3', {}, 'Delegated permissions'), list(by(DELEGATED_KINDS), 'None.', 'plan-delegated')),
+          other.length ? h('section', { class: 'perm-group', 'aria-label': 'Service principals' },
+            h('h3', {}, 'Service principals'), list(other, '', 'plan-other')) : null) : null,
+        plan.truncated ? h('p', { class: 'small muted' }, 'The plan was too long to keep whole.') : null] : null);
+  }
+
+  // profileField shows the tenant's profile and, for an Admin, a choice
+  // of profile to assign (the tenant is then refreshed with it).
+  function profileField(t) {
+    const shown = t.profile ? h('code', {}, t.profile) : h('span', { class: 'muted' }, 'none (the full set)');
+    if (!canAdminister() || !t.profiles) return shown;
+    const names = [...new Set([...t.profiles, t.profile].filter(Boolean))].sort();
+    const choice = app.profileChoice && app.profileChoice.tenant === t.id ? app.profileChoice.value : (t.profile || '');
+    const select = h('select', { id: 'tenant-profile-select', 'aria-label': 'Profile to assign', dataset: { focus: 'tenant-profile-select' } },
+      h('option', { value: '', selected: !choice }, 'None (the full set)'),
+      names.map((n) => h('option', { value: n, selected: choice === n }, n)));
+    select.addEventListener('change', () => { app.profileChoice = { tenant: t.id, value: select.value }; });
+    const btn = h('button', { type: 'button', class: 'button secondary small', id: 'tenant-profile-assign', dataset: { focus: 'tenant-profile-assign' } }, 'Assign');
+    btn.addEventListener('click', async () => {
+      const want = select.value;
+      btn.disabled = true;
+      try {
+        const res = await api('POST', 'tenants/' + encodeURIComponent(t.id) + '/profile', { profile: want });
+        app.profileChoice = null;
+        app.requests.unshift({ requestId: res.requestId, op: 'refresh', tenantId: t.id, tenantName: tenantName(t), state: 'pending', detail: null, error: '', at: new Date() });
+        announce(tenantName(t) + (want ? ' is assigned to ' + want : ' has no profile now') + '; it is refreshed.');
+      } catch (e) {
+        if (e.status === 401) return;
+        announce('The profile was not assigned: ' + e.message);
+        btn.disabled = false;
+        return;
+      }
+      reload();
+    });
+    return [shown, ' ', select, ' ', btn];
   }
 
   function historyTable(hist) {
@@ -1551,7 +1653,7 @@
 
   // ---------- activity page ----------
 
-  const ACTIONS = [['', 'All actions'], ['refresh', 'Refresh'], ['reset', 'Reset'], ['refreshAll', 'Refresh all'],
+  const ACTIONS = [['', 'All actions'], ['refresh', 'Refresh'], ['reset', 'Reset'], ['refreshAll', 'Refresh all'], ['plan', 'Preview'], ['profile', 'Profile'],
     ['pause', 'Pause'], ['resume', 'Resume'], ['redrive', 'Re-drive'], ['deletePoison', 'Delete poison'], ['signIn', 'Sign-in'], ['signOut', 'Sign-out']];
 
   function actionLabel(a) {
