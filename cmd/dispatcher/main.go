@@ -219,7 +219,8 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		SeparateMetrics:     cfg.MetricsListen != "",
 		Logger:              log,
 		Permissions: dispatcher.Permissions{Base: base, Extras: st, Publisher: disc,
-			FollowApp: cfg.FollowApp, AppID: cfg.ClientID, Run: cfg.PermissionsRun, Profiles: st, Plans: st},
+			FollowApp: cfg.FollowApp, AppID: cfg.ClientID, Run: cfg.PermissionsRun, Profiles: st, Plans: st,
+			WorkerReload: cfg.ManifestReload},
 	})
 	if err != nil {
 		return cli.Invalid(err)

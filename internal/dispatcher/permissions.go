@@ -54,7 +54,16 @@ type Permissions struct {
 	// Plans are the tenants' dry-run plans, which workers store; nil
 	// leaves /api/tenants/{id}/plan out.
 	Plans Plans
+	// WorkerReload is how often workers read the profiles and the tenants'
+	// assignments again (CPV_MANIFEST_RELOAD): the refresh a profile
+	// assignment enqueues waits that long and reloadMargin more, so that it
+	// runs with the profile (0: at once).
+	WorkerReload time.Duration
 }
+
+// reloadMargin is the time a worker's reload of the layers may take, on
+// top of WorkerReload.
+const reloadMargin = 5 * time.Second
 
 func del(h func(http.ResponseWriter, *http.Request, principal)) route {
 	return route{method: http.MethodDelete, role: RoleOperator, h: h}
@@ -455,7 +464,10 @@ func (d *Dispatcher) handleDeleteProfile(w http.ResponseWriter, r *http.Request,
 }
 
 // handleTenantProfile serves POST /api/tenants/{id}/profile {"profile":
-// name, or "" for none} and enqueues a refresh of the tenant.
+// name, or "" for none} and enqueues a refresh of the tenant, delayed until
+// the workers have read the assignment: one that ran before would give the
+// tenant the set it had (the full set, to a tenant meant for least
+// privilege).
 func (d *Dispatcher) handleTenantProfile(w http.ResponseWriter, r *http.Request, p principal) {
 	body, err := readBody(w, r, d.cfg.MaxBody)
 	if err != nil {
@@ -491,7 +503,11 @@ func (d *Dispatcher) handleTenantProfile(w http.ResponseWriter, r *http.Request,
 		return
 	}
 	d.invalidateVersions()
-	reqID, err := d.Enqueue(r.Context(), id, cpvtype.OpRefresh, queue.ReasonManual, p.Name)
+	var delay time.Duration
+	if pc := d.cfg.Permissions; pc.WorkerReload > 0 {
+		delay = pc.WorkerReload + reloadMargin
+	}
+	reqID, err := d.enqueueAfter(r.Context(), id, cpvtype.OpRefresh, queue.ReasonManual, p.Name, delay)
 	act := store.Activity{Action: ActionProfile, TenantID: strings.ToLower(id), RequestID: reqID, Outcome: OutcomeAccepted,
 		Detail: "assigned profile " + strconv.Quote(in.Profile)}
 	if err != nil {

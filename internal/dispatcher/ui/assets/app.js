@@ -29,6 +29,7 @@
     reload: null,       // polls the current page at once (set by each page)
     previews: {},       // tenant id -> the preview asked for in this tab: {requestId, at, error}
     profileChoice: null, // {tenant, value}: the profile chosen on a tenant page, kept across its redraws
+    profileEdit: null,  // the profile being edited on the permissions page: {name, resources}
   };
 
   // ---------- DOM helpers ----------
@@ -1315,7 +1316,8 @@
           h('h1', {}, 'Permissions'),
           h('p', { class: 'sub' }, 'What every tenant is given: the base set, the app registration\'s (when followed) and the permissions added here, each with where it comes from.'))),
       canAdminister() ? form : null,
-      h('div', { id: 'perm-region' }, h('p', { class: 'empty' }, 'Loading…')));
+      h('div', { id: 'perm-region' }, h('p', { class: 'empty' }, 'Loading…')),
+      profilesSection(token));
     app.reload = () => loadPermissions(token);
     loadPermissions(token);
   }
@@ -1357,6 +1359,156 @@
       }
     });
     return btn;
+  }
+
+  // ---------- permission profiles (on the permissions page) ----------
+
+  // profilesSection lists the profiles (every role) and, for an Admin, a
+  // form to create or edit one from the effective manifest's permissions.
+  function profilesSection(token) {
+    app.profileEdit = null;
+    const section = h('section', { class: 'panel', 'aria-labelledby': 'profiles-title', id: 'profiles' },
+      h('h2', { id: 'profiles-title' }, 'Profiles'),
+      h('p', { class: 'sub' }, 'A profile is a named permission set that replaces the full set for the tenants assigned to it (e.g. least privilege for a customer who refuses mail access). Assign one on a tenant\'s page.'),
+      h('div', { id: 'profiles-region' }, h('p', { class: 'empty' }, 'Loading…')),
+      canAdminister() ? h('div', { id: 'profile-form-region' }) : null);
+    loadProfiles(token);
+    return section;
+  }
+
+  async function loadProfiles(token) {
+    try {
+      const [ps, perms] = await Promise.all([api('GET', 'profiles'), canAdminister() ? api('GET', 'permissions') : null]);
+      if (token !== app.renderToken) return;
+      const region = $('#profiles-region');
+      if (!region) return;
+      const profiles = ps.profiles || [];
+      keepFocus(() => {
+        fill(region, profiles.length ? profilesTable(profiles, token) : h('p', { class: 'empty' }, 'No profiles: every tenant gets the full set.'));
+        if (perms) drawProfileForm(perms.lines || [], profiles, token);
+      });
+    } catch (e) {
+      if (e.status === 401 || token !== app.renderToken) return;
+      const region = $('#profiles-region');
+      if (region) fill(region, errorNotice(e));
+    }
+  }
+
+  function profileCounts(p) {
+    let roles = 0;
+    let scopes = 0;
+    for (const r of p.resources || []) {
+      roles += (r.appRoles || []).length;
+      scopes += (r.scopes || []).length;
+    }
+    return [roles, scopes];
+  }
+
+  function profilesTable(profiles, token) {
+    return h('div', { class: 'table-wrap' }, h('table', { id: 'profiles-table' },
+      h('caption', { class: 'visually-hidden' }, 'Permission profiles'),
+      h('thead', {}, h('tr', {}, ['Profile', 'Application', 'Delegated', 'Tenants', 'Saved'].map((c) => h('th', { scope: 'col' }, c)),
+        canAdminister() ? h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')) : null)),
+      h('tbody', {}, profiles.map((p) => {
+        const [roles, scopes] = profileCounts(p);
+        return h('tr', { dataset: { profile: p.name } },
+          h('td', {}, h('code', {}, p.name)),
+          h('td', {}, String(roles)),
+          h('td', {}, String(scopes)),
+          h('td', {}, p.tenants.length ? h('ul', { class: 'plain' }, p.tenants.map((id) => h('li', {}, h('a', { href: '#/tenants/' + id, class: 'mono small' }, id)))) : h('span', { class: 'muted' }, 'none')),
+          h('td', { class: 'small' }, (p.updatedBy || '') + ' · ', when(p.updatedAt)),
+          canAdminister() ? h('td', { class: 'actions-cell' },
+            h('button', { type: 'button', class: 'button secondary small', dataset: { focus: 'profile-edit:' + p.name, action: 'edit' }, 'aria-label': 'Edit ' + p.name,
+              onclick: () => { app.profileEdit = { name: p.name, resources: p.resources }; loadProfiles(token); const n = $('#profile-name'); if (n) n.focus(); } }, 'Edit'),
+            h('button', { type: 'button', class: 'button secondary small', dataset: { focus: 'profile-delete:' + p.name, action: 'delete' }, 'aria-label': 'Delete ' + p.name,
+              onclick: () => deleteProfile(p, token) }, 'Delete')) : null);
+      }))));
+  }
+
+  async function deleteProfile(p, token) {
+    const ok = await confirmDialog({
+      title: 'Delete the profile ' + p.name + '?',
+      body: [h('p', {}, p.tenants.length ? plural(p.tenants.length, 'tenant') + ' assigned to it get the full set again at their next refresh.' : 'No tenant is assigned to it.')],
+      ok: 'Delete', danger: true,
+    });
+    if (!ok) return;
+    try {
+      await api('DELETE', 'profiles/' + encodeURIComponent(p.name));
+      announce('Profile ' + p.name + ' deleted.');
+    } catch (e) {
+      if (e.status === 401) return;
+      announce('The profile was not deleted: ' + e.message);
+    }
+    loadProfiles(token);
+  }
+
+  // inProfile says whether line l is in a profile's resources.
+  function inProfile(resources, l) {
+    const r = (resources || []).find((x) => x.appId === l.resourceAppId);
+    if (!r) return false;
+    if (l.type === 'Role') return (r.appRoles || []).some((x) => x.id === l.id || x.value === l.value);
+    return (r.scopes || []).includes(l.value);
+  }
+
+  function drawProfileForm(lines, profiles, token) {
+    const region = $('#profile-form-region');
+    if (!region) return;
+    const edit = app.profileEdit;
+    const name = h('input', { id: 'profile-name', required: true, maxlength: '64', pattern: '[A-Za-z0-9_-]{1,64}', spellcheck: 'false', autocomplete: 'off',
+      value: edit ? edit.name : '', 'aria-describedby': 'profile-name-hint' });
+    const byRes = new Map();
+    for (const l of lines) {
+      if (!byRes.has(l.resourceAppId)) byRes.set(l.resourceAppId, { name: l.resourceName || l.resourceAppId, lines: [] });
+      byRes.get(l.resourceAppId).lines.push(l);
+    }
+    const boxes = [];
+    const groups = [...byRes.entries()].map(([appId, g]) => {
+      const items = g.lines.map((l) => {
+        const id = 'pl-' + boxes.length;
+        const box = h('input', { type: 'checkbox', id, checked: !!(edit && inProfile(edit.resources, l)),
+          dataset: { resource: appId, type: l.type, perm: l.value, id: l.id || '' } });
+        boxes.push(box);
+        return h('li', {}, box, ' ', h('label', { for: id }, h('span', { class: 'small muted' }, l.type === 'Role' ? 'Application ' : 'Delegated '), h('code', {}, l.value)));
+      });
+      const any = edit && g.lines.some((l) => inProfile(edit.resources, l));
+      return h('details', { class: 'profile-resource', open: !!any, dataset: { resource: appId } },
+        h('summary', {}, g.name + ' (' + g.lines.length + ')'),
+        h('ul', { class: 'plain' }, items));
+    });
+    const result = h('div', { id: 'profile-result', 'aria-live': 'polite' });
+    const form = h('form', { id: 'profile-form', novalidate: true },
+      h('h3', {}, edit ? 'Edit the profile ' + edit.name : 'New profile'),
+      h('div', { class: 'field' }, h('label', { for: 'profile-name' }, 'Name'), name,
+        h('p', { class: 'hint', id: 'profile-name-hint' }, 'Letters, digits, "-" and "_". Saving under another name makes a new profile.')),
+      h('fieldset', {}, h('legend', {}, 'Permissions (from the full set)'), h('div', { class: 'profile-lines' }, groups)),
+      h('p', {}, h('button', { type: 'submit', class: 'button', id: 'profile-save' }, 'Save profile'), ' ',
+        edit ? h('button', { type: 'button', class: 'button secondary', id: 'profile-cancel', onclick: () => { app.profileEdit = null; loadProfiles(token); } }, 'Cancel') : null),
+      result);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      fill(result);
+      const n = name.value.trim();
+      const byApp = new Map();
+      for (const b of boxes.filter((x) => x.checked)) {
+        if (!byApp.has(b.dataset.resource)) byApp.set(b.dataset.resource, []);
+        byApp.get(b.dataset.resource).push({ id: b.dataset.type === 'Role' && b.dataset.id ? b.dataset.id : b.dataset.perm, type: b.dataset.type });
+      }
+      if (!/^[A-Za-z0-9_-]{1,64}$/.test(n)) { fill(result, errorNotice('Name the profile: 1 to 64 letters, digits, "-" or "_".')); name.focus(); return; }
+      if (!byApp.size) { fill(result, errorNotice('Pick at least one permission.')); return; }
+      try {
+        const res = await api('POST', 'profiles/' + encodeURIComponent(n),
+          { requiredResourceAccess: [...byApp.entries()].map(([resourceAppId, resourceAccess]) => ({ resourceAppId, resourceAccess })) });
+        app.profileEdit = null;
+        announce('Profile ' + n + ' saved.');
+        await loadProfiles(token);
+        const r = $('#profile-result');
+        if (r) fill(r, h('p', { class: 'notice' }, 'Saved ' + n + ': ' + plural(res.appRoles, 'application permission') + ', ' + plural(res.scopes, 'delegated permission') + ' (version ' + res.version + ').'));
+      } catch (e) {
+        if (e.status === 401) return;
+        fill(result, errorNotice(e));
+      }
+    });
+    fill(region, form);
   }
 
   // ---------- poison page ----------
