@@ -165,8 +165,7 @@ func newStack(t *testing.T, opts ...stackOptions) *stack {
 		SignIn:           signIn,
 		HTTPClient:       hc,
 		UI:               ui.Handler(),
-		Permissions:      dispatcher.Permissions{Extras: s.store, Publisher: disc, Run: true, Profiles: s.store, Plans: s.store,
-			WorkerReload: o.workerReload},
+		Permissions:      dispatcher.Permissions{Extras: s.store, Publisher: disc, Run: true, Profiles: s.store, Plans: s.store, WorkerReload: o.workerReload},
 		Backend: map[string]string{
 			"transport":      "storage",
 			"storageAccount": "devstoreaccount1",
