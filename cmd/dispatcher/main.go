@@ -224,7 +224,8 @@ func serve(ctx context.Context, cfg *config.Dispatcher, log *slog.Logger) error 
 		Logger:              log,
 		Notifications:       notifier,
 		Permissions: dispatcher.Permissions{Base: base, Extras: st, Publisher: disc,
-			FollowApp: cfg.FollowApp, AppID: cfg.ClientID, Run: cfg.PermissionsRun, Profiles: st},
+			FollowApp: cfg.FollowApp, AppID: cfg.ClientID, Run: cfg.PermissionsRun, Profiles: st, Plans: st,
+			WorkerReload: cfg.ManifestReload},
 		Checks:         checksConfig(cfg, disc, kv),
 		ChecksInterval: cfg.CheckInterval,
 	})

@@ -49,11 +49,12 @@ type Common struct {
 	SecretNameCertificate   string        `env:"CPV_SECRET_NAME_CERTIFICATE" default:"SAMCertificate" help:"Key Vault secret holding the app's certificate and key (PEM, or a base64 PFX as a Key Vault certificate keeps it)"`
 	SecretNameRotation      string        `env:"CPV_SECRET_NAME_ROTATION" default:"CPVRotation" help:"Key Vault secret the rotation keeps its last report in (no secret value)"`
 
-	AuthorityHost    string `env:"CPV_AUTHORITY_HOST" default:"https://127.0.0.1:8443/" help:"Entra ID authority host; https://login.microsoftonline.com/ in production"`
-	GraphURL         string `env:"CPV_GRAPH_URL" default:"https://127.0.0.1:8443/v1.0" help:"Microsoft Graph base URL; https://graph.microsoft.com/v1.0 in production"`
-	PartnerCenterURL string `env:"CPV_PARTNER_CENTER_URL" default:"https://127.0.0.1:8443" help:"Partner Center API base URL; https://api.partnercenter.microsoft.com in production"`
-	ManifestFile     string `env:"CPV_MANIFEST_FILE" help:"JSON permission manifest overriding the embedded default"`
-	FollowApp        bool   `env:"CPV_FOLLOW_APP" default:"false" help:"add the permissions the partner's app registration declares (requiredResourceAccess) to the base manifest"`
+	AuthorityHost    string        `env:"CPV_AUTHORITY_HOST" default:"https://127.0.0.1:8443/" help:"Entra ID authority host; https://login.microsoftonline.com/ in production"`
+	GraphURL         string        `env:"CPV_GRAPH_URL" default:"https://127.0.0.1:8443/v1.0" help:"Microsoft Graph base URL; https://graph.microsoft.com/v1.0 in production"`
+	PartnerCenterURL string        `env:"CPV_PARTNER_CENTER_URL" default:"https://127.0.0.1:8443" help:"Partner Center API base URL; https://api.partnercenter.microsoft.com in production"`
+	ManifestFile     string        `env:"CPV_MANIFEST_FILE" help:"JSON permission manifest overriding the embedded default"`
+	FollowApp        bool          `env:"CPV_FOLLOW_APP" default:"false" help:"add the permissions the partner's app registration declares (requiredResourceAccess) to the base manifest"`
+	ManifestReload   time.Duration `env:"CPV_MANIFEST_RELOAD" default:"30s" help:"how often workers read the effective manifest (base, app registration, extra permissions), the profiles and the tenants' assignments again (0: never); the dispatcher delays the refresh a profile assignment enqueues by as long (and a few seconds), so that it runs with the profile"`
 
 	LogFormat string `env:"CPV_LOG_FORMAT" default:"auto" help:"log format: auto (colour text on a terminal, JSON otherwise), text or json"`
 	LogLevel  string `env:"CPV_LOG_LEVEL" default:"info" help:"log level: debug, info, warn or error"`
@@ -73,7 +74,6 @@ type Worker struct {
 	RetryMax       time.Duration `env:"CPV_RETRY_MAX" default:"15m" help:"longest backoff after a retryable failure"`
 	ShutdownGrace  time.Duration `env:"CPV_SHUTDOWN_GRACE" default:"25s" help:"on SIGTERM, how long in-flight refreshes may finish before they are released to another replica"`
 	Exact          bool          `env:"CPV_EXACT" default:"false" help:"also remove application roles the manifest no longer lists"`
-	ManifestReload time.Duration `env:"CPV_MANIFEST_RELOAD" default:"30s" help:"how often the effective manifest (base, app registration, extra permissions) is read again; 0: never"`
 	PollMax        time.Duration `env:"CPV_POLL_MAX" default:"5s" help:"longest wait between receives while the queue is empty"`
 }
 

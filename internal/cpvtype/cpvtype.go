@@ -16,6 +16,9 @@ const (
 	OpRefresh Op = "refresh"
 	// OpReset removes the app's consent and service principal, then refreshes.
 	OpReset Op = "reset"
+	// OpPlan reads the tenant and plans what a refresh would change (a dry
+	// run): nothing is written to the tenant, only the plan to the store.
+	OpPlan Op = "plan"
 )
 
 // Status is where a tenant's refresh stands: the outcome of one refresh

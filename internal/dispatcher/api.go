@@ -28,11 +28,16 @@ const workersSeenWindow = 10 * time.Minute
 
 // Enqueue sends one refresh or reset of tenant now and returns its request id.
 func (d *Dispatcher) Enqueue(ctx context.Context, tenant string, op cpvtype.Op, reason queue.Reason, requestedBy string) (string, error) {
+	return d.enqueueAfter(ctx, tenant, op, reason, requestedBy, 0)
+}
+
+// enqueueAfter is Enqueue with the message invisible for delay.
+func (d *Dispatcher) enqueueAfter(ctx context.Context, tenant string, op cpvtype.Op, reason queue.Reason, requestedBy string, delay time.Duration) (string, error) {
 	m := queue.Message{
 		V: queue.Version, TenantID: strings.ToLower(tenant), Op: op, Reason: reason,
 		RequestID: uuid.NewString(), RequestedBy: clipText(requestedBy, 200), RequestedAt: d.now().UTC(),
 	}
-	if err := d.cfg.Queue.Send(ctx, m, 0); err != nil {
+	if err := d.cfg.Queue.Send(ctx, m, delay); err != nil {
 		return "", fmt.Errorf("dispatcher: enqueue %s of tenant %s: %w", op, tenant, err)
 	}
 	d.metrics.enqueued.WithLabelValues(string(reason)).Inc()

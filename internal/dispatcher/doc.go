@@ -89,6 +89,7 @@
 //	POST /api/tenants/{id}/reset           202 {"requestId","tenantId","op"}; 409 excluded (Operator)
 //	POST /api/tenants/{id}/exclude         {"reason"}? 200 {"tenantId","excluded","exclusionBy","exclusionAt","exclusionReason"}; 404 unknown (Admin)
 //	POST /api/tenants/{id}/include         the same, clearing the exclusion (Admin)
+//	POST /api/tenants/{id}/plan            202 {"requestId","tenantId","op":"plan"}: a worker plans the next refresh (a dry run) (Operator)
 //	POST /api/refresh                      202 {"requestId","runId"}; 409 while paused (Operator)
 //	POST /api/events                       {"type":"tenant.added"|"gdap.roles.changed","tenantId","id"?,"occurredAt"?} (Operator)
 //	POST /api/pause                        {"component":"dispatch"|"workers","paused":bool} (Operator)
@@ -105,10 +106,12 @@
 //	POST /api/notify/urls                  {"url"} adds a URL to the settings; DELETE /api/notify/urls/{n} removes one (Admin)
 //	POST /api/notify/test                  a test message to every URL: {"results":[{"url","delivered","error"}]} (Admin)
 //	GET  /auth/config, /auth/login[?return=#/...], /auth/callback; POST /auth/logout   sign-in with Microsoft
-//	GET  /api/tenants[?state=&excluded=&manifest=&q=&sort=&dir=]  tenants with their status (streamed array)
+//	GET  /api/tenants[?state=&excluded=&manifest=&profile=&q=&sort=&dir=]  tenants with their status (streamed array);
+//	                                       manifest= a version, older or current; profile= a name or (none)
 //	GET  /api/tenants?limit=50[&continuation=][filters]  one page: {"items","continuation","matched","summary","asOf"}
 //	GET  /api/poison[?limit=32]            the parked messages: tenant, op, reason, attempts
 //	GET  /api/tenants/{id}[?limit=20]      tenant, status and history (newest first)
+//	GET  /api/tenants/{id}/plan            the tenant's latest dry-run plan, with its request and time; 404 none yet
 //	GET  /api/runs[?limit=30], /api/runs/{id}   runs; one run with its progress
 //	GET  /api/charts[?limit=30]            the latest runs' counts and duration, the fleet by status (the Charts page)
 //	GET  /api/backend                      queue depths, endpoints, workers seen, schedule, pause switches

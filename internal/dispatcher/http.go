@@ -106,6 +106,9 @@ func (d *Dispatcher) routes() http.Handler {
 		d.api(mux, "/api/profiles/{name}", admin(post(d.handlePutProfile)), admin(del(d.handleDeleteProfile)))
 		d.api(mux, "/api/tenants/{id}/profile", admin(post(d.handleTenantProfile)))
 	}
+	if d.cfg.Permissions.Plans != nil {
+		d.api(mux, "/api/tenants/{id}/plan", get(d.handleGetPlan), post(d.handleRequestPlan))
+	}
 	d.api(mux, "/api/webhook/registration", admin(get(d.handleGetRegistration)), admin(post(d.handleRegister)))
 	d.api(mux, "/api/webhook/test", admin(post(d.handleWebhookTest)))
 	d.notifyRoutes(mux)

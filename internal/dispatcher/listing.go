@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/checks"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
@@ -44,6 +45,19 @@ const (
 	// The page sizes of GET /api/tenants.
 	listDefaultLimit = 50
 	listMaxLimit     = 500
+	// versionsRefresh is the longest the current manifest versions (the
+	// effective manifest's, each profile's, the tenants' assignments) may
+	// lag the store; the dispatcher's own changes are seen at once.
+	versionsRefresh = time.Minute
+)
+
+// Values of GET /api/tenants?manifest= that are not a version.
+const (
+	manifestOlder   = "older"   // a refresh applied a manifest other than the tenant's current one
+	manifestCurrent = "current" // the latest refresh applied the tenant's current manifest
+	// profileNone is ?profile= for tenants assigned to no profile (it
+	// cannot be a profile's name).
+	profileNone = "(none)"
 )
 
 // statusRank orders states for sort=status: problems first.
@@ -60,6 +74,37 @@ type fleetIndex struct {
 	at                     time.Time // when last brought up to date
 	stale                  bool      // the dispatcher wrote since
 	summary                FleetSummary
+
+	vers      versions  // what "current" means for each tenant
+	versAt    time.Time // when vers was read (zero: never)
+	versStale bool      // the dispatcher changed the permission set or a profile since
+}
+
+// versions are the manifest versions a tenant should hold: the effective
+// manifest's, or its profile's. A tenant assigned to a profile that no
+// longer exists gets the effective manifest, as the workers do.
+type versions struct {
+	current  string            // the effective manifest's version ("" until read)
+	profiles map[string]string // profile name -> its manifest's version
+	assigned map[string]string // tenant id -> profile name
+}
+
+// expected is the version tenant should hold, "" when unknown.
+func (v *versions) expected(tenant string) string {
+	if pv, ok := v.profiles[v.assigned[tenant]]; ok {
+		return pv
+	}
+	return v.current
+}
+
+// older reports whether r's latest refresh applied another manifest than
+// the one r should hold now (false for a tenant never refreshed).
+func (v *versions) older(r *listRow) bool {
+	if !r.hasStatus || r.status.ManifestVersion == "" {
+		return false
+	}
+	want := v.expected(r.tenant.ID)
+	return want != "" && r.status.ManifestVersion != want
 }
 
 // listRow is one tenant: its row (known) and its latest status, if any.
@@ -104,7 +149,7 @@ func (r *listRow) index() {
 	}
 }
 
-func (r *listRow) view() TenantView {
+func (r *listRow) view(vs *versions) TenantView {
 	v := TenantView{ID: r.tenant.ID}
 	if r.known {
 		v = tenantView(r.tenant)
@@ -114,6 +159,8 @@ func (r *listRow) view() TenantView {
 	}
 	a := r.access
 	v.Access = &a
+	v.Profile = vs.assigned[r.tenant.ID]
+	v.Outdated = vs.older(r)
 	return v
 }
 
@@ -122,6 +169,14 @@ type FleetSummary struct {
 	Total    int            `json:"total"`
 	ByStatus map[string]int `json:"byStatus"` // "never" for tenants never refreshed
 	Excluded int            `json:"excluded"`
+	// ManifestVersion is the effective manifest's version; Older counts
+	// the tenants whose latest refresh applied another manifest than the
+	// one they should hold (the effective one, or their profile's).
+	// Both are left out until the versions could be read.
+	ManifestVersion string `json:"manifestVersion,omitempty"`
+	Older           int    `json:"older"`
+	// ByProfile counts the tenants assigned to each profile.
+	ByProfile map[string]int `json:"byProfile,omitempty"`
 }
 
 // TenantPage is GET /api/tenants with limit or continuation: one page of
@@ -141,6 +196,51 @@ func (d *Dispatcher) invalidateListing() {
 	d.fleet.mu.Unlock()
 }
 
+// invalidateVersions makes the next listing read the manifest versions and
+// the profile assignments again (after a change of either).
+func (d *Dispatcher) invalidateVersions() {
+	d.fleet.mu.Lock()
+	d.fleet.stale, d.fleet.versStale = true, true
+	d.fleet.mu.Unlock()
+}
+
+// readVersions reads the effective manifest's version, each profile's and
+// the tenants' assignments: a few rows of the control table (and the app
+// registration, with FollowApp).
+func (d *Dispatcher) readVersions(ctx context.Context) (versions, error) {
+	pc := d.cfg.Permissions
+	base := pc.Base
+	if base == nil {
+		base = cpv.DefaultManifest()
+	}
+	v := versions{current: base.Version()}
+	consent := base.Consent
+	if pc.Extras != nil {
+		eff, err := d.effective(ctx)
+		if err != nil {
+			return versions{}, fmt.Errorf("dispatcher: read the effective manifest: %w", err)
+		}
+		v.current, consent = eff.manifest.Version(), eff.manifest.Consent
+	}
+	if pc.Profiles == nil {
+		return v, nil
+	}
+	ps, err := pc.Profiles.Profiles(ctx)
+	if err != nil {
+		return versions{}, fmt.Errorf("dispatcher: read the profiles: %w", err)
+	}
+	v.profiles = make(map[string]string, len(ps))
+	for _, p := range ps {
+		if m, err := profileManifest(consent, p); err == nil {
+			v.profiles[p.Name] = m.Version()
+		}
+	}
+	if v.assigned, err = pc.Profiles.TenantProfiles(ctx); err != nil {
+		return versions{}, fmt.Errorf("dispatcher: read the tenants' profiles: %w", err)
+	}
+	return v, nil
+}
+
 // refreshListing brings the fleet index up to date unless it was within
 // listRefresh; concurrent callers share one read.
 func (d *Dispatcher) refreshListing(ctx context.Context) error {
@@ -155,7 +255,19 @@ func (d *Dispatcher) refreshListing(ctx context.Context) error {
 	}
 	x.stale = false
 	tSince, sSince := since(x.tenantMark), since(x.statusMark)
+	readVers := x.versAt.IsZero() || x.versStale || now.Before(x.versAt) || now.Sub(x.versAt) >= versionsRefresh
+	x.versStale = x.versStale && !readVers
 	x.mu.Unlock()
+
+	var vers versions
+	if readVers {
+		var err error
+		if vers, err = d.readVersions(ctx); err != nil {
+			// The listing is served all the same, with the versions last read.
+			d.log.WarnContext(ctx, "tenant listing: manifest versions not read", "error", err)
+			readVers = false
+		}
+	}
 
 	type tenantChange struct {
 		t  store.Tenant
@@ -216,12 +328,24 @@ func (d *Dispatcher) refreshListing(ctx context.Context) error {
 	for r := range touched {
 		r.index()
 	}
-	sum := FleetSummary{ByStatus: map[string]int{}}
+	if readVers {
+		x.vers, x.versAt = vers, now
+	}
+	sum := FleetSummary{ByStatus: map[string]int{}, ManifestVersion: x.vers.current}
 	for _, r := range x.rows {
 		sum.Total++
 		sum.ByStatus[r.state()]++
 		if r.tenant.Excluded {
 			sum.Excluded++
+		}
+		if x.vers.older(r) {
+			sum.Older++
+		}
+		if p := x.vers.assigned[r.tenant.ID]; p != "" {
+			if sum.ByProfile == nil {
+				sum.ByProfile = map[string]int{}
+			}
+			sum.ByProfile[p]++
 		}
 	}
 	x.summary, x.at = sum, now
@@ -275,7 +399,8 @@ type listQuery struct {
 	state    string // a state, "never", or "" for any
 	access   string // an access check status (ok, warn, fail, unknown), or "" for any
 	excluded *bool
-	manifest string
+	manifest string // a version, manifestOlder or manifestCurrent
+	profile  string // a profile's name, or profileNone
 	search   string // lower-cased
 	sort     string
 	desc     bool
@@ -340,7 +465,7 @@ func (q *listQuery) before(a, b listKey) bool {
 	return a.ID < b.ID
 }
 
-func (q *listQuery) matches(r *listRow) bool {
+func (q *listQuery) matches(r *listRow, vs *versions) bool {
 	if q.state != "" && r.state() != q.state {
 		return false
 	}
@@ -350,7 +475,26 @@ func (q *listQuery) matches(r *listRow) bool {
 	if q.excluded != nil && r.tenant.Excluded != *q.excluded {
 		return false
 	}
-	if q.manifest != "" && (!r.hasStatus || r.status.ManifestVersion != q.manifest) {
+	switch q.manifest {
+	case "":
+	case manifestOlder:
+		if !vs.older(r) {
+			return false
+		}
+	case manifestCurrent:
+		if !r.hasStatus || r.status.ManifestVersion == "" || vs.older(r) {
+			return false
+		}
+	default:
+		if !r.hasStatus || r.status.ManifestVersion != q.manifest {
+			return false
+		}
+	}
+	switch p := vs.assigned[r.tenant.ID]; {
+	case q.profile == "":
+	case q.profile == profileNone && p != "":
+		return false
+	case q.profile != profileNone && p != q.profile:
 		return false
 	}
 	return q.search == "" || strings.Contains(r.text, q.search)
@@ -363,7 +507,7 @@ func (q *listQuery) fingerprint() string {
 	if q.excluded != nil {
 		ex = strconv.FormatBool(*q.excluded)
 	}
-	_, _ = fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%t\x00%s", q.state, ex, q.manifest, q.search, q.sort, q.desc, q.access)
+	_, _ = fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%t\x00%s", q.state, ex, q.manifest, q.profile, q.search, q.sort, q.desc, q.access)
 	return strconv.FormatUint(h.Sum64(), 36)
 }
 
@@ -431,7 +575,7 @@ func (d *Dispatcher) page(q *listQuery) (items []TenantView, next string, matche
 	h := &pageHeap{q: q}
 	more := false
 	for _, r := range x.rows {
-		if !q.matches(r) {
+		if !q.matches(r, &x.vers) {
 			continue
 		}
 		matched++
@@ -455,7 +599,7 @@ func (d *Dispatcher) page(q *listQuery) (items []TenantView, next string, matche
 	}
 	items = make([]TenantView, len(out))
 	for i, e := range out {
-		items[i] = e.r.view()
+		items[i] = e.r.view(&x.vers)
 	}
 	if more && len(out) > 0 {
 		next = q.token(out[len(out)-1].k)
@@ -466,7 +610,7 @@ func (d *Dispatcher) page(q *listQuery) (items []TenantView, next string, matche
 // parseListQuery reads GET /api/tenants's query; false after answering 400.
 func parseListQuery(w http.ResponseWriter, r *http.Request) (*listQuery, bool) {
 	v := r.URL.Query()
-	q := &listQuery{state: v.Get("state"), access: v.Get("access"), manifest: v.Get("manifest"), sort: v.Get("sort"),
+	q := &listQuery{state: v.Get("state"), access: v.Get("access"), manifest: v.Get("manifest"), profile: v.Get("profile"), sort: v.Get("sort"),
 		search: strings.ToLower(strings.TrimSpace(v.Get("q")))}
 	if s := v.Get("excluded"); s != "" {
 		b, err := strconv.ParseBool(s)
@@ -484,6 +628,10 @@ func parseListQuery(w http.ResponseWriter, r *http.Request) (*listQuery, bool) {
 	}
 	if len(q.search) > 200 || len(q.state) > 40 || len(q.manifest) > 200 {
 		writeError(w, http.StatusBadRequest, "invalidFilter", "q, manifest and state are too long")
+		return nil, false
+	}
+	if q.profile != "" && q.profile != profileNone && !validProfileName(q.profile) {
+		writeError(w, http.StatusBadRequest, "invalidFilter", "profile must be a profile's name, or "+profileNone+" for tenants in none")
 		return nil, false
 	}
 	if q.sort == "" {
@@ -516,7 +664,10 @@ func parseListQuery(w http.ResponseWriter, r *http.Request) (*listQuery, bool) {
 }
 
 // handleListTenants serves GET /api/tenants. Filters: state= (a state, or
-// "never"), access=ok|warn|fail|unknown (the access check), excluded=true|false, manifest= (a manifest version), q= (a
+// "never"), access=ok|warn|fail|unknown (the access check), excluded=true|false, manifest= (a manifest version, "older":
+// the latest refresh applied another manifest than the tenant's current
+// one, the effective manifest or its profile's, or "current"), profile= (a
+// profile's name, or "(none)"), q= (a
 // search of name, domain, id, error and notices); sort=name|id|status|
 // last|permissions|notices|error and dir=asc|desc. With limit= or
 // continuation= the answer is a TenantPage; without, every match as a JSON

@@ -2,6 +2,7 @@ package dispatcher_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
@@ -194,4 +196,128 @@ func TestListTenantsBadQuery(t *testing.T) {
 			t.Errorf("GET %.80s = %d %s, want 400", target, w.Code, w.Body)
 		}
 	}
+}
+
+// TestListTenantsOlder: the summary counts the tenants whose latest
+// refresh applied another manifest than the one they should hold (the
+// effective manifest, or their profile's), and the listing filters by that
+// and by profile; a change of the permission set moves the count at once.
+func TestListTenantsOlder(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	ctx := context.Background()
+	least := []cpv.Resource{{AppID: cpv.GraphAppID, DisplayName: "Microsoft Graph",
+		AppRoles: []cpv.Permission{{ID: "df021288-bdef-4463-88db-98f22de89214", Value: "User.Read.All"}}, Scopes: []string{"User.Read"}}}
+	raw, err := json.Marshal(least)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.PutProfile(ctx, store.Profile{Name: "least", Resources: raw, UpdatedBy: "apikey:1"}); err != nil {
+		t.Fatal(err)
+	}
+	pm, err := cpv.NewManifest(cpv.DefaultManifest().Consent, least)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, profile := cpv.DefaultManifest().Version(), pm.Version()
+	id := func(i int) string { return fmt.Sprintf("%08x-1111-4000-8000-000000000000", i) }
+	// tenant: the version its latest refresh applied ("" never refreshed), its profile.
+	fleet := []struct{ version, profile string }{
+		{base, ""},                    // 0: current
+		{"0123456789abcdef", ""},      // 1: older
+		{base, "least"},               // 2: older: it should hold the profile's set
+		{profile, "least"},            // 3: current
+		{"", ""},                      // 4: never refreshed
+		{base, "deleted-profile"},     // 5: current: a missing profile means the effective manifest
+		{"0123456789abcdef", "least"}, // 6: older
+	}
+	for i, f := range fleet {
+		if err := h.store.AddTenant(ctx, store.Tenant{ID: id(i), DisplayName: fmt.Sprintf("Tenant %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		if f.version != "" {
+			if err := h.store.PutStatus(ctx, store.Status{TenantID: id(i), State: cpvtype.StatusSucceeded, ManifestVersion: f.version}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if f.profile != "" {
+			if err := h.store.SetTenantProfile(ctx, id(i), f.profile, "apikey:1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	d := h.dispatcher(t, "older", func(c *dispatcher.Config) {
+		c.Permissions = dispatcher.Permissions{Extras: h.store, Publisher: h.disc, Profiles: h.store}
+	})
+	key := "Bearer " + testAPIKey
+	list := func(query string) ([]string, dispatcher.TenantPage) {
+		t.Helper()
+		w := serve(d, apiRequest("GET", "/api/tenants?limit=100&sort=id&"+query, key, ""))
+		var p dispatcher.TenantPage
+		decode(t, w, &p)
+		if w.Code != 200 {
+			t.Fatalf("GET /api/tenants?%s = %d %s", query, w.Code, w.Body)
+		}
+		var ids []string
+		for _, v := range p.Items {
+			if v.Outdated != (query == "manifest=older") && strings.HasPrefix(query, "manifest=") {
+				t.Errorf("?%s lists %s with outdated %t", query, v.ID, v.Outdated)
+			}
+			if v.Profile != fleet[slices.Index(idsOf(len(fleet), id), v.ID)].profile {
+				t.Errorf("%s listed with profile %q, want %q", v.ID, v.Profile, fleet[slices.Index(idsOf(len(fleet), id), v.ID)].profile)
+			}
+			ids = append(ids, v.ID)
+		}
+		return ids, p
+	}
+	ids := func(is ...int) []string {
+		var out []string
+		for _, i := range is {
+			out = append(out, id(i))
+		}
+		return out
+	}
+	_, p := list("")
+	if p.Summary.Older != 3 || p.Summary.ManifestVersion != base || !cmp.Equal(p.Summary.ByProfile, map[string]int{"least": 3, "deleted-profile": 1}) {
+		t.Errorf("summary %+v: want 3 older, version %s, 3 in least and 1 in deleted-profile", p.Summary, base)
+	}
+	for query, want := range map[string][]string{
+		"manifest=older":                ids(1, 2, 6),
+		"manifest=current":              ids(0, 3, 5),
+		"profile=least":                 ids(2, 3, 6),
+		"profile=(none)":                ids(0, 1, 4),
+		"profile=least&manifest=older":  ids(2, 6),
+		"profile=deleted-profile":       ids(5),
+		"profile=nobody&manifest=older": nil,
+	} {
+		if got, _ := list(query); !cmp.Equal(want, got) {
+			t.Errorf("?%s lists %v, want %v", query, got, want)
+		}
+	}
+	var one dispatcher.TenantDetail
+	decode(t, serve(d, apiRequest("GET", "/api/tenants/"+id(2), key, "")), &one)
+	if one.Profile != "least" || one.CurrentVersion != profile || !one.Outdated {
+		t.Errorf("tenant 2: profile %q, current version %q, outdated %t; want least, %s, true", one.Profile, one.CurrentVersion, one.Outdated, profile)
+	}
+	if w := serve(d, apiRequest("GET", "/api/tenants?profile=no+such+name!", key, "")); w.Code != 400 {
+		t.Errorf("a bad profile filter: %d %s, want 400", w.Code, w.Body)
+	}
+
+	// An extra permission makes a new effective manifest: every tenant on
+	// it is older now, at once; the profile's tenants are not concerned.
+	if w := serve(d, apiRequest("POST", "/api/permissions", key, `{"resourceAppId":"`+cpv.GraphAppID+`","type":"Role","permission":"Directory.Read.All"}`)); w.Code != 201 {
+		t.Fatalf("add a permission: %d %s", w.Code, w.Body)
+	}
+	got, p := list("manifest=older")
+	if want := ids(0, 1, 2, 5, 6); !cmp.Equal(want, got) || p.Summary.Older != 5 || p.Summary.ManifestVersion == base {
+		t.Errorf("after a change: older %v (summary %d, version %s), want %v", got, p.Summary.Older, p.Summary.ManifestVersion, want)
+	}
+}
+
+func idsOf(n int, id func(int) string) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = id(i)
+	}
+	return out
 }

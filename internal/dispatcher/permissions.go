@@ -51,7 +51,19 @@ type Permissions struct {
 	Run bool
 	// Profiles stores permission profiles; nil leaves /api/profiles out.
 	Profiles Profiles
+	// Plans are the tenants' dry-run plans, which workers store; nil
+	// leaves /api/tenants/{id}/plan out.
+	Plans Plans
+	// WorkerReload is how often workers read the profiles and the tenants'
+	// assignments again (CPV_MANIFEST_RELOAD): the refresh a profile
+	// assignment enqueues waits that long and reloadMargin more, so that it
+	// runs with the profile (0: at once).
+	WorkerReload time.Duration
 }
+
+// reloadMargin is the time a worker's reload of the layers may take, on
+// top of WorkerReload.
+const reloadMargin = 5 * time.Second
 
 func del(h func(http.ResponseWriter, *http.Request, principal)) route {
 	return route{method: http.MethodDelete, role: RoleOperator, h: h}
@@ -310,6 +322,7 @@ func (d *Dispatcher) changePermissions(w http.ResponseWriter, r *http.Request, p
 		out["key"] = key
 	}
 	changed := after.manifest.Version() != before.manifest.Version()
+	d.invalidateVersions()
 	d.log.InfoContext(ctx, "permission set changed", "by", p.Name, "route", r.Pattern, "key", key,
 		"version", after.manifest.Version(), "changed", changed)
 	act := store.Activity{Action: ActionPermissions, Outcome: OutcomeSucceeded,
@@ -341,6 +354,16 @@ type Profiles interface {
 	DeleteProfile(ctx context.Context, name string) (bool, error)
 	SetTenantProfile(ctx context.Context, tenant, name, by string) error
 	TenantProfiles(ctx context.Context) (map[string]string, error)
+	TenantProfile(ctx context.Context, tenant string) (string, error)
+}
+
+// profileManifest is p's manifest: its stored resources with consent.
+func profileManifest(consent []cpv.ConsentGrant, p store.Profile) (*cpv.Manifest, error) {
+	var resources []cpv.Resource
+	if err := json.Unmarshal(p.Resources, &resources); err != nil {
+		return nil, fmt.Errorf("profile %s: %w", p.Name, err)
+	}
+	return cpv.NewManifest(consent, resources)
 }
 
 // handleListProfiles serves GET /api/profiles: each profile's set and the
@@ -447,6 +470,7 @@ func (d *Dispatcher) handlePutProfile(w http.ResponseWriter, r *http.Request, p 
 		d.unavailable(w, r, err)
 		return
 	}
+	d.invalidateVersions()
 	d.log.InfoContext(r.Context(), "profile saved", "profile", name, "by", p.Name, "version", m.Version())
 	d.record(r, p, store.Activity{Action: ActionProfile, Outcome: OutcomeSucceeded, Detail: "saved " + name + " version " + m.Version()})
 	appRoles, scopes := m.Counts()
@@ -467,6 +491,7 @@ func (d *Dispatcher) handleDeleteProfile(w http.ResponseWriter, r *http.Request,
 	case !ok:
 		writeError(w, http.StatusNotFound, "notFound", "no profile "+name)
 	default:
+		d.invalidateVersions()
 		d.log.InfoContext(r.Context(), "profile deleted", "profile", name, "by", p.Name)
 		d.record(r, p, store.Activity{Action: ActionProfile, Outcome: OutcomeSucceeded, Detail: "deleted " + name})
 		writeJSON(w, http.StatusOK, map[string]string{"name": name})
@@ -474,7 +499,10 @@ func (d *Dispatcher) handleDeleteProfile(w http.ResponseWriter, r *http.Request,
 }
 
 // handleTenantProfile serves POST /api/tenants/{id}/profile {"profile":
-// name, or "" for none} and enqueues a refresh of the tenant.
+// name, or "" for none} and enqueues a refresh of the tenant, delayed until
+// the workers have read the assignment: one that ran before would give the
+// tenant the set it had (the full set, to a tenant meant for least
+// privilege).
 func (d *Dispatcher) handleTenantProfile(w http.ResponseWriter, r *http.Request, p principal) {
 	body, err := readBody(w, r, d.cfg.MaxBody)
 	if err != nil {
@@ -509,7 +537,12 @@ func (d *Dispatcher) handleTenantProfile(w http.ResponseWriter, r *http.Request,
 		d.unavailable(w, r, err)
 		return
 	}
-	reqID, err := d.Enqueue(r.Context(), id, cpvtype.OpRefresh, queue.ReasonManual, p.Name)
+	d.invalidateVersions()
+	var delay time.Duration
+	if pc := d.cfg.Permissions; pc.WorkerReload > 0 {
+		delay = pc.WorkerReload + reloadMargin
+	}
+	reqID, err := d.enqueueAfter(r.Context(), id, cpvtype.OpRefresh, queue.ReasonManual, p.Name, delay)
 	act := store.Activity{Action: ActionProfile, TenantID: strings.ToLower(id), RequestID: reqID, Outcome: OutcomeAccepted,
 		Detail: "assigned profile " + strconv.Quote(in.Profile)}
 	if err != nil {

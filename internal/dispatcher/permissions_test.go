@@ -2,14 +2,19 @@ package dispatcher_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/cpv"
+	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // TestPermissionsAPI adds, lists, removes and resets extra permissions
@@ -143,6 +148,39 @@ func TestPermissionsAPI(t *testing.T) {
 	}
 	if n := len(h.eligible()); byRun[added.RunID] != n || byRun[removed.RunID] != n || len(byRun) != 2 {
 		t.Errorf("messages by run %v, want %d for each of %s and %s", byRun, n, added.RunID, removed.RunID)
+	}
+}
+
+// TestProfileAssignmentWaits: the refresh a profile assignment enqueues
+// stays invisible until the workers have read the assignment (their reload
+// interval and a margin): run at once, it gave the tenant the set it had.
+func TestProfileAssignmentWaits(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	ctx := context.Background()
+	d := h.dispatcher(t, "assign", func(c *dispatcher.Config) {
+		c.Permissions = dispatcher.Permissions{Extras: h.store, Publisher: h.disc, Profiles: h.store, WorkerReload: time.Second}
+	})
+	if err := h.store.PutProfile(ctx, store.Profile{Name: "least", Resources: []byte(`[]`)}); err != nil {
+		t.Fatal(err)
+	}
+	tenant := h.sim.Fleet()[0].ID
+	if w := serve(d, apiRequest("POST", "/api/tenants/"+tenant+"/profile", "Bearer "+testAPIKey, `{"profile":"least"}`)); w.Code != 202 {
+		t.Fatalf("assign: %d %s", w.Code, w.Body)
+	}
+	if msgs := h.drain(t); len(msgs) != 0 {
+		t.Errorf("the assignment's refresh is visible at once: %+v", msgs)
+	}
+	var msgs []queue.Message
+	testenv.Eventually(t, 30*time.Second, "the assignment's refresh", func() error {
+		msgs = append(msgs, h.drain(t)...)
+		if len(msgs) == 0 {
+			return errors.New("no message visible yet")
+		}
+		return nil
+	})
+	if len(msgs) != 1 || msgs[0].TenantID != tenant || msgs[0].Op != cpvtype.OpRefresh {
+		t.Errorf("the assignment enqueued %+v, want one refresh of %s", msgs, tenant)
 	}
 }
 

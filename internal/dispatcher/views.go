@@ -32,6 +32,12 @@ type TenantView struct {
 	Status             *StatusView `json:"status,omitempty"`
 	// Access is the tenant's access check, derived from its status row.
 	Access *checks.Access `json:"access,omitempty"`
+	// Profile is the permission profile the tenant is assigned to ("" for
+	// the effective manifest).
+	Profile string `json:"profile,omitempty"`
+	// Outdated: the latest refresh applied another manifest than the one
+	// the tenant should hold now (the effective one, or its profile's).
+	Outdated bool `json:"outdated,omitempty"`
 }
 
 // StatusView is a tenant's latest refresh result.
@@ -162,7 +168,11 @@ func runView(r store.Run) RunView {
 // TenantDetail is GET /api/tenants/{id}.
 type TenantDetail struct {
 	TenantView
-	History []HistoryView `json:"history"`
+	// CurrentVersion is the manifest version the tenant should hold (its
+	// profile's, or the effective manifest's), as the tenant listing last
+	// read it; absent until it did.
+	CurrentVersion string        `json:"currentVersion,omitempty"`
+	History        []HistoryView `json:"history"`
 }
 
 // handleGetTenant serves GET /api/tenants/{id}[?limit=20].
@@ -205,6 +215,21 @@ func (d *Dispatcher) handleGetTenant(w http.ResponseWriter, r *http.Request, _ p
 		writeError(w, http.StatusNotFound, "tenantNotFound", "no such tenant")
 		return
 	}
+	if pr := d.cfg.Permissions.Profiles; pr != nil {
+		if v.Profile, err = pr.TenantProfile(ctx, id); err != nil {
+			d.unavailable(w, r, err)
+			return
+		}
+	}
+	d.fleet.mu.RLock()
+	vs := d.fleet.vers
+	d.fleet.mu.RUnlock()
+	if pv, ok := vs.profiles[v.Profile]; ok {
+		v.CurrentVersion = pv
+	} else {
+		v.CurrentVersion = vs.current
+	}
+	v.Outdated = v.Status != nil && v.Status.ManifestVersion != "" && v.CurrentVersion != "" && v.Status.ManifestVersion != v.CurrentVersion
 	hist, err := d.cfg.Store.ListHistory(ctx, id, limit)
 	if err != nil {
 		d.unavailable(w, r, err)

@@ -418,7 +418,7 @@ func contractPoisonBadBodies(t *testing.T, newQueue NewTransport) {
 		"hello, world": "not JSON: invalid character 'h' looking for beginning of value",
 		strings.Replace(good, `"v":1`, `"v":7`, 1):                  "unsupported envelope version 7",
 		strings.Replace(good, tenant, "contoso.com", 1):             `tenantId "contoso.com" is not a GUID`,
-		strings.Replace(good, `"op":"refresh"`, `"op":"delete"`, 1): `unknown op "delete" (want "refresh" or "reset")`,
+		strings.Replace(good, `"op":"refresh"`, `"op":"delete"`, 1): `unknown op "delete" (want "refresh", "reset" or "plan")`,
 		`{"v":1,"op":"refresh","reason":"manual","requestId":"x"}`:  "tenantId missing",
 		`{"v":1,"tenantId":"` + tenant + `","op":"refresh"}`:        "reason missing",
 		`{"tenantId":"` + tenant + `"}`:                             "envelope version (v) missing",

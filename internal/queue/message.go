@@ -87,11 +87,11 @@ func (m Message) Validate() error {
 		return poison("tenantId %s is not a GUID", quote(m.TenantID))
 	}
 	switch m.Op {
-	case cpvtype.OpRefresh, cpvtype.OpReset:
+	case cpvtype.OpRefresh, cpvtype.OpReset, cpvtype.OpPlan:
 	case "":
 		return poison("op missing")
 	default:
-		return poison("unknown op %s (want %q or %q)", quote(string(m.Op)), cpvtype.OpRefresh, cpvtype.OpReset)
+		return poison("unknown op %s (want %q, %q or %q)", quote(string(m.Op)), cpvtype.OpRefresh, cpvtype.OpReset, cpvtype.OpPlan)
 	}
 	switch m.Reason {
 	case ReasonNightly, ReasonEvent, ReasonManual, ReasonOnboarding:

@@ -107,6 +107,17 @@ func TestDecodeAccepts(t *testing.T) {
 	}
 }
 
+// TestDecodePlan: a plan message (the dispatcher's dry-run preview) is a
+// valid envelope.
+func TestDecodePlan(t *testing.T) {
+	t.Parallel()
+	body := `{"v":1,"tenantId":"` + tenant + `","op":"plan","reason":"manual","requestId":"r-1","requestedAt":"2026-11-22T00:00:03Z"}`
+	got, err := Decode([]byte(body))
+	if err != nil || got.Op != cpvtype.OpPlan {
+		t.Errorf("Decode(plan) = %+v, %v; want op plan", got, err)
+	}
+}
+
 func TestDecodePoison(t *testing.T) {
 	t.Parallel()
 	good := string(mustEncode(t, validMessage()))
@@ -151,8 +162,8 @@ func TestDecodePoison(t *testing.T) {
 		{"tenant a number", replace(`"`+tenant+`"`, "42"), "invalid envelope: json: cannot unmarshal number into Go struct field Message.tenantId of type string"},
 		{"no tenant", drop("tenantId"), "tenantId missing"},
 		{"no op", drop("op"), "op missing"},
-		{"bad op", replace(`"op":"refresh"`, `"op":"delete"`), `unknown op "delete" (want "refresh" or "reset")`},
-		{"op in capitals", replace(`"op":"refresh"`, `"op":"Refresh"`), `unknown op "Refresh" (want "refresh" or "reset")`},
+		{"bad op", replace(`"op":"refresh"`, `"op":"delete"`), `unknown op "delete" (want "refresh", "reset" or "plan")`},
+		{"op in capitals", replace(`"op":"refresh"`, `"op":"Refresh"`), `unknown op "Refresh" (want "refresh", "reset" or "plan")`},
 		{"no reason", drop("reason"), "reason missing"},
 		{"bad reason", replace(`"reason":"nightly"`, `"reason":"weekly"`), `unknown reason "weekly" (want "nightly", "event", "manual" or "onboarding")`},
 		{"no request id", drop("requestId"), "requestId missing"},

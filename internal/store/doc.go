@@ -14,6 +14,7 @@
 //	control   "lease", "pause", "worker"  lease name, component, worker  lease, pause switch, worker heartbeat
 //	control   "event"                     event id                       webhook event handled recently
 //	control   "session", "key"            session id, "session"          signed-in session, the cookie sealing key
+//	control   "plan"                      tenant id                      tenant: its latest dry-run plan (a plan message's)
 //	activity  "activity"                  inverted time + random suffix  action a person or an API key made
 //
 // Per-tenant rows use the tenant id as their PartitionKey, so 10,000+

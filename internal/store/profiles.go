@@ -125,6 +125,28 @@ func (s *Store) TenantProfiles(ctx context.Context) (map[string]string, error) {
 	return out, nil
 }
 
+// TenantProfile returns the name of tenant's profile, "" when it has none.
+// One round trip.
+func (s *Store) TenantProfile(ctx context.Context, tenant string) (string, error) {
+	const op = "get tenant profile"
+	if err := checkKey(op, "tenant id", tenant); err != nil {
+		return "", err
+	}
+	tenant = strings.ToLower(tenant)
+	resp, err := s.control.GetEntity(ctx, profileTenantPartition, tenant, nil)
+	switch {
+	case isNotFound(err):
+		return "", nil
+	case err != nil:
+		return "", failure(op, tenant, err)
+	}
+	var e aztables.EDMEntity
+	if err := e.UnmarshalJSON(resp.Value); err != nil {
+		return "", failure(op, tenant, err)
+	}
+	return row{e}.str("Profile"), nil
+}
+
 func (s *Store) deleteControl(ctx context.Context, op, pk, rk string) (bool, error) {
 	if err := checkKey(op, "key", rk); err != nil {
 		return false, err

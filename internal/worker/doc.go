@@ -138,4 +138,13 @@
 // The figures (tenants per second by replicas and concurrency, round trips
 // per tenant, memory per tenant) are measured by the bench fleet runs and
 // live in docs/benchmarks.md only.
+//
+// # Plan messages
+//
+// A message with op "plan" (the UI's "Preview changes") is a dry run: the
+// Refresher plans the tenant's refresh and writes nothing to it, and the
+// plan goes to the store as the tenant's latest (Plans, which *store.Store
+// implements). It takes no tenant lock or lease and leaves the status row
+// and history alone; a retryable failure is retried, the last failure and
+// a permanent one are stored with their error and advice.
 package worker

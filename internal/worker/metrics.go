@@ -19,6 +19,7 @@ const (
 	OutcomeDeferred  = "deferred"  // the store or queue failed around the refresh; delayed, not counted as an attempt
 	OutcomeReleased  = "released"  // shutdown: handed back to the queue at once for another replica
 	OutcomeBusy      = "busy"      // another worker holds the tenant's lease; delayed, not counted as an attempt
+	OutcomePlanned   = "planned"   // a plan message: the dry run's plan stored, nothing written to the tenant
 )
 
 // Poison reason classes, the values of cpv_messages_poisoned_total's
@@ -90,7 +91,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	// Start the labelled series at zero so dashboards and alerts see them
 	// before the first event.
 	for _, o := range []string{OutcomeSucceeded, OutcomePartial, OutcomeCoalesced, OutcomeRetried, OutcomeThrottled,
-		OutcomeFailed, OutcomeInvalid, OutcomeDeferred, OutcomeReleased, OutcomeBusy} {
+		OutcomeFailed, OutcomeInvalid, OutcomeDeferred, OutcomeReleased, OutcomeBusy, OutcomePlanned} {
 		m.processed.WithLabelValues(o)
 	}
 	for _, r := range []string{PoisonInvalid, PoisonMaxAttempts} {

@@ -68,6 +68,10 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		"request_id", a.m.RequestID, "message_id", d.ID, "attempt", d.Attempt)
 	a.stopExtend = w.keepInvisible(ctx, a)
 	defer a.stopExtend()
+	if a.m.Op == cpvtype.OpPlan {
+		w.plan(ctx, a) // reads only: no tenant lock, lease or status row
+		return
+	}
 
 	// One message of a tenant at a time in this worker; the next one then
 	// reads the status its predecessor wrote, and usually coalesces.

@@ -217,6 +217,7 @@ type Worker struct {
 	src     Source    // counted (countedSource)
 	refresh Refresher // counted (countedRefresher)
 	results Results   // counted (countedResults)
+	plans   Plans     // the Results, when it keeps plans (plan messages)
 	costs   queue.Costs
 	log     *slog.Logger
 	met     *Metrics
@@ -264,6 +265,7 @@ func New(cfg Config, src Source, refresh Refresher, results Results) (*Worker, e
 		done:  make(chan struct{}),
 		owner: cfg.WorkerID + "/" + rand.Text()[:8],
 	}
+	w.plans, _ = results.(Plans)
 	w.src = countedSource{src: src, met: cfg.Metrics, probe: w.queueCall}
 	w.results = countedResults{res: results, met: cfg.Metrics, probe: w.storeCall}
 	w.refresh = countedRefresher{r: refresh, met: cfg.Metrics}

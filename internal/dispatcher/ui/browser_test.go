@@ -62,6 +62,8 @@ type stack struct {
 	worker   *worker.Worker
 	manifest *cpv.Manifest
 	want     *m365sim.Permissions // the manifest in the simulator's terms
+	// Where the store and the queue are, for a worker process of a test's own.
+	conn, prefix, qname string
 }
 
 // stackOptions change the stack for one test.
@@ -78,6 +80,10 @@ type stackOptions struct {
 	webhooks bool
 	// checks gives the dispatcher the access checks (over the simulator).
 	checks bool
+	// noWorker leaves the in-process worker out (the test runs its own).
+	noWorker bool
+	// workerReload is the workers' CPV_MANIFEST_RELOAD, as the dispatcher knows it.
+	workerReload time.Duration
 }
 
 func newStack(t *testing.T, opts ...stackOptions) *stack {
@@ -108,7 +114,8 @@ func newStack(t *testing.T, opts ...stackOptions) *stack {
 	if err := s.queue.Ensure(ctx); err != nil {
 		t.Fatalf("queue.Ensure: %v", err)
 	}
-	s.store, err = store.New(ctx, store.Config{ConnectionString: az.ConnectionString, TablePrefix: testenv.Name("ui")})
+	s.conn, s.prefix, s.qname = az.ConnectionString, testenv.Name("ui"), qname
+	s.store, err = store.New(ctx, store.Config{ConnectionString: az.ConnectionString, TablePrefix: s.prefix})
 	if err != nil {
 		t.Fatalf("store.New: %v", err)
 	}
@@ -172,7 +179,7 @@ func newStack(t *testing.T, opts ...stackOptions) *stack {
 		SignIn:           signIn,
 		HTTPClient:       hc,
 		UI:               ui.Handler(),
-		Permissions:      dispatcher.Permissions{Extras: s.store, Publisher: disc, Run: true},
+		Permissions:      dispatcher.Permissions{Extras: s.store, Publisher: disc, Run: true, Profiles: s.store, Plans: s.store, WorkerReload: o.workerReload},
 		Backend: map[string]string{
 			"transport":      "storage",
 			"storageAccount": "devstoreaccount1",
@@ -194,6 +201,9 @@ func newStack(t *testing.T, opts ...stackOptions) *stack {
 	t.Cleanup(s.srv.Close)
 	if err := s.disp.Mirror(ctx); err != nil {
 		t.Fatalf("Mirror: %v", err)
+	}
+	if o.noWorker {
+		return s
 	}
 
 	s.worker, err = worker.New(worker.Config{

@@ -21,12 +21,15 @@
     listing: null,      // that answer's continuation, matched and summary (counts of the whole fleet)
     // The list's filters and sort, and the continuation tokens of the pages
     // seen (tokens[i] fetches page i), so Previous goes back.
-    list: { search: '', filter: 'all', exclusion: 'all', sort: 'status', dir: 1, page: 0, tokens: [''] }, // problems first
+    list: { search: '', filter: 'all', exclusion: 'all', manifest: 'all', profile: '', sort: 'status', dir: 1, page: 0, tokens: [''] }, // problems first
     run: null,          // the run shown on the tenants page (RunView with progress)
     runError: '',
     requests: [],       // requests made in this tab: {requestId, runId, op, tenantId, tenantName, state, detail, error}
     backend: null,
     reload: null,       // polls the current page at once (set by each page)
+    previews: {},       // tenant id -> the preview asked for in this tab: {requestId, at, error}
+    profileChoice: null, // {tenant, value}: the profile chosen on a tenant page, kept across its redraws
+    profileEdit: null,  // the profile being edited on the permissions page: {name, resources}
   };
 
   // ---------- DOM helpers ----------
@@ -769,6 +772,8 @@
     const q = new URLSearchParams({ limit: String(PAGE_SIZE), sort: l.sort, dir: l.dir > 0 ? 'asc' : 'desc' });
     if (l.filter !== 'all') q.set('state', l.filter);
     if (l.exclusion !== 'all') q.set('excluded', String(l.exclusion === 'excluded'));
+    if (l.manifest !== 'all') q.set('manifest', l.manifest);
+    if (l.profile) q.set('profile', l.profile);
     if (l.search) q.set('q', l.search);
     if (l.tokens[l.page]) q.set('continuation', l.tokens[l.page]);
     return 'tenants?' + q.toString();
@@ -798,6 +803,13 @@
       [['all', 'All tenants'], ['included', 'Included'], ['excluded', 'Excluded']]
         .map(([v, label]) => h('option', { value: v, selected: app.list.exclusion === v }, label)));
     exclusion.addEventListener('change', () => { app.list.exclusion = exclusion.value; relist(); });
+    const manifest = h('select', { id: 'manifest-filter', 'aria-controls': 'tenant-results' },
+      [['all', 'Any manifest'], ['older', 'Older than current'], ['current', 'Current']]
+        .map(([v, label]) => h('option', { value: v, selected: app.list.manifest === v }, label)));
+    manifest.addEventListener('change', () => { app.list.manifest = manifest.value; relist(); });
+    const profile = h('select', { id: 'profile-filter', 'aria-controls': 'tenant-results' });
+    profileOptions(profile, []);
+    profile.addEventListener('change', () => { app.list.profile = profile.value; relist(); });
 
     page('Tenants',
       h('div', { class: 'page-head' },
@@ -813,12 +825,24 @@
         h('div', { class: 'toolbar', role: 'search' },
           h('div', { class: 'field' }, h('label', { for: 'tenant-search' }, 'Search'), search),
           h('div', { class: 'field' }, h('label', { for: 'status-filter' }, 'Status'), filter),
-          h('div', { class: 'field' }, h('label', { for: 'exclusion-filter' }, 'Runs'), exclusion)),
+          h('div', { class: 'field' }, h('label', { for: 'exclusion-filter' }, 'Runs'), exclusion),
+          h('div', { class: 'field' }, h('label', { for: 'manifest-filter' }, 'Manifest'), manifest),
+          h('div', { class: 'field' }, h('label', { for: 'profile-filter' }, 'Profile'), profile)),
         h('div', { id: 'tenant-results' }, h('p', { class: 'empty' }, 'Loading tenants…'))));
     drawRequests();
     drawRun();
     app.reload = () => { stopPolling(); keepFocus(() => { drawRequests(); drawRun(); drawTable(); }); loadTenants(token); };
     loadTenants(token);
+  }
+
+  // profileOptions fills the profile filter: every profile tenants are
+  // assigned to (from the summary), and the one selected.
+  function profileOptions(select, names) {
+    const all = [...new Set([...names, app.list.profile].filter((n) => n && n !== '(none)'))].sort();
+    const want = [['', 'All profiles'], ['(none)', 'No profile (full set)'], ...all.map((n) => [n, n])];
+    const have = [...select.options].map((o) => o.value);
+    if (have.join('\n') === want.map(([v]) => v).join('\n')) return;
+    fill(select, want.map(([v, label]) => h('option', { value: v, selected: app.list.profile === v }, label)));
   }
 
   async function loadTenants(token) {
@@ -944,11 +968,18 @@
     const matched = app.listing.matched;
     const pages = Math.max(1, Math.ceil(matched / PAGE_SIZE));
 
+    const pf = $('#profile-filter');
+    if (pf) profileOptions(pf, Object.keys(sum.byProfile || {}));
     const summary = h('ul', { class: 'summary', 'aria-label': 'Tenants by status' },
       h('li', {}, h('strong', {}, sum.total), 'tenants'),
       ['succeeded', 'partial', 'failed', 'running', 'never'].filter((s) => counts[s]).map((s) =>
         h('li', {}, h('strong', {}, counts[s]), badge(s, s === 'never' ? 'never refreshed' : s))),
-      sum.excluded ? h('li', {}, h('strong', {}, sum.excluded), badge('excluded', 'excluded')) : null);
+      sum.excluded ? h('li', {}, h('strong', {}, sum.excluded), badge('excluded', 'excluded')) : null,
+      sum.manifestVersion ? h('li', { id: 'older-count', title: 'Current manifest version ' + sum.manifestVersion },
+        h('strong', {}, sum.older || 0),
+        sum.older && app.list.manifest !== 'older' ? h('button', { type: 'button', class: 'linklike', id: 'show-older', dataset: { focus: 'show-older' },
+          onclick: () => { app.list.manifest = 'older'; const mf = $('#manifest-filter'); if (mf) mf.value = 'older'; relist(); } }, 'on an older manifest')
+          : 'on an older manifest') : null);
 
     if (!sum.total) {
       fill(region, summary, h('p', { class: 'empty' }, 'No tenants yet. Tenants appear when the dispatcher reads the partner\'s GDAP relationships (at the next run) or when a refresh is requested.'));
@@ -960,6 +991,7 @@
         sortHeader('name', 'Tenant'),
         sortHeader('status', 'Status'),
         h('th', { scope: 'col' }, 'Access'),
+        h('th', { scope: 'col' }, 'Profile'),
         sortHeader('last', 'Last refresh'),
         sortHeader('permissions', 'In place'),
         sortHeader('notices', 'Notices'),
@@ -1001,8 +1033,10 @@
         h('a', { href: '#/tenants/' + t.id }, name),
         sub.length ? h('span', { class: 'sub' }, sub.join(' · ')) : null,
         h('span', { class: 'sub mono' }, t.id)),
-      h('td', {}, statusCell, t.excluded ? [' ', badge('excluded', 'excluded')] : null, st && st.attempts > 1 ? h('span', { class: 'sub' }, st.attempts + ' failed attempts') : null),
+      h('td', {}, statusCell, t.excluded ? [' ', badge('excluded', 'excluded')] : null, st && st.attempts > 1 ? h('span', { class: 'sub' }, st.attempts + ' failed attempts') : null,
+        t.outdated ? h('span', { class: 'sub', dataset: { outdated: 'true' } }, 'older manifest') : null),
       h('td', { class: 'access-cell', dataset: { access: (t.access && t.access.status) || 'unknown' } }, accessBadge(t.access)),
+      h('td', { dataset: { profile: t.profile || '' } }, t.profile ? h('code', {}, t.profile) : h('span', { class: 'muted' }, 'full set')),
       h('td', { class: 'nowrap' }, when(st && st.lastAttempt), st && st.lastSuccess && st.state === 'failed' ? h('span', { class: 'sub' }, 'last success ', when(st.lastSuccess)) : null),
       h('td', { class: 'nowrap small' }, inPlace(st)),
       h('td', {}, st && st.notices && st.notices.length ? h('ul', { class: 'notices' }, st.notices.map((n) => h('li', {}, n))) : h('span', { class: 'muted' }, '—')),
@@ -1031,15 +1065,19 @@
   async function loadTenant(id, token, first) {
     let delay = 15000;
     try {
-      const [t, act] = await Promise.all([
+      const [t, act, plan, profiles] = await Promise.all([
         api('GET', 'tenants/' + encodeURIComponent(id) + '?limit=25'),
-        api('GET', 'activity?limit=10&tenant=' + encodeURIComponent(id)).catch((e) => { if (e.status === 401) throw e; return { error: e.message }; })]);
+        api('GET', 'activity?limit=10&tenant=' + encodeURIComponent(id)).catch((e) => { if (e.status === 401) throw e; return { error: e.message }; }),
+        api('GET', 'tenants/' + encodeURIComponent(id) + '/plan').catch((e) => { if (e.status === 401) throw e; return e.status === 404 ? null : { error: e.message }; }),
+        canAdminister() ? api('GET', 'profiles').catch((e) => { if (e.status === 401) throw e; return null; }) : null]);
       t.activity = act;
+      t.plan = plan;
+      t.profiles = profiles ? profiles.profiles.map((p) => p.name) : null;
       if (token !== app.renderToken) return;
       await settleRequests((tid) => (tid === id ? (t.status || null) : undefined));
       if (token !== app.renderToken) return;
       keepFocus(() => drawTenant(t, first));
-      if (openRequests() || (t.status && t.status.state === 'running')) delay = 1500;
+      if (openRequests() || (t.status && t.status.state === 'running') || previewPending(t)) delay = 1500;
     } catch (e) {
       if (e.status === 401 || token !== app.renderToken) return;
       const region = $('#tenant-region');
@@ -1074,7 +1112,9 @@
           canAdminister() && t.known && !t.excluded ? h('button', { type: 'button', class: 'button secondary', id: 'tenant-exclude', dataset: { focus: 'tenant-exclusion' },
             onclick: () => requestExclusion(t, true) }, 'Exclude') : null,
           canAdminister() && t.known && t.excluded ? h('button', { type: 'button', class: 'button', id: 'tenant-include', dataset: { focus: 'tenant-exclusion' },
-            onclick: () => requestExclusion(t, false) }, 'Include') : null) : null),
+            onclick: () => requestExclusion(t, false) }, 'Include') : null,
+          canOperate() ? h('button', { type: 'button', class: 'button secondary', id: 'tenant-preview', dataset: { focus: 'tenant-preview' },
+            onclick: () => requestPreview(t) }, 'Preview changes') : null) : null),
       h('div', { id: 'exclusion-error' }),
       t.excluded ? h('p', { class: 'notice warn', id: 'excluded-note' }, 'This tenant is excluded: runs leave it out and refreshes and resets are refused. Include it again to refresh it.') : null,
       mine.length ? h('section', { class: 'panel', 'aria-labelledby': 'requests-title', id: 'requests' },
@@ -1088,7 +1128,8 @@
             h('dt', {}, 'Last attempt'), h('dd', {}, when(st && st.lastAttempt)),
             h('dt', {}, 'Last success'), h('dd', {}, when(st && st.lastSuccess)),
             h('dt', {}, 'Permissions in place'), h('dd', {}, inPlace(st)),
-            h('dt', {}, 'Manifest'), h('dd', {}, st && st.manifestVersion ? h('code', {}, st.manifestVersion) : '—'),
+            h('dt', {}, 'Manifest'), h('dd', { id: 'tenant-manifest' }, st && st.manifestVersion ? h('code', {}, st.manifestVersion) : '—',
+              t.outdated ? h('span', { class: 'sub', dataset: { outdated: 'true' } }, 'older than current (', h('code', {}, t.currentVersion), '): the next refresh applies it') : null),
             h('dt', {}, 'Last request'), h('dd', {}, st && st.op ? st.op + ' (' + (st.reason || 'unknown') + ')' + (st.runId ? ', run ' + st.runId : '') : '—'),
             h('dt', {}, 'Duration'), h('dd', {}, st ? duration(st.durationMs) + (st.roundTrips ? ', ' + plural(st.roundTrips, 'round trip') : '') : '—'),
             st && st.checks ? [h('dt', {}, 'Checks since'), h('dd', {}, plural(st.checks, 'refresh', 'refreshes') + ' found nothing to change since the latest attempt below')] : null)),
@@ -1099,7 +1140,9 @@
             h('dt', {}, 'Default domain'), h('dd', {}, t.defaultDomain || '—'),
             h('dt', {}, 'GDAP relationship'), h('dd', {}, t.relationshipStatus ? t.relationshipStatus : '—', t.relationshipId ? h('span', { class: 'sub mono' }, t.relationshipId) : null),
             h('dt', {}, 'Nightly runs'), h('dd', { id: 'tenant-exclusion' }, exclusionText(t)),
+            h('dt', {}, 'Profile'), h('dd', { id: 'tenant-profile' }, profileField(t)),
             h('dt', {}, 'First seen'), h('dd', {}, when(t.firstSeen, 'unknown'))))),
+      planPanel(t),
       st && (st.lastError || (st.notices && st.notices.length)) ? h('section', { class: 'panel', 'aria-labelledby': 'problems-title' },
         h('h2', { id: 'problems-title' }, 'Notices and errors'),
         st.notices && st.notices.length ? h('ul', { class: 'notices' }, st.notices.map((n) => h('li', {}, n))) : null,
@@ -1122,6 +1165,97 @@
       const hd = $('#main h1');
       if (hd) hd.focus();
     }
+  }
+
+  // ---------- preview (dry-run plan) and profile of a tenant ----------
+
+  // requestPreview asks a worker to plan the tenant's next refresh; the
+  // plan panel shows it when the worker has stored it.
+  async function requestPreview(t) {
+    const name = tenantName(t);
+    const p = { requestId: '', at: new Date(), error: '' };
+    try {
+      const res = await api('POST', 'tenants/' + encodeURIComponent(t.id) + '/plan');
+      p.requestId = res.requestId;
+      announce('Preview of ' + name + ' requested: a worker reads the tenant and plans.');
+    } catch (e) {
+      if (e.status === 401) return;
+      p.error = e.message;
+      announce('The preview of ' + name + ' was not requested: ' + e.message);
+    }
+    app.previews[t.id] = p;
+    reload();
+  }
+
+  // previewPending says whether the preview asked for here has no plan yet.
+  function previewPending(t) {
+    const p = app.previews[t.id];
+    return !!(p && p.requestId && !(t.plan && t.plan.requestId === p.requestId));
+  }
+
+  function planPanel(t) {
+    const plan = t.plan && !t.plan.error ? t.plan : null;
+    const asked = app.previews[t.id];
+    const pending = previewPending(t);
+    const res = plan && plan.detail && typeof plan.detail === 'object' ? plan.detail : null;
+    const planned = res ? (res.changes || []).filter((c) => c.outcome === 'planned') : [];
+    const by = (kinds) => planned.filter((c) => kinds.has(c.kind));
+    const other = planned.filter((c) => !APP_KINDS.has(c.kind) && !DELEGATED_KINDS.has(c.kind));
+    let body;
+    if (asked && asked.error) body = errorNotice(asked.error);
+    else if (t.plan && t.plan.error) body = errorNotice(t.plan.error);
+    else if (!plan && !pending) body = h('p', { class: 'empty' }, 'No preview yet. ' + (canOperate() ? '"Preview changes" asks a worker to read the tenant and plan its next refresh, without writing anything.' : ''));
+    return h('section', { class: 'panel', 'aria-labelledby': 'plan-title', id: 'plan', 'aria-busy': pending ? 'true' : 'false' },
+      h('h2', { id: 'plan-title' }, 'Next refresh (preview)'),
+      pending ? h('p', { class: 'small muted', id: 'plan-pending', role: 'status' }, 'A worker is reading the tenant and planning (requested ', when(asked.at.toISOString()), ')…') : null,
+      body,
+      plan ? [
+        h('p', { class: 'small muted', id: 'plan-meta' }, 'Planned ', when(plan.at), ' (', exact(plan.at), ')',
+          plan.manifestVersion ? [' against manifest ', h('code', {}, plan.manifestVersion)] : null,
+          plan.requestedBy ? ' · asked by ' + plan.requestedBy : '',
+          pending ? ' · an older preview: the new one is on its way' : ''),
+        plan.state === 'failed' ? errorBlock(plan.error || 'The tenant could not be planned.', plan.advice) : null,
+        res && (res.notices || []).length ? h('ul', { class: 'notices' }, res.notices.map((n) => h('li', {}, n))) : null,
+        plan.state !== 'failed' && !planned.length ? h('p', { id: 'plan-empty' }, 'Nothing to change: the tenant holds everything its manifest asks for.') : null,
+        planned.length ? h('div', { class: 'perm-groups' },
+          h('section', { class: 'perm-group', 'aria-label': 'Application permissions to add or remove' },
+            h('h3', {}, 'Application permissions'), list(by(APP_KINDS), 'None.', 'plan-app')),
+          h('section', { class: 'perm-group', 'aria-label': 'Delegated permissions to grant' },
+            h('h3', {}, 'Delegated permissions'), list(by(DELEGATED_KINDS), 'None.', 'plan-delegated')),
+          other.length ? h('section', { class: 'perm-group', 'aria-label': 'Service principals' },
+            h('h3', {}, 'Service principals'), list(other, '', 'plan-other')) : null) : null,
+        plan.truncated ? h('p', { class: 'small muted' }, 'The plan was too long to keep whole.') : null] : null);
+  }
+
+  // profileField shows the tenant's profile and, for an Admin, a choice
+  // of profile to assign (the tenant is then refreshed with it).
+  function profileField(t) {
+    const shown = t.profile ? h('code', {}, t.profile) : h('span', { class: 'muted' }, 'none (the full set)');
+    if (!canAdminister() || !t.profiles) return shown;
+    const names = [...new Set([...t.profiles, t.profile].filter(Boolean))].sort();
+    const choice = app.profileChoice && app.profileChoice.tenant === t.id ? app.profileChoice.value : (t.profile || '');
+    const select = h('select', { id: 'tenant-profile-select', 'aria-label': 'Profile to assign', dataset: { focus: 'tenant-profile-select' } },
+      h('option', { value: '', selected: !choice }, 'None (the full set)'),
+      names.map((n) => h('option', { value: n, selected: choice === n }, n)));
+    select.addEventListener('change', () => { app.profileChoice = { tenant: t.id, value: select.value }; });
+    const btn = h('button', { type: 'button', class: 'button secondary small', id: 'tenant-profile-assign', dataset: { focus: 'tenant-profile-assign' } }, 'Assign');
+    btn.addEventListener('click', async () => {
+      const want = select.value;
+      btn.disabled = true;
+      try {
+        const res = await api('POST', 'tenants/' + encodeURIComponent(t.id) + '/profile', { profile: want });
+        app.profileChoice = null;
+        app.requests.unshift({ requestId: res.requestId, op: 'refresh', tenantId: t.id, tenantName: tenantName(t), state: 'pending', detail: null, error: '', at: new Date() });
+        announce(tenantName(t) + (want ? ' is assigned to ' + want : ' has no profile now') + '; it is refreshed.');
+      } catch (e) {
+        if (e.status === 401) return;
+        announce('The profile was not assigned: ' + e.message);
+        btn.disabled = false;
+        return;
+      }
+      reload();
+    });
+    return [shown, ' ', select, ' ', btn];
   }
 
   function historyTable(hist) {
@@ -1209,7 +1343,8 @@
           h('h1', {}, 'Permissions'),
           h('p', { class: 'sub' }, 'What every tenant is given: the base set, the app registration\'s (when followed) and the permissions added here, each with where it comes from.'))),
       canAdminister() ? form : null,
-      h('div', { id: 'perm-region' }, h('p', { class: 'empty' }, 'Loading…')));
+      h('div', { id: 'perm-region' }, h('p', { class: 'empty' }, 'Loading…')),
+      profilesSection(token));
     app.reload = () => loadPermissions(token);
     loadPermissions(token);
   }
@@ -1251,6 +1386,156 @@
       }
     });
     return btn;
+  }
+
+  // ---------- permission profiles (on the permissions page) ----------
+
+  // profilesSection lists the profiles (every role) and, for an Admin, a
+  // form to create or edit one from the effective manifest's permissions.
+  function profilesSection(token) {
+    app.profileEdit = null;
+    const section = h('section', { class: 'panel', 'aria-labelledby': 'profiles-title', id: 'profiles' },
+      h('h2', { id: 'profiles-title' }, 'Profiles'),
+      h('p', { class: 'sub' }, 'A profile is a named permission set that replaces the full set for the tenants assigned to it (e.g. least privilege for a customer who refuses mail access). Assign one on a tenant\'s page.'),
+      h('div', { id: 'profiles-region' }, h('p', { class: 'empty' }, 'Loading…')),
+      canAdminister() ? h('div', { id: 'profile-form-region' }) : null);
+    loadProfiles(token);
+    return section;
+  }
+
+  async function loadProfiles(token) {
+    try {
+      const [ps, perms] = await Promise.all([api('GET', 'profiles'), canAdminister() ? api('GET', 'permissions') : null]);
+      if (token !== app.renderToken) return;
+      const region = $('#profiles-region');
+      if (!region) return;
+      const profiles = ps.profiles || [];
+      keepFocus(() => {
+        fill(region, profiles.length ? profilesTable(profiles, token) : h('p', { class: 'empty' }, 'No profiles: every tenant gets the full set.'));
+        if (perms) drawProfileForm(perms.lines || [], profiles, token);
+      });
+    } catch (e) {
+      if (e.status === 401 || token !== app.renderToken) return;
+      const region = $('#profiles-region');
+      if (region) fill(region, errorNotice(e));
+    }
+  }
+
+  function profileCounts(p) {
+    let roles = 0;
+    let scopes = 0;
+    for (const r of p.resources || []) {
+      roles += (r.appRoles || []).length;
+      scopes += (r.scopes || []).length;
+    }
+    return [roles, scopes];
+  }
+
+  function profilesTable(profiles, token) {
+    return h('div', { class: 'table-wrap' }, h('table', { id: 'profiles-table' },
+      h('caption', { class: 'visually-hidden' }, 'Permission profiles'),
+      h('thead', {}, h('tr', {}, ['Profile', 'Application', 'Delegated', 'Tenants', 'Saved'].map((c) => h('th', { scope: 'col' }, c)),
+        canAdminister() ? h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')) : null)),
+      h('tbody', {}, profiles.map((p) => {
+        const [roles, scopes] = profileCounts(p);
+        return h('tr', { dataset: { profile: p.name } },
+          h('td', {}, h('code', {}, p.name)),
+          h('td', {}, String(roles)),
+          h('td', {}, String(scopes)),
+          h('td', {}, p.tenants.length ? h('ul', { class: 'plain' }, p.tenants.map((id) => h('li', {}, h('a', { href: '#/tenants/' + id, class: 'mono small' }, id)))) : h('span', { class: 'muted' }, 'none')),
+          h('td', { class: 'small' }, (p.updatedBy || '') + ' · ', when(p.updatedAt)),
+          canAdminister() ? h('td', { class: 'actions-cell' },
+            h('button', { type: 'button', class: 'button secondary small', dataset: { focus: 'profile-edit:' + p.name, action: 'edit' }, 'aria-label': 'Edit ' + p.name,
+              onclick: () => { app.profileEdit = { name: p.name, resources: p.resources }; loadProfiles(token); const n = $('#profile-name'); if (n) n.focus(); } }, 'Edit'),
+            h('button', { type: 'button', class: 'button secondary small', dataset: { focus: 'profile-delete:' + p.name, action: 'delete' }, 'aria-label': 'Delete ' + p.name,
+              onclick: () => deleteProfile(p, token) }, 'Delete')) : null);
+      }))));
+  }
+
+  async function deleteProfile(p, token) {
+    const ok = await confirmDialog({
+      title: 'Delete the profile ' + p.name + '?',
+      body: [h('p', {}, p.tenants.length ? plural(p.tenants.length, 'tenant') + ' assigned to it get the full set again at their next refresh.' : 'No tenant is assigned to it.')],
+      ok: 'Delete', danger: true,
+    });
+    if (!ok) return;
+    try {
+      await api('DELETE', 'profiles/' + encodeURIComponent(p.name));
+      announce('Profile ' + p.name + ' deleted.');
+    } catch (e) {
+      if (e.status === 401) return;
+      announce('The profile was not deleted: ' + e.message);
+    }
+    loadProfiles(token);
+  }
+
+  // inProfile says whether line l is in a profile's resources.
+  function inProfile(resources, l) {
+    const r = (resources || []).find((x) => x.appId === l.resourceAppId);
+    if (!r) return false;
+    if (l.type === 'Role') return (r.appRoles || []).some((x) => x.id === l.id || x.value === l.value);
+    return (r.scopes || []).includes(l.value);
+  }
+
+  function drawProfileForm(lines, profiles, token) {
+    const region = $('#profile-form-region');
+    if (!region) return;
+    const edit = app.profileEdit;
+    const name = h('input', { id: 'profile-name', required: true, maxlength: '64', pattern: '[A-Za-z0-9_-]{1,64}', spellcheck: 'false', autocomplete: 'off',
+      value: edit ? edit.name : '', 'aria-describedby': 'profile-name-hint' });
+    const byRes = new Map();
+    for (const l of lines) {
+      if (!byRes.has(l.resourceAppId)) byRes.set(l.resourceAppId, { name: l.resourceName || l.resourceAppId, lines: [] });
+      byRes.get(l.resourceAppId).lines.push(l);
+    }
+    const boxes = [];
+    const groups = [...byRes.entries()].map(([appId, g]) => {
+      const items = g.lines.map((l) => {
+        const id = 'pl-' + boxes.length;
+        const box = h('input', { type: 'checkbox', id, checked: !!(edit && inProfile(edit.resources, l)),
+          dataset: { resource: appId, type: l.type, perm: l.value, id: l.id || '' } });
+        boxes.push(box);
+        return h('li', {}, box, ' ', h('label', { for: id }, h('span', { class: 'small muted' }, l.type === 'Role' ? 'Application ' : 'Delegated '), h('code', {}, l.value)));
+      });
+      const any = edit && g.lines.some((l) => inProfile(edit.resources, l));
+      return h('details', { class: 'profile-resource', open: !!any, dataset: { resource: appId } },
+        h('summary', {}, g.name + ' (' + g.lines.length + ')'),
+        h('ul', { class: 'plain' }, items));
+    });
+    const result = h('div', { id: 'profile-result', 'aria-live': 'polite' });
+    const form = h('form', { id: 'profile-form', novalidate: true },
+      h('h3', {}, edit ? 'Edit the profile ' + edit.name : 'New profile'),
+      h('div', { class: 'field' }, h('label', { for: 'profile-name' }, 'Name'), name,
+        h('p', { class: 'hint', id: 'profile-name-hint' }, 'Letters, digits, "-" and "_". Saving under another name makes a new profile.')),
+      h('fieldset', {}, h('legend', {}, 'Permissions (from the full set)'), h('div', { class: 'profile-lines' }, groups)),
+      h('p', {}, h('button', { type: 'submit', class: 'button', id: 'profile-save' }, 'Save profile'), ' ',
+        edit ? h('button', { type: 'button', class: 'button secondary', id: 'profile-cancel', onclick: () => { app.profileEdit = null; loadProfiles(token); } }, 'Cancel') : null),
+      result);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      fill(result);
+      const n = name.value.trim();
+      const byApp = new Map();
+      for (const b of boxes.filter((x) => x.checked)) {
+        if (!byApp.has(b.dataset.resource)) byApp.set(b.dataset.resource, []);
+        byApp.get(b.dataset.resource).push({ id: b.dataset.type === 'Role' && b.dataset.id ? b.dataset.id : b.dataset.perm, type: b.dataset.type });
+      }
+      if (!/^[A-Za-z0-9_-]{1,64}$/.test(n)) { fill(result, errorNotice('Name the profile: 1 to 64 letters, digits, "-" or "_".')); name.focus(); return; }
+      if (!byApp.size) { fill(result, errorNotice('Pick at least one permission.')); return; }
+      try {
+        const res = await api('POST', 'profiles/' + encodeURIComponent(n),
+          { requiredResourceAccess: [...byApp.entries()].map(([resourceAppId, resourceAccess]) => ({ resourceAppId, resourceAccess })) });
+        app.profileEdit = null;
+        announce('Profile ' + n + ' saved.');
+        await loadProfiles(token);
+        const r = $('#profile-result');
+        if (r) fill(r, h('p', { class: 'notice' }, 'Saved ' + n + ': ' + plural(res.appRoles, 'application permission') + ', ' + plural(res.scopes, 'delegated permission') + ' (version ' + res.version + ').'));
+      } catch (e) {
+        if (e.status === 401) return;
+        fill(result, errorNotice(e));
+      }
+    });
+    fill(region, form);
   }
 
   // ---------- poison page ----------
@@ -1547,7 +1832,7 @@
 
   // ---------- activity page ----------
 
-  const ACTIONS = [['', 'All actions'], ['refresh', 'Refresh'], ['reset', 'Reset'], ['refreshAll', 'Refresh all'],
+  const ACTIONS = [['', 'All actions'], ['refresh', 'Refresh'], ['reset', 'Reset'], ['refreshAll', 'Refresh all'], ['plan', 'Preview'], ['profile', 'Profile'],
     ['pause', 'Pause'], ['resume', 'Resume'], ['redrive', 'Re-drive'], ['deletePoison', 'Delete poison'], ['signIn', 'Sign-in'], ['signOut', 'Sign-out']];
 
   function actionLabel(a) {
