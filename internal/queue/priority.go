@@ -104,7 +104,8 @@ func (p *Prioritized) Ensure(ctx context.Context) error {
 	return p.bulk.Ensure(ctx)
 }
 
-func (p *Prioritized) route(m Message) Transport {
+// Route returns the queue Send puts m on.
+func (p *Prioritized) Route(m Message) Transport {
 	if m.Interactive() {
 		return p.interactive
 	}
@@ -113,7 +114,7 @@ func (p *Prioritized) route(m Message) Transport {
 
 // Send sends m to the queue Interactive chooses.
 func (p *Prioritized) Send(ctx context.Context, m Message, delay time.Duration) error {
-	return p.route(m).Send(ctx, m, delay)
+	return p.Route(m).Send(ctx, m, delay)
 }
 
 // SendBatch sends each message of ms to the queue Interactive chooses.

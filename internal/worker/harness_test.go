@@ -78,6 +78,9 @@ type world struct {
 	want      *m365sim.Permissions // the manifest in the simulator's terms
 	qname     string
 	prefix    string
+	// interactive names the interactive queue openQueueWith puts in front
+	// of qname (queue.Prioritized); "" for one queue.
+	interactive string
 }
 
 // newWorld builds a test's world with its queue on transport.
@@ -128,9 +131,12 @@ func (w *world) openQueue(t testing.TB) queue.Transport {
 func (w *world) openQueueWith(t testing.TB, visibility time.Duration) queue.Transport {
 	t.Helper()
 	cfg := queue.OpenConfig{Transport: w.transport, Queue: w.qname, Visibility: visibility,
-		StorageConnectionString: w.storage.ConnectionString}
+		StorageConnectionString: w.storage.ConnectionString, Interactive: w.interactive}
 	if w.bus != nil {
 		w.bus.ConfigureQueue(t, w.qname, visibility, 0)
+		if w.interactive != "" {
+			w.bus.ConfigureQueue(t, w.interactive, visibility, 0)
+		}
 		cfg.ServiceBusConnectionString = w.bus.ConnectionString
 	}
 	q, err := queue.Open(cfg)
