@@ -212,7 +212,7 @@ func TestInteractiveQueue(t *testing.T) {
 		"CPV_CLIENT_ID": "66666666-7777-8888-9999-000000000000"}
 	for _, tt := range []struct {
 		queue, interactive, poll string
-		want, wantErr           string
+		want, wantErr            string
 	}{
 		{want: "cpv-refresh-interactive"},
 		{queue: "nightly", want: "nightly-interactive"},
