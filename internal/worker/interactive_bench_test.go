@@ -92,7 +92,7 @@ func interactiveLatency(b *testing.B, transport string, backlog int, seed int64)
 	if err := w.queue.Send(ctx, req, 0); err != nil {
 		b.Fatal(err)
 	}
-	var end time.Time
+	var start, end time.Time
 	testenv.Eventually(b, 5*time.Minute, "the manual refresh to finish", func() error {
 		st, err := w.store.GetStatus(ctx, manual)
 		if err != nil {
@@ -101,7 +101,7 @@ func interactiveLatency(b *testing.B, transport string, backlog int, seed int64)
 		if st.RequestID != req.RequestID || !final(st) {
 			return fmt.Errorf("status %s of request %q", st.State, st.RequestID)
 		}
-		end = st.LastAttempt.Add(st.Duration)
+		start, end = st.LastAttempt, st.LastAttempt.Add(st.Duration)
 		return nil
 	})
 	b.StopTimer()
@@ -109,7 +109,7 @@ func interactiveLatency(b *testing.B, transport string, backlog int, seed int64)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("%s: manual refresh finished %s after its send, %d of %d nightly messages waiting", transport,
-		end.Sub(sent).Round(time.Millisecond), waiting, backlog)
+	b.Logf("%s: manual refresh finished %s after its send (%s before a worker started it, %s of refresh), %d of %d nightly messages waiting",
+		transport, end.Sub(sent).Round(time.Millisecond), start.Sub(sent).Round(time.Millisecond), end.Sub(start).Round(time.Millisecond), waiting, backlog)
 	return end.Sub(sent), waiting
 }
