@@ -66,6 +66,7 @@ func TestInteractiveRouting(t *testing.T) {
 	}
 
 	var reasons []string
+	var manual *queue.Delivery
 	for range 2 {
 		ds, err := hi.Receive(ctx, queue.MaxReceive)
 		if err != nil {
@@ -73,11 +74,33 @@ func TestInteractiveRouting(t *testing.T) {
 		}
 		for _, d := range ds {
 			reasons = append(reasons, string(d.Message.Reason)+" "+d.Message.TenantID)
+			if d.Message.Reason == queue.ReasonManual {
+				manual = d
+			}
 		}
 	}
 	sort.Strings(reasons)
 	if diff := cmp.Diff([]string{"manual " + tenant, "onboarding " + added}, reasons); diff != "" {
-		t.Errorf("interactive queue (-want +got):\n%s", diff)
+		t.Fatalf("interactive queue (-want +got):\n%s", diff)
+	}
+
+	// Parked from the interactive queue, it is seen and re-driven there.
+	if err := p.Poison(ctx, manual, "retries exhausted"); err != nil {
+		t.Fatal(err)
+	}
+	var parked []dispatcher.PoisonView
+	if err := json.Unmarshal(serve(d, apiRequest("GET", "/api/poison", key, "")).Body.Bytes(), &parked); err != nil {
+		t.Fatal(err)
+	}
+	if len(parked) != 1 || parked[0].Queue != hi.Name() || parked[0].TenantID != tenant {
+		t.Fatalf("parked %+v, want the manual request, from %s", parked, hi.Name())
+	}
+	if w := serve(d, apiRequest("POST", "/api/poison/"+manual.ID+"/redrive", key, "")); w.Code != 200 {
+		t.Fatalf("re-drive = %d %s", w.Code, w.Body)
+	}
+	ds, err := hi.Receive(ctx, queue.MaxReceive)
+	if err != nil || len(ds) != 1 || ds[0].Message.TenantID != tenant {
+		t.Fatalf("interactive queue after the re-drive: %d messages, %v; want the manual request", len(ds), err)
 	}
 	for _, m := range h.drain(t) {
 		if m.Reason != queue.ReasonManual || m.RunID == "" {
