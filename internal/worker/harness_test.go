@@ -79,8 +79,10 @@ type world struct {
 	qname     string
 	prefix    string
 	// interactive names the interactive queue openQueueWith puts in front
-	// of qname (queue.Prioritized); "" for one queue.
-	interactive string
+	// of qname (queue.Prioritized); "" for one queue. interactivePoll is
+	// its poll (0: the default; negative: at every receive).
+	interactive     string
+	interactivePoll time.Duration
 }
 
 // newWorld builds a test's world with its queue on transport.
@@ -131,7 +133,7 @@ func (w *world) openQueue(t testing.TB) queue.Transport {
 func (w *world) openQueueWith(t testing.TB, visibility time.Duration) queue.Transport {
 	t.Helper()
 	cfg := queue.OpenConfig{Transport: w.transport, Queue: w.qname, Visibility: visibility,
-		StorageConnectionString: w.storage.ConnectionString, Interactive: w.interactive}
+		StorageConnectionString: w.storage.ConnectionString, Interactive: w.interactive, InteractivePoll: w.interactivePoll}
 	if w.bus != nil {
 		w.bus.ConfigureQueue(t, w.qname, visibility, 0)
 		if w.interactive != "" {

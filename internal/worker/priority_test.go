@@ -105,3 +105,37 @@ func (w *world) finished(t testing.TB, ids []string) int {
 	}
 	return n
 }
+
+// TestInteractiveQueueMissing: when the interactive queue cannot be read
+// (here it was never created, and it is asked at every receive), the
+// worker still refreshes what the work queue gives with it.
+func TestInteractiveQueueMissing(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, queue.TransportStorageQueue, m365sim.Options{Seed: 20, Tenants: 6, Mix: onlyKind(m365sim.KindCorrect)})
+	w.interactive, w.interactivePoll = testenv.Name("gone"), -1
+	w.queue = w.openQueue(t) // not ensured: the work queue exists, the interactive one does not
+	tenants := ids(w.sim.Fleet())
+	w.enqueue(t, tenants)
+	w.start(t, w.config(4))
+	w.waitDrainedBulk(t, tenants, time.Minute)
+}
+
+// waitDrainedBulk waits until every tenant has a final status row and the
+// work queue behind the interactive one is empty.
+func (w *world) waitDrainedBulk(t testing.TB, tenants []string, limit time.Duration) {
+	t.Helper()
+	bulk := w.queue.(*queue.Prioritized).Bulk()
+	testenv.Eventually(t, limit, fmt.Sprintf("%d tenants to have results", len(tenants)), func() error {
+		if n := w.finished(t, tenants); n < len(tenants) {
+			return fmt.Errorf("%d of %d tenants have results", n, len(tenants))
+		}
+		work, _, err := bulk.Depth(context.Background())
+		if err != nil {
+			return err
+		}
+		if work != 0 {
+			return fmt.Errorf("%d messages still in the work queue", work)
+		}
+		return nil
+	})
+}
