@@ -88,7 +88,12 @@ type world struct {
 // newWorld builds a test's world with its queue on transport.
 func newWorld(t testing.TB, transport string, opts m365sim.Options) *world {
 	t.Helper()
-	az := testenv.Azurite(t)
+	return newWorldOn(t, testenv.Azurite(t), transport, opts)
+}
+
+// newWorldOn is newWorld with the tables (and a Storage Queue) in az.
+func newWorldOn(t testing.TB, az *testenv.Storage, transport string, opts m365sim.Options) *world {
+	t.Helper()
 	var bus *testenv.ServiceBusPeer
 	switch transport {
 	case queue.TransportStorageQueue:
