@@ -79,7 +79,9 @@ func (w tbWriter) Write(p []byte) (int, error) {
 }
 
 // BenchmarkFleet runs the whole system on a simulated fleet and reports
-// throughput, latency percentiles, calls per tenant and memory. The rows
+// throughput, latency percentiles, calls per tenant and memory, and then
+// the harness's ceiling on the same Azurite (Stack.Ceiling) and the drain
+// rate as a fraction of it. The rows
 // come from BENCH_FLEET (see ParseSpecs; DefaultSpec when unset); with
 // BENCH_OUT set, each report is appended to that file as a JSON line.
 //
@@ -106,6 +108,11 @@ func BenchmarkFleet(b *testing.B) {
 			b.ReportMetric(rep.All.Trips, "trips/tenant")
 			b.ReportMetric(rep.All.SimTrips, "sim-trips/tenant")
 			b.ReportMetric(float64(rep.Throttled), "429s")
+			if rep.Ceiling != nil {
+				b.ReportMetric(rep.Ceiling.PerSec, "ceiling-tenants/s")
+				b.ReportMetric(rep.Fraction(), "of-ceiling")
+				b.Logf("ceiling:\n%s", rep.CeilingRow())
+			}
 			b.Logf("command: %s (load average before: %s)", sp.Command(), rep.LoadAvg)
 			b.Logf("row:\n%s", rep.Row())
 			b.Logf("calls:\n%s", rep.CallsRow())
@@ -191,6 +198,12 @@ func runFleet(b *testing.B, bin stack.Binaries, sp Spec) Report {
 	for _, p := range problems {
 		b.Error(p)
 	}
+	// The harness's ceiling, on the same Azurite, now that it is idle.
+	c, err := st.Ceiling(ctx, min(sp.Tenants, MaxCeilingTenants))
+	if err != nil {
+		b.Fatal(err)
+	}
+	rep.Ceiling = &c
 	return rep
 }
 

@@ -58,6 +58,29 @@ type Report struct {
 	// LoadAvg is /proc/loadavg when the stack started: the machine may be
 	// shared with other work.
 	LoadAvg string `json:"loadavg"`
+	// Ceiling is the harness's ceiling measured on the same Azurite after
+	// the run (see Stack.Ceiling); nil when not measured.
+	Ceiling *Ceiling `json:"ceiling,omitempty"`
+}
+
+// Fraction is the drain rate as a fraction of the ceiling (0 when the
+// ceiling was not measured).
+func (r Report) Fraction() float64 {
+	if r.Ceiling == nil || r.Ceiling.PerSec <= 0 {
+		return 0
+	}
+	return r.TenantsPerSec / r.Ceiling.PerSec
+}
+
+// CeilingRow is the report as a line of the ceiling table in
+// docs/benchmarks.md ("" when the ceiling was not measured).
+func (r Report) CeilingRow() string {
+	if r.Ceiling == nil {
+		return ""
+	}
+	return fmt.Sprintf("| %d | %s | %s | %d×%d | %.1f/s | %.1f/s (%d messages, %.1f s) | %.2f |",
+		r.Tenants, r.Fleet, r.Latency, r.Workers, r.Concurrency, r.TenantsPerSec,
+		r.Ceiling.PerSec, r.Ceiling.Tenants, r.Ceiling.Elapsed.Seconds(), r.Fraction())
 }
 
 // LoadAvg reads the 1, 5 and 15 minute load averages ("" if unavailable).

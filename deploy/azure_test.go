@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/config"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
@@ -117,7 +118,9 @@ var (
 	paramDecl = regexp.MustCompile(`(?m)^param (\w+) (\w+)(?: = (.+))?$`)
 	varDecl   = regexp.MustCompile(`(?m)^var (\w+) = (.+)$`)
 	quoted    = regexp.MustCompile(`^'([^']*)'$`)
-	nameOnly  = regexp.MustCompile(`name: '([^']+)'`)
+	// interpolation is a ${name} in a Bicep string.
+	interpolation = regexp.MustCompile(`\$\{\w+\}`)
+	nameOnly      = regexp.MustCompile(`name: '([^']+)'`)
 )
 
 type bicepParam struct {
@@ -290,7 +293,8 @@ func TestBicepAgreesWithTheCode(t *testing.T) {
 
 	// eval gives an expression the value it has at deployment; references
 	// to resources get a plausible sample for the variable they fill.
-	eval := func(envName, expr string, over map[string]string) string {
+	var eval func(envName, expr string, over map[string]string) string
+	eval = func(envName, expr string, over map[string]string) string {
 		t.Helper()
 		if m := quoted.FindStringSubmatch(expr); m != nil {
 			return m[1]
@@ -314,7 +318,10 @@ func TestBicepAgreesWithTheCode(t *testing.T) {
 		}
 		if v, ok := vars[expr]; ok {
 			if m := quoted.FindStringSubmatch(v); m != nil {
-				return m[1]
+				// Interpolations (${queueName}) take their value too.
+				return interpolation.ReplaceAllStringFunc(m[1], func(ref string) string {
+					return eval("", strings.TrimSuffix(strings.TrimPrefix(ref, "${"), "}"), over)
+				})
 			}
 		}
 		samples := map[string]string{
@@ -481,6 +488,20 @@ func TestBicepAgreesWithTheCode(t *testing.T) {
 	if !slices.Contains(common, bicepEnv{"CPV_QUEUE", "value", "queueName"}) {
 		t.Error("CPV_QUEUE is not the queueName the scale rule watches")
 	}
+	// And on the interactive queue, so a manual refresh wakes a worker.
+	at := strings.Index(scale, "name: 'interactive-queue'")
+	if at < 0 {
+		t.Fatal("worker scale has no rule named interactive-queue")
+	}
+	hi := block(t, scale[at:], "azureQueue: {")
+	for _, want := range []string{"accountName: storage.name", "queueName: interactiveQueueName", "queueLength: workerConcurrency", "identity: identity.id"} {
+		if !strings.Contains(hi, want) {
+			t.Errorf("worker interactive scale rule lacks %q", want)
+		}
+	}
+	if !slices.Contains(common, bicepEnv{"CPV_INTERACTIVE_QUEUE", "value", "interactiveQueueName"}) {
+		t.Error("CPV_INTERACTIVE_QUEUE is not the interactiveQueueName the scale rule watches")
+	}
 	if !slices.Contains(appEnv["worker"], bicepEnv{"CPV_CONCURRENCY", "value", "string(workerConcurrency)"}) {
 		t.Error("CPV_CONCURRENCY is not the workerConcurrency the scale rule divides by")
 	}
@@ -550,7 +571,10 @@ func TestBicepCreatesTheStoresTables(t *testing.T) {
 	if !strings.Contains(code, "name: '${tablePrefix}${base}'") {
 		t.Error("the tables are not named <tablePrefix><base>")
 	}
-	for _, q := range []string{"name: queueName", "name: '${queueName}-poison'"} {
+	if !strings.Contains(code, "var interactiveQueueName = '${queueName}"+queue.InteractiveSuffix+"'") {
+		t.Errorf("the interactive queue is not named <queueName>%s", queue.InteractiveSuffix)
+	}
+	for _, q := range []string{"name: queueName", "name: '${queueName}-poison'", "name: interactiveQueueName", "name: '${interactiveQueueName}-poison'"} {
 		if !strings.Contains(code, q) {
 			t.Errorf("main.bicep does not create the queue %q", q)
 		}

@@ -689,34 +689,57 @@ func checkScaling(t *testing.T, c *cluster, w *config.Worker) {
 			t.Errorf("docs/operations.md does not quote the shipped limit %q", quote)
 		}
 	}
-	if len(so.Spec.Triggers) != 1 {
-		t.Fatalf("want one trigger, got %d", len(so.Spec.Triggers))
+	// One trigger per queue the workers read: the work queue and the
+	// interactive queue in front of it.
+	queues := []string{w.Interactive(), w.Queue}
+	if queues[0] == "" {
+		queues = queues[1:]
 	}
-	tr := so.Spec.Triggers[0]
+	if len(so.Spec.Triggers) != len(queues) {
+		t.Fatalf("want %d triggers (queues %q), got %d", len(queues), queues, len(so.Spec.Triggers))
+	}
 	per := strconv.Itoa(w.Concurrency)
-	var want scaleTriggerEntry
-	switch w.Transport {
-	case "storagequeue":
-		u, err := url.Parse(w.QueueServiceURL)
-		if err != nil {
-			t.Fatal(err)
+	var want []scaleTriggerEntry
+	for _, q := range queues {
+		switch w.Transport {
+		case "storagequeue":
+			u, err := url.Parse(w.QueueServiceURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			account, _, _ := strings.Cut(u.Hostname(), ".")
+			want = append(want, scaleTriggerEntry{Type: "azure-queue", Metadata: map[string]string{
+				"queueName": q, "queueLength": per, "accountName": account, "cloud": "AzurePublicCloud",
+			}})
+		case "servicebus":
+			ns, ok := strings.CutSuffix(w.ServiceBusNamespace, ".servicebus.windows.net")
+			if !ok {
+				t.Errorf("CPV_SERVICEBUS_NAMESPACE %q is not <name>.servicebus.windows.net", w.ServiceBusNamespace)
+			}
+			want = append(want, scaleTriggerEntry{Type: "azure-servicebus", Metadata: map[string]string{
+				"queueName": q, "messageCount": per, "namespace": ns, "cloud": "AzurePublicCloud",
+			}})
 		}
-		account, _, _ := strings.Cut(u.Hostname(), ".")
-		want = scaleTriggerEntry{Type: "azure-queue", Metadata: map[string]string{
-			"queueName": w.Queue, "queueLength": per, "accountName": account, "cloud": "AzurePublicCloud",
-		}}
-	case "servicebus":
-		ns, ok := strings.CutSuffix(w.ServiceBusNamespace, ".servicebus.windows.net")
-		if !ok {
-			t.Errorf("CPV_SERVICEBUS_NAMESPACE %q is not <name>.servicebus.windows.net", w.ServiceBusNamespace)
-		}
-		want = scaleTriggerEntry{Type: "azure-servicebus", Metadata: map[string]string{
-			"queueName": w.Queue, "messageCount": per, "namespace": ns, "cloud": "AzurePublicCloud",
-		}}
 	}
-	if diff := cmp.Diff(want, tr, cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".AuthenticationRef" }, cmp.Ignore())); diff != "" {
-		t.Errorf("trigger (-want +got):\n%s", diff)
+	got := slices.Clone(so.Spec.Triggers)
+	slices.SortFunc(got, func(a, b scaleTriggerEntry) int {
+		return strings.Compare(b.Metadata["queueName"], a.Metadata["queueName"])
+	})
+	slices.SortFunc(want, func(a, b scaleTriggerEntry) int {
+		return strings.Compare(b.Metadata["queueName"], a.Metadata["queueName"])
+	})
+	if diff := cmp.Diff(want, got, cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".AuthenticationRef" }, cmp.Ignore())); diff != "" {
+		t.Errorf("triggers (-want +got):\n%s", diff)
 	}
+	for _, tr := range so.Spec.Triggers {
+		checkTriggerAuth(t, c, tr)
+	}
+}
+
+// checkTriggerAuth checks that a trigger authenticates with the workload
+// identity through a TriggerAuthentication of the kustomization.
+func checkTriggerAuth(t *testing.T, c *cluster, tr scaleTriggerEntry) {
+	t.Helper()
 	if tr.AuthenticationRef == nil {
 		t.Fatal("the trigger has no authenticationRef")
 	}

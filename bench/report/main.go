@@ -92,6 +92,19 @@ func write(w io.Writer, rows []line) {
 			r.P50.Milliseconds(), r.P95.Milliseconds(), r.P99.Milliseconds(),
 			r.All.Trips, r.All.SimTrips, r.Throttled, memory(r.Report), load)
 	}
+	if slices.ContainsFunc(rows, func(r line) bool { return r.Ceiling != nil }) {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| # | N | fleet | latency | W×C | drain (tenants/s) | ceiling (tenants/s) | fraction of the ceiling |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+		for i, r := range rows {
+			if r.Ceiling == nil {
+				continue
+			}
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %d×%d | %.1f | %.1f | %.2f |\n",
+				i+1, thousands(r.Tenants), fleet(r), latency(r.Latency), r.Workers, r.Concurrency,
+				r.TenantsPerSec, r.Ceiling.PerSec, r.Fraction())
+		}
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands (one per row; `-benchtime 1x` is one run of the whole fleet):")
 	fmt.Fprintln(w)

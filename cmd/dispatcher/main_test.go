@@ -154,7 +154,9 @@ func TestDaemonStartsServesAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := queue.NewStorageQueue(queue.StorageQueueConfig{ConnectionString: az.ConnectionString, Queue: queueName})
+	// The run's messages and the onboarded tenant's: the work queue and the
+	// interactive queue in front of it.
+	q, err := queue.Open(queue.OpenConfig{StorageConnectionString: az.ConnectionString, Queue: queueName, Interactive: queueName + queue.InteractiveSuffix})
 	if err != nil {
 		t.Fatal(err)
 	}

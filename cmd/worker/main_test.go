@@ -202,7 +202,8 @@ func TestOperatorCommands(t *testing.T) {
 	if !strings.Contains(out, "enqueued 2 reset") {
 		t.Errorf("enqueue output: %s", out)
 	}
-	q, err := queue.NewStorageQueue(queue.StorageQueueConfig{ConnectionString: az.ConnectionString, Queue: qname})
+	// Manual requests travel on the interactive queue.
+	q, err := queue.NewStorageQueue(queue.StorageQueueConfig{ConnectionString: az.ConnectionString, Queue: qname + queue.InteractiveSuffix})
 	if err != nil {
 		t.Fatal(err)
 	}

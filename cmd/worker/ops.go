@@ -248,8 +248,21 @@ func runEnqueue(ctx context.Context, e *env) error {
 	if err := q.SendBatch(ctx, msgs, 0); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "enqueued %d %s request(s) on %s\n", len(msgs), op, q.Name())
+	name := q.Name()
+	if p, ok := q.(*queue.Prioritized); ok {
+		name = p.Route(msgs[0]).Name() // the flags are the same for every message
+	}
+	fmt.Fprintf(e.stdout, "enqueued %d %s request(s) on %s\n", len(msgs), op, name)
 	return nil
+}
+
+// poisonNames names where q parks poison messages: both poison queues of
+// an interactive and a work queue.
+func poisonNames(transport string, q queue.Transport) string {
+	if p, ok := q.(*queue.Prioritized); ok {
+		return queue.PoisonName(transport, p.Interactive().Name()) + " and " + queue.PoisonName(transport, p.Name())
+	}
+	return queue.PoisonName(transport, q.Name())
 }
 
 // runPoison lists poison records without removing them.
@@ -259,12 +272,16 @@ func runPoison(ctx context.Context, e *env) error {
 		return cli.Invalid(err)
 	}
 	defer e.closeQueue(q)
+	// An interactive queue a new version adds may not exist yet.
+	if err := q.Ensure(ctx); err != nil {
+		return err
+	}
 	recs, err := q.PeekPoison(ctx, e.opts.max)
 	if err != nil {
 		return err
 	}
 	if len(recs) == 0 {
-		fmt.Fprintf(e.stdout, "no poison messages in %s\n", queue.PoisonName(e.cfg.Transport, q.Name()))
+		fmt.Fprintf(e.stdout, "no poison messages in %s\n", poisonNames(e.cfg.Transport, q))
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -309,6 +326,9 @@ func runRedrive(ctx context.Context, e *env) error {
 		return cli.Invalid(err)
 	}
 	defer e.closeQueue(q)
+	if err := q.Ensure(ctx); err != nil {
+		return err
+	}
 	st, err := b.OpenStore(ctx)
 	if err != nil {
 		return err
@@ -319,7 +339,7 @@ func runRedrive(ctx context.Context, e *env) error {
 	}
 	defer release()
 	n, err := q.Redrive(ctx, e.opts.max)
-	fmt.Fprintf(e.stdout, "moved %d message(s) from %s back to %s\n", n, queue.PoisonName(e.cfg.Transport, q.Name()), q.Name())
+	fmt.Fprintf(e.stdout, "moved %d message(s) from %s back to the queue each came from\n", n, poisonNames(e.cfg.Transport, q))
 	return err
 }
 

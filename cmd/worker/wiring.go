@@ -122,11 +122,15 @@ func newDirectory(ctx context.Context, cfg *config.Worker, hc *http.Client, log 
 
 // newBackend is the worker's storage: one HTTP client, with an idle
 // connection for every refresh slot, for the queue and the tables, and the
-// configured visibility.
+// configured visibility and interactive poll (0: at every receive).
 func newBackend(cfg *config.Worker) (*storage.Backend, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = max(2*cfg.Concurrency, 16)
-	return storage.New(&cfg.Common, storage.Options{HTTPClient: &http.Client{Transport: tr}, Visibility: cfg.Visibility})
+	poll := cfg.InteractivePoll
+	if poll == 0 {
+		poll = -1
+	}
+	return storage.New(&cfg.Common, storage.Options{HTTPClient: &http.Client{Transport: tr}, Visibility: cfg.Visibility, InteractivePoll: poll})
 }
 
 // openQueue opens the configured transport alone, for the operator

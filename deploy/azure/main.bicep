@@ -1,8 +1,9 @@
 // cpvrefresh on Azure Container Apps.
 //
 // Creates, in the resource group it is deployed to:
-// - a storage account with the work queue, its poison queue and the result
-//   tables (shared keys disabled: everything authenticates with Entra ID);
+// - a storage account with the work queue, the interactive queue (manual and
+//   event refreshes, which workers serve first), their poison queues and the
+//   result tables (shared keys disabled: everything authenticates with Entra ID);
 // - a Key Vault (RBAC) for the SAM app's credentials;
 // - a user-assigned managed identity with the data-plane roles it needs
 //   (Storage Queue Data Contributor, Storage Table Data Contributor, Key Vault
@@ -10,7 +11,8 @@
 // - a Log Analytics workspace and a Container Apps environment;
 // - the dispatcher (external ingress on 8080 for webhooks, API and UI, at
 //   least one replica) and the worker (no ingress, scaled from zero by KEDA on
-//   the work queue's length, authenticated with the managed identity).
+//   the lengths of the work and interactive queues, authenticated with the
+//   managed identity).
 //
 // First deployment (docs/operations.md, "First deployment"): deploy with
 // deployApps=false, put the credentials into the Key Vault, deploy again with
@@ -58,7 +60,8 @@ param authIssuer string = ''
 @description('Audience the API\'s bearer tokens must carry (with authIssuer).')
 param authAudience string = ''
 
-@description('Work queue name; the poison queue is <queueName>-poison.')
+@description('Work queue name; the poison queue is <queueName>-poison, the interactive queue <queueName>-interactive (poison: <queueName>-interactive-poison).')
+@maxLength(44)
 param queueName string = 'cpv-refresh'
 
 @description('Prefix of the result tables.')
@@ -175,6 +178,20 @@ resource workQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-
 resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
   parent: queueService
   name: '${queueName}-poison'
+}
+
+// Refreshes of one tenant (manual, event, onboarding): workers serve this
+// queue before the runs in the work queue (CPV_INTERACTIVE_QUEUE).
+var interactiveQueueName = '${queueName}-interactive'
+
+resource interactiveQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: interactiveQueueName
+}
+
+resource interactivePoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: '${interactiveQueueName}-poison'
 }
 
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
@@ -344,6 +361,10 @@ var commonEnv = [
     value: queueName
   }
   {
+    name: 'CPV_INTERACTIVE_QUEUE'
+    value: interactiveQueueName
+  }
+  {
     name: 'CPV_QUEUE_SERVICE_URL'
     value: storage.properties.primaryEndpoints.queue
   }
@@ -487,6 +508,8 @@ resource dispatcher 'Microsoft.App/containerApps@2025-01-01' = if (deployApps) {
     acrPull
     workQueue
     poisonQueue
+    interactiveQueue
+    interactivePoisonQueue
     tables
   ]
   properties: {
@@ -567,6 +590,8 @@ resource worker 'Microsoft.App/containerApps@2025-01-01' = if (deployApps) {
     acrPull
     workQueue
     poisonQueue
+    interactiveQueue
+    interactivePoisonQueue
     tables
   ]
   properties: {
@@ -627,6 +652,16 @@ resource worker 'Microsoft.App/containerApps@2025-01-01' = if (deployApps) {
             azureQueue: {
               accountName: storage.name
               queueName: queueName
+              queueLength: workerConcurrency
+              identity: identity.id
+            }
+          }
+          {
+            // A manual refresh wakes a worker scaled to zero.
+            name: 'interactive-queue'
+            azureQueue: {
+              accountName: storage.name
+              queueName: interactiveQueueName
               queueLength: workerConcurrency
               identity: identity.id
             }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -215,3 +216,44 @@ func TestFallbackVariable(t *testing.T) {
 const devStorage = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;" +
 	"AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;" +
 	"QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+
+func TestInteractiveQueue(t *testing.T) {
+	t.Parallel()
+	valid := map[string]string{"CPV_CLIENT_SECRET": "x", "CPV_PARTNER_TENANT_ID": "11111111-2222-3333-4444-555555555555",
+		"CPV_CLIENT_ID": "66666666-7777-8888-9999-000000000000"}
+	for _, tt := range []struct {
+		queue, interactive, poll string
+		want, wantErr            string
+	}{
+		{want: "cpv-refresh-interactive"},
+		{queue: "nightly", want: "nightly-interactive"},
+		{interactive: "none", want: ""},
+		{interactive: "cpv-manual", want: "cpv-manual"},
+		{interactive: "cpv-refresh", wantErr: "must differ from CPV_QUEUE"},
+		{interactive: "Manual_Queue", wantErr: "CPV_INTERACTIVE_QUEUE"},
+		{queue: strings.Repeat("q", 50), wantErr: "CPV_INTERACTIVE_QUEUE"}, // no room for -interactive-poison
+		{poll: "2m", wantErr: "CPV_INTERACTIVE_POLL"},
+	} {
+		e := maps.Clone(valid)
+		for k, v := range map[string]string{"CPV_QUEUE": tt.queue, "CPV_INTERACTIVE_QUEUE": tt.interactive, "CPV_INTERACTIVE_POLL": tt.poll} {
+			if v != "" {
+				e[k] = v
+			}
+		}
+		var w Worker
+		if err := Load(&w, nil, env(e), "worker"); err != nil {
+			t.Fatal(err)
+		}
+		err := w.Validate()
+		switch {
+		case tt.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%+v: error %v, want one naming %q", tt, err, tt.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%+v: %v", tt, err)
+		case w.Interactive() != tt.want:
+			t.Errorf("%+v: Interactive() = %q, want %q", tt, w.Interactive(), tt.want)
+		}
+	}
+}

@@ -27,6 +27,7 @@ type Common struct {
 	ServiceBusConnection    string `env:"CPV_SERVICEBUS_CONNECTION_STRING" secret:"true" help:"Service Bus connection string (transport servicebus)"`
 	ServiceBusNamespace     string `env:"CPV_SERVICEBUS_NAMESPACE" help:"Service Bus fully qualified namespace (<name>.servicebus.windows.net) when authenticating with a managed identity"`
 	Queue                   string `env:"CPV_QUEUE" default:"cpv-refresh" help:"work queue name; the poison queue is <name>-poison (Storage Queue) or the dead-letter queue (Service Bus)"`
+	InteractiveQueue        string `env:"CPV_INTERACTIVE_QUEUE" help:"queue of refreshes of one tenant (manual, event, onboarding), which workers serve before the runs in CPV_QUEUE; empty: <CPV_QUEUE>-interactive; none: one queue for all"`
 	TablePrefix             string `env:"CPV_TABLE_PREFIX" default:"cpv" help:"prefix of the result tables (<prefix>tenants, <prefix>status, ...)"`
 
 	AuthMode        string `env:"CPV_AUTH_MODE" default:"secret" help:"how the partner app authenticates: secret, certificate, workload (Azure workload identity) or refresh-token (delegated GDAP, CIPP style)"`
@@ -63,18 +64,19 @@ type Common struct {
 // Worker is cmd/worker's configuration.
 type Worker struct {
 	Common
-	Listen         string        `env:"CPV_WORKER_LISTEN" default:":9091" help:"address of /healthz, /readyz and /metrics"`
-	WorkerID       string        `env:"CPV_WORKER_ID" help:"name of this replica in status rows and heartbeats (default: host name)"`
-	Concurrency    int           `env:"CPV_CONCURRENCY" default:"16" help:"refreshes run at once by this replica"`
-	ReceiveBatch   int           `env:"CPV_RECEIVE_BATCH" default:"16" help:"messages received per call (Storage Queue allows up to 32)"`
-	Visibility     time.Duration `env:"CPV_VISIBILITY" default:"60s" help:"how long a received message stays invisible (or locked) before it is extended"`
-	MessageTimeout time.Duration `env:"CPV_MESSAGE_TIMEOUT" default:"5m" help:"longest time one refresh may take"`
-	MaxAttempts    int           `env:"CPV_MAX_ATTEMPTS" default:"5" help:"deliveries before a failing message is moved to the poison queue"`
-	RetryBase      time.Duration `env:"CPV_RETRY_BASE" default:"15s" help:"first backoff after a retryable failure (doubles per attempt)"`
-	RetryMax       time.Duration `env:"CPV_RETRY_MAX" default:"15m" help:"longest backoff after a retryable failure"`
-	ShutdownGrace  time.Duration `env:"CPV_SHUTDOWN_GRACE" default:"25s" help:"on SIGTERM, how long in-flight refreshes may finish before they are released to another replica"`
-	Exact          bool          `env:"CPV_EXACT" default:"false" help:"also remove application roles the manifest no longer lists"`
-	PollMax        time.Duration `env:"CPV_POLL_MAX" default:"5s" help:"longest wait between receives while the queue is empty"`
+	Listen          string        `env:"CPV_WORKER_LISTEN" default:":9091" help:"address of /healthz, /readyz and /metrics"`
+	WorkerID        string        `env:"CPV_WORKER_ID" help:"name of this replica in status rows and heartbeats (default: host name)"`
+	Concurrency     int           `env:"CPV_CONCURRENCY" default:"16" help:"refreshes run at once by this replica"`
+	ReceiveBatch    int           `env:"CPV_RECEIVE_BATCH" default:"16" help:"messages received per call (Storage Queue allows up to 32)"`
+	Visibility      time.Duration `env:"CPV_VISIBILITY" default:"60s" help:"how long a received message stays invisible (or locked) before it is extended"`
+	MessageTimeout  time.Duration `env:"CPV_MESSAGE_TIMEOUT" default:"5m" help:"longest time one refresh may take"`
+	MaxAttempts     int           `env:"CPV_MAX_ATTEMPTS" default:"5" help:"deliveries before a failing message is moved to the poison queue"`
+	RetryBase       time.Duration `env:"CPV_RETRY_BASE" default:"15s" help:"first backoff after a retryable failure (doubles per attempt)"`
+	RetryMax        time.Duration `env:"CPV_RETRY_MAX" default:"15m" help:"longest backoff after a retryable failure"`
+	ShutdownGrace   time.Duration `env:"CPV_SHUTDOWN_GRACE" default:"25s" help:"on SIGTERM, how long in-flight refreshes may finish before they are released to another replica"`
+	Exact           bool          `env:"CPV_EXACT" default:"false" help:"also remove application roles the manifest no longer lists"`
+	PollMax         time.Duration `env:"CPV_POLL_MAX" default:"5s" help:"longest wait between receives while the queue is empty"`
+	InteractivePoll time.Duration `env:"CPV_INTERACTIVE_POLL" default:"1s" help:"while busy with a run, how long the worker goes without asking an interactive queue it found empty"`
 }
 
 // Dispatcher is cmd/dispatcher's configuration.
@@ -122,6 +124,18 @@ type Dispatcher struct {
 	NotifyExpiry        time.Duration `env:"CPV_NOTIFY_EXPIRY" default:"336h" help:"notify when the partner app's credential expires within this long"`
 }
 
+// Interactive names the interactive queue CPV_INTERACTIVE_QUEUE asks for:
+// "" when it is "none" (one queue for all).
+func (c *Common) Interactive() string {
+	switch c.InteractiveQueue {
+	case "none":
+		return ""
+	case "":
+		return c.Queue + queue.InteractiveSuffix
+	}
+	return c.InteractiveQueue
+}
+
 // NotifyURLList splits CPV_NOTIFY_URLS.
 func (d *Dispatcher) NotifyURLList() []string { return strings.Fields(d.NotifyURLs) }
 
@@ -145,6 +159,13 @@ func (c *Common) Validate() error {
 	}
 	if err := queue.CheckName(c.Transport, c.Queue); err != nil {
 		errs = append(errs, fmt.Errorf("CPV_QUEUE: %w", err))
+	}
+	if hi := c.Interactive(); hi != "" {
+		if err := queue.CheckName(c.Transport, hi); err != nil {
+			errs = append(errs, fmt.Errorf("CPV_INTERACTIVE_QUEUE (%s): %w", hi, err))
+		} else if hi == c.Queue {
+			errs = append(errs, fmt.Errorf("CPV_INTERACTIVE_QUEUE %q: must differ from CPV_QUEUE", hi))
+		}
 	}
 	vault := c.KeyVaultURL != ""
 	if vault {
@@ -233,6 +254,9 @@ func (w *Worker) Validate() error {
 	}
 	if w.PollMax <= 0 {
 		errs = append(errs, fmt.Errorf("CPV_POLL_MAX %s: must be positive", w.PollMax))
+	}
+	if w.InteractivePoll < 0 || w.InteractivePoll > time.Minute {
+		errs = append(errs, fmt.Errorf("CPV_INTERACTIVE_POLL %s: want 0..1m", w.InteractivePoll))
 	}
 	return errors.Join(errs...)
 }

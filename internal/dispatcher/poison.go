@@ -44,6 +44,7 @@ const redriveAll = 10000
 // attempts.
 type PoisonView struct {
 	MessageID   string     `json:"messageId"`
+	Queue       string     `json:"queue,omitempty"` // the queue it was poisoned from (work or interactive)
 	TenantID    string     `json:"tenantId,omitempty"`
 	Op          string     `json:"op,omitempty"`
 	RequestID   string     `json:"requestId,omitempty"`
@@ -55,7 +56,7 @@ type PoisonView struct {
 }
 
 func poisonView(r queue.PoisonRecord) PoisonView {
-	v := PoisonView{MessageID: r.MessageID, Reason: r.Reason, Attempts: r.Attempts, PoisonedAt: timePtr(r.PoisonedAt), Truncated: r.Truncated}
+	v := PoisonView{MessageID: r.MessageID, Queue: r.Queue, Reason: r.Reason, Attempts: r.Attempts, PoisonedAt: timePtr(r.PoisonedAt), Truncated: r.Truncated}
 	if body, err := r.Original(); err == nil {
 		if m, err := queue.Decode(body); err == nil {
 			v.TenantID, v.Op, v.RequestID, v.RequestedBy = m.TenantID, string(m.Op), m.RequestID, m.RequestedBy

@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/cpvrefresh/cpvrefresh/internal/checks"
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
+	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
 )
 
@@ -326,10 +328,44 @@ type BackendView struct {
 	Problems   []string                   `json:"problems,omitempty"`
 }
 
-// QueueView holds the queue depths (approximate).
+// QueueView holds the queue depths (approximate): in all, and queue by
+// queue when the workers read an interactive queue besides the work queue.
 type QueueView struct {
-	Depth  int `json:"depth"`
-	Poison int `json:"poison"`
+	Depth  int        `json:"depth"`
+	Poison int        `json:"poison"`
+	Lanes  []LaneView `json:"lanes,omitempty"`
+}
+
+// LaneView is one queue's depth and its poison queue's.
+type LaneView struct {
+	Queue       string `json:"queue"`
+	PoisonQueue string `json:"poisonQueue"`
+	Depth       int    `json:"depth"`
+	Poison      int    `json:"poison"`
+}
+
+// laned is a transport of two queues (*queue.Prioritized).
+type laned interface {
+	Lanes(ctx context.Context) ([]queue.LaneDepth, error)
+}
+
+// queueView reads the queue depths.
+func (d *Dispatcher) queueView(ctx context.Context) (QueueView, error) {
+	lq, ok := d.cfg.Queue.(laned)
+	if !ok {
+		work, poison, err := d.cfg.Queue.Depth(ctx)
+		return QueueView{Depth: work, Poison: poison}, err
+	}
+	lanes, err := lq.Lanes(ctx)
+	if err != nil {
+		return QueueView{}, err
+	}
+	var v QueueView
+	for _, l := range lanes {
+		v.Depth, v.Poison = v.Depth+l.Work, v.Poison+l.Parked
+		v.Lanes = append(v.Lanes, LaneView{Queue: l.Queue, PoisonQueue: l.Poison, Depth: l.Work, Poison: l.Parked})
+	}
+	return v, nil
 }
 
 // WorkerView is a worker seen recently.
@@ -359,11 +395,11 @@ func (d *Dispatcher) handleBackend(w http.ResponseWriter, r *http.Request, _ pri
 	for k, val := range d.cfg.Backend {
 		v.Endpoints[k] = val
 	}
-	if work, poison, err := d.cfg.Queue.Depth(ctx); err != nil {
+	if q, err := d.queueView(ctx); err != nil {
 		v.Problems = append(v.Problems, "queue depth unavailable")
 		d.log.WarnContext(ctx, "backend: queue depth failed", "error", err)
 	} else {
-		v.Queue = QueueView{Depth: work, Poison: poison}
+		v.Queue = q
 	}
 	if ws, err := d.cfg.Store.ListWorkers(ctx, now.Add(-workersSeenWindow)); err != nil {
 		v.Problems = append(v.Problems, "workers unavailable")

@@ -6,6 +6,17 @@
 // (Service Bus renews a lock for the queue's lock duration whatever Extend
 // asks; Storage Queue carries a body that is not XML text base64 encoded).
 //
+// # Interactive work first
+//
+// Prioritized uses two queues of one transport as one Transport: an
+// interactive queue for requests about one tenant (Message.Interactive: a
+// manual refresh, an event, a new tenant) and the work queue for runs. Send
+// routes by the message; Receive asks the interactive queue first, bounded
+// so that an empty interactive queue costs a request (or a short Service Bus
+// wait) at most once per poll interval and a flood of interactive work never
+// starves a run (StarveLimit). Open builds it when OpenConfig names an
+// interactive queue.
+//
 // # The envelope
 //
 // A Message names one tenant and what to do with it ("refresh" or "reset"),

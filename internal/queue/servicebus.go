@@ -72,6 +72,9 @@ type ServiceBusConfig struct {
 	// ReceiveWait is how long Receive waits for a first message on an
 	// empty queue (default 1s).
 	ReceiveWait time.Duration
+	// DeadLetterWait is the same for the dead-letter queue's receives in
+	// Redrive, RedriveMessage and DeletePoison (default ReceiveWait).
+	DeadLetterWait time.Duration
 }
 
 // ServiceBusQueue is the Azure Service Bus transport: a queue in peek-lock
@@ -121,6 +124,7 @@ type ServiceBusQueue struct {
 	maxCount int32
 	window   time.Duration
 	wait     time.Duration
+	deadWait time.Duration
 
 	recvMu sync.Mutex // one ReceiveMessages at a time on work
 	peekMu sync.Mutex // peeks on work (the SDK keeps a peek cursor per receiver)
@@ -148,6 +152,7 @@ func NewServiceBusQueue(cfg ServiceBusConfig) (*ServiceBusQueue, error) {
 		maxCount: cfg.MaxDeliveryCount,
 		window:   cfg.DuplicateWindow,
 		wait:     cfg.ReceiveWait,
+		deadWait: cfg.DeadLetterWait,
 	}
 	if q.lock == 0 {
 		q.lock = DefaultVisibility
@@ -170,8 +175,11 @@ func NewServiceBusQueue(cfg ServiceBusConfig) (*ServiceBusQueue, error) {
 	if q.wait == 0 {
 		q.wait = DefaultReceiveWait
 	}
-	if q.wait < 0 {
-		return nil, fmt.Errorf("queue: open %s: receive wait %s is negative", cfg.Queue, cfg.ReceiveWait)
+	if q.deadWait == 0 {
+		q.deadWait = q.wait
+	}
+	if q.wait < 0 || q.deadWait < 0 {
+		return nil, fmt.Errorf("queue: open %s: receive wait %s or dead-letter wait %s is negative", cfg.Queue, cfg.ReceiveWait, cfg.DeadLetterWait)
 	}
 	opts := &azservicebus.ClientOptions{RetryOptions: azservicebus.RetryOptions{
 		MaxRetries:    3,
@@ -817,7 +825,7 @@ func (q *ServiceBusQueue) Redrive(ctx context.Context, limit int) (int, error) {
 	defer q.deadMu.Unlock()
 	moved := 0
 	for moved < limit {
-		rctx, cancel := context.WithTimeout(ctx, q.wait)
+		rctx, cancel := context.WithTimeout(ctx, q.deadWait)
 		countTrip(ctx)
 		ms, err := q.dead.ReceiveMessages(rctx, min(limit-moved, MaxReceive), nil)
 		cancel()
@@ -878,7 +886,7 @@ func (q *ServiceBusQueue) takeDead(ctx context.Context, messageID string, send b
 		return nil
 	}
 	for {
-		rctx, cancel := context.WithTimeout(ctx, q.wait)
+		rctx, cancel := context.WithTimeout(ctx, q.deadWait)
 		countTrip(ctx)
 		ms, err := q.dead.ReceiveMessages(rctx, MaxReceive, nil)
 		cancel()

@@ -113,10 +113,44 @@ type OpenConfig struct {
 	Credential azcore.TokenCredential
 	Visibility time.Duration // Storage Queue visibility timeout; Service Bus lock duration (5s..5m)
 	HTTPClient *http.Client  // Storage Queue only; nil for the SDK's default
+
+	// Interactive names a second queue for requests about one tenant, which
+	// Receive serves first (Prioritized); empty for one queue for all.
+	Interactive string
+	// InteractivePoll is how long an empty interactive queue goes unasked
+	// (default DefaultInteractivePoll; negative: asked at every receive).
+	InteractivePoll time.Duration
 }
 
-// Open returns the configured transport. It makes no request: call Ensure.
+// Open returns the configured transport: Prioritized over two queues when
+// cfg names an interactive queue. It makes no request: call Ensure.
 func Open(cfg OpenConfig) (Transport, error) {
+	if cfg.Interactive == "" {
+		return open(cfg, 0)
+	}
+	bulk, err := open(cfg, 0)
+	if err != nil {
+		return nil, err
+	}
+	hi := cfg
+	hi.Queue = cfg.Interactive
+	interactive, err := open(hi, interactiveWait)
+	if err != nil {
+		return nil, fmt.Errorf("queue: interactive queue: %w", err)
+	}
+	poll := cfg.InteractivePoll
+	switch {
+	case poll == 0:
+		poll = DefaultInteractivePoll
+	case poll < 0:
+		poll = 0
+	}
+	return NewPrioritized(interactive, bulk, poll)
+}
+
+// open returns one queue; wait is a Service Bus receive's wait for a first
+// message (0 for the default).
+func open(cfg OpenConfig, wait time.Duration) (Transport, error) {
 	switch cfg.Transport {
 	case "", TransportStorageQueue:
 		sc := StorageQueueConfig{Queue: cfg.Queue, Visibility: cfg.Visibility, HTTPClient: cfg.HTTPClient}
@@ -133,7 +167,7 @@ func Open(cfg OpenConfig) (Transport, error) {
 	case TransportServiceBus:
 		// The worker extends a message every Visibility/2, so the queue's
 		// lock must last at least Visibility: a queue Ensure creates gets it.
-		bc := ServiceBusConfig{Queue: cfg.Queue, LockDuration: cfg.Visibility}
+		bc := ServiceBusConfig{Queue: cfg.Queue, LockDuration: cfg.Visibility, ReceiveWait: wait, DeadLetterWait: DefaultReceiveWait}
 		switch {
 		case cfg.ServiceBusNamespace != "":
 			if cfg.Credential == nil {

@@ -29,6 +29,9 @@ type Options struct {
 	// Queue) or locked (the lock duration of a Service Bus queue Ensure
 	// creates); 0 for the queue's default.
 	Visibility time.Duration
+	// InteractivePoll is how long an empty interactive queue goes unasked
+	// while a run keeps the worker busy; 0 for the default.
+	InteractivePoll time.Duration
 }
 
 // Backend opens the queue transport and the result tables of one
@@ -70,12 +73,15 @@ func (b *Backend) OpenStore(ctx context.Context) (*store.Store, error) {
 }
 
 // OpenQueue opens the configured transport: Storage Queue (work and poison
-// queues) or Service Bus (queue and its dead-letter queue). It makes no
-// request: call Ensure.
+// queues) or Service Bus (queue and its dead-letter queue), and the
+// interactive queue in front of it unless CPV_INTERACTIVE_QUEUE is "none".
+// It makes no request: call Ensure.
 func (b *Backend) OpenQueue() (queue.Transport, error) {
 	return queue.Open(queue.OpenConfig{
 		Transport:                  b.cfg.Transport,
 		Queue:                      b.cfg.Queue,
+		Interactive:                b.cfg.Interactive(),
+		InteractivePoll:            b.opts.InteractivePoll,
 		Visibility:                 b.opts.Visibility,
 		HTTPClient:                 b.opts.HTTPClient,
 		StorageConnectionString:    b.cfg.StorageConnectionString,

@@ -78,12 +78,22 @@ type world struct {
 	want      *m365sim.Permissions // the manifest in the simulator's terms
 	qname     string
 	prefix    string
+	// interactive names the interactive queue openQueueWith puts in front
+	// of qname (queue.Prioritized); "" for one queue. interactivePoll is
+	// its poll (0: the default; negative: at every receive).
+	interactive     string
+	interactivePoll time.Duration
 }
 
 // newWorld builds a test's world with its queue on transport.
 func newWorld(t testing.TB, transport string, opts m365sim.Options) *world {
 	t.Helper()
-	az := testenv.Azurite(t)
+	return newWorldOn(t, testenv.Azurite(t), transport, opts)
+}
+
+// newWorldOn is newWorld with the tables (and a Storage Queue) in az.
+func newWorldOn(t testing.TB, az *testenv.Storage, transport string, opts m365sim.Options) *world {
+	t.Helper()
 	var bus *testenv.ServiceBusPeer
 	switch transport {
 	case queue.TransportStorageQueue:
@@ -128,9 +138,12 @@ func (w *world) openQueue(t testing.TB) queue.Transport {
 func (w *world) openQueueWith(t testing.TB, visibility time.Duration) queue.Transport {
 	t.Helper()
 	cfg := queue.OpenConfig{Transport: w.transport, Queue: w.qname, Visibility: visibility,
-		StorageConnectionString: w.storage.ConnectionString}
+		StorageConnectionString: w.storage.ConnectionString, Interactive: w.interactive, InteractivePoll: w.interactivePoll}
 	if w.bus != nil {
 		w.bus.ConfigureQueue(t, w.qname, visibility, 0)
+		if w.interactive != "" {
+			w.bus.ConfigureQueue(t, w.interactive, visibility, 0)
+		}
 		cfg.ServiceBusConnectionString = w.bus.ConnectionString
 	}
 	q, err := queue.Open(cfg)

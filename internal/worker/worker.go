@@ -365,7 +365,8 @@ func (w *Worker) wait(ctx context.Context, d time.Duration) bool {
 
 // receive is the receive loop: it asks for as many messages as it has free
 // slots, hands each to a handler goroutine, and backs off while the queue is
-// empty, failing or paused.
+// empty, failing or paused. Which queue a message comes from is the
+// source's choice: queue.Prioritized gives interactive work first.
 func (w *Worker) receive(ctx, workCtx context.Context, handlers *sync.WaitGroup) {
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	var poll time.Duration
@@ -403,7 +404,11 @@ func (w *Worker) receive(ctx, workCtx context.Context, handlers *sync.WaitGroup)
 		for range n - len(ds) {
 			<-slots
 		}
-		if err != nil {
+		if err != nil && len(ds) > 0 {
+			// One queue of two failed (queue.Prioritized): the other's
+			// messages are worked all the same.
+			w.log.WarnContext(ctx, "receive failed in part", "error", err, "received", len(ds))
+		} else if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
