@@ -143,7 +143,10 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			"CPV_LOG_FORMAT=json"),
 		DispatcherEnv: append(append(dispatcherStorage, "CPV_SCHEDULE="+neverSchedule), o.DispatcherEnv...),
 		Workers:       o.Workers,
-		WorkerEnv:     append([]string{"CPV_CONCURRENCY=" + strconv.Itoa(o.Concurrency)}, o.WorkerEnv...),
+		// Partner Center's 50 consents/s are shared by the replicas, as
+		// docs/configuration.md says to set it.
+		WorkerEnv: append([]string{"CPV_CONCURRENCY=" + strconv.Itoa(o.Concurrency),
+			"CPV_PARTNER_CENTER_RATE=" + strconv.FormatFloat(45/float64(o.Workers), 'f', -1, 64)}, o.WorkerEnv...),
 	})
 	if err != nil {
 		return nil, err

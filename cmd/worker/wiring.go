@@ -78,6 +78,7 @@ func newEngineBuilder(ctx context.Context, cfg *config.Worker, log *slog.Logger)
 		Credential:      cred,
 		HTTPClient:      hc,
 		Logger:          log,
+		Rate:            cfg.PartnerCenterRate,
 	})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("partner center client: %w", err)

@@ -64,19 +64,20 @@ type Common struct {
 // Worker is cmd/worker's configuration.
 type Worker struct {
 	Common
-	Listen          string        `env:"CPV_WORKER_LISTEN" default:":9091" help:"address of /healthz, /readyz and /metrics"`
-	WorkerID        string        `env:"CPV_WORKER_ID" help:"name of this replica in status rows and heartbeats (default: host name)"`
-	Concurrency     int           `env:"CPV_CONCURRENCY" default:"16" help:"refreshes run at once by this replica"`
-	ReceiveBatch    int           `env:"CPV_RECEIVE_BATCH" default:"16" help:"messages received per call (Storage Queue allows up to 32)"`
-	Visibility      time.Duration `env:"CPV_VISIBILITY" default:"60s" help:"how long a received message stays invisible (or locked) before it is extended"`
-	MessageTimeout  time.Duration `env:"CPV_MESSAGE_TIMEOUT" default:"5m" help:"longest time one refresh may take"`
-	MaxAttempts     int           `env:"CPV_MAX_ATTEMPTS" default:"5" help:"deliveries before a failing message is moved to the poison queue"`
-	RetryBase       time.Duration `env:"CPV_RETRY_BASE" default:"15s" help:"first backoff after a retryable failure (doubles per attempt)"`
-	RetryMax        time.Duration `env:"CPV_RETRY_MAX" default:"15m" help:"longest backoff after a retryable failure"`
-	ShutdownGrace   time.Duration `env:"CPV_SHUTDOWN_GRACE" default:"25s" help:"on SIGTERM, how long in-flight refreshes may finish before they are released to another replica"`
-	Exact           bool          `env:"CPV_EXACT" default:"false" help:"also remove application roles the manifest no longer lists"`
-	PollMax         time.Duration `env:"CPV_POLL_MAX" default:"5s" help:"longest wait between receives while the queue is empty"`
-	InteractivePoll time.Duration `env:"CPV_INTERACTIVE_POLL" default:"1s" help:"while busy with a run, how long the worker goes without asking an interactive queue it found empty"`
+	Listen            string        `env:"CPV_WORKER_LISTEN" default:":9091" help:"address of /healthz, /readyz and /metrics"`
+	WorkerID          string        `env:"CPV_WORKER_ID" help:"name of this replica in status rows and heartbeats (default: host name)"`
+	Concurrency       int           `env:"CPV_CONCURRENCY" default:"16" help:"refreshes run at once by this replica"`
+	ReceiveBatch      int           `env:"CPV_RECEIVE_BATCH" default:"16" help:"messages received per call (Storage Queue allows up to 32)"`
+	Visibility        time.Duration `env:"CPV_VISIBILITY" default:"60s" help:"how long a received message stays invisible (or locked) before it is extended"`
+	MessageTimeout    time.Duration `env:"CPV_MESSAGE_TIMEOUT" default:"5m" help:"longest time one refresh may take"`
+	MaxAttempts       int           `env:"CPV_MAX_ATTEMPTS" default:"5" help:"deliveries before a failing message is moved to the poison queue"`
+	RetryBase         time.Duration `env:"CPV_RETRY_BASE" default:"15s" help:"first backoff after a retryable failure (doubles per attempt)"`
+	RetryMax          time.Duration `env:"CPV_RETRY_MAX" default:"15m" help:"longest backoff after a retryable failure"`
+	ShutdownGrace     time.Duration `env:"CPV_SHUTDOWN_GRACE" default:"25s" help:"on SIGTERM, how long in-flight refreshes may finish before they are released to another replica"`
+	Exact             bool          `env:"CPV_EXACT" default:"false" help:"also remove application roles the manifest no longer lists"`
+	PollMax           time.Duration `env:"CPV_POLL_MAX" default:"5s" help:"longest wait between receives while the queue is empty"`
+	InteractivePoll   time.Duration `env:"CPV_INTERACTIVE_POLL" default:"1s" help:"while busy with a run, how long the worker goes without asking an interactive queue it found empty"`
+	PartnerCenterRate float64       `env:"CPV_PARTNER_CENTER_RATE" default:"45" help:"most Partner Center consent requests per second this replica sends, spaced evenly; Partner Center allows 50 per application id across all replicas, so with N replicas set 45/N; 0: unpaced"`
 }
 
 // Dispatcher is cmd/dispatcher's configuration.
@@ -257,6 +258,9 @@ func (w *Worker) Validate() error {
 	}
 	if w.InteractivePoll < 0 || w.InteractivePoll > time.Minute {
 		errs = append(errs, fmt.Errorf("CPV_INTERACTIVE_POLL %s: want 0..1m", w.InteractivePoll))
+	}
+	if !(w.PartnerCenterRate >= 0 && w.PartnerCenterRate <= 1000) {
+		errs = append(errs, fmt.Errorf("CPV_PARTNER_CENTER_RATE %v: want 0..1000 requests per second", w.PartnerCenterRate))
 	}
 	return errors.Join(errs...)
 }

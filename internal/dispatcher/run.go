@@ -364,6 +364,7 @@ func (d *Dispatcher) pass(ctx context.Context, lease *runLease, p *progress, rea
 	}
 	p.order = p.order[:0]
 	every := max(1, min(d.cfg.BatchSize, maxCheckpointEvery))
+	priors := d.priors(ctx, p)
 	var pending []queue.Message
 	last := ""
 	err := d.cfg.Store.EachTenant(ctx, func(t store.Tenant) error {
@@ -376,7 +377,9 @@ func (d *Dispatcher) pass(ctx context.Context, lease *runLease, p *progress, rea
 		}
 		p.order = append(p.order, t.ID)
 		if !p.ahead[t.ID] {
-			pending = append(pending, runMessage(p.run, t.ID, reason))
+			m := runMessage(p.run, t.ID, reason)
+			m.Prior = priors(t.ID)
+			pending = append(pending, m)
 		}
 		if len(p.order) < every {
 			return nil
@@ -505,6 +508,48 @@ func unsent(err error) bool {
 	}
 	var oe *net.OpError
 	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// priors returns, for a pass, what each message carries of its tenant's
+// status row (queue.Prior), from the fleet index brought up to date first,
+// so that the worker's refresh needs no read of the row (see package
+// worker). It carries nothing when the index cannot be read, nor once a
+// send of the run ended without an answer: a tenant sent again may then be
+// queued twice, and a message without a prior is coalesced by a read.
+func (d *Dispatcher) priors(ctx context.Context, p *progress) func(id string) *queue.Prior {
+	none := func(string) *queue.Prior { return nil }
+	if p.run.Uncertain > 0 {
+		return none
+	}
+	if err := d.refreshListing(ctx); err != nil {
+		if ctx.Err() == nil {
+			d.log.WarnContext(ctx, "status rows not read: the run's messages carry none", "run", p.run.ID, "error", err)
+		}
+		return none
+	}
+	return func(id string) *queue.Prior {
+		if p.run.Uncertain > 0 {
+			return nil
+		}
+		x := &d.fleet
+		x.mu.RLock()
+		defer x.mu.RUnlock()
+		r := x.rows[strings.ToLower(id)]
+		if r == nil || !r.hasStatus {
+			return &queue.Prior{} // no row yet
+		}
+		st := r.status
+		if st.ETag == "" {
+			return nil
+		}
+		pr := &queue.Prior{ETag: st.ETag, State: st.State, LastAttempt: st.LastAttempt, LastSuccess: st.LastSuccess,
+			LastReset: st.LastReset, ManifestVersion: st.ManifestVersion, Attempts: st.Attempts, Checks: st.Checks,
+			RunID: st.RunID, RequestID: st.RequestID, Worker: st.Worker, LeaseOwner: st.LeaseOwner, LeaseUntil: st.LeaseUntil}
+		if pr.Validate() != nil {
+			return nil // a row the envelope cannot carry: the worker reads it
+		}
+		return pr
+	}
 }
 
 // runMessage is the refresh of tenant id for run r: the run's id as request

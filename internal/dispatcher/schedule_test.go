@@ -14,6 +14,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/dispatcher"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
+	"github.com/cpvrefresh/cpvrefresh/internal/store"
 	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
@@ -45,8 +46,10 @@ func TestTwoDispatchersSameInstant(t *testing.T) {
 		t.Errorf("messages per tenant (-want +got):\n%s", diff)
 	}
 	for _, m := range msgs {
+		// No tenant has a status row yet: each message says so (queue.Prior).
 		want := queue.Message{V: 1, TenantID: m.TenantID, Op: cpvtype.OpRefresh, Reason: queue.ReasonNightly,
-			RunID: "nightly-2026-11-22", RequestID: "nightly-2026-11-22", RequestedBy: "scheduler", RequestedAt: midnight}
+			RunID: "nightly-2026-11-22", RequestID: "nightly-2026-11-22", RequestedBy: "scheduler", RequestedAt: midnight,
+			Prior: &queue.Prior{}}
 		if diff := cmp.Diff(want, m); diff != "" {
 			t.Fatalf("message (-want +got):\n%s", diff)
 		}
@@ -66,6 +69,51 @@ func TestTwoDispatchersSameInstant(t *testing.T) {
 	}
 	if more := h.drain(t); len(more) != 0 {
 		t.Errorf("second tick enqueued %d messages, want 0", len(more))
+	}
+}
+
+// TestRunMessagesCarryStatus: a run's message carries its tenant's status
+// row as the store holds it when the run is sent, ETag included (the
+// worker's conditional write goes over it without reading it first), and
+// says so when the tenant has none.
+func TestRunMessagesCarryStatus(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 6)
+	clk := testenv.NewClock(midnight.Add(2 * time.Second))
+	d := h.dispatcher(t, "replica-a", func(c *dispatcher.Config) { c.Now = clk.Now })
+	ctx := context.Background()
+	var known string
+	for id := range h.eligible() {
+		known = id
+		break
+	}
+	night := store.Status{TenantID: known, State: cpvtype.StatusSucceeded, LastAttempt: midnight.Add(-24 * time.Hour),
+		LastSuccess: midnight.Add(-24 * time.Hour), ManifestVersion: "v1", Checks: 3, RunID: "nightly-2026-11-21",
+		RequestID: "nightly-2026-11-21", Worker: "w1"}
+	if err := h.store.PutStatus(ctx, night); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.store.GetStatus(ctx, known)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Tick(ctx); err != nil {
+		t.Fatalf("Tick: %v", err)
+	}
+	msgs := h.drain(t)
+	if len(msgs) != len(h.eligible()) {
+		t.Fatalf("%d messages, want %d", len(msgs), len(h.eligible()))
+	}
+	for _, m := range msgs {
+		want := &queue.Prior{}
+		if m.TenantID == known {
+			want = &queue.Prior{ETag: st.ETag, State: night.State, LastAttempt: night.LastAttempt, LastSuccess: night.LastSuccess,
+				ManifestVersion: night.ManifestVersion, Checks: night.Checks, RunID: night.RunID, RequestID: night.RequestID,
+				Worker: night.Worker}
+		}
+		if diff := cmp.Diff(want, m.Prior); diff != "" {
+			t.Errorf("prior of %s (-want +got):\n%s", m.TenantID, diff)
+		}
 	}
 }
 

@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -55,6 +57,12 @@ type Config struct {
 	Backoff time.Duration
 	// Logger receives retry and failure records (nil: discard).
 	Logger *slog.Logger
+	// Rate is the most requests per second this client sends (retries
+	// included), spaced evenly; 0: unpaced. Partner Center allows 50 per
+	// application id, whichever replica sends them: a pacer under that
+	// keeps its 429s, each a round trip and a second's wait, from
+	// happening at all.
+	Rate float64
 }
 
 // Client grants and revokes the app's consent in customer tenants
@@ -68,6 +76,30 @@ type Client struct {
 	maxRetryAfter time.Duration
 	backoff       retry.Backoff
 	log           *slog.Logger
+	pace          *pacer // nil: unpaced
+}
+
+// pacer spaces requests at least interval apart, in order of arrival.
+type pacer struct {
+	interval time.Duration
+	mu       sync.Mutex
+	next     time.Time // the earliest the next request may go
+}
+
+// wait blocks until the caller's turn, or ctx is done.
+func (p *pacer) wait(ctx context.Context) error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	now := time.Now()
+	at := p.next
+	if at.Before(now) {
+		at = now
+	}
+	p.next = at.Add(p.interval)
+	p.mu.Unlock()
+	return retry.Wait(ctx, at.Sub(now))
 }
 
 var _ cpv.Consenter = (*Client)(nil)
@@ -88,8 +120,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Credential == nil {
 		errs = append(errs, errors.New("partnercenter: credential is required"))
 	}
-	if cfg.MaxAttempts < 0 || cfg.MaxRetryAfter < 0 || cfg.Backoff < 0 {
-		errs = append(errs, errors.New("partnercenter: MaxAttempts, MaxRetryAfter and Backoff must not be negative"))
+	if cfg.MaxAttempts < 0 || cfg.MaxRetryAfter < 0 || cfg.Backoff < 0 || cfg.Rate < 0 || math.IsNaN(cfg.Rate) {
+		errs = append(errs, errors.New("partnercenter: MaxAttempts, MaxRetryAfter, Backoff and Rate must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -121,6 +153,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if pc.log == nil {
 		pc.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Rate > 0 {
+		pc.pace = &pacer{interval: time.Duration(float64(time.Second) / cfg.Rate)}
 	}
 	return pc, nil
 }
@@ -244,6 +279,9 @@ func (pc *Client) do(ctx context.Context, op, tenant, method, u string, body []b
 			req.Header.Set("Content-Type", "application/json")
 		}
 
+		if err := pc.pace.wait(ctx); err != nil {
+			return &cpv.Error{Op: op, Tenant: tenant, Class: retry.Retryable, Err: err}
+		}
 		var wait time.Duration
 		resp, err := pc.client.Do(req)
 		if err != nil {

@@ -209,3 +209,36 @@ func (failingCredential) GetToken(context.Context, policy.TokenRequestOptions) (
 var testTenant = "00000000-0000-4000-8000-00000000007e"
 
 const secretLike = "s3cr3t-must-not-leak"
+
+// TestPartnerCenterPaced sends more consents at once than Partner Center
+// allows in a second, through a client paced well under the limit: none is
+// refused with 429, so none costs a retry; each new tenant is consented
+// with one request.
+func TestPartnerCenterPaced(t *testing.T) {
+	t.Parallel()
+	const limit = 5
+	sim := testenv.Sim(t, m365sim.Options{Seed: 32, Tenants: 40, Mix: map[m365sim.Kind]float64{m365sim.KindNew: 1}})
+	sim.SetFaults(m365sim.Faults{PCRateLimit: limit})
+	r := rig.New(t, sim, rig.Options{})
+	pc, err := partnercenter.New(partnercenter.Config{
+		BaseURL: sim.PartnerCenterURL(), PartnerTenantID: sim.PartnerTenantID(),
+		Credential: r.Cred, HTTPClient: r.HTTP, Rate: limit / 4.0,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenants := testenv.TenantsOf(t, sim, m365sim.KindNew)[:2*limit]
+	errs := make(chan error, len(tenants))
+	for _, id := range tenants {
+		go func() { errs <- pc.Consent(context.Background(), id, sim.AppID(), cpv.DefaultManifest().Consent) }()
+	}
+	for range tenants {
+		if err := <-errs; err != nil {
+			t.Errorf("Consent: %v", err)
+		}
+	}
+	c := sim.TotalCounts()
+	if c.Throttled != 0 || c.PartnerCenter != len(tenants) {
+		t.Errorf("%d Partner Center requests, %d answered 429; want %d, none", c.PartnerCenter, c.Throttled, len(tenants))
+	}
+}

@@ -42,6 +42,9 @@ const (
 	maxRequestID   = 128
 	maxRunID       = 128
 	maxRequestedBy = 256
+	maxPriorText   = 256
+	// maxPriorCount bounds a prior's counters (a status row stores int32).
+	maxPriorCount = 1 << 30
 	// maxIDLen is the longest ID returned as is (Service Bus MessageId
 	// allows 128 characters).
 	maxIDLen = 128
@@ -59,6 +62,68 @@ type Message struct {
 	RequestID   string     `json:"requestId"`
 	RequestedBy string     `json:"requestedBy,omitempty"`
 	RequestedAt time.Time  `json:"requestedAt"`
+	// Prior, when set, is the tenant's status row as the sender last read
+	// it (a run's messages carry it): see Prior.
+	Prior *Prior `json:"prior,omitempty"`
+}
+
+// Prior is a tenant's status row as the sender last read it, carried so
+// that the worker need not read it before the refresh: the row's ETag
+// (empty: the tenant had no row) and the fields the next row carries over
+// or that coalescing and a put-back need. The worker uses it only on a
+// message's first delivery, and every write it feeds is conditional on
+// ETag: a row written since is read again then.
+type Prior struct {
+	ETag            string         `json:"etag,omitempty"`
+	State           cpvtype.Status `json:"state,omitempty"`
+	LastAttempt     time.Time      `json:"lastAttempt,omitzero"`
+	LastSuccess     time.Time      `json:"lastSuccess,omitzero"`
+	LastReset       time.Time      `json:"lastReset,omitzero"`
+	ManifestVersion string         `json:"manifestVersion,omitempty"`
+	Attempts        int            `json:"attempts,omitempty"`
+	Checks          int            `json:"checks,omitempty"`
+	RunID           string         `json:"runId,omitempty"`
+	RequestID       string         `json:"requestId,omitempty"`
+	Worker          string         `json:"worker,omitempty"`
+	LeaseOwner      string         `json:"leaseOwner,omitempty"`
+	LeaseUntil      time.Time      `json:"leaseUntil,omitzero"`
+}
+
+// Validate bounds the prior's fields as Message.Validate does the
+// envelope's (which calls it); the error is a *PoisonError.
+func (p *Prior) Validate() error {
+	if p.ETag == "" && (p.State != "" || p.Attempts != 0 || p.Checks != 0) {
+		return poison("prior without an etag describes a row")
+	}
+	for _, f := range []struct {
+		name  string
+		value string
+		max   int
+	}{
+		{"prior.etag", p.ETag, maxPriorText},
+		{"prior.state", string(p.State), maxPriorText},
+		{"prior.manifestVersion", p.ManifestVersion, maxPriorText},
+		{"prior.runId", p.RunID, maxRunID},
+		{"prior.requestId", p.RequestID, maxRequestID},
+		{"prior.worker", p.Worker, maxPriorText},
+		{"prior.leaseOwner", p.LeaseOwner, maxPriorText},
+	} {
+		if err := checkText(f.name, f.value, f.max); err != nil {
+			return err
+		}
+	}
+	if p.Attempts < 0 || p.Checks < 0 || p.Attempts > maxPriorCount || p.Checks > maxPriorCount {
+		return poison("prior counts out of range (attempts %d, checks %d)", p.Attempts, p.Checks)
+	}
+	for _, t := range []struct {
+		name string
+		at   time.Time
+	}{{"lastAttempt", p.LastAttempt}, {"lastSuccess", p.LastSuccess}, {"lastReset", p.LastReset}, {"leaseUntil", p.LeaseUntil}} {
+		if y := t.at.UTC().Year(); !t.at.IsZero() && (y < 2000 || y > 9999) {
+			return poison("prior.%s %s is out of range", t.name, t.at.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
 }
 
 // PoisonError says why a body is not an acceptable message. It is never
@@ -119,6 +184,11 @@ func (m Message) Validate() error {
 	}
 	if m.RequestedAt.IsZero() {
 		return poison("requestedAt missing")
+	}
+	if m.Prior != nil {
+		if err := m.Prior.Validate(); err != nil {
+			return err
+		}
 	}
 	if y := m.RequestedAt.UTC().Year(); y < 2000 || y > 9999 {
 		return poison("requestedAt %s is out of range", m.RequestedAt.UTC().Format(time.RFC3339))

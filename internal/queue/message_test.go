@@ -51,6 +51,13 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			m.RequestID, m.RunID, m.RequestedBy = strings.Repeat("r", 128), strings.Repeat("n", 128), strings.Repeat("é", 128)
 		})},
 		{"html-ish text", with(func(m *Message) { m.RequestedBy = "<a&b> \u2028 \"quoted\"" })},
+		{"a run's message with its tenant's status row", with(func(m *Message) {
+			m.Prior = &Prior{ETag: `W/"datetime'2026-11-21T00%3A00%3A04.1234567Z'"`, State: cpvtype.StatusSucceeded,
+				LastAttempt: time.Date(2026, 11, 21, 0, 0, 3, 5, time.UTC), LastSuccess: time.Date(2026, 11, 21, 0, 0, 3, 5, time.UTC),
+				LastReset: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), ManifestVersion: "v1-abc", Attempts: 0, Checks: 12,
+				RunID: "nightly-2026-11-21", RequestID: "nightly-2026-11-21", Worker: "worker-1"}
+		})},
+		{"a run's message for a tenant without a status row", with(func(m *Message) { m.Prior = &Prior{} })},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,6 +180,14 @@ func TestDecodePoison(t *testing.T) {
 		{"no requested time", replace(`,"requestedAt":"2026-11-22T00:00:03Z"`, ""), "requestedAt missing"},
 		{"zero requested time", replace("2026-11-22T00:00:03Z", "0001-01-01T00:00:00Z"), "requestedAt missing"},
 		{"requested time before 2000", replace("2026-11-22T00:00:03Z", "1999-12-31T23:59:59Z"), "requestedAt 1999-12-31T23:59:59Z is out of range"},
+		{"prior with a control character", replace(`"requestedAt":"2026-11-22T00:00:03Z"`,
+			`"requestedAt":"2026-11-22T00:00:03Z","prior":{"etag":"W/\"x\"\u0007"}`), `prior.etag "W/\"x\"\a" contains a control character`},
+		{"prior with negative checks", replace(`"requestedAt":"2026-11-22T00:00:03Z"`,
+			`"requestedAt":"2026-11-22T00:00:03Z","prior":{"etag":"e","checks":-1}`), "prior counts out of range (attempts 0, checks -1)"},
+		{"prior of no row with counters", replace(`"requestedAt":"2026-11-22T00:00:03Z"`,
+			`"requestedAt":"2026-11-22T00:00:03Z","prior":{"checks":3}`), "prior without an etag describes a row"},
+		{"prior time before 2000", replace(`"requestedAt":"2026-11-22T00:00:03Z"`,
+			`"requestedAt":"2026-11-22T00:00:03Z","prior":{"etag":"e","lastSuccess":"1999-01-01T00:00:00Z"}`), "prior.lastSuccess 1999-01-01T00:00:00Z is out of range"},
 		{"requested time not RFC 3339", replace("2026-11-22T00:00:03Z", "22/11/2026"),
 			`invalid envelope: parsing time "22/11/2026" as "2006-01-02T15:04:05Z07:00": cannot parse "22/11/2026" as "2006"`},
 	}

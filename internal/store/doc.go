@@ -38,8 +38,11 @@
 //
 // A refresh has a budget of round trips to every service, the table
 // service included (README, "How a refresh works"). Tables are created once, in New, never
-// before an access. A refresh costs MarkRunning (one merge that keeps the
-// rest of the row) and, at the end, PutStatus (one replace). An attempt
+// before an access. A refresh costs, at the end, PutStatusIf (one replace
+// over the row as the worker read it, or as its message carried it); one
+// that writes to the tenant claims the row first (ClaimStatus, one merge),
+// and one still at work after a second marks it running (MarkRunningIf,
+// one merge that keeps the rest of the row). An attempt
 // that changed nothing adds no history row: Fold counts it in the status
 // row's Checks instead, so an already-correct tenant — most of the fleet,
 // most nights — costs those two writes and nothing else, and the history

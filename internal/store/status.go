@@ -137,6 +137,29 @@ func (s *Store) ClaimStatus(ctx context.Context, tenantID string, c Claim, etag 
 	if err != nil {
 		return "", failure(op, tenantID, err)
 	}
+	return s.mergeIf(ctx, op, tenantID, b, etag)
+}
+
+// MarkRunningIf is MarkRunning over the row at etag only (its creation
+// when etag is empty), in one round trip: it answers ErrChanged, and
+// writes nothing, when the row was written since it was read, so a
+// writer's later conditional write over etag finds that out too.
+func (s *Store) MarkRunningIf(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time, etag string) (string, error) {
+	const op = "mark running"
+	if err := checkKey(op, "tenant id", tenantID); err != nil {
+		return "", err
+	}
+	b, err := s.runningRow(tenantID, runID, requestID, worker, at, nil)
+	if err != nil {
+		return "", failure(op, tenantID, err)
+	}
+	return s.mergeIf(ctx, op, tenantID, b, etag)
+}
+
+// mergeIf merges b into the status row at etag, or creates it when etag is
+// empty, and returns the row's new ETag; ErrChanged when the row is not
+// (or no longer) at etag.
+func (s *Store) mergeIf(ctx context.Context, op, tenantID string, b []byte, etag string) (string, error) {
 	if etag == "" {
 		resp, err := s.status.AddEntity(ctx, b, nil)
 		switch {
@@ -156,6 +179,37 @@ func (s *Store) ClaimStatus(ctx context.Context, tenantID string, c Claim, etag 
 		return "", failure(op, tenantID, err)
 	}
 	return string(resp.ETag), nil
+}
+
+// RestoreStatus puts back what a mark or a claim merged into the row (the
+// state, last attempt, run, request and worker, and the lease) as st holds
+// them, over the row at st.ETag only, in one round trip; every other field
+// stays as it is. It answers ErrChanged when the row was written since.
+func (s *Store) RestoreStatus(ctx context.Context, st Status) error {
+	const op = "restore status"
+	if err := checkKey(op, "tenant id", st.TenantID); err != nil {
+		return err
+	}
+	if st.ETag == "" {
+		return invalid(op, "tenant %s: a put-back needs the row's etag", st.TenantID)
+	}
+	b, err := s.runningRow(st.TenantID, st.RunID, st.RequestID, st.Worker, st.LastAttempt, func(p props) {
+		p.str("State", string(st.State))
+		p.str("LeaseOwner", st.LeaseOwner) // empty: no lease
+		p.time("LeaseUntil", st.LeaseUntil)
+	})
+	if err != nil {
+		return failure(op, st.TenantID, err)
+	}
+	match := azcore.ETag(st.ETag)
+	_, err = s.status.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeMerge, IfMatch: &match})
+	switch {
+	case isPrecondition(err), isNotFound(err):
+		return changed(op, st.TenantID)
+	case err != nil:
+		return failure(op, st.TenantID, err)
+	}
+	return nil
 }
 
 // runningRow is the merge of a refresh that started at at.
@@ -283,6 +337,14 @@ func (s *Store) EachStatus(ctx context.Context, fn func(Status) error) error {
 	return nil
 }
 
+// listedStatus is a status row as a listing returns it, with its ETag
+// (odata.etag), which PutStatusIf and ClaimStatus accept as GetStatus's.
+func listedStatus(e aztables.EDMEntity) Status {
+	st := statusFrom(row{e})
+	st.ETag = e.ETag
+	return st
+}
+
 func statusFrom(r row) Status {
 	return Status{
 		TenantID:         r.PartitionKey,
@@ -317,10 +379,10 @@ func statusFrom(r row) Status {
 
 // EachStatusChanged streams the status rows the table service changed at
 // or after since (its Timestamp; every row when since is zero), each with
-// that Timestamp (see EachTenantChanged).
+// that Timestamp (see EachTenantChanged) and its ETag.
 func (s *Store) EachStatusChanged(ctx context.Context, since time.Time, fn func(Status, time.Time) error) error {
 	err := s.each(ctx, s.status, changedSince(since), "", 0, func(e aztables.EDMEntity) error {
-		return fn(statusFrom(row{e}), time.Time(e.Timestamp))
+		return fn(listedStatus(e), time.Time(e.Timestamp))
 	})
 	if err != nil {
 		return eachFailure("list changed statuses", "", err)

@@ -417,6 +417,73 @@ func TestStatusClaimAndConditionalWrites(t *testing.T) {
 	}
 }
 
+// TestListedETagAndRestore: a listing's ETag is the row's version as a
+// point read gives it, so a conditional write over it goes (a run's
+// message carries it to the worker); and a put-back of a claimed row
+// restores what the claim merged and nothing else.
+func TestListedETagAndRestore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	const tenant = "66666666-6666-6666-6666-666666666666"
+	before := fullStatus(tenant)
+	before.LeaseOwner, before.LeaseUntil = "", time.Time{}
+	if err := s.PutStatus(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	var listed store.Status
+	if err := s.EachStatusChanged(ctx, time.Time{}, func(st store.Status, _ time.Time) error { listed = st; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	read, err := s.GetStatus(ctx, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if listed.ETag == "" || listed.ETag != read.ETag {
+		t.Fatalf("listed ETag %q, read ETag %q; want the same, not empty", listed.ETag, read.ETag)
+	}
+
+	etag, err := s.ClaimStatus(ctx, tenant, store.Claim{Owner: "w1/a", RunID: "run-2", RequestID: "req-2", Worker: "w1",
+		At: at(20), Until: at(30)}, listed.ETag)
+	if err != nil {
+		t.Fatalf("claim over the listed ETag: %v", err)
+	}
+	if err := s.RestoreStatus(ctx, listed); !errors.Is(err, store.ErrChanged) {
+		t.Errorf("put-back over the listed (now stale) ETag: %v, want ErrChanged", err)
+	}
+	back := listed
+	back.ETag = etag
+	// Only the fields a claim merges are needed.
+	back.AppRolesApplied, back.Notices, back.Checks = 0, nil, 0
+	if err := s.RestoreStatus(ctx, back); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetStatus(ctx, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(before, got, noETag, cmpopts.IgnoreFields(store.Status{}, "LeaseUntil")); d != "" {
+		t.Errorf("put back (-want +got):\n%s", d)
+	}
+	if got.Leased("w2/b", at(25)) {
+		t.Errorf("the put-back row is still leased: %+v", got)
+	}
+
+	// A conditional mark goes over the row as read only.
+	if _, err := s.MarkRunningIf(ctx, tenant, "run-3", "req-3", "w3", at(40), listed.ETag); !errors.Is(err, store.ErrChanged) {
+		t.Errorf("mark over a stale ETag: %v, want ErrChanged", err)
+	}
+	if _, err := s.MarkRunningIf(ctx, tenant, "run-3", "req-3", "w3", at(40), ""); !errors.Is(err, store.ErrChanged) {
+		t.Errorf("creating mark over an existing row: %v, want ErrChanged", err)
+	}
+	if _, err := s.MarkRunningIf(ctx, tenant, "run-3", "req-3", "w3", at(40), got.ETag); err != nil {
+		t.Fatalf("mark over the current ETag: %v", err)
+	}
+	if got, err = s.GetStatus(ctx, tenant); err != nil || got.State != cpvtype.StatusRunning || got.Checks != before.Checks {
+		t.Errorf("after the mark: %+v, %v; want running, the rest kept", got, err)
+	}
+}
+
 func TestFold(t *testing.T) {
 	t.Parallel()
 	prev := store.Status{State: cpvtype.StatusFailed, Attempts: 2, Checks: 5, LastSuccess: at(0)}

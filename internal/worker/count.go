@@ -118,8 +118,8 @@ func (r countedResults) GetStatus(ctx context.Context, tenantID string) (store.S
 	return st, err
 }
 
-func (r countedResults) MarkRunning(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time) (string, error) {
-	etag, err := r.res.MarkRunning(ctx, tenantID, runID, requestID, worker, at)
+func (r countedResults) MarkRunningIf(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time, etag string) (string, error) {
+	etag, err := r.res.MarkRunningIf(ctx, tenantID, runID, requestID, worker, at, etag)
 	r.done(ctx, err)
 	return etag, err
 }
@@ -138,6 +138,12 @@ func (r countedResults) PutStatus(ctx context.Context, st store.Status) error {
 
 func (r countedResults) PutStatusIf(ctx context.Context, st store.Status) error {
 	err := r.res.PutStatusIf(ctx, st)
+	r.done(ctx, err)
+	return err
+}
+
+func (r countedResults) RestoreStatus(ctx context.Context, st store.Status) error {
+	err := r.res.RestoreStatus(ctx, st)
 	r.done(ctx, err)
 	return err
 }

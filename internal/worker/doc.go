@@ -12,7 +12,9 @@
 //	   │
 //	   ├─ wait for the tenant's other message in this worker, if any (one at a time)
 //	   │
-//	   ├─ GetStatus: the tenant succeeded after the request (a reset: a reset
+//	   ├─ the status row: as the message carries it (a run's first delivery,
+//	   │  queue.Prior), else GetStatus
+//	   ├─ the tenant succeeded after the request (a reset: a reset
 //	   │  started after it), same manifest? ──────────────────> Complete (coalesced: one read)
 //	   ├─ another worker's live lease on the row? ───────────> Snooze (busy, no attempt burnt)
 //	   │
@@ -80,17 +82,40 @@
 // (cpv_messages_processed_total, cpv_messages_poisoned_total,
 // cpv_throttled_total).
 //
+// # The status row without a read
+//
+// A run's message carries its tenant's status row as the dispatcher's
+// fleet index last read it (queue.Prior: its ETag and what the next row
+// carries over). Its first delivery takes the row from the message instead
+// of reading it; every write it then makes is conditional on that ETag
+// (the running mark, the claim, the final row), so when someone wrote the
+// row since (a manual refresh meanwhile) the write fails, the row is read
+// again and the result written over it: the counters stay exact and no
+// lease is lost, at two more table requests. A message that can be a
+// duplicate reads the row first, so that it coalesces at no cost to
+// Microsoft: a redelivery (Attempt > 1, which may follow an attempt that
+// wrote its result and crashed before settling), one that waited behind
+// another message of the tenant in this worker, and every message without
+// a prior (events, manual requests, resets). What this leaves: a run's
+// message sent twice (a send that ended without an answer is sent again;
+// the dispatcher then stops carrying priors for the rest of the run) may be
+// refreshed twice when the two copies reach different workers one after
+// the other; the second then costs a correct tenant its two Microsoft
+// round trips, and its write, over a row written since, is read again.
+//
 // # Round trips
 //
-// An already-correct tenant costs: the status read (coalescing, and the
-// counters the row carries over), the token (cached per tenant), one Graph
-// $batch, the status write and the queue's settlement (one delete on
-// either transport). That is five with a fresh token. The "running" mark
-// would be a sixth; it is written only when a refresh is still at work
-// after MarkRunningAfter (1 s by default), which an already-correct tenant
-// rarely is. An attempt that changed nothing does not add a history row:
-// it counts a check on the status row (store.Fold). A refresh that writes
-// to the tenant adds one: the lease claim (which is also its running mark).
+// An already-correct tenant costs: the token (cached per tenant), one
+// Graph $batch, the status write (conditional on the carried ETag) and the
+// queue's settlement (one delete on either transport). That is four with a
+// fresh token; a message that reads the row first costs five. The
+// "running" mark would be one more; it is written only when a refresh is
+// still at work after MarkRunningAfter (1 s by default), which an
+// already-correct tenant rarely is on a machine that is not overloaded. An
+// attempt that changed nothing does not add a history row: it counts a
+// check on the status row (store.Fold). A refresh that writes to the
+// tenant adds two: the lease claim (which is also its running mark) and
+// the history row.
 //
 // Round trips are counted by decorators around the worker's Source,
 // Results and Refresher (count.go), never inline: each call adds to

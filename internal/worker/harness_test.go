@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -240,6 +241,26 @@ func (w *world) startWith(t testing.TB, cfg worker.Config, r worker.Refresher) (
 func message(tenant string, op cpvtype.Op) queue.Message {
 	return queue.Message{V: queue.Version, TenantID: tenant, Op: op, Reason: queue.ReasonManual,
 		RunID: "test-run", RequestID: uuid.NewString(), RequestedBy: "test", RequestedAt: time.Now().UTC()}
+}
+
+// runMessage is tenant's message of run runID as the dispatcher sends it:
+// the run's id as request id, and the tenant's status row as the store
+// holds it now (queue.Prior).
+func (w *world) runMessage(t testing.TB, tenant, runID string) queue.Message {
+	t.Helper()
+	m := queue.Message{V: queue.Version, TenantID: tenant, Op: cpvtype.OpRefresh, Reason: queue.ReasonNightly,
+		RunID: runID, RequestID: runID, RequestedBy: "scheduler", RequestedAt: time.Now().UTC(), Prior: &queue.Prior{}}
+	st, err := w.store.GetStatus(context.Background(), tenant)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		t.Fatal(err)
+	default:
+		m.Prior = &queue.Prior{ETag: st.ETag, State: st.State, LastAttempt: st.LastAttempt, LastSuccess: st.LastSuccess,
+			LastReset: st.LastReset, ManifestVersion: st.ManifestVersion, Attempts: st.Attempts, Checks: st.Checks,
+			RunID: st.RunID, RequestID: st.RequestID, Worker: st.Worker, LeaseOwner: st.LeaseOwner, LeaseUntil: st.LeaseUntil}
+	}
+	return m
 }
 
 // enqueue sends one refresh request per tenant.

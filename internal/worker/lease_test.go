@@ -11,6 +11,7 @@ import (
 	"github.com/cpvrefresh/cpvrefresh/internal/cpvtype"
 	"github.com/cpvrefresh/cpvrefresh/internal/queue"
 	"github.com/cpvrefresh/cpvrefresh/internal/store"
+	"github.com/cpvrefresh/cpvrefresh/internal/testenv"
 )
 
 // guardedRefresher is a refresher that sees the options, so that it can
@@ -126,32 +127,44 @@ func TestTenantLease(t *testing.T) {
 }
 
 // TestTenantLocks: a second lock of one tenant waits for the first to be
-// unlocked, or gives up with its context; other tenants do not wait.
+// unlocked, or gives up with its context, and says it waited; other
+// tenants do not wait.
 func TestTenantLocks(t *testing.T) {
 	t.Parallel()
 	var l tenantLocks
-	unlock, err := l.lock(t.Context(), fakeTenant)
-	if err != nil {
-		t.Fatal(err)
+	unlock, waited, err := l.lock(t.Context(), fakeTenant)
+	if err != nil || waited {
+		t.Fatalf("first lock: waited %v, %v", waited, err)
 	}
-	if u, err := l.lock(t.Context(), "00000000-0000-4000-8000-0000000000bb"); err != nil {
-		t.Fatalf("another tenant: %v", err)
+	if u, waited, err := l.lock(t.Context(), "00000000-0000-4000-8000-0000000000bb"); err != nil || waited {
+		t.Fatalf("another tenant: waited %v, %v", waited, err)
 	} else {
 		u()
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := l.lock(ctx, strings.ToUpper(fakeTenant)); !errors.Is(err, context.Canceled) {
+	if _, _, err := l.lock(ctx, strings.ToUpper(fakeTenant)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("second lock of a held tenant: %v, want it to wait until cancelled", err)
 	}
 	got := make(chan error, 1)
 	go func() {
-		u, err := l.lock(t.Context(), fakeTenant)
+		u, waited, err := l.lock(t.Context(), fakeTenant)
 		if err == nil {
 			u()
+			if !waited {
+				err = errors.New("a lock taken after another's unlock says it did not wait")
+			}
 		}
 		got <- err
 	}()
+	testenv.Eventually(t, 10*time.Second, "the second lock to wait", func() error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if e := l.m[fakeTenant]; e == nil || e.refs < 2 {
+			return errors.New("not waiting yet")
+		}
+		return nil
+	})
 	unlock()
 	if err := <-got; err != nil {
 		t.Fatalf("lock after unlock: %v", err)

@@ -75,7 +75,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 
 	// One message of a tenant at a time in this worker; the next one then
 	// reads the status its predecessor wrote, and usually coalesces.
-	unlock, err := w.tenants.lock(ctx, a.m.TenantID)
+	unlock, waited, err := w.tenants.lock(ctx, a.m.TenantID)
 	if err != nil {
 		w.release(ctx, a)
 		return
@@ -83,19 +83,22 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	defer unlock()
 	a.start = w.cfg.Now() // the attempt starts when it has the tenant
 
-	// One read serves coalescing, the lease check and carries the status
-	// row's counters over.
-	prev, err := w.results.GetStatus(ctx, a.m.TenantID)
-	switch {
-	case err == nil:
-		a.prev, a.hasPrev, a.etag = prev, true, prev.ETag
-	case errors.Is(err, store.ErrNotFound):
-	case ctx.Err() != nil:
-		w.release(ctx, a)
-		return
-	default:
-		w.deferMessage(ctx, a, "read status", err)
-		return
+	// The status row serves coalescing, the lease check and carries its
+	// counters over: as the message carries it, when it can be trusted
+	// (prior), or from one read.
+	if !w.prior(a, waited) {
+		prev, err := w.results.GetStatus(ctx, a.m.TenantID)
+		switch {
+		case err == nil:
+			a.prev, a.hasPrev, a.etag = prev, true, prev.ETag
+		case errors.Is(err, store.ErrNotFound):
+		case ctx.Err() != nil:
+			w.release(ctx, a)
+			return
+		default:
+			w.deferMessage(ctx, a, "read status", err)
+			return
+		}
 	}
 	if w.coalesces(a) {
 		a.log.DebugContext(ctx, "message coalesced: the tenant succeeded after the request",
@@ -149,6 +152,29 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 			Err: fmt.Errorf("no result within the message timeout of %s: %w", w.cfg.MessageTimeout, err)}
 	}
 	w.finish(ctx, a, res, err)
+}
+
+// prior takes the tenant's status row from the message (queue.Prior: a
+// run's messages carry it as the dispatcher last read it) instead of
+// reading it, and reports whether it did. Only a first delivery that did
+// not wait behind another message of the tenant in this worker trusts it:
+// a redelivery may follow an attempt that wrote the row and crashed before
+// settling, and a waiter follows one that wrote it, so either reads the
+// row and usually coalesces at no cost to Microsoft. Every write the prior
+// feeds is conditional on its ETag: when the row was written since (a
+// manual refresh of the tenant meanwhile), the write fails, the row is
+// read again and the result written over it (writeStatus, claim).
+func (w *Worker) prior(a *attempt, waited bool) bool {
+	p := a.m.Prior
+	if p == nil || a.d.Attempt != 1 || waited {
+		return false
+	}
+	a.prev = store.Status{TenantID: a.m.TenantID, State: p.State, LastAttempt: p.LastAttempt,
+		LastSuccess: p.LastSuccess, LastReset: p.LastReset, ManifestVersion: p.ManifestVersion,
+		Attempts: p.Attempts, Checks: p.Checks, RunID: p.RunID, RequestID: p.RequestID, Worker: p.Worker,
+		LeaseOwner: p.LeaseOwner, LeaseUntil: p.LeaseUntil, ETag: p.ETag}
+	a.hasPrev, a.etag = p.ETag != "", p.ETag
+	return true
 }
 
 // coalesces reports whether the message is already satisfied: a refresh
@@ -497,10 +523,11 @@ func (w *Worker) deferMessage(ctx context.Context, a *attempt, op string, err er
 	w.settle(sctx, a, snooze(delay, OutcomeDeferred))
 }
 
-// restoreStatus puts back the status row this attempt marked running (or
-// claimed), unless another worker wrote it since. A tenant without an
-// earlier row keeps the "running" mark, without this attempt's lease: its
-// message is still pending in the queue.
+// restoreStatus puts back what this attempt's mark (or claim) merged into
+// the status row (store.RestoreStatus: its other fields are as they were),
+// unless another worker wrote it since. A tenant without an earlier row
+// keeps the "running" mark, without this attempt's lease: its message is
+// still pending in the queue.
 func (w *Worker) restoreStatus(ctx context.Context, a *attempt) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -513,7 +540,7 @@ func (w *Worker) restoreStatus(ctx context.Context, a *attempt) {
 			RunID: a.m.RunID, RequestID: a.m.RequestID, Worker: w.cfg.WorkerID}
 	}
 	st.ETag = a.etag
-	if err := w.results.PutStatusIf(ctx, st); err != nil {
+	if err := w.results.RestoreStatus(ctx, st); err != nil {
 		a.log.WarnContext(ctx, "status not restored", "error", err)
 		return
 	}
@@ -591,10 +618,21 @@ func (w *Worker) markRunning(ctx context.Context, a *attempt) *marker {
 	mk := &marker{done: make(chan struct{})}
 	mark := func() {
 		defer close(mk.done)
-		etag, err := w.results.MarkRunning(ctx, a.m.TenantID, a.m.RunID, a.m.RequestID, w.cfg.WorkerID, a.start)
-		mk.attempted, mk.etag = true, etag
-		if err != nil && ctx.Err() == nil {
+		// Over the row as this attempt knows it only: a mark over a row
+		// written since would hide that write from the final, conditional
+		// one (and the counters it carried).
+		a.mu.Lock()
+		etag := a.etag
+		a.mu.Unlock()
+		etag, err := w.results.MarkRunningIf(ctx, a.m.TenantID, a.m.RunID, a.m.RequestID, w.cfg.WorkerID, a.start, etag)
+		switch {
+		case errors.Is(err, store.ErrChanged):
+			a.log.DebugContext(ctx, "status not marked running: the row was written since it was read")
+		case err != nil && ctx.Err() == nil:
+			mk.attempted = true // perhaps written
 			a.log.WarnContext(ctx, "status not marked running", "error", err)
+		default:
+			mk.attempted, mk.etag = true, etag
 		}
 	}
 	if w.cfg.MarkRunningAfter < 0 {

@@ -116,9 +116,12 @@ func (f *fakeResults) matches(tenant, etag string) bool {
 	return ok == (etag != "") && (!ok || cur.ETag == etag)
 }
 
-func (f *fakeResults) MarkRunning(_ context.Context, tenant, runID, requestID, worker string, at time.Time) (string, error) {
+func (f *fakeResults) MarkRunningIf(_ context.Context, tenant, runID, requestID, worker string, at time.Time, etag string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.matches(tenant, etag) {
+		return "", store.ErrChanged
+	}
 	st := f.statuses[tenant]
 	st.TenantID, st.State, st.LastAttempt, st.RunID, st.RequestID, st.Worker = tenant, cpvtype.StatusRunning, at, runID, requestID, worker
 	return f.put(st), nil
@@ -159,6 +162,22 @@ func (f *fakeResults) PutStatusIf(_ context.Context, st store.Status) error {
 		return store.ErrChanged
 	}
 	f.put(st)
+	return nil
+}
+
+func (f *fakeResults) RestoreStatus(_ context.Context, st store.Status) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.putErr != nil {
+		return f.putErr
+	}
+	if !f.matches(st.TenantID, st.ETag) {
+		return store.ErrChanged
+	}
+	cur := f.statuses[st.TenantID]
+	cur.State, cur.LastAttempt, cur.RunID, cur.RequestID, cur.Worker = st.State, st.LastAttempt, st.RunID, st.RequestID, st.Worker
+	cur.LeaseOwner, cur.LeaseUntil = st.LeaseOwner, st.LeaseUntil
+	f.put(cur)
 	return nil
 }
 

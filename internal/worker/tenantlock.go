@@ -21,8 +21,9 @@ type tenantLock struct {
 }
 
 // lock waits until tenant is free in this worker, or ctx is done. The
-// returned function unlocks it.
-func (l *tenantLocks) lock(ctx context.Context, tenant string) (func(), error) {
+// returned function unlocks it; waited reports whether another message of
+// the tenant held or waited for it first.
+func (l *tenantLocks) lock(ctx context.Context, tenant string) (unlock func(), waited bool, err error) {
 	key := strings.ToLower(tenant)
 	l.mu.Lock()
 	if l.m == nil {
@@ -34,6 +35,7 @@ func (l *tenantLocks) lock(ctx context.Context, tenant string) (func(), error) {
 		l.m[key] = e
 	}
 	e.refs++
+	waited = e.refs > 1
 	l.mu.Unlock()
 	select {
 	case e.held <- struct{}{}:
@@ -43,10 +45,10 @@ func (l *tenantLocks) lock(ctx context.Context, tenant string) (func(), error) {
 				<-e.held
 				l.drop(key, e)
 			})
-		}, nil
+		}, waited, nil
 	case <-ctx.Done():
 		l.drop(key, e)
-		return nil, ctx.Err()
+		return nil, waited, ctx.Err()
 	}
 }
 

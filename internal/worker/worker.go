@@ -50,10 +50,11 @@ type Refresher interface {
 // history, the worker's heartbeats and the pause switch.
 type Results interface {
 	GetStatus(ctx context.Context, tenantID string) (store.Status, error)
-	MarkRunning(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time) (string, error)
+	MarkRunningIf(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time, etag string) (string, error)
 	ClaimStatus(ctx context.Context, tenantID string, c store.Claim, etag string) (string, error)
 	PutStatus(ctx context.Context, st store.Status) error
 	PutStatusIf(ctx context.Context, st store.Status) error
+	RestoreStatus(ctx context.Context, st store.Status) error
 	AddHistory(ctx context.Context, h store.HistoryEntry) error
 	Heartbeat(ctx context.Context, w store.Worker) error
 	Paused(ctx context.Context, component cpvtype.Component) (bool, error)
