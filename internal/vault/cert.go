@@ -102,12 +102,7 @@ func (r *Rotator) rotateCertificate(ctx context.Context, force bool, rep *Report
 
 	// 2. Certificates this rotation registered whose key never reached
 	// the vault (stopped after addKey): nobody can sign with them.
-	stored := map[string]bool{}
-	for _, p := range props {
-		if k := p.Tags[TagKeyID]; k != "" && p.Tags[TagState] != StateFailed {
-			stored[k] = true
-		}
-	}
+	stored := storedKeyIDs(props)
 	for _, k := range app.Keys {
 		if r.ours(k.DisplayName) && !stored[k.KeyID] && k.KeyID != working.Tags[TagKeyID] && thumbprintOf(k) != signer.Thumbprint() {
 			if err := r.removeKey(ctx, app.ID, signer, k.KeyID, rep); err != nil {

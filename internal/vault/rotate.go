@@ -295,12 +295,7 @@ func (r *Rotator) rotate(ctx context.Context, due time.Time, force bool, rep *Re
 
 	// 2. Secrets this rotation added whose text never reached the vault
 	// (stopped after addPassword): nobody can use them.
-	stored := map[string]bool{}
-	for _, p := range props {
-		if k := p.Tags[TagKeyID]; k != "" && p.Tags[TagState] != StateFailed {
-			stored[k] = true
-		}
-	}
+	stored := storedKeyIDs(props)
 	for _, p := range app.Passwords {
 		if r.ours(p.DisplayName) && !stored[p.KeyID] && p.KeyID != working.Tags[TagKeyID] {
 			if err := r.remove(ctx, app.ID, p.KeyID, rep); err != nil {
@@ -551,4 +546,17 @@ func (s *Store) LastReport(ctx context.Context) (rep Report, ok bool, err error)
 		return Report{}, false, fmt.Errorf("vault: secret %s does not hold a rotation report", s.cfg.Names.Rotation)
 	}
 	return rep, true, nil
+}
+
+// storedKeyIDs are the app key ids of the vault versions in props that
+// were not marked failed: the credentials whose text (or key) the vault
+// holds.
+func storedKeyIDs(props []Props) map[string]bool {
+	stored := map[string]bool{}
+	for _, p := range props {
+		if k := p.Tags[TagKeyID]; k != "" && p.Tags[TagState] != StateFailed {
+			stored[k] = true
+		}
+	}
+	return stored
 }
