@@ -9,7 +9,8 @@
 //	table     PartitionKey                RowKey                         one row per
 //	tenants   tenant id                   "tenant"                       customer tenant
 //	status    tenant id                   "status"                       tenant: its latest result
-//	history   tenant id                   inverted time + random suffix  attempt that changed something or failed
+//	status    tenant id                   "h" + inverted time + suffix   attempt that changed something or failed
+//	history   tenant id                   inverted time + random suffix  (before 2026-12: the same; read, purged, never written)
 //	runs      "run"                       run id                         nightly or bulk run
 //	control   "lease", "pause", "worker"  lease name, component, worker  lease, pause switch, worker heartbeat
 //	control   "event"                     event id                       webhook event handled recently
@@ -19,10 +20,18 @@
 //
 // Per-tenant rows use the tenant id as their PartitionKey, so 10,000+
 // tenants spread over as many partitions and no write lands on a hot
-// one; a tenant's history is one partition, read newest first because the
-// RowKey is the nanoseconds left until the end of int64 time (zero-padded),
-// with a random suffix so two entries written in the same instant both
-// stay. Runs and control rows are few and rarely written, so they share
+// one. A tenant's history rows live in its status partition, so a
+// refresh writes its status row and its history row in one request (an
+// entity-group transaction, PutResultIf: both or neither); they are the
+// RowKey range "h"…"i", read newest first because the RowKey is "h" and the
+// nanoseconds left until the end of int64 time (zero-padded), with a random
+// suffix so two entries written in the same instant both stay. Every read
+// of status rows across tenants filters RowKey eq 'status'. The price: a
+// scan of the status table (the dispatcher's fleet index, the notifier,
+// a run's progress) reads past the history rows server-side, and
+// retention (Purge) is what bounds them. The history table holds the rows
+// written before history moved; ListHistory merges them in and Purge
+// empties it. Runs and control rows are few and rarely written, so they share
 // small partitions that can be read in one query. Activity rows (the
 // activity log: who refreshed, reset, paused or changed what) are written
 // by people and automation, not per tenant per night, so one partition
@@ -38,8 +47,9 @@
 //
 // A refresh has a budget of round trips to every service, the table
 // service included (README, "How a refresh works"). Tables are created once, in New, never
-// before an access. A refresh costs, at the end, PutStatusIf (one replace
-// over the row as the worker read it, or as its message carried it); one
+// before an access. A refresh costs, at the end, PutResultIf (one replace
+// over the row as the worker read it, or as its message carried it, with
+// the history row in the same request when there is one); one
 // that writes to the tenant claims the row first (ClaimStatus, one merge),
 // and one still at work after a second marks it running (MarkRunningIf,
 // one merge that keeps the rest of the row). An attempt
@@ -47,7 +57,8 @@
 // row's Checks instead, so an already-correct tenant — most of the fleet,
 // most nights — costs those two writes and nothing else, and the history
 // keeps only what an operator needs to read (changes and failures). An
-// attempt that changed something or failed adds one history row.
+// attempt that changed something or failed adds one history row, in the
+// same request as its status row.
 // RoundTrips reports how many requests a Store has sent.
 //
 // # Writes that are safe to repeat

@@ -38,19 +38,29 @@ type HistoryEntry struct {
 
 // historyRowKey sorts newest first: the nanoseconds left until the end of
 // int64 time, zero-padded, then a random suffix so that two entries in the
-// same nanosecond (two workers) both survive.
+// same nanosecond (two workers) both survive. In the status table it is
+// prefixed with historyRowPrefix.
 func historyRowKey(at time.Time) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%019d-%s", math.MaxInt64-at.UnixNano(), hex.EncodeToString(b[:]))
 }
 
-// AddHistory adds one history row in the tenant's partition (one round trip).
-func (s *Store) AddHistory(ctx context.Context, h HistoryEntry) error {
-	const op = "add history"
-	if err := checkKey(op, "tenant id", h.TenantID); err != nil {
-		return err
-	}
+// historyRowPrefix starts the RowKey of a history row in its tenant's
+// status partition: "h" and historyRowKey, so a tenant's history is the
+// RowKey range [historyRowPrefix, historyRowEnd), newest first, and sorts
+// apart from the row "status".
+const (
+	historyRowPrefix = "h"
+	historyRowEnd    = "i"
+)
+
+// historyRange selects the history rows of the status table (those of
+// one partition when a tenant's PartitionKey filter is added).
+var historyRange = "RowKey ge " + odataString(historyRowPrefix) + " and RowKey lt " + odataString(historyRowEnd)
+
+// historyEntity is h as a row of its tenant's status partition.
+func (s *Store) historyEntity(h HistoryEntry) ([]byte, error) {
 	if h.At.IsZero() {
 		h.At = s.now()
 	}
@@ -69,25 +79,64 @@ func (s *Store) AddHistory(ctx context.Context, h HistoryEntry) error {
 	p.strIf("ManifestVersion", h.ManifestVersion)
 	p.strIf("Detail", detail)
 	p.bool("Truncated", h.Truncated || cut)
-	b, err := p.entity(h.TenantID, historyRowKey(h.At))
+	return p.entity(h.TenantID, historyRowPrefix+historyRowKey(h.At))
+}
+
+// AddHistory adds one history row in the tenant's partition of the status
+// table (one round trip). A refresh writes its history row with its status
+// row instead, in one request (PutResultIf).
+func (s *Store) AddHistory(ctx context.Context, h HistoryEntry) error {
+	const op = "add history"
+	if err := checkKey(op, "tenant id", h.TenantID); err != nil {
+		return err
+	}
+	b, err := s.historyEntity(h)
 	if err != nil {
 		return failure(op, h.TenantID, err)
 	}
-	if _, err := s.history.AddEntity(ctx, b, nil); err != nil {
+	if _, err := s.status.AddEntity(ctx, b, nil); err != nil {
 		return failure(op, h.TenantID, err)
 	}
 	return nil
 }
 
 // ListHistory returns a tenant's latest history entries, newest first; at
-// most limit of them (all when limit <= 0).
+// most limit of them (all when limit <= 0). They are read from the tenant's
+// status partition and, for rows written before history moved there, from
+// the history table, which nothing writes any more and retention empties.
 func (s *Store) ListHistory(ctx context.Context, tenantID string, limit int) ([]HistoryEntry, error) {
 	const op = "list history"
 	if err := checkKey(op, "tenant id", tenantID); err != nil {
 		return nil, err
 	}
+	partition := "PartitionKey eq " + odataString(tenantID)
+	cur, err := s.readHistory(ctx, s.status, partition+" and "+historyRange, limit)
+	if err != nil {
+		return nil, eachFailure(op, tenantID, err)
+	}
+	legacy, err := s.readHistory(ctx, s.history, partition, limit)
+	if err != nil {
+		return nil, eachFailure(op, tenantID, err)
+	}
+	out := make([]HistoryEntry, 0, len(cur)+len(legacy))
+	for len(cur) > 0 || len(legacy) > 0 {
+		if len(legacy) == 0 || len(cur) > 0 && !cur[0].At.Before(legacy[0].At) {
+			out, cur = append(out, cur[0]), cur[1:]
+		} else {
+			out, legacy = append(out, legacy[0]), legacy[1:]
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// readHistory reads up to limit history rows of c that filter selects, in
+// RowKey order (newest first).
+func (s *Store) readHistory(ctx context.Context, c *aztables.Client, filter string, limit int) ([]HistoryEntry, error) {
 	var out []HistoryEntry
-	err := s.each(ctx, s.history, "PartitionKey eq "+odataString(tenantID), "", limit, func(e aztables.EDMEntity) error {
+	err := s.each(ctx, c, filter, "", limit, func(e aztables.EDMEntity) error {
 		r := row{e}
 		h := HistoryEntry{
 			TenantID:        r.PartitionKey,
@@ -110,8 +159,5 @@ func (s *Store) ListHistory(ctx context.Context, tenantID string, limit int) ([]
 		out = append(out, h)
 		return nil
 	})
-	if err != nil {
-		return nil, eachFailure(op, tenantID, err)
-	}
-	return out, nil
+	return out, err
 }

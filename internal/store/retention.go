@@ -38,8 +38,17 @@ func (s *Store) Purge(ctx context.Context, before time.Time, limit int) (Purged,
 	}
 	old := "At lt " + odataTime(before)
 	var err error
-	if out.History, err = s.purgeRows(ctx, s.history, old, limit, nil); err != nil {
+	if out.History, err = s.purgeRows(ctx, s.status, historyRange+" and "+old, limit, nil); err != nil {
 		return out, failure(op+" history", "", err)
+	}
+	if out.History < limit {
+		// Rows of the history table, written before history moved into
+		// the status partitions.
+		n, err := s.purgeRows(ctx, s.history, old, limit-out.History, nil)
+		out.History += n
+		if err != nil {
+			return out, failure(op+" history", "", err)
+		}
 	}
 	activity := "PartitionKey eq " + odataString(activityPartition) + " and " + old
 	if out.Activity, err = s.purgeRows(ctx, s.activity, activity, limit, nil); err != nil {

@@ -291,6 +291,7 @@ func (s *Store) RunProgress(ctx context.Context, runID string) (Progress, error)
 	if since := runCutoff(r); !since.IsZero() {
 		filter += " or LastAttempt ge " + odataTime(since)
 	}
+	filter = statusRows + " and (" + filter + ")"
 	err = s.each(ctx, s.status, filter, "State", 0, func(e aztables.EDMEntity) error {
 		switch cpvtype.Status((row{e}).str("State")) {
 		case cpvtype.StatusSucceeded:

@@ -14,6 +14,10 @@ import (
 // the tenant id.
 const statusRowKey = "status"
 
+// statusRows selects the status rows of the status table, which also
+// holds the tenants' history rows (see historyRowPrefix).
+var statusRows = "RowKey eq " + odataString(statusRowKey)
+
 // Status is the latest result of one tenant's refresh.
 type Status struct {
 	TenantID         string
@@ -250,6 +254,15 @@ func (s *Store) PutStatus(ctx context.Context, st Status) error {
 // st.ETag is empty), in one round trip. It answers ErrChanged when the row
 // was written (or created) by someone else since: read it again.
 func (s *Store) PutStatusIf(ctx context.Context, st Status) error {
+	return s.PutResultIf(ctx, st, nil)
+}
+
+// PutResultIf writes an attempt's result: its status row as PutStatusIf
+// does and, when h is not nil, its history row, in one round trip (an
+// entity-group transaction: a tenant's history rows live in its status
+// partition for this). Both are written or neither: ErrChanged when the
+// status row was written (or created) by someone else since.
+func (s *Store) PutResultIf(ctx context.Context, st Status, h *HistoryEntry) error {
 	const op = "put status"
 	if err := checkKey(op, "tenant id", st.TenantID); err != nil {
 		return err
@@ -258,11 +271,24 @@ func (s *Store) PutStatusIf(ctx context.Context, st Status) error {
 	if err != nil {
 		return failure(op, st.TenantID, err)
 	}
-	if st.ETag == "" {
-		_, err = s.status.AddEntity(ctx, b, nil)
-	} else {
+	status := aztables.TransactionAction{ActionType: aztables.TransactionTypeAdd, Entity: b}
+	if st.ETag != "" {
 		match := azcore.ETag(st.ETag)
-		_, err = s.status.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeReplace, IfMatch: &match})
+		status = aztables.TransactionAction{ActionType: aztables.TransactionTypeUpdateReplace, Entity: b, IfMatch: &match}
+	}
+	switch {
+	case h != nil:
+		h.TenantID = st.TenantID
+		hb, herr := s.historyEntity(*h)
+		if herr != nil {
+			return failure(op, st.TenantID, herr)
+		}
+		_, err = s.status.SubmitTransaction(ctx, []aztables.TransactionAction{
+			status, {ActionType: aztables.TransactionTypeAdd, Entity: hb}}, nil)
+	case st.ETag == "":
+		_, err = s.status.AddEntity(ctx, b, nil)
+	default:
+		_, err = s.status.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{UpdateMode: aztables.UpdateModeReplace, IfMatch: status.IfMatch})
 	}
 	switch {
 	case isConflict(err), isPrecondition(err), isNotFound(err):
@@ -330,7 +356,7 @@ func (s *Store) GetStatus(ctx context.Context, tenantID string) (Status, error) 
 // id order); memory does not grow with the fleet. An error from fn stops
 // the walk and is returned as it is.
 func (s *Store) EachStatus(ctx context.Context, fn func(Status) error) error {
-	err := s.each(ctx, s.status, "", "", 0, func(e aztables.EDMEntity) error { return fn(statusFrom(row{e})) })
+	err := s.each(ctx, s.status, statusRows, "", 0, func(e aztables.EDMEntity) error { return fn(statusFrom(row{e})) })
 	if err != nil {
 		return eachFailure("list statuses", "", err)
 	}
@@ -381,7 +407,11 @@ func statusFrom(r row) Status {
 // or after since (its Timestamp; every row when since is zero), each with
 // that Timestamp (see EachTenantChanged) and its ETag.
 func (s *Store) EachStatusChanged(ctx context.Context, since time.Time, fn func(Status, time.Time) error) error {
-	err := s.each(ctx, s.status, changedSince(since), "", 0, func(e aztables.EDMEntity) error {
+	filter := statusRows
+	if c := changedSince(since); c != "" {
+		filter += " and " + c
+	}
+	err := s.each(ctx, s.status, filter, "", 0, func(e aztables.EDMEntity) error {
 		return fn(listedStatus(e), time.Time(e.Timestamp))
 	})
 	if err != nil {

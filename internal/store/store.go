@@ -137,7 +137,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	trips := new(atomic.Int64)
 	opts := &aztables.ClientOptions{}
-	opts.PerRetryPolicies = []policy.Policy{countPolicy{trips}}
+	opts.PerRetryPolicies = []policy.Policy{countPolicy{trips}, txnPolicy{}}
 	if cfg.HTTPClient != nil {
 		opts.Transport = cfg.HTTPClient
 	}

@@ -136,20 +136,14 @@ func (r countedResults) PutStatus(ctx context.Context, st store.Status) error {
 	return err
 }
 
-func (r countedResults) PutStatusIf(ctx context.Context, st store.Status) error {
-	err := r.res.PutStatusIf(ctx, st)
+func (r countedResults) PutResultIf(ctx context.Context, st store.Status, h *store.HistoryEntry) error {
+	err := r.res.PutResultIf(ctx, st, h)
 	r.done(ctx, err)
 	return err
 }
 
 func (r countedResults) RestoreStatus(ctx context.Context, st store.Status) error {
 	err := r.res.RestoreStatus(ctx, st)
-	r.done(ctx, err)
-	return err
-}
-
-func (r countedResults) AddHistory(ctx context.Context, h store.HistoryEntry) error {
-	err := r.res.AddHistory(ctx, h)
 	r.done(ctx, err)
 	return err
 }

@@ -22,9 +22,9 @@
 //	   │  status marked "running" if it is still at work after MarkRunningAfter;
 //	   │  the lease claimed before its first write: busy ─────> Snooze)
 //	   │
-//	   ├─ succeeded / partial ─> PutStatus (+ AddHistory if something changed) ─> Complete
-//	   ├─ permanent ───────────> PutStatus failed + code + advice, AddHistory ───> Complete
-//	   ├─ retryable ───────────> PutStatus failed, AddHistory ─> Retry after backoff,
+//	   ├─ succeeded / partial ─> PutResult (+ history row if something changed) ─> Complete
+//	   ├─ permanent ───────────> PutResult failed + code + advice, history row ──> Complete
+//	   ├─ retryable ───────────> PutResult failed, history row ─> Retry after backoff,
 //	   │                                                         or Poison on attempt MaxAttempts
 //	   ├─ throttled ───────────> (status put back) ─────────────> Snooze by Retry-After (no attempt burnt)
 //	   └─ shutdown cancelled ──> (status put back) ─────────────> Retry 0 (released to another replica)
@@ -64,7 +64,7 @@
 // running. A refresh that writes nothing (an already-correct tenant)
 // never claims, so the lease costs it nothing; one that writes pays one
 // table request. Every later write of the row is conditional on the ETag
-// this attempt last saw (store.PutStatusIf, the same one request), so it
+// this attempt last saw (store.PutResultIf, the same one request), so it
 // never removes another worker's lease; when the row changed, it is read
 // again and the result written over it. A message that meets another
 // worker's live lease is snoozed (OutcomeBusy) until it ends, never
@@ -110,12 +110,14 @@
 // queue's settlement (one delete on either transport). That is four with a
 // fresh token; a message that reads the row first costs five. The
 // "running" mark would be one more; it is written only when a refresh is
-// still at work after MarkRunningAfter (1 s by default), which an
+// still at work after MarkRunningAfter (5 s by default), which an
 // already-correct tenant rarely is on a machine that is not overloaded. An
 // attempt that changed nothing does not add a history row: it counts a
 // check on the status row (store.Fold). A refresh that writes to the
-// tenant adds two: the lease claim (which is also its running mark) and
-// the history row.
+// tenant adds one: the lease claim (which is also its running mark). Its
+// history row costs nothing more: it lives in the tenant's status
+// partition and goes with the status row in one entity-group transaction
+// (store.PutResultIf), both or neither, so a drifted tenant costs six.
 //
 // Round trips are counted by decorators around the worker's Source,
 // Results and Refresher (count.go), never inline: each call adds to

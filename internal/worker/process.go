@@ -296,21 +296,22 @@ func (w *Worker) reread(ctx context.Context, a *attempt) error {
 	return nil
 }
 
-// writeStatus writes the attempt's status row, built by build over the row
-// as last read, only over that row (store.PutStatusIf): it never removes
+// writeStatus writes the attempt's result, built by build over the row as
+// last read: its status row and, when build returns one, its history row,
+// in one request (store.PutResultIf), only over that row: it never removes
 // another worker's lease. When the row changed since, it is read again and
-// the row rebuilt over it, keeping that worker's live lease. The lease this
-// attempt holds ends with the write.
-func (w *Worker) writeStatus(ctx context.Context, a *attempt, build func() store.Status) (store.Status, error) {
+// the result rebuilt over it, keeping that worker's live lease. The lease
+// this attempt holds ends with the write.
+func (w *Worker) writeStatus(ctx context.Context, a *attempt, build func() (store.Status, *store.HistoryEntry)) (store.Status, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for i := 1; ; i++ {
-		st := build()
+		st, h := build()
 		st.ETag = a.etag
 		if a.prev.Leased(w.owner, w.cfg.Now()) {
 			st.LeaseOwner, st.LeaseUntil = a.prev.LeaseOwner, a.prev.LeaseUntil
 		}
-		err := w.results.PutStatusIf(ctx, st)
+		err := w.results.PutResultIf(ctx, st, h)
 		if err == nil {
 			a.leased = false
 		}
@@ -364,26 +365,19 @@ func (w *Worker) finish(ctx context.Context, a *attempt, res cpv.Result, err err
 	w.met.duration.WithLabelValues(string(status)).Observe(res.Duration.Seconds())
 	s := w.decide(a, status, class, err)
 
-	var history bool
-	st, werr := w.writeStatus(sctx, a, func() store.Status {
-		var st store.Status
-		st, history = store.Fold(a.prev, w.status(a, res, status, err), err == nil && !res.NoChange)
-		writes := 1
-		if history {
-			writes++
+	st, werr := w.writeStatus(sctx, a, func() (store.Status, *store.HistoryEntry) {
+		st, history := store.Fold(a.prev, w.status(a, res, status, err), err == nil && !res.NoChange)
+		// One write: the status row, with the history row when there is one.
+		st.RoundTrips = res.Trips.Total() + int(a.trips.table.Load()) + 1 + int(a.trips.queue.Load()) + s.cost(w.costs)
+		if !history {
+			return st, nil
 		}
-		st.RoundTrips = res.Trips.Total() + int(a.trips.table.Load()) + writes + int(a.trips.queue.Load()) + s.cost(w.costs)
-		return st
+		h := w.historyEntry(a, res, st)
+		return st, &h
 	})
 	if werr != nil {
 		w.deferMessage(sctx, a, "write status", werr)
 		return
-	}
-	if history {
-		if err := w.results.AddHistory(sctx, w.historyEntry(a, res, st)); err != nil {
-			// The status row holds the outcome; the attempt's detail is lost.
-			a.log.WarnContext(sctx, "history not written", "error", err)
-		}
 	}
 
 	switch {

@@ -209,3 +209,104 @@ func roundTripsCounted(t *testing.T, transport string) {
 		t.Errorf(`cpv_round_trips_total{service="queue"} = %v, want %d (the queue operations seen on the wire)`, got, all)
 	}
 }
+
+// tableCounter counts the HTTP requests a Store sends about status rows:
+// those naming the status table and the entity-group transactions
+// (POST .../$batch, which name no table in their URL).
+type tableCounter struct {
+	base   http.RoundTripper
+	status string // the status table's name
+	n      atomic.Int64
+}
+
+func (c *tableCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.Contains(r.URL.Path, "/"+c.status) || strings.HasSuffix(r.URL.Path, "/$batch") {
+		c.n.Add(1)
+	}
+	return c.base.RoundTrip(r)
+}
+
+// TestRoundTripsDrifted runs one drifted tenant (app roles missing, a
+// grant with extra scopes) through a worker, its message a run's carrying
+// the tenant's status row: six round trips in all, the token, the read
+// $batch, the lease claim, the write $batch, the result (status row and
+// history row in one request, as the table service saw it) and the
+// delete; the tenant conforms and its history holds the attempt.
+func TestRoundTripsDrifted(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, queue.TransportStorageQueue, m365sim.Options{Seed: 23, Tenants: 1, Mix: onlyKind(m365sim.KindDrifted)})
+	tenant := w.sim.Fleet()[0].ID
+	ctx := context.Background()
+	yesterday := time.Now().Add(-24 * time.Hour).UTC()
+	if err := w.store.PutStatus(ctx, store.Status{TenantID: tenant, State: cpvtype.StatusSucceeded, LastAttempt: yesterday,
+		LastSuccess: yesterday, ManifestVersion: w.manifest.Version(), RunID: "nightly-yesterday", RequestID: "nightly-yesterday"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.queue.Send(ctx, w.runMessage(t, tenant, "nightly-drifted"), 0); err != nil {
+		t.Fatal(err)
+	}
+	// The worker's own Store, whose requests about status rows are counted.
+	tables := store.DefaultTablePrefix
+	if w.prefix != "" {
+		tables = w.prefix
+	}
+	wire := &tableCounter{base: http.DefaultTransport, status: tables + "status"}
+	res, err := store.New(ctx, store.Config{ConnectionString: w.storage.ConnectionString, TablePrefix: tables,
+		HTTPClient: &http.Client{Transport: wire}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := w.config(2)
+	cfg.MarkRunningAfter = time.Minute // no "running" mark apart from the claim
+	wk, err := worker.New(cfg, w.queue, w.engine, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- wk.Run(ctx) }()
+	t.Cleanup(func() {
+		wk.Shutdown(0)
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+
+	var st store.Status
+	testenv.Eventually(t, time.Minute, "the tenant's result and an empty queue", func() error {
+		st, err = w.store.GetStatus(ctx, tenant)
+		if err != nil {
+			return err
+		}
+		if st.RequestID != "nightly-drifted" || !final(st) {
+			return fmt.Errorf("status %s of %s", st.State, st.RequestID)
+		}
+		work, _, err := w.queue.Depth(ctx)
+		if err != nil {
+			return err
+		}
+		if work != 0 {
+			return fmt.Errorf("%d messages in the work queue", work)
+		}
+		return nil
+	})
+	if st.State != cpvtype.StatusSucceeded {
+		t.Fatalf("status %s (%s), want succeeded", st.State, st.LastError)
+	}
+	if miss := w.sim.Conforms(tenant, w.want); len(miss) != 0 {
+		t.Errorf("the tenant does not conform: %q", miss)
+	}
+	c := w.sim.TenantCounts(tenant)
+	if c.RoundTrips() != 3 {
+		t.Errorf("Microsoft round trips %d (%+v), want 3: the token, the read $batch, the write $batch", c.RoundTrips(), c)
+	}
+	if n := wire.n.Load(); n != 2 {
+		t.Errorf("%d requests about status rows, want 2: the lease claim and the result", n)
+	}
+	if st.RoundTrips != 6 {
+		t.Errorf("status row round trips = %d, want 6 (Microsoft %d + claim + result + delete)", st.RoundTrips, c.RoundTrips())
+	}
+	hist, err := w.store.ListHistory(ctx, tenant, 10)
+	if err != nil || len(hist) != 1 || hist[0].RequestID != "nightly-drifted" || len(hist[0].Detail) == 0 {
+		t.Errorf("history: %d rows (%v), want the attempt with its detail", len(hist), err)
+	}
+}

@@ -152,7 +152,7 @@ func (f *fakeResults) PutStatus(_ context.Context, st store.Status) error {
 	return nil
 }
 
-func (f *fakeResults) PutStatusIf(_ context.Context, st store.Status) error {
+func (f *fakeResults) PutResultIf(_ context.Context, st store.Status, h *store.HistoryEntry) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.putErr != nil {
@@ -162,6 +162,9 @@ func (f *fakeResults) PutStatusIf(_ context.Context, st store.Status) error {
 		return store.ErrChanged
 	}
 	f.put(st)
+	if h != nil {
+		f.history = append(f.history, *h)
+	}
 	return nil
 }
 
@@ -178,13 +181,6 @@ func (f *fakeResults) RestoreStatus(_ context.Context, st store.Status) error {
 	cur.State, cur.LastAttempt, cur.RunID, cur.RequestID, cur.Worker = st.State, st.LastAttempt, st.RunID, st.RequestID, st.Worker
 	cur.LeaseOwner, cur.LeaseUntil = st.LeaseOwner, st.LeaseUntil
 	f.put(cur)
-	return nil
-}
-
-func (f *fakeResults) AddHistory(_ context.Context, h store.HistoryEntry) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.history = append(f.history, h)
 	return nil
 }
 
@@ -263,11 +259,12 @@ func TestFinish(t *testing.T) {
 		timeout time.Duration
 		want    want
 	}{
-		// Microsoft 3 + table (read, mark, write, history) 4 + complete 1.
+		// Microsoft 3 + table (read, mark, the status and history rows
+		// in one write) 3 + complete 1.
 		{name: "succeeded", refresh: ok(cpvtype.StatusSucceeded, false),
-			want: want{How: "complete", Outcome: OutcomeSucceeded, State: cpvtype.StatusSucceeded, RoundTrips: 8, History: 1, Refreshed: true}},
+			want: want{How: "complete", Outcome: OutcomeSucceeded, State: cpvtype.StatusSucceeded, RoundTrips: 7, History: 1, Refreshed: true}},
 		{name: "partial", refresh: ok(cpvtype.StatusPartial, false),
-			want: want{How: "complete", Outcome: OutcomePartial, State: cpvtype.StatusPartial, RoundTrips: 8, History: 1, Refreshed: true}},
+			want: want{How: "complete", Outcome: OutcomePartial, State: cpvtype.StatusPartial, RoundTrips: 7, History: 1, Refreshed: true}},
 		// No change: no history row (read, mark, write 3).
 		{name: "already correct", prev: &earlier, refresh: ok(cpvtype.StatusSucceeded, true),
 			want: want{How: "complete", Outcome: OutcomeSucceeded, State: cpvtype.StatusSucceeded, RoundTrips: 7, Refreshed: true}},
@@ -278,17 +275,17 @@ func TestFinish(t *testing.T) {
 		// poisoned: retrying cannot change it).
 		{name: "permanent: recorded, completed", refresh: fail(permanent),
 			want: want{How: "complete", Outcome: OutcomeFailed, State: cpvtype.StatusFailed, Code: "AADSTS65001",
-				Advice: "re-consent", RoundTrips: 3 + 4 + 1, Attempts: 1, History: 1, Refreshed: true}},
+				Advice: "re-consent", RoundTrips: 3 + 3 + 1, Attempts: 1, History: 1, Refreshed: true}},
 		{name: "retryable: retried after a backoff", attempt: 1, refresh: fail(retryable),
 			want: want{How: "retry", MinDelay: 0, MaxDelay: base, Outcome: OutcomeRetried,
-				State: cpvtype.StatusFailed, RoundTrips: 3 + 4 + 5, Attempts: 1, History: 1, Refreshed: true}},
+				State: cpvtype.StatusFailed, RoundTrips: 3 + 3 + 5, Attempts: 1, History: 1, Refreshed: true}},
 		{name: "retryable on the last attempt: poisoned", attempt: 3, refresh: fail(retryable),
 			want: want{How: "poison", Reason: "failed on attempt 3 of 3", Outcome: OutcomeFailed, PoisonClass: PoisonMaxAttempts,
-				State: cpvtype.StatusFailed, RoundTrips: 3 + 4 + 11, Attempts: 1, History: 1, Refreshed: true}},
+				State: cpvtype.StatusFailed, RoundTrips: 3 + 3 + 11, Attempts: 1, History: 1, Refreshed: true}},
 		{name: "timed out: retryable", attempt: 1, timeout: 20 * time.Millisecond,
 			refresh: func(ctx context.Context) (cpv.Result, error) { <-ctx.Done(); return cpv.Result{}, ctx.Err() },
 			want: want{How: "retry", MinDelay: 0, MaxDelay: base, Outcome: OutcomeRetried,
-				State: cpvtype.StatusFailed, RoundTrips: 4 + 5, Attempts: 1, History: 1, Refreshed: true}},
+				State: cpvtype.StatusFailed, RoundTrips: 3 + 5, Attempts: 1, History: 1, Refreshed: true}},
 		// Throttling spends no attempt and puts the row marked running back.
 		{name: "throttled: snoozed by Retry-After, row restored", prev: &earlier, attempt: 2, refresh: fail(throttled(7 * time.Second)),
 			want: want{How: "snooze", MinDelay: 7 * time.Second, MaxDelay: 7 * time.Second, Outcome: OutcomeThrottled, Throttled: true,

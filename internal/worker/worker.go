@@ -53,9 +53,10 @@ type Results interface {
 	MarkRunningIf(ctx context.Context, tenantID, runID, requestID, worker string, at time.Time, etag string) (string, error)
 	ClaimStatus(ctx context.Context, tenantID string, c store.Claim, etag string) (string, error)
 	PutStatus(ctx context.Context, st store.Status) error
-	PutStatusIf(ctx context.Context, st store.Status) error
+	// PutResultIf writes the status row and, when h is not nil, the
+	// history row, in one request.
+	PutResultIf(ctx context.Context, st store.Status, h *store.HistoryEntry) error
 	RestoreStatus(ctx context.Context, st store.Status) error
-	AddHistory(ctx context.Context, h store.HistoryEntry) error
 	Heartbeat(ctx context.Context, w store.Worker) error
 	Paused(ctx context.Context, component cpvtype.Component) (bool, error)
 }
@@ -72,7 +73,7 @@ const (
 	DefaultPauseCheck       = 5 * time.Second
 	DefaultHeartbeat        = 15 * time.Second
 	DefaultSettleTimeout    = 15 * time.Second
-	DefaultMarkRunningAfter = time.Second
+	DefaultMarkRunningAfter = 5 * time.Second
 	// pollMin is the first wait after an empty receive; it doubles up to PollMax.
 	pollMin = 200 * time.Millisecond
 )
@@ -110,9 +111,13 @@ type Config struct {
 	// cancelled the refresh's context.
 	SettleTimeout time.Duration
 	// MarkRunningAfter is how long a refresh runs before its status row is
-	// marked "running" (default 1s; negative: at once). A refresh of an
-	// already-correct tenant usually ends sooner and so costs one status
-	// write instead of two (see the package documentation).
+	// marked "running" (default 5s; negative: at once). A refresh that
+	// writes is marked by its lease claim at its first write anyway; this
+	// mark is for one still reading. The UI polls every 1.5–3 s and the
+	// dispatcher's listing lags the store by up to 2 s, so a shorter mark
+	// is seldom seen, while each costs a table write: a refresh of an
+	// already-correct tenant ends sooner and costs one status write, not
+	// two (see the package documentation).
 	MarkRunningAfter time.Duration
 	// WorkerID names this replica in status rows and heartbeats (default Host).
 	WorkerID string
