@@ -258,18 +258,9 @@ func TestRoundTripsDrifted(t *testing.T) {
 	}
 	cfg := w.config(2)
 	cfg.MarkRunningAfter = time.Minute // no "running" mark apart from the claim
-	wk, err := worker.New(cfg, w.queue, w.engine, res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- wk.Run(ctx) }()
-	t.Cleanup(func() {
-		wk.Shutdown(0)
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	counted := *w
+	counted.store = res
+	counted.start(t, cfg)
 
 	var st store.Status
 	testenv.Eventually(t, time.Minute, "the tenant's result and an empty queue", func() error {
