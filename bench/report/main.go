@@ -78,32 +78,23 @@ func read(r io.Reader) ([]line, error) {
 }
 
 func write(w io.Writer, rows []line) {
-	fmt.Fprintln(w, "| # | N | fleet | latency | W×C | enqueue (s) | drain (s) | tenants/s | latency bound (tenants/s) | p50 / p95 / p99 (ms) | trips per tenant, all services | simulator trips per tenant | 429s | peak RSS dispatcher / worker / Azurite (MiB) | load avg |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| # | N | fleet | latency | W×C | enqueue (s) | drain (s) | tenants/s | ceiling (tenants/s) | of the ceiling | latency bound (tenants/s) | p50 / p95 / p99 (ms) | trips per tenant, all services | simulator trips per tenant | 429s | peak RSS dispatcher / worker / Azurite (MiB) | load avg |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for i, r := range rows {
 		bound := "none (no latency)"
 		if r.LimitPerSec > 0 {
 			bound = fmt.Sprintf("%.0f", r.LimitPerSec)
 		}
+		ceiling, of := "not measured", "—"
+		if r.Ceiling != nil {
+			ceiling, of = fmt.Sprintf("%.1f", r.Ceiling.PerSec), fmt.Sprintf("**%.2f**", r.Fraction())
+		}
 		load, _, _ := strings.Cut(r.LoadAvg, " ")
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %d×%d | %.1f | %.1f | %.1f | %s | %d / %d / %d | %.2f | %.2f | %d | %s | %s |\n",
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %d×%d | %.1f | %.1f | %.1f | %s | %s | %s | %d / %d / %d | %.2f | %.2f | %d | %s | %s |\n",
 			i+1, thousands(r.Tenants), fleet(r), latency(r.Latency), r.Workers, r.Concurrency,
-			r.Enqueue.Seconds(), r.Drain.Seconds(), r.TenantsPerSec, bound,
+			r.Enqueue.Seconds(), r.Drain.Seconds(), r.TenantsPerSec, ceiling, of, bound,
 			r.P50.Milliseconds(), r.P95.Milliseconds(), r.P99.Milliseconds(),
 			r.All.Trips, r.All.SimTrips, r.Throttled, memory(r.Report), load)
-	}
-	if slices.ContainsFunc(rows, func(r line) bool { return r.Ceiling != nil }) {
-		fmt.Fprintln(w)
-		fmt.Fprintln(w, "| # | N | fleet | latency | W×C | drain (tenants/s) | ceiling (tenants/s) | fraction of the ceiling |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
-		for i, r := range rows {
-			if r.Ceiling == nil {
-				continue
-			}
-			fmt.Fprintf(w, "| %d | %s | %s | %s | %d×%d | %.1f | %.1f | %.2f |\n",
-				i+1, thousands(r.Tenants), fleet(r), latency(r.Latency), r.Workers, r.Concurrency,
-				r.TenantsPerSec, r.Ceiling.PerSec, r.Fraction())
-		}
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands (one per row; `-benchtime 1x` is one run of the whole fleet):")
