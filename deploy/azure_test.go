@@ -324,6 +324,14 @@ func TestBicepAgreesWithTheCode(t *testing.T) {
 				})
 			}
 		}
+		// Bicep's integer division, as in 45 / workerMaxReplicas.
+		if num, den, ok := strings.Cut(expr, " / "); ok {
+			a, err1 := strconv.Atoi(num)
+			b, err2 := strconv.Atoi(eval(envName, den, over))
+			if err1 == nil && err2 == nil && b > 0 {
+				return strconv.Itoa(a / b)
+			}
+		}
 		samples := map[string]string{
 			"CPV_QUEUE_SERVICE_URL": "https://cpvexample.queue.core.windows.net/",
 			"CPV_TABLE_SERVICE_URL": "https://cpvexample.table.core.windows.net/",
@@ -504,6 +512,9 @@ func TestBicepAgreesWithTheCode(t *testing.T) {
 	}
 	if !slices.Contains(appEnv["worker"], bicepEnv{"CPV_CONCURRENCY", "value", "string(workerConcurrency)"}) {
 		t.Error("CPV_CONCURRENCY is not the workerConcurrency the scale rule divides by")
+	}
+	if !slices.Contains(appEnv["worker"], bicepEnv{"CPV_PARTNER_CENTER_RATE", "value", "string(45 / workerMaxReplicas)"}) {
+		t.Error("CPV_PARTNER_CENTER_RATE is not 45 / workerMaxReplicas: the replicas together could exceed Partner Center's 50 requests/s")
 	}
 	for _, src := range []map[string]string{
 		{"workerConcurrency": params["workerConcurrency"].def, "workerMaxReplicas": params["workerMaxReplicas"].def},

@@ -660,6 +660,12 @@ func mapValues[K comparable, V any](m map[K]V) []V {
 // "Scaling").
 const maxInFlight = 50
 
+// maxConsentRate is what the replicas' Partner Center pacers may send
+// together (CPV_PARTNER_CENTER_RATE each): under Partner Center's 50
+// requests per second per application, with room for the dispatcher's
+// calls.
+const maxConsentRate = 45
+
 func checkScaling(t *testing.T, c *cluster, w *config.Worker) {
 	t.Helper()
 	if len(c.scaledObjects) != 1 {
@@ -676,6 +682,10 @@ func checkScaling(t *testing.T, c *cluster, w *config.Worker) {
 		t.Errorf("no maxReplicaCount")
 	} else {
 		n := int(*so.Spec.MaxReplicaCount) * w.Concurrency
+		if rate := float64(*so.Spec.MaxReplicaCount) * w.PartnerCenterRate; w.PartnerCenterRate <= 0 || rate > maxConsentRate {
+			t.Errorf("maxReplicaCount %d x CPV_PARTNER_CENTER_RATE %v = %v consents/s, want paced and at most %v",
+				*so.Spec.MaxReplicaCount, w.PartnerCenterRate, rate, maxConsentRate)
+		}
 		if n > maxInFlight {
 			t.Errorf("maxReplicaCount %d x CPV_CONCURRENCY %d = %d refreshes in flight, over Partner Center's %d/s",
 				*so.Spec.MaxReplicaCount, w.Concurrency, n, maxInFlight)

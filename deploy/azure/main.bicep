@@ -425,6 +425,12 @@ var workerEnv = [
     name: 'CPV_SHUTDOWN_GRACE'
     value: shutdownGrace
   }
+  {
+    // Partner Center allows 50 consent requests/s per app across all
+    // replicas: each replica paces itself to its share of 45.
+    name: 'CPV_PARTNER_CENTER_RATE'
+    value: string(45 / workerMaxReplicas)
+  }
 ]
 
 var dispatcherEnv = [
