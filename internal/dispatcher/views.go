@@ -277,11 +277,15 @@ func (d *Dispatcher) handleGetRun(w http.ResponseWriter, r *http.Request, _ prin
 		d.unavailable(w, r, err)
 		return
 	}
-	p, err := d.cfg.Store.RunProgress(r.Context(), id)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	// The fleet index, brought up to date (the rows changed since its last
+	// read, at most every listRefresh), counts the run's tenants by
+	// store.RunProgress's rule: a poll of a run's progress (the tenants page
+	// asks with every refresh of its table) reads no tenant's row of its own.
+	if err := d.refreshListing(r.Context()); err != nil {
 		d.unavailable(w, r, err)
 		return
 	}
+	p := d.runCounts([]store.Run{run})[0]
 	v := runView(run)
 	v.Progress = &ProgressView{Enqueued: run.Enqueued, Succeeded: p.Succeeded, Partial: p.Partial,
 		Failed: p.Failed, Running: p.Running, Pending: max(0, run.Enqueued-p.Succeeded-p.Partial-p.Failed)}
