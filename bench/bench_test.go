@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -163,7 +164,7 @@ func runFleet(b *testing.B, bin stack.Binaries, sp Spec) Report {
 		}
 	}
 	b.StartTimer()
-	requested := time.Now()
+	requested, cpu := time.Now(), st.CPU()
 	id, err := st.Refresh(ctx)
 	if err != nil {
 		b.Fatal(err)
@@ -175,22 +176,24 @@ func runFleet(b *testing.B, bin stack.Binaries, sp Spec) Report {
 		if err := st.PauseWorkers(ctx, false); err != nil {
 			b.Fatal(err)
 		}
-		requested = time.Now() // drain counts from the resume
+		requested, cpu = time.Now(), st.CPU() // drain counts from the resume
 	}
-	// Each poll makes the dispatcher read the run's status rows (10 pages
-	// at 10,000 tenants) from the Azurite the workers are using: poll
-	// less often for large fleets. Drain comes from the status rows.
+	// Each poll makes the dispatcher bring its fleet index up to date (the
+	// status rows changed since its last read) from the Azurite the
+	// workers are using: poll less often for large fleets. Drain comes
+	// from the status rows.
 	every := time.Duration(max(1, sp.Tenants/2000)) * time.Second
 	observed, err := st.WaitDrained(ctx, id, 50*time.Minute, every)
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
 	}
+	cores := CPUCores(cpu, st.CPU(), time.Since(requested))
 	rep, err := st.Measure(ctx, id, requested, observed)
 	if err != nil {
 		b.Fatal(err)
 	}
-	rep.LoadAvg = load
+	rep.LoadAvg, rep.CPU, rep.Cores = load, cores, runtime.NumCPU()
 	problems, err := st.Check(ctx)
 	if err != nil {
 		b.Fatal(err)

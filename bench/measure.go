@@ -61,6 +61,29 @@ type Report struct {
 	// Ceiling is the harness's ceiling measured on the same Azurite after
 	// the run (see Stack.Ceiling); nil when not measured.
 	Ceiling *Ceiling `json:"ceiling,omitempty"`
+	// CPU is the cores each process used on average from the request (a
+	// staged row: the resume) until the drain was seen (see CPUCores), by
+	// the names of Memory, and under MachineCPU those the whole machine
+	// was busy with; Cores is how many the machine has.
+	CPU   map[string]float64 `json:"cpuCores,omitempty"`
+	Cores int                `json:"cores,omitempty"`
+}
+
+// MachineCPU names the whole machine's busy time in Stack.CPU and
+// Report.CPU: the stack's processes and anything else running.
+const MachineCPU = "machine"
+
+// CPUCores is the cores each process used on average over span: its CPU
+// time in after less that in before, divided by span.
+func CPUCores(before, after map[string]time.Duration, span time.Duration) map[string]float64 {
+	if span <= 0 {
+		return nil
+	}
+	out := make(map[string]float64, len(after))
+	for name, t := range after {
+		out[name] = max(0, (t-before[name]).Seconds()/span.Seconds())
+	}
+	return out
 }
 
 // Fraction is the drain rate as a fraction of the ceiling (0 when the

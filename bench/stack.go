@@ -436,6 +436,22 @@ func (s *Stack) Close() error {
 	return errors.Join(errs...)
 }
 
+// CPU is the CPU time each process of the stack has used so far, by the
+// names of Memory (the harness: this process, with the simulator in it),
+// and under "machine" the busy time of the whole machine, whoever used it.
+func (s *Stack) CPU() map[string]time.Duration {
+	out := map[string]time.Duration{"harness": stack.CPUTime(os.Getpid()), MachineCPU: stack.MachineCPU()}
+	if s.daemons != nil {
+		for _, p := range append([]*stack.Process{s.daemons.Dispatcher}, s.daemons.Workers...) {
+			out[p.Name] = p.CPUTime()
+		}
+	}
+	if s.Azurite != nil {
+		out["azurite"] = s.Azurite.CPUTime()
+	}
+	return out
+}
+
 // Memory is the peak resident set of each process so far, in bytes, by
 // name: dispatcher, worker-1..W, azurite, and harness (this process, with
 // the simulator in it).

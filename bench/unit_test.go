@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -260,5 +261,25 @@ func TestGate(t *testing.T) {
 	}
 	if got := received.Load(); got != 4 {
 		t.Errorf("backend received %d POSTs, want 4 (2 passed, 1 not an enqueue, 1 after Open; the abandoned one dropped)", got)
+	}
+}
+
+func TestCPUCores(t *testing.T) {
+	t.Parallel()
+	before := map[string]time.Duration{"azurite": 2 * time.Second, "worker-1": time.Second}
+	after := map[string]time.Duration{"azurite": 11 * time.Second, "worker-1": 3 * time.Second, "harness": time.Second}
+	got := CPUCores(before, after, 10*time.Second)
+	want := map[string]float64{"azurite": 0.9, "worker-1": 0.2, "harness": 0.1}
+	for name, w := range want {
+		if math.Abs(got[name]-w) > 1e-9 {
+			t.Errorf("%s: %v cores, want %v", name, got[name], w)
+		}
+	}
+	// A process restarted meanwhile (its time starts again) counts no less than nothing.
+	if got := CPUCores(map[string]time.Duration{"w": time.Minute}, map[string]time.Duration{"w": time.Second}, time.Second); got["w"] != 0 {
+		t.Errorf("a restarted process: %v cores, want 0", got["w"])
+	}
+	if CPUCores(before, after, 0) != nil {
+		t.Error("no span: want nil")
 	}
 }

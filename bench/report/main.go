@@ -96,6 +96,33 @@ func write(w io.Writer, rows []line) {
 			r.P50.Milliseconds(), r.P95.Milliseconds(), r.P99.Milliseconds(),
 			r.All.Trips, r.All.SimTrips, r.Throttled, memory(r.Report), load)
 	}
+	if slices.ContainsFunc(rows, func(r line) bool { return len(r.CPU) > 0 }) {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| # | N | fleet | latency | W×C | of the ceiling | CPU cores in use: Azurite / workers / harness and simulator / dispatcher / the stack | the machine, busy (of its cores) |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+		for i, r := range rows {
+			if len(r.CPU) == 0 {
+				continue
+			}
+			of := "—"
+			if r.Ceiling != nil {
+				of = fmt.Sprintf("%.2f", r.Fraction())
+			}
+			var workers, all float64
+			for name, c := range r.CPU {
+				if name == bench.MachineCPU {
+					continue
+				}
+				all += c
+				if strings.HasPrefix(name, "worker") {
+					workers += c
+				}
+			}
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %d×%d | %s | %.2f / %.2f / %.2f / %.2f / **%.2f** | %.2f (of %d) |\n",
+				i+1, thousands(r.Tenants), fleet(r), latency(r.Latency), r.Workers, r.Concurrency, of,
+				r.CPU["azurite"], workers, r.CPU["harness"], r.CPU["dispatcher"], all, r.CPU[bench.MachineCPU], r.Cores)
+		}
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands (one per row; `-benchtime 1x` is one run of the whole fleet):")
 	fmt.Fprintln(w)

@@ -213,6 +213,15 @@ func (a *Azurite) Pid() int {
 	return a.cmd.Process.Pid
 }
 
+// CPUTime is the CPU time the running Azurite has used so far; 0 when it
+// is not running.
+func (a *Azurite) CPUTime() time.Duration {
+	if pid := a.Pid(); pid != 0 {
+		return CPUTime(pid)
+	}
+	return 0
+}
+
 // PeakRSS is the largest resident set of the Azurite processes so far, in bytes.
 func (a *Azurite) PeakRSS() int64 {
 	if pid := a.Pid(); pid != 0 {

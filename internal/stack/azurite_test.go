@@ -29,11 +29,17 @@ func TestAzuriteRestart(t *testing.T) {
 	if a.PeakRSS() == 0 {
 		t.Error("no peak RSS recorded")
 	}
+	if a.CPUTime() <= 0 {
+		t.Error("no CPU time read for a Node.js process that started and answered")
+	}
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	if a.Pid() != 0 {
 		t.Error("stopped Azurite still has a pid")
+	}
+	if a.CPUTime() != 0 {
+		t.Error("a stopped Azurite reports CPU time")
 	}
 }
 

@@ -141,6 +141,15 @@ func (p *Process) PeakRSS() int64 {
 	return p.peak
 }
 
+// CPUTime is the CPU time (user and system) the running process has used
+// so far; 0 when it is not running.
+func (p *Process) CPUTime() time.Duration {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return CPUTime(p.cmd.Process.Pid)
+}
+
 // ForgetPeak forgets the memory peaks of the earlier runs.
 func (p *Process) ForgetPeak() { p.peak = 0 }
 
@@ -159,6 +168,59 @@ func PeakRSS(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// clockTicks is the unit of /proc/<pid>/stat's times (USER_HZ, 100 on
+// every Linux architecture Go supports).
+const clockTicks = 100
+
+// CPUTime reads a live process's CPU time (utime + stime of
+// /proc/<pid>/stat); 0 if it cannot be read.
+func CPUTime(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: fields count from after
+	// its closing parenthesis, where field 3 (state) is the first.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	if !ok {
+		return 0
+	}
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// MachineCPU reads the CPU time every core of the machine has spent busy
+// (the first line of /proc/stat: user, nice, system, irq, softirq and
+// steal; idle and iowait left out); 0 if it cannot be read.
+func MachineCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system (idle iowait) irq softirq steal
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0
+		}
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clockTicks
 }
 
 // parseKB reads "   123456 kB" as bytes.
