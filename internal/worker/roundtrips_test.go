@@ -256,10 +256,24 @@ func TestRoundTripsDrifted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The worker's own transport, its visibility long enough that no
+	// extension (a queue request) comes on a slow machine.
+	const visibility = time.Minute
+	q, err := queue.Open(queue.OpenConfig{Transport: queue.TransportStorageQueue, Queue: w.qname, Visibility: visibility,
+		StorageConnectionString: w.storage.ConnectionString})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = q.Close(cctx)
+	})
 	cfg := w.config(2)
+	cfg.Visibility = visibility
 	cfg.MarkRunningAfter = time.Minute // no "running" mark apart from the claim
 	counted := *w
-	counted.store = res
+	counted.store, counted.queue = res, q
 	counted.start(t, cfg)
 
 	var st store.Status
