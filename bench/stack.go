@@ -440,14 +440,23 @@ func (s *Stack) Close() error {
 // names of Memory (the harness: this process, with the simulator in it),
 // and under "machine" the busy time of the whole machine, whoever used it.
 func (s *Stack) CPU() map[string]time.Duration {
-	out := map[string]time.Duration{"harness": stack.CPUTime(os.Getpid()), MachineCPU: stack.MachineCPU()}
+	out := perProcess(s, stack.CPUTime(os.Getpid()), (*stack.Process).CPUTime, (*stack.Azurite).CPUTime)
+	out[MachineCPU] = stack.MachineCPU()
+	return out
+}
+
+// perProcess maps each process of the stack by name to what is read of
+// it: self for the harness (this process), daemon for the dispatcher and
+// each worker, az for Azurite.
+func perProcess[T any](s *Stack, self T, daemon func(*stack.Process) T, az func(*stack.Azurite) T) map[string]T {
+	out := map[string]T{"harness": self}
 	if s.daemons != nil {
 		for _, p := range append([]*stack.Process{s.daemons.Dispatcher}, s.daemons.Workers...) {
-			out[p.Name] = p.CPUTime()
+			out[p.Name] = daemon(p)
 		}
 	}
 	if s.Azurite != nil {
-		out["azurite"] = s.Azurite.CPUTime()
+		out["azurite"] = az(s.Azurite)
 	}
 	return out
 }
@@ -456,14 +465,5 @@ func (s *Stack) CPU() map[string]time.Duration {
 // name: dispatcher, worker-1..W, azurite, and harness (this process, with
 // the simulator in it).
 func (s *Stack) Memory() map[string]int64 {
-	out := map[string]int64{"harness": stack.PeakRSS(os.Getpid())}
-	if s.daemons != nil {
-		for _, p := range append([]*stack.Process{s.daemons.Dispatcher}, s.daemons.Workers...) {
-			out[p.Name] = p.PeakRSS()
-		}
-	}
-	if s.Azurite != nil {
-		out["azurite"] = s.Azurite.PeakRSS()
-	}
-	return out
+	return perProcess(s, stack.PeakRSS(os.Getpid()), (*stack.Process).PeakRSS, (*stack.Azurite).PeakRSS)
 }
