@@ -278,8 +278,9 @@ func (s *Store) PutResultIf(ctx context.Context, st Status, h *HistoryEntry) err
 	}
 	switch {
 	case h != nil:
-		h.TenantID = st.TenantID
-		hb, herr := s.historyEntity(*h)
+		he := *h // the caller's entry is left as it was
+		he.TenantID = st.TenantID
+		hb, herr := s.historyEntity(he)
 		if herr != nil {
 			return failure(op, st.TenantID, herr)
 		}
