@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cpvrefresh/cpvrefresh/internal/m365sim"
@@ -141,6 +142,9 @@ type Daemons struct {
 	Workers    []*Process
 
 	workerAddrs []string
+	// chosenPorts: the daemons listen on free ports chosen here, not on
+	// ports the caller gave (which are not changed behind its back).
+	chosenPorts bool
 }
 
 // StartDaemons starts the dispatcher and the workers and waits until
@@ -151,7 +155,7 @@ func StartDaemons(ctx context.Context, o DaemonsOptions) (_ *Daemons, err error)
 	}
 	key := make([]byte, 24)
 	_, _ = rand.Read(key)
-	d := &Daemons{APIKey: hex.EncodeToString(key)}
+	d := &Daemons{APIKey: hex.EncodeToString(key), chosenPorts: o.DispatcherAddr == "" && o.FirstWorkerPort == 0}
 	ports, err := freePorts(1 + o.Workers)
 	if err != nil {
 		return nil, err
@@ -206,28 +210,73 @@ func (d *Daemons) WorkerHealth(i int) *Client {
 }
 
 // WaitReady waits for the dispatcher's and every running worker's /readyz.
+// A daemon that ended on its own (the store unreachable, a bad setting) is
+// an error with the end of its log; one stopped on purpose is passed over.
+// A daemon whose free port was taken between choosing it and binding it
+// (another process of the machine got it first) is started again on
+// another, up to maxRebinds times.
 func (d *Daemons) WaitReady(ctx context.Context) error {
-	health := &Client{Base: d.API.Base, HTTP: &http.Client{Timeout: 5 * time.Second}}
-	procs := []*Process{d.Dispatcher}
-	clients := []*Client{health}
-	for i, w := range d.Workers {
-		procs, clients = append(procs, w), append(clients, d.WorkerHealth(i))
-	}
-	for i, p := range procs {
-		if !p.Running() {
-			continue
+	for i, p := range append([]*Process{d.Dispatcher}, d.Workers...) {
+		if p.cmd == nil {
+			continue // stopped on purpose
 		}
-		err := Poll(ctx, readyTimeout, 100*time.Millisecond, func() error {
-			if err := p.Exited(); err != nil {
-				return Permanent(err)
+		for rebinds := 0; ; rebinds++ {
+			health := d.health(i)
+			err := Poll(ctx, readyTimeout, 100*time.Millisecond, func() error {
+				if err := p.Exited(); err != nil {
+					return Permanent(err)
+				}
+				return health.Get(ctx, "/readyz", nil)
+			})
+			if err == nil {
+				break
 			}
-			return clients[i].Get(ctx, "/readyz", nil)
-		})
-		if err != nil {
+			if rebinds < maxRebinds && d.chosenPorts && portTaken(p) {
+				if err := d.rebind(i, p); err != nil {
+					return err
+				}
+				continue
+			}
 			return fmt.Errorf("stack: %s not ready (see %s): %w", p.Name, p.Log, err)
 		}
 	}
 	return nil
+}
+
+// maxRebinds bounds the restarts of one daemon on another free port.
+const maxRebinds = 3
+
+// health is a client of daemon i's readiness: 0 the dispatcher, i the
+// worker i-1.
+func (d *Daemons) health(i int) *Client {
+	if i == 0 {
+		return &Client{Base: d.API.Base, HTTP: &http.Client{Timeout: 5 * time.Second}}
+	}
+	return d.WorkerHealth(i - 1)
+}
+
+// portTaken reports whether p ended because its listening port was in use.
+func portTaken(p *Process) bool {
+	return !p.Running() && p.cmd != nil && strings.Contains(logTail(p.Log, 3), "address already in use")
+}
+
+// rebind starts daemon i (see health), which ended because its port was
+// taken, on another free port.
+func (d *Daemons) rebind(i int, p *Process) error {
+	ports, err := freePorts(1)
+	if err != nil {
+		return err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	if i == 0 {
+		p.Env = append(p.Env, "CPV_DISPATCHER_LISTEN="+addr)
+		d.API.Base = "http://" + addr
+	} else {
+		p.Env = append(p.Env, "CPV_WORKER_LISTEN="+addr)
+		d.workerAddrs[i-1] = addr
+	}
+	p.reap()
+	return p.Start()
 }
 
 // Exited reports a daemon that ended without being stopped.

@@ -168,6 +168,7 @@ func (d *Client) AccessAssignmentsOf(ctx context.Context, relationshipIDs []stri
 	}
 	out := make(map[string][]AccessAssignment, len(relationshipIDs))
 	pending := slices.Clone(relationshipIDs)
+	start := time.Now()
 	for attempt := 1; len(pending) > 0; attempt++ {
 		type item struct {
 			ID     string `json:"id"`
@@ -261,7 +262,7 @@ func (d *Client) AccessAssignmentsOf(ctx context.Context, relationshipIDs []stri
 			last = decodeError(op, errors.New("a $batch answer left requests out"))
 		}
 		wait = max(wait, backoff.Delay(attempt))
-		if attempt >= attempts || wait > maxWait {
+		if !retryAfter(start, wait) {
 			return nil, last
 		}
 		if err := retry.Wait(ctx, wait); err != nil {

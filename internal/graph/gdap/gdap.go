@@ -229,13 +229,22 @@ func (d *Client) Relationship(ctx context.Context, id string) (Relationship, err
 // get sends an authenticated GET and returns a 200 response; any other
 // answer is a classified *cpv.Error.
 // Retries of one Graph request during discovery: throttling waits for the
-// server's Retry-After (at most maxWait), 5xx and network errors
-// back off exponentially. A run that gave up would enqueue only the tenants
-// already known, so a transient error is worth a few seconds.
+// server's Retry-After (at most maxWait), 5xx and network errors back off
+// exponentially, for as long as budget allows. A run that gave up would
+// enqueue only the tenants already known, so a transient error is worth
+// minutes: the budget is time, not a count of attempts, because a count
+// small enough to fail fast on an outage loses discovery to a throttled
+// stretch (at 30% 429s, five attempts fail one listing in 400).
 const (
-	attempts = 5
-	maxWait  = 30 * time.Second
+	budget  = 2 * time.Minute
+	maxWait = 30 * time.Second
 )
+
+// retryAfter says whether a request first sent at start may be sent again
+// after waiting wait.
+func retryAfter(start time.Time, wait time.Duration) bool {
+	return wait <= maxWait && time.Since(start)+wait <= budget
+}
 
 // backoff spaces retries of 5xx and network failures.
 var backoff = retry.Backoff{Base: time.Second, Max: 8 * time.Second}
@@ -246,17 +255,18 @@ func (d *Client) get(ctx context.Context, op, u string) (*http.Response, error) 
 
 // send is get for any method, with a JSON body (nil for none).
 func (d *Client) send(ctx context.Context, op, method, u string, body []byte) (*http.Response, error) {
+	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		resp, err := d.sendOnce(ctx, op, method, u, body)
 		if err == nil {
 			return resp, nil
 		}
 		class, wait := cpv.ClassOf(err)
-		if attempt >= attempts || ctx.Err() != nil || class == retry.Permanent {
+		if ctx.Err() != nil || class == retry.Permanent {
 			return nil, err
 		}
 		wait = max(wait, backoff.Delay(attempt))
-		if wait > maxWait {
+		if !retryAfter(start, wait) {
 			return nil, err
 		}
 		if err := retry.Wait(ctx, wait); err != nil {

@@ -63,3 +63,42 @@ func notFound(err error) bool {
 	var e *cpv.Error
 	return errors.As(err, &e) && e.Status == http.StatusNotFound
 }
+
+// A throttled stretch longer than a handful of attempts does not lose the
+// listing (a run would enqueue only the tenants it already knew), while a
+// Retry-After beyond what discovery waits ends it at once with Graph's answer.
+func TestDiscoveryThrottled(t *testing.T) {
+	t.Parallel()
+	sim := testenv.Sim(t, m365sim.Options{Seed: 42, Tenants: 5})
+	client, err := gdap.New(gdap.Config{
+		GraphURL: sim.GraphURL(), PartnerTenantID: sim.PartnerTenantID(), Credential: rig.Credential(t, sim, sim.HTTPClient()),
+		HTTPClient: sim.HTTPClient(),
+	})
+	if err != nil {
+		t.Fatalf("gdap.New: %v", err)
+	}
+	count := func() (int, error) {
+		n := 0
+		err := client.Relationships(context.Background(), func(page []gdap.Relationship) error {
+			n += len(page)
+			return nil
+		})
+		return n, err
+	}
+
+	sim.FailNext(m365sim.SurfaceGraph, http.StatusTooManyRequests, 7)
+	if n, err := count(); err != nil || n != len(sim.Fleet()) {
+		t.Errorf("after 7 throttled answers: %d relationships, %v; want %d, nil", n, err, len(sim.Fleet()))
+	}
+
+	sim.SetFaults(m365sim.Faults{RetryAfter: 120})
+	sim.FailNext(m365sim.SurfaceGraph, http.StatusTooManyRequests, 1)
+	_, err = count()
+	var e *cpv.Error
+	if !errors.As(err, &e) || e.Status != http.StatusTooManyRequests {
+		t.Errorf("Retry-After 120 s: %v, want Graph's 429", err)
+	}
+	if n, err := count(); err != nil || n != len(sim.Fleet()) {
+		t.Errorf("after the throttling: %d relationships, %v; want %d, nil", n, err, len(sim.Fleet()))
+	}
+}
