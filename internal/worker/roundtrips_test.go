@@ -259,16 +259,7 @@ func TestRoundTripsDrifted(t *testing.T) {
 	// The worker's own transport, its visibility long enough that no
 	// extension (a queue request) comes on a slow machine.
 	const visibility = time.Minute
-	q, err := queue.Open(queue.OpenConfig{Transport: queue.TransportStorageQueue, Queue: w.qname, Visibility: visibility,
-		StorageConnectionString: w.storage.ConnectionString})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = q.Close(cctx)
-	})
+	q := w.openQueueWith(t, visibility)
 	cfg := w.config(2)
 	cfg.Visibility = visibility
 	cfg.MarkRunningAfter = time.Minute // no "running" mark apart from the claim
