@@ -310,19 +310,9 @@ func (e *missedError) Error() string {
 func (s *Stack) LogTail(n int) string {
 	var b strings.Builder
 	for _, p := range append([]*stack.Process{s.daemons.Dispatcher}, s.daemons.Workers...) {
-		data, err := os.ReadFile(p.Log)
-		if err != nil {
-			continue
-		}
-		var lines []string
-		for _, line := range strings.Split(string(data), "\n") {
-			if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
-				lines = append(lines, line)
-			}
-		}
-		if len(lines) > n {
-			lines = lines[len(lines)-n:]
-		}
+		lines := stack.LastLines(p.Log, n, func(line string) bool {
+			return strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`)
+		})
 		if len(lines) > 0 {
 			fmt.Fprintf(&b, "%s (last %d warnings and errors):\n  %s\n", p.Name, len(lines), strings.Join(lines, "\n  "))
 		}

@@ -257,7 +257,7 @@ func (d *Daemons) health(i int) *Client {
 
 // portTaken reports whether p ended because its listening port was in use.
 func portTaken(p *Process) bool {
-	return !p.Running() && p.cmd != nil && strings.Contains(logTail(p.Log, 3), "address already in use")
+	return !p.Running() && p.cmd != nil && strings.Contains(strings.Join(LastLines(p.Log, 3, nil), "\n"), "address already in use")
 }
 
 // rebind starts daemon i (see health), which ended because its port was

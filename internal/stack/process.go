@@ -80,28 +80,28 @@ func (p *Process) Exited() error {
 	if p.cmd == nil || p.Running() {
 		return nil
 	}
-	tail := logTail(p.Log, 5)
+	tail := strings.Join(LastLines(p.Log, 5, nil), "\n  ")
 	if tail == "" {
 		return fmt.Errorf("%s exited: %s (see %s)", p.Name, p.cmd.ProcessState, p.Log)
 	}
 	return fmt.Errorf("%s exited: %s (see %s); its log ends:\n  %s", p.Name, p.cmd.ProcessState, p.Log, tail)
 }
 
-// logTail is the last n non-empty lines of the log at path, each cut to 500
-// bytes, or "" if it cannot be read: what a daemon said as it ended (its
-// exit report is the last line, and not a structured log record).
-func logTail(path string, n int) string {
+// LastLines is the last n non-empty lines of the log at path that keep
+// accepts (every one when keep is nil); none if the log cannot be read. Without keep, it is what a daemon said as it
+// ended: its exit report is the last line, and not a structured record.
+func LastLines(path string, n int, keep func(line string) bool) []string {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return ""
+		return nil
 	}
 	var lines []string
 	for _, l := range strings.Split(string(data), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			lines = append(lines, l[:min(len(l), 500)])
+		if l = strings.TrimSpace(l); l != "" && (keep == nil || keep(l)) {
+			lines = append(lines, l)
 		}
 	}
-	return strings.Join(lines[max(0, len(lines)-n):], "\n  ")
+	return lines[max(0, len(lines)-n):]
 }
 
 // Kill ends the process with SIGKILL (a crash) and waits for it.
