@@ -262,7 +262,7 @@ func (d *Client) AccessAssignmentsOf(ctx context.Context, relationshipIDs []stri
 			last = decodeError(op, errors.New("a $batch answer left requests out"))
 		}
 		wait = max(wait, backoff.Delay(attempt))
-		if !retryAfter(start, wait) {
+		if !mayRetry(start, wait) {
 			return nil, last
 		}
 		if err := retry.Wait(ctx, wait); err != nil {

@@ -226,8 +226,6 @@ func (d *Client) Relationship(ctx context.Context, id string) (Relationship, err
 	return r, nil
 }
 
-// get sends an authenticated GET and returns a 200 response; any other
-// answer is a classified *cpv.Error.
 // Retries of one Graph request during discovery: throttling waits for the
 // server's Retry-After (at most maxWait), 5xx and network errors back off
 // exponentially, for as long as budget allows. A run that gave up would
@@ -240,15 +238,17 @@ const (
 	maxWait = 30 * time.Second
 )
 
-// retryAfter says whether a request first sent at start may be sent again
+// mayRetry says whether a request first sent at start may be sent again
 // after waiting wait.
-func retryAfter(start time.Time, wait time.Duration) bool {
+func mayRetry(start time.Time, wait time.Duration) bool {
 	return wait <= maxWait && time.Since(start)+wait <= budget
 }
 
 // backoff spaces retries of 5xx and network failures.
 var backoff = retry.Backoff{Base: time.Second, Max: 8 * time.Second}
 
+// get sends an authenticated GET and returns a 200 response; any other
+// answer is a classified *cpv.Error.
 func (d *Client) get(ctx context.Context, op, u string) (*http.Response, error) {
 	return d.send(ctx, op, http.MethodGet, u, nil)
 }
@@ -266,7 +266,7 @@ func (d *Client) send(ctx context.Context, op, method, u string, body []byte) (*
 			return nil, err
 		}
 		wait = max(wait, backoff.Delay(attempt))
-		if !retryAfter(start, wait) {
+		if !mayRetry(start, wait) {
 			return nil, err
 		}
 		if err := retry.Wait(ctx, wait); err != nil {
